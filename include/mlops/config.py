@@ -1,0 +1,257 @@
+"""Use-case configuration: one YAML file per use case, validated at DAG parse time.
+
+A broken file must stop the parse with a message naming the file and the key, so
+the schema forbids unknown keys and the estimator check runs without importing
+scikit-learn (the parse-cost guard forbids heavy imports at parse time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops.settings import get_settings
+
+# Direction of each metric the platform knows, so gates never guess.
+REGRESSION_METRICS = {"rmse": "min", "mae": "min", "r2": "max", "mape": "min"}
+CLASSIFICATION_METRICS = {
+    "accuracy": "max",
+    "f1": "max",
+    "precision": "max",
+    "recall": "max",
+    "roc_auc": "max",
+    "log_loss": "min",
+}
+METRIC_DIRECTIONS = {**REGRESSION_METRICS, **CLASSIFICATION_METRICS}
+
+
+class ConfigError(ValueError):
+    """A use-case file is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSource(_Strict):
+    kind: Literal["files"] = "files"
+    path: str = Field(description="Path or glob of CSV or Parquet files, relative to the project root.")
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="Inferred from the file extension when left out."
+    )
+
+
+class SqlSource(_Strict):
+    kind: Literal["sql"]
+    conn_id: str = Field(description="Airflow connection id.")
+    query: str
+
+
+class SklearnSource(_Strict):
+    kind: Literal["sklearn"]
+    dataset: Literal["breast_cancer", "wine", "iris", "diabetes", "digits"]
+
+
+class Features(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @model_validator(mode="after")
+    def _not_empty_and_disjoint(self) -> Features:
+        if not self.all:
+            raise ValueError("list at least one numeric or categorical feature")
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"columns listed as both numeric and categorical: {sorted(both)}")
+        return self
+
+
+class Window(_Strict):
+    start: date | None = None
+    end: date | None = Field(
+        default=None,
+        description="Exclusive end. Overridden by the run's `as_of`; defaults to the newest row in the source.",
+    )
+    days: int | None = Field(default=None, gt=0, description="Train on the last N days before `end`.")
+
+
+class Training(_Strict):
+    window: Window = Field(default_factory=Window)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    seed: int = 42
+    min_rows: int = Field(default=100, gt=0)
+
+
+class Candidate(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    estimator: str = Field(description="Dotted path of a scikit-learn estimator class.")
+    params: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Hyperparameter grid: every combination is a candidate run."
+    )
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_exists(cls, value: str) -> str:
+        check_estimator_path(value)
+        return value
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _scalars_become_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class Gate(_Strict):
+    primary_metric: str
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    max_regression: float = Field(
+        default=0.0,
+        ge=0,
+        description="Largest allowed relative loss on the primary metric against the champion (0.05 = 5 %).",
+    )
+
+
+class Schedules(_Strict):
+    training: str | None = None
+    scoring: str | None = "@daily"
+    monitoring: str | None = "@daily"
+
+
+class Monitoring(_Strict):
+    drift_share_threshold: float = Field(default=0.5, gt=0, le=1)
+    performance_degradation: float = Field(
+        default=0.25, gt=0, description="Relative loss of the primary metric versus the champion's holdout."
+    )
+    window_days: int = Field(default=7, gt=0)
+    min_rows: int = Field(default=100, gt=0)
+    cooldown_hours: float = Field(default=6, ge=0)
+
+
+class Approval(_Strict):
+    required: bool = False
+    timeout_hours: float = Field(default=24, gt=0)
+
+
+class UseCase(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Id used in DAG ids and paths.")
+    description: str = ""
+    owner: str = "mlops"
+    task: Literal["regression", "classification"]
+    source: FileSource | SqlSource | SklearnSource = Field(discriminator="kind")
+    target: str
+    time_column: str | None = None
+    features: Features
+    training: Training = Field(default_factory=Training)
+    candidates: list[Candidate] = Field(min_length=1)
+    gate: Gate
+    model_name: str = Field(description="Registered model name in the MLflow Model Registry.")
+    schedule: Schedules = Field(default_factory=Schedules)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    approval: Approval = Field(default_factory=Approval)
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UseCase:
+        known = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+        for metric in [self.gate.primary_metric, *self.gate.thresholds]:
+            if metric not in known:
+                raise ValueError(f"metric {metric!r} is not a {self.task} metric; use one of {sorted(known)}")
+        if self.target in self.features.all:
+            raise ValueError(f"target {self.target!r} is also listed as a feature")
+        names = [c.name for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"candidate names must be unique, got {names}")
+        return self
+
+    @property
+    def primary_direction(self) -> str:
+        return METRIC_DIRECTIONS[self.gate.primary_metric]
+
+    @property
+    def suite_name(self) -> str:
+        return self.name
+
+    @property
+    def source_path(self) -> Path | None:
+        if isinstance(self.source, FileSource):
+            path = Path(self.source.path)
+            return path if path.is_absolute() else get_settings().project_root / path
+        return None
+
+
+def check_estimator_path(dotted: str) -> None:
+    """Check `sklearn.x.Y` names a class, without importing scikit-learn.
+
+    Parse time must stay free of heavy imports, so the check reads the module's
+    source: the class must be defined or re-exported there.
+    """
+    if not re.fullmatch(r"sklearn(\.[a-z_][a-z0-9_]*)+\.[A-Z][A-Za-z0-9]*", dotted):
+        raise ValueError(f"{dotted!r} is not a scikit-learn estimator path such as 'sklearn.linear_model.Ridge'")
+    module, _, name = dotted.rpartition(".")
+    spec = importlib.util.find_spec("sklearn")  # locates the package; does not import it
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("scikit-learn is not installed")
+    base = Path(next(iter(spec.submodule_search_locations)))
+    rel = Path(*module.split(".")[1:])
+    candidates = [base / rel / "__init__.py", (base / rel).with_suffix(".py")]
+    source_file = next((p for p in candidates if p.is_file()), None)
+    if source_file is None:
+        raise ValueError(f"module {module!r} does not exist in scikit-learn")
+    if not re.search(rf"\b{re.escape(name)}\b", source_file.read_text(encoding="utf-8")):
+        raise ValueError(f"{module!r} has no estimator named {name!r}")
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"invalid use-case config {path}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+        lines.append(f"  {key or '<top level>'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_use_case(path: Path) -> UseCase:
+    """Read and validate one YAML file, raising ConfigError naming file and key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid use-case config {path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid use-case config {path}: the top level must be a mapping of keys")
+    try:
+        use_case = UseCase.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None
+    if use_case.name != path.stem:
+        raise ConfigError(f"invalid use-case config {path}: name: must equal the file name {path.stem!r}")
+    return use_case
+
+
+def load_all(configs_dir: Path | None = None) -> list[UseCase]:
+    directory = configs_dir or get_settings().configs_dir
+    return [load_use_case(p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def find_use_case(name: str, configs_dir: Path | None = None) -> UseCase:
+    directory = configs_dir or get_settings().configs_dir
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ConfigError(f"no use case {name!r} in {directory}; known: {known}")
+    return load_use_case(path)

@@ -1,0 +1,111 @@
+"""Every setting the platform reads from the environment, with its default.
+
+One place so that `.env.example`, the README's configuration table and the code
+cannot disagree. Nothing here is cached: tests and the stack launcher change the
+environment and expect the next call to see it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# include/mlops/settings.py -> project root is two levels above the package.
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_PROJECT_ROOT = PACKAGE_DIR.parent.parent
+
+
+def _path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_root: Path
+    home: Path
+    """Git-ignored folder holding all local state: Airflow and MLflow databases,
+    snapshots, the DVC remote, reports, the prediction log, logs and pid files."""
+    configs_dir: Path
+    great_expectations_dir: Path
+    host: str
+    airflow_port: int
+    mlflow_port: int
+    serving_port: int
+    mlflow_tracking_uri: str
+    prediction_log_uri: str
+    """A folder (Parquet partitions by date) or an SQLAlchemy URL (a SQL table)."""
+    alert_webhook_url: str | None
+    alert_smtp_host: str | None
+    alert_smtp_port: int
+    alert_email_to: str | None
+    alert_email_from: str
+
+    @property
+    def data_dir(self) -> Path:
+        """Run-partitioned snapshots; also the root of the DVC repository."""
+        return self.home / "data"
+
+    @property
+    def dvc_remote_dir(self) -> Path:
+        return self.home / "dvc-remote"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.home / "labels"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and process logs of the local stack."""
+        return self.home / "run"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.great_expectations_dir / "uncommitted" / "data_docs" / "local_site"
+
+
+def get_settings() -> Settings:
+    root = _path("MLOPS_PROJECT_ROOT", DEFAULT_PROJECT_ROOT)
+    home = _path("MLOPS_HOME", root / ".mlops")
+    host = os.environ.get("MLOPS_HOST", "127.0.0.1")
+    mlflow_port = _int("MLOPS_MLFLOW_PORT", 5000)
+    return Settings(
+        project_root=root,
+        home=home,
+        configs_dir=_path("MLOPS_CONFIGS_DIR", root / "configs"),
+        great_expectations_dir=_path("MLOPS_GE_DIR", root / "great_expectations"),
+        host=host,
+        airflow_port=_int("MLOPS_AIRFLOW_PORT", 8080),
+        mlflow_port=mlflow_port,
+        serving_port=_int("MLOPS_SERVING_PORT", 8000),
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"http://{host}:{mlflow_port}"),
+        prediction_log_uri=os.environ.get("MLOPS_PREDICTION_LOG_URI", str(home / "predictions")),
+        alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None,
+        alert_smtp_host=os.environ.get("MLOPS_ALERT_SMTP_HOST") or None,
+        alert_smtp_port=_int("MLOPS_ALERT_SMTP_PORT", 25),
+        alert_email_to=os.environ.get("MLOPS_ALERT_EMAIL_TO") or None,
+        alert_email_from=os.environ.get("MLOPS_ALERT_EMAIL_FROM", "mlops@localhost"),
+    )
