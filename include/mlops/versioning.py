@@ -1,0 +1,259 @@
+"""Content-addressed versioning of snapshots with DVC.
+
+The DVC repository lives at `settings.data_dir` (no Git: the snapshots are run
+outputs, not source). Every tracked file is pushed to the default DVC remote,
+`local` at `settings.dvc_remote_dir` unless the operator configured another one,
+so a snapshot can be restored byte for byte from its md5 alone, after the file,
+the local cache or the source are gone.
+
+This is the only module that imports DVC. It uses DVC's Python API rather than
+the `dvc` CLI: one import per process instead of one per command (see the
+timings in docs/data-versioning.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.settings import get_settings
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REMOTE = "local"
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+# Our own lock, held around every DVC operation: DVC's repo lock gives up after
+# three seconds, which parallel ingest tasks of several use cases can exceed.
+_LOCK_NAME = ".mlops-dvc.lock"
+
+
+class VersioningError(RuntimeError):
+    """A file could not be tracked or restored; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TrackedFile:
+    md5: str
+    dvc_file: str
+    size: int
+
+
+@contextmanager
+def _repo_lock(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / _LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _configure(repo: Repo, data_dir: Path, remote_dir: Path) -> bool:
+    """Keep the repo self-contained and the `local` remote at the configured folder.
+
+    Only missing or stale values are written, so an operator's own default remote
+    (for example S3, see docs/data-versioning.md) survives every call. Returns
+    whether the configuration changed.
+    """
+    config = repo.config  # merged and validated: booleans are booleans, paths absolute
+    wanted_core: dict[str, Any] = {
+        # DVC would otherwise keep its state database under /var/tmp/dvc, outside MLOPS_HOME.
+        "site_cache_dir": str(data_dir / ".dvc" / "tmp" / "site"),
+        # The CLI (documented for operators) would otherwise report usage over the network.
+        "analytics": False,
+    }
+    stale_core = {k: v for k, v in wanted_core.items() if config["core"].get(k) != v}
+    needs_default = not config["core"].get("remote")
+    stale_remote = config["remote"].get(DEFAULT_REMOTE, {}).get("url") != str(remote_dir)
+    if not (stale_core or needs_default or stale_remote):
+        return False
+    with config.edit("repo") as conf:
+        conf["core"].update(stale_core)
+        if needs_default:
+            conf["core"]["remote"] = DEFAULT_REMOTE
+        if stale_remote:
+            conf["remote"].setdefault(DEFAULT_REMOTE, {})["url"] = str(remote_dir)
+    return True
+
+
+def _open_repo() -> Repo:
+    """Open the DVC repo at data_dir, creating and configuring it on first use.
+
+    Call with the repo lock held: init is not safe to run twice at once.
+    """
+    from dvc.repo import Repo
+
+    settings = get_settings()
+    data_dir = settings.data_dir
+    if not (data_dir / ".dvc").is_dir():
+        Repo.init(str(data_dir), no_scm=True).close()
+        log.info("created the DVC repository at %s", data_dir)
+    repo = Repo(str(data_dir))
+    try:
+        changed = _configure(repo, data_dir, settings.dvc_remote_dir)
+    except Exception:
+        repo.close()
+        raise
+    if not changed:
+        return repo
+    # The cache, remotes and state database were built from the old configuration.
+    repo.close()
+    return Repo(str(data_dir))
+
+
+def init() -> Path:
+    """Create (or repair the configuration of) the DVC repository; idempotent."""
+    data_dir = get_settings().data_dir
+    with _repo_lock(data_dir):
+        _open_repo().close()
+    return data_dir
+
+
+def _md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def track(path: Path) -> TrackedFile:
+    """`dvc add` a file inside data_dir and push it to the default remote."""
+    from dvc.exceptions import DvcException
+
+    settings = get_settings()
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise VersioningError(f"cannot version {path}: it is not a file; write it before tracking it")
+    if not path.is_relative_to(settings.data_dir.resolve()):
+        raise VersioningError(
+            f"cannot version {path}: only files under the DVC repository {settings.data_dir} can be tracked; "
+            "write the file there first"
+        )
+    with _repo_lock(settings.data_dir):
+        repo = _open_repo()
+        try:
+            (stage,) = repo.add(str(path))
+            (out,) = stage.outs
+            md5 = str(out.hash_info.value)
+            remote = repo.config["core"].get("remote")
+            repo.push(targets=[str(path)])
+        except DvcException as exc:
+            raise VersioningError(f"DVC could not version {path}: {exc}") from exc
+        finally:
+            repo.close()
+    log.info("versioned %s as md5 %s and pushed it to DVC remote %r", path, md5, remote)
+    return TrackedFile(md5=md5, dvc_file=str(stage.path), size=path.stat().st_size)
+
+
+def _remote_order(repo: Repo) -> list[str]:
+    remotes = list(repo.config.get("remote", {}))
+    default = repo.config["core"].get("remote")
+    if default in remotes:
+        remotes.remove(default)
+        remotes.insert(0, default)
+    return remotes
+
+
+def _fetch_verified(odb: Any, md5: str, destination: Path, origin: str) -> None:
+    """Copy an object to a temporary file next to destination, check its hash, then rename.
+
+    A failed or corrupt transfer never leaves a half-written destination.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        odb.fs.get_file(odb.oid_to_path(md5), str(tmp))
+        actual = _md5_of(tmp)
+        if actual != md5:
+            raise VersioningError(
+                f"the copy of {md5} in {origin} is corrupt (its md5 is {actual}); "
+                "delete it there and push the snapshot again from another copy"
+            )
+        tmp.chmod(0o644)  # cache objects are read-only; the restored file is the user's
+        os.replace(tmp, destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def restore(md5: str, destination: Path) -> Path:
+    """Write the exact bytes versioned under `md5` to `destination` (a file path).
+
+    Looks in the local DVC cache first, then in every configured remote, the
+    default one first. The result is checked against the hash before it is moved
+    into place.
+    """
+    from dvc.exceptions import DvcException
+
+    md5 = md5.strip().lower()
+    if not _MD5.fullmatch(md5):
+        raise VersioningError(f"{md5!r} is not an md5 hash (32 hex digits); copy it from the snapshot's metadata")
+    destination = Path(destination).expanduser().resolve()
+    if destination.is_dir():
+        raise VersioningError(
+            f"{destination} is a directory; give the file path to write, e.g. {destination}/snapshot.parquet"
+        )
+    settings = get_settings()
+    searched: list[str] = []
+    with _repo_lock(settings.data_dir):
+        repo = _open_repo()
+        try:
+            stores = [(f"the DVC cache ({repo.cache.local.path})", repo.cache.local)]
+            for name in _remote_order(repo):
+                odb = repo.cloud.get_remote_odb(name)
+                stores.append((f"DVC remote {name} ({odb.path})", odb))
+            for origin, odb in stores:
+                searched.append(origin)
+                if odb.exists(md5):
+                    _fetch_verified(odb, md5, destination, origin)
+                    log.info("restored %s from %s to %s", md5, origin, destination)
+                    return destination
+        except DvcException as exc:
+            raise VersioningError(f"DVC could not restore {md5}: {exc}") from exc
+        finally:
+            repo.close()
+    raise VersioningError(
+        f"no file with md5 {md5} in {', '.join(searched)}. "
+        "Check the hash, or add a DVC remote that holds it (docs/data-versioning.md)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mlops.versioning restore <md5> <dest>`."""
+    parser = argparse.ArgumentParser(prog="python -m mlops.versioning", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    restore_cmd = commands.add_parser("restore", help="write the exact bytes of a versioned snapshot to a file")
+    restore_cmd.add_argument("md5", help="content hash recorded with the snapshot (Snapshot.md5, the MLflow run)")
+    restore_cmd.add_argument("destination", type=Path, help="file path to write, e.g. /tmp/snapshot.parquet")
+    commands.add_parser("init", help="create the DVC repository and its default remote")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "restore":
+            print(restore(args.md5, args.destination))
+        else:
+            print(init())
+    except VersioningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
