@@ -1,0 +1,108 @@
+"""`mlops` command: the local stack, the demo, and the data and suite utilities.
+
+Subcommands import their modules lazily so `mlops stack down` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _stack_up(args: argparse.Namespace) -> int:
+    from mlops import stack
+
+    for name, url in stack.up().items():
+        print(f"{name:>20}: {url}")
+    return 0
+
+
+def _stack_down(args: argparse.Namespace) -> int:
+    from mlops import stack
+
+    stopped = stack.down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _stack_status(args: argparse.Namespace) -> int:
+    from mlops import stack
+
+    print(json.dumps(stack.status(), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mlops import demo
+
+    return demo.run(keep_running=not args.stop_after, fast=args.fast)
+
+
+def _data_restore(args: argparse.Namespace) -> int:
+    from mlops import versioning
+
+    return versioning.main(["restore", args.md5, args.destination])
+
+
+def _suite_bootstrap(args: argparse.Namespace) -> int:
+    from mlops import validation
+
+    argv = ["bootstrap", args.use_case] + (["--reference", args.reference] if args.reference else [])
+    return validation.main(argv)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from mlops import replay
+
+    return replay.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack_parser = sub.add_parser("stack", help="start, stop or inspect the local Airflow + MLflow stack")
+    stack_sub = stack_parser.add_subparsers(dest="action", required=True)
+    actions: dict[str, Callable[[argparse.Namespace], int]] = {
+        "up": _stack_up,
+        "down": _stack_down,
+        "status": _stack_status,
+    }
+    for action, handler in actions.items():
+        stack_sub.add_parser(action).set_defaults(handler=handler)
+
+    demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled bike data")
+    demo.add_argument("--stop-after", action="store_true", help="stop the stack when the demo ends")
+    demo.add_argument("--fast", action="store_true", help="replay fewer months (for tests)")
+    demo.set_defaults(handler=_demo)
+
+    data = sub.add_parser("data", help="DVC-versioned snapshots")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    restore = data_sub.add_parser("restore", help="restore a snapshot's exact bytes by its DVC md5")
+    restore.add_argument("md5")
+    restore.add_argument("destination")
+    restore.set_defaults(handler=_data_restore)
+
+    suite = sub.add_parser("suite", help="Great Expectations suites")
+    suite_sub = suite.add_subparsers(dest="action", required=True)
+    bootstrap = suite_sub.add_parser("bootstrap", help="derive a use case's suite from reference data")
+    bootstrap.add_argument("use_case")
+    bootstrap.add_argument("--reference", help="CSV or Parquet file; defaults to the use case's source")
+    bootstrap.set_defaults(handler=_suite_bootstrap)
+
+    replay = sub.add_parser("replay", help="replay held-back data as production traffic", add_help=False)
+    replay.add_argument("rest", nargs=argparse.REMAINDER)
+    replay.set_defaults(handler=_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Checks that the platform's own plumbing works; used by the `platform_self_check` DAG."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from mlops.config import load_all
+from mlops.settings import get_settings
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def check_configs() -> CheckResult:
+    """Every use-case file parses (the DAG parse would already have failed otherwise)."""
+    names = [use_case.name for use_case in load_all()]
+    return CheckResult("configs", bool(names), f"use cases: {', '.join(names) or 'none found'}")
+
+
+def check_mlflow(timeout: float = 10.0) -> CheckResult:
+    """The tracking server answers and lists experiments."""
+    uri = get_settings().mlflow_tracking_uri.rstrip("/")
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/experiments/search",
+        data=json.dumps({"max_results": 1}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            json.loads(response.read())
+    except OSError as exc:
+        raise RuntimeError(
+            f"MLflow at {uri} is not reachable ({exc}). Start the stack with `mlops stack up` "
+            "or set MLFLOW_TRACKING_URI."
+        ) from exc
+    return CheckResult("mlflow", True, f"tracking server {uri} answers")
+
+
+def check_state_dir() -> CheckResult:
+    """The state folder is writable: snapshots, reports and the prediction log live there."""
+    home = get_settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    probe = home / ".write-probe"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RuntimeError(f"state folder {home} is not writable ({exc}); fix its permissions or set MLOPS_HOME") from exc
+    return CheckResult("state_dir", True, f"{home} is writable")

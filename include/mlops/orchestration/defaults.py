@@ -1,0 +1,52 @@
+"""Named task-argument profiles, each with the reason for its numbers.
+
+Every DAG of the platform builds its `default_args` from `DAG_DEFAULTS` and picks
+a profile per task, so retries and time-outs are decided once, deliberately.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+# Reading from a source, MLflow or the registry: failures are usually transient
+# (a server restarting), so retry with exponential backoff.
+NETWORK_BOUND: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(minutes=30),
+}
+
+# Fitting a model: a killed worker is worth one retry; a real bug will not fix itself.
+COMPUTE_BOUND: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(hours=1),
+}
+
+# Quality gates (data validation, model evaluation): the data they read will not
+# change on retry, so a retry only delays the failure.
+GATE: dict[str, Any] = {
+    "retries": 0,
+    "execution_timeout": timedelta(minutes=20),
+}
+
+# Moving registry aliases: quick, idempotent, retried for transient server errors.
+REGISTRY: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(minutes=10),
+}
+
+DAG_DEFAULTS: dict[str, Any] = {
+    "owner": "mlops",
+    **NETWORK_BOUND,
+}
+
+# One run at a time per DAG: two training runs of one use case would race on
+# the registry aliases, and two monitoring runs would double-trigger retraining.
+MAX_ACTIVE_RUNS = 1

@@ -1,0 +1,257 @@
+"""The embedded local stack: Airflow (LocalExecutor on SQLite), MLflow, the prediction service.
+
+Each service runs as the leader of its own process group, recorded in
+`<MLOPS_HOME>/run/stack.json` with its start time so a stale record never makes
+`down` signal a process that merely reused the pid. Everything binds to
+127.0.0.1 by default and every piece of state lives under MLOPS_HOME.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops.processes import (
+    group_alive,
+    require_free_port,
+    start_process_group,
+    stop_process_group,
+    wait_for_http,
+)
+from mlops.settings import Settings, get_settings
+
+AIRFLOW_USER = "admin"
+STARTUP_TIMEOUT_SECONDS = 240.0
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: list[str]
+    health_url: str | None
+    port: int | None
+    port_env: str | None
+
+
+def _secret(path: Path, make: str) -> str:
+    """Read a generated secret, creating it on first use; never committed, never a default."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(16) if make == "password" else base64.urlsafe_b64encode(os.urandom(32)).decode()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def airflow_password(settings: Settings) -> str:
+    return _secret(settings.run_dir / "secrets" / "airflow_admin_password", "password")
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for every Airflow process of the local stack (and the demo's CLI calls)."""
+    home = settings.airflow_home
+    home.mkdir(parents=True, exist_ok=True)
+    password = airflow_password(settings)
+    passwords_file = home / "simple_auth_manager_passwords.json"
+    passwords_file.write_text(json.dumps({AIRFLOW_USER: password}))
+    passwords_file.chmod(0o600)
+    base_url = f"http://{settings.host}:{settings.airflow_port}"
+    secrets_dir = settings.run_dir / "secrets"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project_root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.project_root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Two cores: more parallel task processes than this only thrash.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        # Must follow the API port, or every task fails with "connection refused".
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__HOST": settings.host,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(secrets_dir / "jwt_secret", "key"),
+        "AIRFLOW__CORE__FERNET_KEY": _secret(secrets_dir / "fernet_key", "key"),
+        # New DAG files show up within seconds instead of the default 5 minutes.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLOPS_HOME": str(settings.home),
+        "MLOPS_PROJECT_ROOT": str(settings.project_root),
+    }
+    return env
+
+
+def services(settings: Settings) -> list[Service]:
+    airflow = str(VENV_BIN / "airflow")
+    mlflow_dir = settings.mlflow_dir
+    api = f"http://{settings.host}:{settings.airflow_port}"
+    result = [
+        Service(
+            "mlflow",
+            [
+                str(VENV_BIN / "mlflow"), "server",
+                "--host", settings.host, "--port", str(settings.mlflow_port),
+                "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination", str(mlflow_dir / "artifacts"),
+                "--serve-artifacts", "--workers", "1",
+            ],
+            f"http://{settings.host}:{settings.mlflow_port}/health",
+            settings.mlflow_port,
+            "MLOPS_MLFLOW_PORT",
+        ),
+        Service(
+            "airflow-api-server",
+            [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port)],
+            f"{api}/api/v2/monitor/health",
+            settings.airflow_port,
+            "MLOPS_AIRFLOW_PORT",
+        ),
+        Service("airflow-scheduler", [airflow, "scheduler"], None, None, None),
+        Service("airflow-dag-processor", [airflow, "dag-processor"], None, None, None),
+        Service("airflow-triggerer", [airflow, "triggerer"], None, None, None),
+    ]  # fmt: skip
+    if (settings.project_root / "include" / "mlops" / "serving").is_dir():
+        result.append(
+            Service(
+                "prediction-service",
+                [sys.executable, "-m", "mlops.serving", "--host", settings.host, "--port", str(settings.serving_port)],
+                f"http://{settings.host}:{settings.serving_port}/health",
+                settings.serving_port,
+                "MLOPS_SERVING_PORT",
+            )
+        )
+    return result
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.run_dir / "stack.json"
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _read_state(settings: Settings) -> dict[str, dict[str, object]]:
+    path = _state_file(settings)
+    if not path.exists():
+        return {}
+    data: dict[str, dict[str, object]] = json.loads(path.read_text())
+    return data
+
+
+def _running(record: dict[str, object]) -> bool:
+    pid = int(str(record["pid"]))
+    return group_alive(pid) and _start_time(pid) == record.get("started")
+
+
+def status(settings: Settings | None = None) -> dict[str, bool]:
+    settings = settings or get_settings()
+    return {name: _running(record) for name, record in _read_state(settings).items()}
+
+
+def _migrate_airflow(env: dict[str, str], log: Path) -> None:
+    with open(log, "ab") as out:
+        done = subprocess.run(
+            [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"`airflow db migrate` failed; see {log}")
+
+
+def _wait_airflow_components(url: str, timeout: float, log_dir: Path) -> None:
+    """The api-server answers before the scheduler has heartbeated; wait for all of them."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                last = json.loads(response.read())
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            if all((last.get(p) or {}).get("status") == "healthy" for p in parts):  # type: ignore[union-attr]
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"Airflow components not all healthy within {timeout:.0f} s: {last}. Logs in {log_dir}")
+
+
+def up(settings: Settings | None = None, timeout: float = STARTUP_TIMEOUT_SECONDS) -> dict[str, str]:
+    """Start every service that is not already running and wait until all are healthy.
+
+    Idempotent: running services are left alone. Returns the URLs to print.
+    """
+    settings = settings or get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = settings.run_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_state(settings)
+    env = airflow_env(settings)
+    to_start = [s for s in services(settings) if not (s.name in state and _running(state[s.name]))]
+    for service in to_start:
+        if service.port is not None and service.port_env is not None:
+            require_free_port(settings.host, service.port, service.name, service.port_env)
+    if any(s.name.startswith("airflow") for s in to_start):
+        _migrate_airflow(env, log_dir / "airflow-db-migrate.log")
+    started = []
+    for service in to_start:
+        log = log_dir / f"{service.name}.log"
+        process = start_process_group(service.command, log, env=env, cwd=settings.project_root)
+        state[service.name] = {"pid": process.pid, "started": _start_time(process.pid), "log": str(log)}
+        started.append((service, process, log))
+        _state_file(settings).write_text(json.dumps(state, indent=2))
+    try:
+        for service, process, log in started:
+            if service.health_url:
+                wait_for_http(service.health_url, timeout, process, log)
+        _wait_airflow_components(
+            f"http://{settings.host}:{settings.airflow_port}/api/v2/monitor/health", timeout, log_dir
+        )
+    except Exception:
+        down(settings)
+        raise
+    return urls(settings)
+
+
+def urls(settings: Settings) -> dict[str, str]:
+    return {
+        "airflow": f"http://{settings.host}:{settings.airflow_port}",
+        "mlflow": f"http://{settings.host}:{settings.mlflow_port}",
+        "prediction_service": f"http://{settings.host}:{settings.serving_port}/docs",
+        "login": f"{AIRFLOW_USER} / {airflow_password(settings)}",
+    }
+
+
+def down(settings: Settings | None = None, grace_seconds: float = 20.0) -> list[str]:
+    """Stop every process group `up` started; idempotent. Returns the names stopped."""
+    settings = settings or get_settings()
+    state = _read_state(settings)
+    stopped = []
+    # Reverse start order: Airflow goes before MLflow so running tasks can still log.
+    for name, record in reversed(list(state.items())):
+        if _running(record) and stop_process_group(int(str(record["pid"])), grace_seconds):
+            stopped.append(name)
+    _state_file(settings).unlink(missing_ok=True)
+    return stopped
