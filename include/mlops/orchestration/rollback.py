@@ -1,0 +1,57 @@
+"""Build the hand-triggered rollback DAG: move `@champion` back, recording who asked and why."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, dag, task
+
+from mlops.config import UseCase
+from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS, REGISTRY
+from mlops.orchestration.training import START_DATE
+
+DOC = """
+### Roll back a model
+
+Trigger by hand with **model_name**, an optional **version** (default: the `@previous`
+version) and a **reason**. Moves `@champion` to that version, keeps the replaced
+champion as `@previous`, and records who asked and why as model-version tags.
+The prediction service picks the new champion up on its next alias poll.
+"""
+
+
+def build_rollback_dag(use_cases: list[UseCase]) -> DAG:
+    model_names = sorted({use_case.model_name for use_case in use_cases}) or ["none"]
+
+    @dag(
+        dag_id="rollback_model",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=MAX_ACTIVE_RUNS,
+        default_args=DAG_DEFAULTS,
+        dagrun_timeout=timedelta(minutes=30),
+        tags=["registry", "rollback"],
+        doc_md=DOC,
+        params={
+            "model_name": Param(model_names[0], type="string", enum=model_names),
+            "version": Param(None, type=["null", "string"], description="Target version; default @previous"),
+            "reason": Param("", type="string", minLength=3, description="Why roll back (recorded)"),
+        },
+    )
+    def rollback_model() -> None:
+        @task(**REGISTRY)
+        def move_champion(**context: Any) -> dict[str, Any]:
+            from mlops import registry
+
+            params = context["params"]
+            requested_by = context["dag_run"].triggering_user_name or "unknown"
+            result = registry.rollback(
+                params["model_name"], params.get("version"), reason=params["reason"], requested_by=requested_by
+            )
+            return result.to_dict()
+
+        move_champion()
+
+    return rollback_model()

@@ -1,0 +1,181 @@
+"""Build the training DAG of one use case: ingest → validate → train (mapped) → evaluate → register → promote.
+
+Tasks hand on paths, ids and hashes (never data frames) and call the stage
+modules of the package; this file decides only order, retries and triggers.
+Every task is keyed on the DAG run, so clearing and re-running one is safe.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from mlops.config import UseCase
+from mlops.orchestration.assets import champion_asset
+from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, REGISTRY
+from mlops.orchestration.notifiers import failure_notifier
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+def sql_uri(conn_id: str) -> str:
+    """Resolve a SQL source's Airflow connection to an SQLAlchemy URI, at run time only."""
+    from airflow.sdk import Connection
+
+    return str(Connection.get(conn_id).get_uri())
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    """The idempotency key of everything a DAG run writes to MLflow."""
+    return f"{dag_id}/{run_id}"
+
+
+def training_dag_id(use_case: UseCase) -> str:
+    return f"train_{use_case.name}"
+
+
+def build_training_dag(use_case: UseCase) -> DAG:
+    doc = f"""
+### Train `{use_case.name}`
+
+{use_case.description}
+
+Ingests a snapshot of `{use_case.source.kind}` data (versioned by DVC), validates it with the
+Great Expectations suite `{use_case.suite_name}` (a failure stops the run before training),
+trains {len(use_case.candidates)} candidate families as parallel mapped tasks tracked in MLflow,
+compares the best with `@champion` on `{use_case.gate.primary_metric}`, and registers it as
+`{use_case.model_name}`: promoted to `@champion` (old one kept as `@previous`) or kept as
+`@challenger` with the reasons. A promotion updates the Asset `{champion_asset(use_case).name}`.
+
+**Params**: `as_of` (exclusive end of the training window, `YYYY-MM-DD`; default from config),
+`reason` (why this run was triggered; recorded in MLflow).
+"""
+
+    @dag(
+        dag_id=training_dag_id(use_case),
+        schedule=use_case.schedule.training,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=MAX_ACTIVE_RUNS,
+        default_args={**DAG_DEFAULTS, "owner": use_case.owner},
+        dagrun_timeout=timedelta(hours=3),
+        tags=["training", use_case.name, *use_case.tags],
+        doc_md=doc,
+        on_failure_callback=failure_notifier(use_case.name),
+        params={
+            "as_of": Param(None, type=["null", "string"], description="Exclusive end of the window, YYYY-MM-DD"),
+            "reason": Param("scheduled or manual run", type="string", description="Why training runs"),
+            "report": Param(None, type=["null", "string"], description="Monitoring report that asked for it"),
+        },
+    )
+    def training() -> None:
+        @task(**NETWORK_BOUND)
+        def ingest_snapshot(**context: Any) -> dict[str, Any]:
+            from mlops import ingestion
+
+            snapshot = ingestion.ingest_snapshot(
+                use_case, run_id=context["run_id"], as_of=context["params"].get("as_of"), sql_uri_resolver=sql_uri
+            )
+            return snapshot.to_dict()
+
+        @task(**GATE)
+        def validate_snapshot(snapshot: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from mlops import ingestion, validation
+
+            frame = ingestion.read_snapshot(snapshot["path"])
+            outcome = validation.validate(use_case, frame, run_id=context["run_id"])
+            validation.ensure_valid(outcome)
+            return outcome.to_dict()
+
+        @task(**NETWORK_BOUND)
+        def start_tracking_run(snapshot: dict[str, Any], validation: dict[str, Any], **context: Any) -> str:
+            from mlops import tracking
+
+            params = context["params"]
+            lineage = {
+                "snapshot_path": snapshot["path"],
+                "dvc_md5": snapshot["md5"],
+                "dvc_file": snapshot["dvc_file"],
+                "window_start": str(snapshot.get("window_start")),
+                "window_end": str(snapshot.get("window_end")),
+                "data_docs_page": str(validation.get("data_docs_page")),
+                "reason": str(params.get("reason")),
+                "monitoring_report": str(params.get("report")),
+            }
+            return tracking.start_parent_run(use_case, context["dag"].dag_id, context["run_id"], lineage)
+
+        @task
+        def list_candidates() -> list[dict[str, Any]]:
+            from mlops import training
+
+            return [spec.to_dict() for spec in training.expand_candidates(use_case)]
+
+        # Two cores: more concurrent fits only slow each other down.
+        @task(**COMPUTE_BOUND, max_active_tis_per_dag=2)
+        def train_candidate(
+            spec: dict[str, Any], snapshot: dict[str, Any], parent_run_id: str, **context: Any
+        ) -> dict[str, Any]:
+            from mlops import tracking
+
+            lineage = {"dvc_md5": snapshot["md5"], "dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+            result = tracking.train_and_log_candidate(use_case, spec, snapshot["path"], parent_run_id, lineage)
+            return result.to_dict()
+
+        @task(**GATE)
+        def evaluate_candidate(
+            results: list[dict[str, Any]], snapshot: dict[str, Any], parent_run_id: str
+        ) -> dict[str, Any]:
+            from mlops import ingestion, tracking
+
+            candidates = [tracking.CandidateResult.from_dict(r) for r in results]
+            best = tracking.select_best(use_case, candidates)
+            _, holdout = ingestion.split_holdout(use_case, ingestion.read_snapshot(snapshot["path"]))
+            decision = tracking.evaluate_against_champion(use_case, best, holdout, parent_run_id)
+            return {"candidate": best.to_dict(), "decision": decision.to_dict()}
+
+        @task(**REGISTRY)
+        def register_candidate(evaluation: dict[str, Any], **context: Any) -> str:
+            from mlops import registry, tracking
+
+            candidate = tracking.CandidateResult.from_dict(evaluation["candidate"])
+            return registry.register_candidate(use_case, candidate, run_key(context["dag"].dag_id, context["run_id"]))
+
+        @task(**REGISTRY)
+        def promote_candidate(evaluation: dict[str, Any], version: str, **context: Any) -> dict[str, Any]:
+            from mlops import registry
+            from mlops.evaluation import GateDecision
+            from mlops.orchestration.notifiers import alert
+
+            decision = GateDecision.from_dict(evaluation["decision"])
+            result = registry.apply_decision(
+                use_case, version, decision, run_key(context["dag"].dag_id, context["run_id"])
+            )
+            if result.action == "challenger":
+                alert(
+                    f"[{use_case.name}] gate rejected v{version}",
+                    "The candidate stays @challenger:\n- " + "\n- ".join(decision.reasons),
+                    severity="warning",
+                )
+            return result.to_dict()
+
+        @task(outlets=[champion_asset(use_case)], retries=0)
+        def publish_champion(promotion: dict[str, Any]) -> dict[str, Any]:
+            # A skipped task emits no Asset event: only a real promotion wakes consumers.
+            if promotion["action"] != "promoted":
+                raise AirflowSkipException(f"no new champion: {promotion['action']}")
+            return promotion
+
+        snapshot = ingest_snapshot()
+        validation = validate_snapshot(snapshot)
+        parent = start_tracking_run(snapshot, validation)
+        results = train_candidate.partial(snapshot=snapshot, parent_run_id=parent).expand(spec=list_candidates())
+        validation >> results
+        evaluation = evaluate_candidate(results, snapshot, parent)
+        version = register_candidate(evaluation)
+        publish_champion(promote_candidate(evaluation, version))
+
+    return training()
