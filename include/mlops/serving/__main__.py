@@ -1,0 +1,3 @@
+from mlops.serving.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Prediction logging off the request path: a bounded queue and one writer thread.
+
+A request only does `put_nowait`. The writer groups what accumulated and appends
+it to the prediction log every `flush_seconds`. When the store is slow or down the
+writer keeps its batch and retries, the queue fills, and further entries are
+dropped and counted rather than blocking a request; `/health` reports all of it.
+`stop()` drains the queue, so a clean shutdown (SIGTERM) loses nothing that fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops.predictionlog import PredictionBatch, append_predictions
+
+log = logging.getLogger("mlops.serving")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One request's predictions, as cheap to build as possible (rows stay rows)."""
+
+    use_case: str
+    model_name: str
+    model_version: str
+    source: str
+    ids: list[str]
+    event_times: list[datetime]
+    names: list[str]
+    rows: list[list[Any]]
+    predictions: list[Any]
+
+    def to_batch(self) -> PredictionBatch:
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [() for _ in self.names]
+        return PredictionBatch(
+            use_case=self.use_case,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            source=self.source,
+            request_ids=self.ids,
+            event_times=self.event_times,
+            predictions=self.predictions,
+            features={name: list(values) for name, values in zip(self.names, columns, strict=True)},
+        )
+
+
+class PredictionLogWriter:
+    def __init__(
+        self,
+        uri: str | None = None,
+        queue_size: int = 10_000,
+        flush_seconds: float = 1.0,
+        max_pending_rows: int = 200_000,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self.uri = uri
+        self.flush_seconds = flush_seconds
+        self.max_pending_rows = max_pending_rows
+        self.retry_seconds = retry_seconds
+        self._queue: queue.Queue[LogEntry] = queue.Queue(maxsize=queue_size)
+        self._capacity = queue_size
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.dropped_rows = 0
+        self.written_rows = 0
+        self.pending_rows = 0
+        self.failing = False
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.last_write_at: datetime | None = None
+
+    def submit(self, entry: LogEntry) -> bool:
+        """Queue an entry without blocking; False (and counted as dropped) when the queue is full."""
+        try:
+            self._queue.put_nowait(entry)
+            return True
+        except queue.Full:
+            with self._lock:
+                self.dropped_rows += len(entry.ids)
+            return False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Drain the queue and write what is left (tries until `timeout`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def degraded(self) -> bool:
+        return self.failing or self._queue.qsize() >= 0.9 * self._capacity
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "store": self.uri,
+            "queue_depth": self._queue.qsize(),
+            "queue_capacity": self._capacity,
+            "pending_rows": self.pending_rows,
+            "written_rows": self.written_rows,
+            "dropped_rows": self.dropped_rows,
+            "failing": self.failing,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
+            "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
+        }
+
+    def _drain(self, pending: list[LogEntry], deadline: float) -> None:
+        # Short waits so that stop() is noticed quickly even with a long flush interval.
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining > 0 and not self._stop.is_set():
+                    entry = self._queue.get(timeout=min(remaining, 0.1))
+                else:
+                    entry = self._queue.get_nowait()
+            except queue.Empty:
+                if remaining <= 0 or self._stop.is_set():
+                    return
+                continue
+            pending.append(entry)
+            self.pending_rows += len(entry.ids)
+
+    def _write(self, pending: list[LogEntry]) -> bool:
+        by_use_case: dict[str, list[LogEntry]] = defaultdict(list)
+        for entry in pending:
+            by_use_case[entry.use_case].append(entry)
+        failed: list[LogEntry] = []
+        for use_case, entries in by_use_case.items():
+            try:
+                written = append_predictions(use_case, [e.to_batch() for e in entries], uri=self.uri)
+                self.written_rows += written
+            except Exception as exc:  # any store failure: keep the rows, report, retry
+                failed.extend(entries)
+                self.last_error = str(exc)[:500]
+                self.last_error_at = datetime.now(UTC)
+                log.warning("prediction log write failed (will retry): %s", exc)
+        pending[:] = failed
+        self.pending_rows = sum(len(e.ids) for e in failed)
+        if failed:
+            self._shed(pending)
+            self.failing = True
+            return False
+        self.failing = False
+        self.last_write_at = datetime.now(UTC)
+        return True
+
+    def _shed(self, pending: list[LogEntry]) -> None:
+        # Memory stays bounded while the store is down: the oldest rows go first.
+        while self.pending_rows > self.max_pending_rows and pending:
+            gone = pending.pop(0)
+            self.pending_rows -= len(gone.ids)
+            with self._lock:
+                self.dropped_rows += len(gone.ids)
+
+    def _run(self) -> None:
+        pending: list[LogEntry] = []
+        while not self._stop.is_set():
+            self._drain(pending, time.monotonic() + self.flush_seconds)
+            if pending and not self._write(pending):
+                self._stop.wait(self.retry_seconds)
+        # Shutdown: everything still queued goes out, with a few retries for a flaky store.
+        self._drain(pending, time.monotonic())
+        for _ in range(3):
+            if not pending or self._write(pending):
+                break
+            time.sleep(self.retry_seconds)
+        if pending:
+            log.error(
+                "prediction log: %d rows could not be written at shutdown: %s", self.pending_rows, self.last_error
+            )

@@ -1,0 +1,227 @@
+"""Models from the MLflow registry, and the cache that follows an alias.
+
+This is the only serving module that talks to MLflow. A poller thread resolves
+`@champion` (or another alias) every few seconds; when the version changes it
+loads the new version completely and only then swaps the reference, so a request
+in flight keeps the model object it started with. Loaded versions stay cached,
+so a rollback to the previous champion swaps back at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlops.serving.schema import InputSchema
+from mlops.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.config import UseCase
+
+log = logging.getLogger("mlops.serving")
+
+
+class ModelNotFoundError(LookupError):
+    """The registry has no version under the requested alias."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str | None
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version loaded into memory, with its compiled input schema."""
+
+    use_case: str
+    model_name: str
+    version: str
+    alias: str
+    run_id: str | None
+    aliases: tuple[str, ...]
+    signature: dict[str, Any] | None
+    schema: InputSchema
+    model: Any = field(repr=False)
+    loaded_at: datetime
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+    def predict_frame(self, frame: pd.DataFrame) -> Any:
+        return self.model.predict(frame)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "use_case": self.use_case,
+            "name": self.model_name,
+            "version": self.version,
+            "alias": self.alias,
+            "aliases": list(self.aliases),
+            "run_id": self.run_id,
+            "uri": self.uri,
+            "signature": self.signature,
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+def _tracking_uri(tracking_uri: str | None) -> str:
+    return tracking_uri or get_settings().mlflow_tracking_uri
+
+
+def resolve_alias(model_name: str, alias: str = "champion", tracking_uri: str | None = None) -> VersionInfo:
+    """The version an alias points at now; ModelNotFoundError when the alias is not set."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=_tracking_uri(tracking_uri), registry_uri=_tracking_uri(tracking_uri))
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise ModelNotFoundError(
+                f"registered model {model_name!r} has no @{alias} version yet; train and promote a model first"
+            ) from exc
+        raise
+    return VersionInfo(model_name, str(mv.version), mv.run_id, tuple(getattr(mv, "aliases", ()) or ()))
+
+
+def load_version(
+    use_case: UseCase, info: VersionInfo, alias: str = "champion", tracking_uri: str | None = None
+) -> LoadedModel:
+    """Download and load one registered version, and compile its input schema."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    uri = _tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model_uri = f"models:/{info.name}/{info.version}"
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    meta = Model.load(local)
+    signature = meta.signature.to_dict() if meta.signature is not None else None
+    inputs = meta.signature.inputs.to_dict() if meta.signature is not None and meta.signature.inputs else None
+    schema = InputSchema.from_signature(inputs, use_case.features.numeric, use_case.features.categorical)
+    model = mlflow.sklearn.load_model(local)
+    return LoadedModel(
+        use_case=use_case.name,
+        model_name=info.name,
+        version=info.version,
+        alias=alias,
+        run_id=info.run_id,
+        aliases=info.aliases,
+        signature=signature,
+        schema=schema,
+        model=model,
+        loaded_at=datetime.now(UTC),
+    )
+
+
+def load_alias(use_case: UseCase, alias: str = "champion", tracking_uri: str | None = None) -> LoadedModel:
+    """Resolve `models:/<name>@<alias>` and load that version."""
+    return load_version(use_case, resolve_alias(use_case.model_name, alias, tracking_uri), alias, tracking_uri)
+
+
+class ModelCache:
+    """The current model of every use case, kept in step with a registry alias."""
+
+    def __init__(
+        self,
+        use_cases: Sequence[UseCase],
+        alias: str = "champion",
+        poll_seconds: float = 5.0,
+        keep_versions: int = 3,
+        tracking_uri: str | None = None,
+    ) -> None:
+        self.use_cases = {u.name: u for u in use_cases}
+        self.alias = alias
+        self.poll_seconds = poll_seconds
+        self.keep_versions = keep_versions
+        self.tracking_uri = tracking_uri
+        self._current: dict[str, LoadedModel] = {}
+        self._loaded: dict[str, OrderedDict[str, LoadedModel]] = {name: OrderedDict() for name in self.use_cases}
+        self._errors: dict[str, str] = {}
+        self._last_poll: datetime | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, use_case: str) -> LoadedModel | None:
+        # A plain dict read: the poller replaces entries whole, so this never sees half a swap.
+        return self._current.get(use_case)
+
+    def current(self) -> dict[str, LoadedModel]:
+        return dict(self._current)
+
+    def refresh(self) -> None:
+        """One polling round: load any version the alias moved to, then swap."""
+        for name, use_case in self.use_cases.items():
+            try:
+                info = resolve_alias(use_case.model_name, self.alias, self.tracking_uri)
+                current = self._current.get(name)
+                if current is not None and current.version == info.version:
+                    if current.aliases != info.aliases:  # e.g. @previous moved; keep /models truthful
+                        self._current[name] = _with_aliases(current, info.aliases)
+                    self._errors.pop(name, None)
+                    continue
+                cached = self._loaded[name].get(info.version)
+                loaded = (
+                    _with_aliases(cached, info.aliases)
+                    if cached
+                    else load_version(use_case, info, self.alias, self.tracking_uri)
+                )
+                self._loaded[name][info.version] = loaded
+                self._loaded[name].move_to_end(info.version)
+                while len(self._loaded[name]) > self.keep_versions:
+                    self._loaded[name].popitem(last=False)
+                self._current[name] = loaded
+                self._errors.pop(name, None)
+                old = current.version if current else None
+                log.warning("use case %s now serves %s version %s (was %s)", name, info.name, info.version, old)
+            except ModelNotFoundError as exc:
+                self._errors[name] = str(exc)
+            except Exception as exc:  # the registry may be down; keep serving what we have
+                self._errors[name] = f"{type(exc).__name__}: {exc}"
+                log.warning("polling @%s of %s failed: %s", self.alias, use_case.model_name, exc)
+        self._last_poll = datetime.now(UTC)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.refresh()
+            self._stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - started)))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-alias-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "poll_seconds": self.poll_seconds,
+            "last_poll": self._last_poll.isoformat() if self._last_poll else None,
+            "errors": dict(self._errors),
+        }
+
+
+def _with_aliases(model: LoadedModel, aliases: tuple[str, ...]) -> LoadedModel:
+    from dataclasses import replace
+
+    return replace(model, aliases=aliases)

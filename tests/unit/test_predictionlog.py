@@ -1,0 +1,120 @@
+"""The prediction log and labels store, on Parquet folders and on SQLite."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops import predictionlog as pl
+from mlops.predictionlog import PredictionBatch
+
+
+def _batch(ids: list[str], days: list[str], version: str = "1", source: str = "online", partition: str | None = None):
+    return PredictionBatch(
+        use_case="bike",
+        model_name="bike_model",
+        model_version=version,
+        source=source,
+        request_ids=ids,
+        event_times=[datetime.fromisoformat(d) for d in days],
+        predictions=[float(i) for i in range(len(ids))],
+        features={"temp": [10.0 + i for i in range(len(ids))], "season": ["spring", None, "fall"][: len(ids)]},
+        batch_partition=partition,
+    )
+
+
+@pytest.fixture(params=["parquet", "sqlite"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    if request.param == "parquet":
+        return str(tmp_path / "predictions"), str(tmp_path / "labels")
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    return url, url
+
+
+def test_append_and_read_window_on_event_time(stores: tuple[str, str]) -> None:
+    uri, _ = stores
+    pl.append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
+    pl.append_predictions("bike", [_batch(["c"], ["2011-05-03T10:00"], version="2")], uri=uri)
+
+    everything = pl.read_predictions("bike", None, None, uri=uri)
+    assert list(everything["request_id"]) == ["a", "b", "c"]
+    assert set(pl.META_COLUMNS) <= set(everything.columns)
+    assert {"temp", "season"} <= set(everything.columns)
+    assert list(everything["model_version"]) == ["1", "1", "2"]
+    assert everything["season"].iloc[1] is None or pd.isna(everything["season"].iloc[1])
+
+    # [start, end) on event time, whatever the logging time was.
+    window = pl.read_predictions("bike", "2011-05-02", "2011-05-03", uri=uri)
+    assert list(window["request_id"]) == ["b"]
+    assert pl.read_predictions("bike", "2012-01-01", "2012-02-01", uri=uri).empty
+    assert pl.read_predictions("unknown_use_case", None, None, uri=uri).empty
+
+
+def test_parquet_layout_is_partitioned_by_event_date(tmp_path: Path) -> None:
+    uri = str(tmp_path / "log")
+    pl.append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
+    folders = sorted(p.name for p in (tmp_path / "log" / "bike").iterdir())
+    assert folders == ["date=2011-05-01", "date=2011-05-02"]
+    assert not list((tmp_path / "log").rglob(".tmp-*"))
+
+
+def test_batch_partition_rerun_replaces_instead_of_appending(stores: tuple[str, str]) -> None:
+    uri, _ = stores
+    days = ["2011-05-01T00:00", "2011-05-01T01:00", "2011-05-02T00:00"]
+    first = _batch(["x1", "x2", "x3"], days, source="batch", partition="2011-05-01")
+    assert pl.replace_batch_partition("bike", "2011-05-01", first, uri=uri) == 0
+    other = _batch(["y1"], ["2011-05-01T05:00"], source="batch", partition="2011-05-01-other")
+    pl.replace_batch_partition("bike", "2011-05-01-other", other, uri=uri)
+    pl.append_predictions("bike", [_batch(["o1"], ["2011-05-01T03:00"])], uri=uri)
+
+    again = _batch(["x1", "x2", "x3"], days, version="2", source="batch", partition="2011-05-01")
+    assert pl.replace_batch_partition("bike", "2011-05-01", again, uri=uri) == 3
+
+    frame = pl.read_predictions("bike", None, None, uri=uri)
+    assert sorted(frame["request_id"]) == ["o1", "x1", "x2", "x3", "y1"]
+    assert set(frame.loc[frame["batch_partition"] == "2011-05-01", "model_version"]) == {"2"}
+
+
+def test_labels_join_by_id_and_latest_arrival_wins(stores: tuple[str, str], tmp_path: Path, monkeypatch) -> None:
+    uri, labels_uri = stores
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))  # settings.labels_dir for the Parquet case
+    pl.append_predictions("bike", [_batch(["a", "b", "c"], ["2011-05-01T08:00"] * 3)], uri=uri)
+    pl.write_labels(
+        "bike", ["a", "b"], [5, 7], ["2011-05-01T08:00"] * 2, uri=labels_uri, arrived_at=datetime(2011, 5, 2)
+    )
+    pl.write_labels("bike", ["b"], [8], ["2011-05-01T08:00"], uri=labels_uri, arrived_at=datetime(2011, 5, 3))
+
+    frame = pl.read_predictions("bike", "2011-05-01", "2011-05-02", with_labels=True, uri=uri, labels_uri=labels_uri)
+    labels = dict(zip(frame["request_id"], frame["label"], strict=True))
+    assert labels["a"] == 5 and labels["b"] == 8 and math.isnan(labels["c"])
+    assert frame["label"].dtype.kind == "f"
+
+
+def test_labels_default_to_settings_labels_dir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLOPS_PREDICTION_LOG_URI", raising=False)
+    pl.append_predictions("bike", [_batch(["a"], ["2011-05-01T08:00"])])
+    pl.write_labels("bike", ["a"], [3.0], ["2011-05-01T08:00"])
+    assert (tmp_path / "home" / "labels" / "bike" / "date=2011-05-01").is_dir()
+    assert (tmp_path / "home" / "predictions" / "bike" / "date=2011-05-01").is_dir()
+    assert pl.read_predictions("bike", "2011-05-01", "2011-05-02", with_labels=True)["label"].tolist() == [3.0]
+
+
+def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        pl.write_labels("bike", ["a", "b"], [1], ["2011-05-01"], uri=str(tmp_path))
+    with pytest.raises(ValueError, match="source must be one of"):
+        pl.append_predictions("bike", [_batch(["a"], ["2011-05-01"], source="nightly")], uri=str(tmp_path))
+    with pytest.raises(ValueError, match="ISO date"):
+        pl.read_predictions("bike", "yesterday", None, uri=str(tmp_path))
+
+
+def test_unwritable_store_raises_prediction_log_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "log"
+    blocker.write_text("a file where the log folder should be")
+    with pytest.raises(pl.PredictionLogError, match="cannot write 1 predictions of bike"):
+        pl.append_predictions("bike", [_batch(["a"], ["2011-05-01"])], uri=str(blocker))
