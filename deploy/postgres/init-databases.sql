@@ -1,0 +1,11 @@
+-- Two databases, each owned by its own login role, so the Airflow components
+-- cannot read or drop the MLflow registry and the other way round.
+-- Run once by deploy/postgres/init-databases.sh on an empty data volume; the
+-- psql variables come from the compose env file.
+CREATE ROLE :"airflow_db_user" LOGIN PASSWORD :'airflow_db_password';
+CREATE DATABASE :"airflow_db_name" OWNER :"airflow_db_user";
+REVOKE ALL ON DATABASE :"airflow_db_name" FROM PUBLIC;
+
+CREATE ROLE :"mlflow_db_user" LOGIN PASSWORD :'mlflow_db_password';
+CREATE DATABASE :"mlflow_db_name" OWNER :"mlflow_db_user";
+REVOKE ALL ON DATABASE :"mlflow_db_name" FROM PUBLIC;
