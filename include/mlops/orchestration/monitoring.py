@@ -1,0 +1,142 @@
+"""Build the monitoring DAG of one use case: window → validation → Evidently reports → decision → retrain.
+
+The decision itself is pure (`mlops.monitoring.decide`); this file gathers the
+facts only Airflow knows (is a training run active? when was the last trigger?)
+and turns a "retrain" decision into a triggered training run with its reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Param, Variable, dag, task
+
+from mlops.config import UseCase
+from mlops.orchestration.assets import drift_report_asset
+from mlops.orchestration.defaults import DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND
+from mlops.orchestration.notifiers import failure_notifier
+from mlops.orchestration.training import START_DATE, run_key, training_dag_id
+
+
+def monitoring_dag_id(use_case: UseCase) -> str:
+    return f"monitor_{use_case.name}"
+
+
+def last_trigger_variable(use_case: UseCase) -> str:
+    return f"mlops_last_retrain_trigger__{use_case.name}"
+
+
+def _window_end(context: dict[str, Any]) -> datetime:
+    """The run's own time (conf `as_of` or the data interval end), never the wall clock."""
+    import pendulum
+
+    as_of = context["params"].get("as_of")
+    if as_of:
+        return pendulum.parse(as_of).naive()  # type: ignore[union-attr]
+    end = context.get("data_interval_end") or context["logical_date"] or context["dag_run"].run_after
+    return pendulum.instance(end).in_timezone("UTC").naive()
+
+
+def build_monitoring_dag(use_case: UseCase) -> DAG:
+    cfg = use_case.monitoring
+    doc = f"""
+### Monitor `{use_case.name}`
+
+Reads the last {cfg.window_days} days of the prediction log (with the labels that have arrived),
+validates the window with Great Expectations (a failure is a *data bug*: alert, no retraining),
+compares it with the champion's training data (found through the champion's lineage) in
+Evidently drift, data-quality and performance reports, stores the reports (folder + MLflow
+experiment `{use_case.name}-monitoring`), and triggers `{training_dag_id(use_case)}` when the
+drift share reaches {cfg.drift_share_threshold} or performance degrades by more than
+{cfg.performance_degradation:.0%}. Guards: fewer than {cfg.min_rows} rows, a training run
+already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger, with the reason.
+
+**Params**: `as_of` (window end, `YYYY-MM-DD`; default: the data interval end).
+"""
+
+    @dag(
+        dag_id=monitoring_dag_id(use_case),
+        schedule=use_case.schedule.monitoring,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=MAX_ACTIVE_RUNS,
+        default_args={**DAG_DEFAULTS, "owner": use_case.owner},
+        dagrun_timeout=timedelta(hours=2),
+        tags=["monitoring", use_case.name, *use_case.tags],
+        doc_md=doc,
+        on_failure_callback=failure_notifier(use_case.name),
+        params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},
+    )
+    def monitoring() -> None:
+        @task(**NETWORK_BOUND)
+        def collect_window(**context: Any) -> dict[str, Any]:
+            from mlops import monitoring
+
+            end = _window_end(context)
+            window = monitoring.collect_window(
+                use_case, end - timedelta(days=cfg.window_days), end, run_key(context["dag"].dag_id, context["run_id"])
+            )
+            return window.to_dict()
+
+        @task(**GATE)
+        def validate_window(window: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from mlops import monitoring
+
+            # A failed validation is recorded, not raised: the decision turns it into a data-bug alert.
+            return monitoring.validate_window(use_case, window["path"], context["run_id"]).to_dict()
+
+        @task(**GATE, outlets=[drift_report_asset(use_case)])
+        def assess_window(window: dict[str, Any], validation: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from mlops import monitoring
+            from mlops.orchestration.notifiers import alert
+
+            ti = context["ti"]
+            last = Variable.get(last_trigger_variable(use_case), default=None)
+            guards = monitoring.Guards(
+                now=_window_end(context),
+                training_active=ti.get_dr_count(dag_id=training_dag_id(use_case), states=["queued", "running"]) > 0,
+                last_triggered_at=datetime.fromisoformat(last) if last else None,
+                validation_passed=validation["passed"],
+                validation_details=validation["details"],
+            )
+            assessment = monitoring.assess_window(
+                use_case, window["path"], guards, run_key(context["dag"].dag_id, context["run_id"])
+            )
+            if assessment.decision.alert:
+                alert(
+                    f"[{use_case.name}] monitoring: {assessment.decision.action}",
+                    "\n".join(assessment.decision.reasons) + f"\nreport: {assessment.report_html}",
+                    severity="warning",
+                )
+            return assessment.to_dict()
+
+        @task.short_circuit(**GATE)
+        def should_retrain(assessment: dict[str, Any]) -> bool:
+            return bool(assessment["decision"]["action"] == "retrain")
+
+        trigger = TriggerDagRunOperator(
+            task_id="trigger_retraining",
+            trigger_dag_id=training_dag_id(use_case),
+            conf={
+                "reason": "{{ ti.xcom_pull(task_ids='assess_window')['trigger_reason'] }}",
+                "report": "{{ ti.xcom_pull(task_ids='assess_window')['report_html'] }}",
+                "as_of": "{{ ti.xcom_pull(task_ids='assess_window')['window_end'] }}",
+            },
+            wait_for_completion=False,
+            **NETWORK_BOUND,
+        )
+
+        @task(**NETWORK_BOUND)
+        def record_trigger(**context: Any) -> str:
+            when = _window_end(context).isoformat()
+            Variable.set(last_trigger_variable(use_case), when)
+            return when
+
+        window = collect_window()
+        validation = validate_window(window)
+        assessment = assess_window(window, validation)
+        should_retrain(assessment) >> trigger >> record_trigger()
+
+    return monitoring()

@@ -1,0 +1,65 @@
+"""Build the batch-scoring DAG of one use case: score a landed partition with `@champion`.
+
+Input partitions land as CSV or Parquet files in
+`$MLOPS_HOME/landing/<use case>/date=<YYYY-MM-DD>/`. Re-running a partition
+replaces its predictions in the log instead of appending them again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from mlops.config import UseCase
+from mlops.orchestration.assets import predictions_asset
+from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, MAX_ACTIVE_RUNS
+from mlops.orchestration.notifiers import failure_notifier
+from mlops.orchestration.training import START_DATE
+
+
+def scoring_dag_id(use_case: UseCase) -> str:
+    return f"score_{use_case.name}"
+
+
+def build_scoring_dag(use_case: UseCase) -> DAG:
+    doc = f"""
+### Batch scoring of `{use_case.name}`
+
+Scores the partition `date=<partition>` landed in `$MLOPS_HOME/landing/{use_case.name}/`
+with `models:/{use_case.model_name}@champion` and writes predictions (with model version,
+row id, timestamps and input features) to the prediction log, which monitoring reads.
+A re-run replaces the partition. Skips when nothing has landed for the partition.
+
+**Params**: `partition` (`YYYY-MM-DD`; default: the run's logical date).
+"""
+
+    @dag(
+        dag_id=scoring_dag_id(use_case),
+        schedule=use_case.schedule.scoring,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=MAX_ACTIVE_RUNS,
+        default_args={**DAG_DEFAULTS, "owner": use_case.owner},
+        dagrun_timeout=timedelta(hours=2),
+        tags=["inference", use_case.name, *use_case.tags],
+        doc_md=doc,
+        on_failure_callback=failure_notifier(use_case.name),
+        params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
+    )
+    def scoring() -> None:
+        @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)])
+        def score_landed_partition(**context: Any) -> dict[str, Any]:
+            from mlops import scoring
+
+            partition = context["params"].get("partition") or context["ds"]
+            frame = scoring.read_landed_partition(use_case, partition)
+            if frame is None:
+                raise AirflowSkipException(f"nothing landed for {use_case.name} partition {partition}")
+            return scoring.score_partition(use_case, partition, frame).to_dict()
+
+        score_landed_partition()
+
+    return scoring()
