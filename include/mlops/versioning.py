@@ -74,8 +74,10 @@ def _configure(repo: Repo, data_dir: Path, remote_dir: Path) -> bool:
     wanted_core: dict[str, Any] = {
         # DVC would otherwise keep its state database under /var/tmp/dvc, outside MLOPS_HOME.
         "site_cache_dir": str(data_dir / ".dvc" / "tmp" / "site"),
-        # The CLI (documented for operators) would otherwise report usage over the network.
+        # The `dvc` CLI (documented for operators) would otherwise call home for usage
+        # reports and version checks.
         "analytics": False,
+        "check_update": False,
     }
     stale_core = {k: v for k, v in wanted_core.items() if config["core"].get(k) != v}
     needs_default = not config["core"].get("remote")
@@ -101,6 +103,8 @@ def _open_repo() -> Repo:
     settings = get_settings()
     data_dir = settings.data_dir
     if not (data_dir / ".dvc").is_dir():
+        # DVC logs its init notice to stdout, which is where `main` prints the result.
+        logging.getLogger("dvc.repo.init").setLevel(logging.WARNING)
         Repo.init(str(data_dir), no_scm=True).close()
         log.info("created the DVC repository at %s", data_dir)
     repo = Repo(str(data_dir))
