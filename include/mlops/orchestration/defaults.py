@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from mlops.orchestration.notifiers import MlopsNotifier
+
 # Reading from a source, MLflow or the registry: failures are usually transient
 # (a server restarting), so retry with exponential backoff.
 NETWORK_BOUND: dict[str, Any] = {
@@ -45,6 +47,8 @@ REGISTRY: dict[str, Any] = {
 DAG_DEFAULTS: dict[str, Any] = {
     "owner": "mlops",
     **NETWORK_BOUND,
+    # Task-level, so it fires once a task has exhausted its retries, naming the task and error.
+    "on_failure_callback": MlopsNotifier.on_failure(),
 }
 
 # One run at a time per DAG: two training runs of one use case would race on

@@ -16,7 +16,6 @@ from airflow.sdk import DAG, Param, Variable, dag, task
 from mlops.config import UseCase
 from mlops.orchestration.assets import drift_report_asset
 from mlops.orchestration.defaults import DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND
-from mlops.orchestration.notifiers import failure_notifier
 from mlops.orchestration.training import START_DATE, run_key, training_dag_id
 
 
@@ -66,7 +65,6 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         dagrun_timeout=timedelta(hours=2),
         tags=["monitoring", use_case.name, *use_case.tags],
         doc_md=doc,
-        on_failure_callback=failure_notifier(use_case.name),
         params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},
     )
     def monitoring() -> None:
@@ -90,7 +88,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         @task(**GATE, outlets=[drift_report_asset(use_case)])
         def assess_window(window: dict[str, Any], validation: dict[str, Any], **context: Any) -> dict[str, Any]:
             from mlops import monitoring
-            from mlops.orchestration.notifiers import alert
+            from mlops.orchestration.notifiers import MlopsNotifier
 
             ti = context["ti"]
             last = Variable.get(last_trigger_variable(use_case), default=None)
@@ -105,11 +103,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
                 use_case, window["path"], guards, run_key(context["dag"].dag_id, context["run_id"])
             )
             if assessment.decision.alert:
-                alert(
-                    f"[{use_case.name}] monitoring: {assessment.decision.action}",
-                    "\n".join(assessment.decision.reasons) + f"\nreport: {assessment.report_html}",
-                    severity="warning",
-                )
+                MlopsNotifier.for_monitoring(assessment.decision.to_dict(), assessment.report_dir)(context)
             return assessment.to_dict()
 
         @task.short_circuit(**GATE)

@@ -16,7 +16,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mlops.config import UseCase
 from mlops.orchestration.assets import predictions_asset
 from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, MAX_ACTIVE_RUNS
-from mlops.orchestration.notifiers import failure_notifier
 from mlops.orchestration.training import START_DATE
 
 
@@ -46,7 +45,6 @@ A re-run replaces the partition. Skips when nothing has landed for the partition
         dagrun_timeout=timedelta(hours=2),
         tags=["inference", use_case.name, *use_case.tags],
         doc_md=doc,
-        on_failure_callback=failure_notifier(use_case.name),
         params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
     )
     def scoring() -> None:

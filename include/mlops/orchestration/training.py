@@ -17,7 +17,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mlops.config import UseCase
 from mlops.orchestration.assets import champion_asset
 from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, REGISTRY
-from mlops.orchestration.notifiers import failure_notifier
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -65,7 +64,6 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         dagrun_timeout=timedelta(hours=3),
         tags=["training", use_case.name, *use_case.tags],
         doc_md=doc,
-        on_failure_callback=failure_notifier(use_case.name),
         params={
             "as_of": Param(None, type=["null", "string"], description="Exclusive end of the window, YYYY-MM-DD"),
             "reason": Param("scheduled or manual run", type="string", description="Why training runs"),
@@ -148,18 +146,14 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         def promote_candidate(evaluation: dict[str, Any], version: str, **context: Any) -> dict[str, Any]:
             from mlops import registry
             from mlops.evaluation import GateDecision
-            from mlops.orchestration.notifiers import alert
+            from mlops.orchestration.notifiers import MlopsNotifier
 
             decision = GateDecision.from_dict(evaluation["decision"])
             result = registry.apply_decision(
                 use_case, version, decision, run_key(context["dag"].dag_id, context["run_id"])
             )
             if result.action == "challenger":
-                alert(
-                    f"[{use_case.name}] gate rejected v{version}",
-                    "The candidate stays @challenger:\n- " + "\n- ".join(decision.reasons),
-                    severity="warning",
-                )
+                MlopsNotifier.for_gate_rejection(use_case.name, use_case.model_name, version, decision.reasons)(context)
             return result.to_dict()
 
         @task(outlets=[champion_asset(use_case)], retries=0)
