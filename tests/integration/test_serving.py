@@ -1,0 +1,417 @@
+"""The prediction service as a real process: validation, hot swap, logging, health, shutdown.
+
+Models are built here (a LogisticRegression on breast_cancer, a Ridge on a bike
+slice) and registered on the session MLflow server under names unique to this
+module, so other tests touching the real model names cannot interfere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from mlops.config import load_use_case
+from mlops.predictionlog import read_predictions
+from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
+
+pytestmark = pytest.mark.integration
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- helpers shared with test_scoring
+
+
+def write_configs(target: Path, suffix: str) -> dict[str, str]:
+    """Copies of the bundled use cases whose registered model names are unique to this run."""
+    target.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for name in ("breast_cancer", "bike_sharing"):
+        raw = yaml.safe_load((PROJECT_ROOT / "configs" / f"{name}.yaml").read_text())
+        raw["model_name"] = f"{raw['model_name']}_{suffix}"
+        (target / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+        names[name] = raw["model_name"]
+    return names
+
+
+def breast_cancer_frame() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    features = data.data.rename(columns=lambda c: c.replace(" ", "_"))
+    return features, data.target
+
+
+def bike_frame(start: str = "2011-01-01", end: str = "2011-03-01") -> pd.DataFrame:
+    frame = pd.read_csv(PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv")
+    return frame[(frame["dteday"] >= start) & (frame["dteday"] < end)].reset_index(drop=True)
+
+
+def register(model_name: str, pipeline: Any, features: pd.DataFrame, alias: str | None = "champion") -> str:
+    """Log `pipeline` like the training code does, register it, optionally set an alias; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    mlflow.set_experiment(f"tests-{model_name}")
+    signature = infer_signature(features.head(50), pipeline.predict(features.head(50)))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=features.head(2),
+            registered_model_name=model_name,
+        )
+    version = str(info.registered_model_version)
+    if alias:
+        MlflowClient().set_registered_model_alias(model_name, alias, version)
+    return version
+
+
+def classifier(c: float) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, target = breast_cancer_frame()
+    prep = ColumnTransformer(
+        [("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), list(features.columns))]
+    )
+    return Pipeline([("prep", prep), ("model", LogisticRegression(C=c, max_iter=1000))]).fit(features, target)
+
+
+def regressor(use_case_file: Path) -> tuple[Any, pd.DataFrame]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    use_case = load_use_case(use_case_file)
+    frame = bike_frame()
+    features = frame[use_case.features.all]
+    prep = ColumnTransformer(
+        [
+            ("num", StandardScaler(), use_case.features.numeric),
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore")),
+                    ]
+                ),
+                use_case.features.categorical,
+            ),
+        ]
+    )
+    return Pipeline([("prep", prep), ("model", Ridge(alpha=1.0))]).fit(features, frame["cnt"]), features
+
+
+@dataclass
+class Service:
+    url: str
+    pid: int
+    log_dir: Path
+    process: Any
+    log_file: Path
+
+    def stop(self) -> None:
+        stop_process_group(self.pid)
+        self.process.wait(timeout=30)
+
+
+def start_service(home: Path, configs_dir: Path, log_dir: Path, *extra: str) -> Service:
+    port = free_port()
+    log_file = home / f"serving-{port}.log"
+    cmd = [sys.executable, "-m", "mlops.serving", "--host", "127.0.0.1", "--port", str(port),
+           "--configs-dir", str(configs_dir), "--log-uri", str(log_dir), "--poll-seconds", "0.3", *extra]  # fmt: skip
+    import os
+
+    process = start_process_group(cmd, log_file, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ready", 120, process, log_file)
+    except Exception:
+        stop_process_group(process.pid)
+        raise
+    return Service(url, process.pid, log_dir, process, log_file)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@dataclass
+class Setup:
+    service: Service
+    names: dict[str, str]
+    bc_v1: str
+    bike_v1: str
+    bc_features: pd.DataFrame
+    bike_features: pd.DataFrame
+    bc_pipeline: Any
+    bike_pipeline: Any
+
+
+@pytest.fixture(scope="module")
+def setup(mlflow_server: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("serving")
+    configs = root / "configs"
+    names = write_configs(configs, uuid.uuid4().hex[:8])
+    bc_features, _ = breast_cancer_frame()
+    bc_pipeline = classifier(1.0)
+    bc_v1 = register(names["breast_cancer"], bc_pipeline, bc_features)
+    bike_pipeline, bike_features = regressor(configs / "bike_sharing.yaml")
+    bike_v1 = register(names["bike_sharing"], bike_pipeline, bike_features)
+    service = start_service(root, configs, root / "log", "--log-flush-seconds", "0.2", "--max-body-bytes", "200000")
+    try:
+        yield Setup(service, names, bc_v1, bike_v1, bc_features, bike_features, bc_pipeline, bike_pipeline)
+    finally:
+        service.stop()
+
+
+def bc_record(features: pd.DataFrame, i: int = 0) -> dict[str, float]:
+    return {k: float(v) for k, v in features.iloc[i].items()}
+
+
+def bike_record(features: pd.DataFrame, i: int = 0) -> dict[str, Any]:
+    return {k: (None if pd.isna(v) else v) for k, v in features.iloc[i].items()}
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> None:
+    url = setup.service.url
+    rows = [bc_record(setup.bc_features, i) for i in range(5)]
+    ids = [f"bc-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
+    times = [f"2011-05-0{i + 1}T10:00:00" for i in range(5)]
+    response = httpx.post(f"{url}/predict/breast_cancer", json={"records": rows, "ids": ids, "event_times": times})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == setup.bc_v1 and body["ids"] == ids
+    assert body["predictions"] == setup.bc_pipeline.predict(setup.bc_features.head(5)).tolist()
+
+    one = httpx.post(f"{url}/predict/bike_sharing", json={"record": bike_record(setup.bike_features, 3)})
+    assert one.status_code == 200, one.text
+    expected = setup.bike_pipeline.predict(setup.bike_features.iloc[[3]])[0]
+    assert one.json()["predictions"][0] == pytest.approx(expected)
+
+    def logged() -> bool:
+        frame = read_predictions("breast_cancer", "2011-05-01", "2011-05-06", uri=str(setup.service.log_dir))
+        return set(ids) <= set(frame["request_id"])
+
+    wait_until(logged, what="the batch in the prediction log")
+    frame = read_predictions("breast_cancer", "2011-05-01", "2011-05-06", uri=str(setup.service.log_dir))
+    frame = frame[frame["request_id"].isin(ids)].sort_values("request_id")
+    assert set(frame["source"]) == {"online"} and set(frame["model_version"]) == {setup.bc_v1}
+    assert [t.isoformat() for t in frame["event_time"]] == times
+    assert frame["prediction"].tolist() == body["predictions"]
+    assert frame["mean_radius"].tolist() == [r["mean_radius"] for r in rows]
+
+
+def _bad_requests(setup: Setup) -> list[tuple[str, bytes, int, str]]:
+    good = bc_record(setup.bc_features)
+    missing = dict(good)
+    del missing["mean_texture"]
+    deep = b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    nested_field = json.dumps({"record": {**good, "mean_area": {"a": [[[[1]]]]}}}).encode()
+    big = json.dumps({"records": [good] * 300}).encode()
+    assert len(big) > 200_000
+
+    def body(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+    return [
+        ("missing field", body({"record": missing}), 422, "mean_texture"),
+        ("extra field", body({"record": {**good, "colour": "red"}}), 422, "colour"),
+        ("wrong type", body({"records": [good, {**good, "mean_area": "large"}]}), 422, "mean_area"),
+        ("null numeric", body({"record": {**good, "worst_area": None}}), 422, "worst_area"),
+        ("NaN", body({"record": {**good, "mean_radius": float("nan")}}), 422, "mean_radius"),
+        ("Infinity", body({"record": {**good, "worst_radius": float("inf")}}), 422, "worst_radius"),
+        (
+            "overflowing number",
+            body({"record": {**good, "mean_smoothness": "BIG"}}).replace(b'"BIG"', b"1e999"),
+            422,
+            "mean_smoothness",
+        ),
+        ("boolean for number", body({"record": {**good, "mean_symmetry": True}}), 422, "mean_symmetry"),
+        ("object in a field", nested_field, 422, "mean_area"),
+        ("records not a list", body({"records": good}), 422, "records"),
+        ("record not an object", body({"records": [good, 3]}), 422, "records"),
+        ("ids length mismatch", body({"records": [good], "ids": ["a", "b"]}), 422, "ids"),
+        ("bad event time", body({"record": good, "event_time": "yesterday"}), 422, "event_time"),
+        ("unknown top-level key", body({"record": good, "model": "x"}), 422, "model"),
+        ("bad source", body({"record": good, "source": "batch"}), 422, "source"),
+        ("malformed JSON", b'{"record": {"mean_radius": 1.0,', 400, "body"),
+        ("empty body", b"", 400, "body"),
+        ("deeply nested JSON", deep, 400, "body"),
+        ("body over the size limit", big, 413, "body"),
+        ("not an object", b"[1, 2, 3]", 422, "body"),
+    ]
+
+
+def test_every_kind_of_bad_input_is_a_4xx_naming_the_field(setup: Setup) -> None:
+    url = setup.service.url
+    good = {"record": bc_record(setup.bc_features)}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for label, content, status, field in _bad_requests(setup):
+            response = client.post(
+                "/predict/breast_cancer", content=content, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == status, f"{label}: {response.status_code} {response.text}"
+            detail = response.json()["detail"]
+            locations = [item["loc"] for item in detail]
+            assert any(field in loc for loc in locations), f"{label}: {field!r} not named in {detail}"
+            # The service keeps serving after every refusal.
+            assert client.post("/predict/breast_cancer", json=good).status_code == 200, label
+        unknown = client.post("/predict/no_such_use_case", json=good)
+        assert unknown.status_code == 404 and "breast_cancer" in unknown.text
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def test_models_endpoint_lists_version_alias_signature_and_run(setup: Setup) -> None:
+    from mlflow import MlflowClient
+
+    models = {m["use_case"]: m for m in httpx.get(f"{setup.service.url}/models").json()["models"]}
+    assert set(models) == {"breast_cancer", "bike_sharing"}
+    bike = models["bike_sharing"]
+    assert bike["name"] == setup.names["bike_sharing"] and bike["version"] == setup.bike_v1
+    assert bike["alias"] == "champion" and "champion" in bike["aliases"]
+    assert bike["run_id"] == MlflowClient().get_model_version(bike["name"], setup.bike_v1).run_id
+    inputs = {c["name"]: c["type"] for c in json.loads(bike["signature"]["inputs"])}
+    assert inputs["temp"] == "double" and inputs["season"] == "string"
+    assert httpx.get(f"{setup.service.url}/openapi.json").json()["paths"]["/predict/{use_case}"]["post"]
+    assert httpx.get(f"{setup.service.url}/docs").status_code == 200
+
+
+def test_hot_swap_and_rollback_during_a_burst_fail_no_request(setup: Setup) -> None:
+    from mlflow import MlflowClient
+
+    name = setup.names["breast_cancer"]
+    v2 = register(name, classifier(0.001), setup.bc_features, alias=None)
+    record = {"record": bc_record(setup.bc_features, 0)}
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+    tag = uuid.uuid4().hex[:6]
+
+    def send(worker: int) -> None:
+        with httpx.Client(base_url=setup.service.url, timeout=30) as client:
+            i = 0
+            while not stop.is_set() and i < 3000:
+                try:
+                    response = client.post("/predict/breast_cancer", json={**record, "id": f"swap-{tag}-{worker}-{i}"})
+                    if response.status_code == 200:
+                        seen.append(response.json()["model_version"])
+                    else:
+                        failures.append(f"{response.status_code} {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                i += 1
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(seen) >= 50, what="requests on v1")
+        MlflowClient().set_registered_model_alias(name, "champion", v2)
+        wait_until(lambda: v2 in seen[-20:] and len(seen) >= 300, timeout=60, what="the service to serve v2")
+        # Rollback is the same mechanism: point the alias back.
+        MlflowClient().set_registered_model_alias(name, "champion", setup.bc_v1)
+        wait_until(lambda: seen[-1] == setup.bc_v1 and seen.count(setup.bc_v1) > 60, timeout=60, what="rollback")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert {setup.bc_v1, v2} <= set(seen) and len(seen) >= 300
+
+    def both_logged() -> bool:
+        frame = read_predictions("breast_cancer", None, None, uri=str(setup.service.log_dir))
+        mine = frame[frame["request_id"].str.startswith(f"swap-{tag}-")]
+        return len(mine) == len(seen)
+
+    wait_until(both_logged, what="every burst request in the log")
+    frame = read_predictions("breast_cancer", None, None, uri=str(setup.service.log_dir))
+    mine = frame[frame["request_id"].str.startswith(f"swap-{tag}-")]
+    assert set(mine["model_version"]) == {setup.bc_v1, v2}
+    assert httpx.get(f"{setup.service.url}/models").json()["models"][0]["version"] in (setup.bc_v1, v2)
+
+
+def test_unwritable_log_store_degrades_health_and_recovers(setup: Setup) -> None:
+    url = setup.service.url
+    target = setup.service.log_dir / "bike_sharing"
+    aside = setup.service.log_dir / "bike_sharing.aside"
+    if target.exists():
+        target.rename(aside)
+    # A file where the use case's folder belongs: every write fails (root ignores chmod).
+    target.write_text("blocked")
+    ids = [f"outage-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
+    try:
+        for i in ids:
+            response = httpx.post(
+                f"{url}/predict/bike_sharing", json={"record": bike_record(setup.bike_features, 1), "id": i}
+            )
+            assert response.status_code == 200, response.text
+        wait_until(lambda: httpx.get(f"{url}/health").json()["status"] == "degraded", what="degraded health")
+        health = httpx.get(f"{url}/health").json()
+        assert health["log"]["failing"] and "bike_sharing" in health["log"]["last_error"]
+        assert health["log"]["pending_rows"] >= len(ids)
+        # Still answering while degraded.
+        assert (
+            httpx.post(f"{url}/predict/breast_cancer", json={"record": bc_record(setup.bc_features)}).status_code == 200
+        )
+    finally:
+        target.unlink()
+        if aside.exists():
+            aside.rename(target)
+    wait_until(lambda: httpx.get(f"{url}/health").json()["status"] == "ok", what="recovered health")
+    health = httpx.get(f"{url}/health").json()
+    assert health["log"]["pending_rows"] == 0 and health["log"]["dropped_rows"] == 0
+    frame = read_predictions("bike_sharing", None, None, uri=str(setup.service.log_dir))
+    assert set(ids) <= set(frame["request_id"])
+
+
+def test_sigterm_flushes_buffered_predictions(setup: Setup, tmp_path: Path) -> None:
+    # Flush interval of an hour: only the shutdown drain can write these rows.
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(setup.service.log_dir.parent / "configs" / "breast_cancer.yaml", configs)
+    service = start_service(tmp_path, configs, tmp_path / "log", "--log-flush-seconds", "3600")
+    ids = [f"term-{i}" for i in range(25)]
+    try:
+        for chunk in (ids[:5], ids[5:]):
+            rows = [bc_record(setup.bc_features, i) for i in range(len(chunk))]
+            response = httpx.post(f"{service.url}/predict/breast_cancer", json={"records": rows, "ids": chunk})
+            assert response.status_code == 200
+        assert read_predictions("breast_cancer", None, None, uri=str(service.log_dir)).empty
+    finally:
+        service.stop()
+    assert service.process.returncode is not None
+    frame = read_predictions("breast_cancer", None, None, uri=str(service.log_dir))
+    assert sorted(frame["request_id"]) == sorted(ids)
