@@ -23,8 +23,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops.config import METRIC_DIRECTIONS, UseCase
+from mlops.config import UseCase
 from mlops.drift import ColumnDrift, DriftResult, SkippedColumn
+from mlops.evaluation import relative_loss
 from mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -226,14 +227,11 @@ def _summary_snapshot(
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     keep = [*numeric, *categorical]
-    ref_keep = [c for c in keep if c in reference.columns]
-    ref_definition = DataDefinition(
-        numerical_columns=[c for c in numeric if c in ref_keep],
-        categorical_columns=[c for c in categorical if c in ref_keep],
-    )
+    # Evidently refuses a reference that lacks some of the columns: summarise the window alone then.
+    with_reference = all(c in reference.columns for c in keep)
     return Report([DataSummaryPreset()]).run(
         current_data=Dataset.from_pandas(current[keep], data_definition=definition),
-        reference_data=Dataset.from_pandas(reference[ref_keep], data_definition=ref_definition) if ref_keep else None,
+        reference_data=Dataset.from_pandas(reference[keep], data_definition=definition) if with_reference else None,
     )
 
 
@@ -263,46 +261,30 @@ def _performance_snapshot(use_case: UseCase, labelled: pd.DataFrame) -> Any:
 
 
 def window_performance(task: str, y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
-    """Metrics of the labelled rows, with the same definitions as the training holdout (scikit-learn).
+    """Metrics of the labelled rows with the training holdout's own function (mlops.training.compute_metrics).
 
-    Classification predictions may be labels or positive-class probabilities
-    (then thresholded at 0.5, and roc_auc/log_loss are added).
+    Classification predictions may be labels or positive-class probabilities; the
+    latter are thresholded at 0.5 for the label metrics and add roc_auc/log_loss.
     """
     import numpy as np
     import pandas as pd
-    from sklearn import metrics as skm
+
+    from mlops.training import compute_metrics
 
     truth, pred = pd.Series(list(y_true)), pd.Series(list(y_pred))
     if truth.empty:
         return {}
     if task == "regression":
-        t, p = truth.to_numpy(dtype="float64"), pred.to_numpy(dtype="float64")
-        out = {
-            "rmse": float(np.sqrt(skm.mean_squared_error(t, p))),
-            "mae": float(skm.mean_absolute_error(t, p)),
-            "mape": float(skm.mean_absolute_percentage_error(t, p)),
-        }
-        if len(t) > 1:
-            out["r2"] = float(skm.r2_score(t, p))
-        return out
-    proba = _is_probability(pred.astype("float64")) if pd.api.types.is_numeric_dtype(pred.dtype) else False
-    labels = (pred >= 0.5).astype(int) if proba else pred
+        return compute_metrics(task, truth.to_numpy(dtype="float64"), pred.to_numpy(dtype="float64"))
+    # Labels arrive through a float column (NaN until they arrive): give integral values back their ints.
     if pd.api.types.is_float_dtype(truth.dtype) and bool((truth == truth.round()).all()):
         truth = truth.astype(int)
-    if pd.api.types.is_float_dtype(labels.dtype) and bool((labels == labels.round()).all()):
-        labels = labels.astype(int)
-    binary = truth.nunique() <= 2 and labels.nunique() <= 2 and set(truth) | set(labels) <= {0, 1}
-    average = "binary" if binary else "macro"
-    out = {
-        "accuracy": float(skm.accuracy_score(truth, labels)),
-        "f1": float(skm.f1_score(truth, labels, average=average, zero_division=0)),
-        "precision": float(skm.precision_score(truth, labels, average=average, zero_division=0)),
-        "recall": float(skm.recall_score(truth, labels, average=average, zero_division=0)),
-    }
-    if proba and binary and truth.nunique() == 2:
-        out["roc_auc"] = float(skm.roc_auc_score(truth, pred))
-        out["log_loss"] = float(skm.log_loss(truth, pred, labels=[0, 1]))
-    return out
+    if _is_probability(pred.astype("float64") if pd.api.types.is_numeric_dtype(pred.dtype) else pred):
+        proba = pred.to_numpy(dtype="float64")
+        return compute_metrics(task, truth.to_numpy(), (proba >= 0.5).astype(int), proba, labels=[0, 1])
+    if pd.api.types.is_float_dtype(pred.dtype) and bool((pred == pred.round()).all()):
+        pred = pred.astype(int)
+    return compute_metrics(task, np.asarray(truth), np.asarray(pred))
 
 
 # --------------------------------------------------------------------------- the monitoring run
@@ -513,13 +495,6 @@ class MonitoringDecision:
         return {**asdict(self), "alert": self.alert}
 
 
-def relative_degradation(metric: str, window_value: float, champion_value: float) -> float:
-    """Relative loss (positive = worse) of `metric` from the champion's value to the window's."""
-    direction = METRIC_DIRECTIONS[metric]
-    loss = window_value - champion_value if direction == "min" else champion_value - window_value
-    return loss / max(abs(champion_value), 1e-12)
-
-
 def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> MonitoringDecision:
     """Retrain, or say why not. Guards are checked in order: data bug, too little data, then
     the triggers (drift share, performance), then the cooldown on a trigger."""
@@ -568,7 +543,7 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
     elif champion_value is None:
         reasons.append(f"performance not judged: the champion has no holdout {metric}")
     else:
-        degradation = relative_degradation(metric, window_value, champion_value)
+        degradation = relative_loss(metric, window_value, champion_value)
         text = f"{metric} {window_value:.4g} vs champion {champion_value:.4g} ({degradation:+.1%} loss)"
         if degradation > cfg.performance_degradation:
             triggers.append(f"{text} > allowed {cfg.performance_degradation:.0%}")
