@@ -47,7 +47,7 @@ def mlflow_server(session_home: Path) -> Iterator[str]:
     process = start_process_group(cmd, log)
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{uri}/health", 120, process, log)
+        wait_for_http(f"{uri}/health", 300, process, log)  # a loaded 2-core machine needs minutes
         os.environ["MLFLOW_TRACKING_URI"] = uri
         yield uri
     finally:
