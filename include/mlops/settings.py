@@ -51,6 +51,8 @@ class Settings:
     alert_smtp_port: int
     alert_email_to: str | None
     alert_email_from: str
+    mlflow_ui_url: str = ""
+    """MLflow as browsers reach it, for links in the Airflow UI (defaults to the tracking URI)."""
 
     @property
     def data_dir(self) -> Path:
@@ -108,4 +110,8 @@ def get_settings() -> Settings:
         alert_smtp_port=_int("MLOPS_ALERT_SMTP_PORT", 25),
         alert_email_to=os.environ.get("MLOPS_ALERT_EMAIL_TO") or None,
         alert_email_from=os.environ.get("MLOPS_ALERT_EMAIL_FROM", "mlops@localhost"),
+        mlflow_ui_url=(
+            os.environ.get("MLOPS_MLFLOW_UI_URL")
+            or os.environ.get("MLFLOW_TRACKING_URI", f"http://{host}:{mlflow_port}")
+        ).rstrip("/"),
     )
