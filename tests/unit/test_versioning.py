@@ -134,7 +134,7 @@ def test_cli_restore(snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_concurrent_init_and_a_user_default_remote(snapshot: Path, tmp_path: Path) -> None:
-    """Two processes create the repo at once; the documented `dvc remote add -d` then takes over pushes."""
+    """Two processes create the repo at once; then the documented `dvc` commands work on it."""
     cmd = [sys.executable, "-m", "mlops.versioning", "init"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
@@ -151,3 +151,10 @@ def test_concurrent_init_and_a_user_default_remote(snapshot: Path, tmp_path: Pat
     shutil.rmtree(data_dir / ".dvc" / "cache")
     assert restore(tracked.md5, tmp_path / "back.csv").read_bytes() == snapshot.read_bytes()
     assert "remote = archive" in (data_dir / ".dvc" / "config").read_text()
+
+    # The .dvc files are ordinary DVC metadata: the stock CLI brings a run folder back too.
+    data = snapshot.read_bytes()
+    snapshot.unlink()
+    assert not (data_dir / ".dvc" / "cache").exists()  # removed above; pull must use the remote
+    subprocess.run([str(dvc), "pull", "-q", tracked.dvc_file], cwd=data_dir, check=True)
+    assert snapshot.read_bytes() == data
