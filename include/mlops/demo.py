@@ -1,0 +1,152 @@
+"""The end-to-end demo: the whole loop on the bundled bike data, with no manual step.
+
+1. start the local stack (Airflow, MLflow, prediction service);
+2. train on early 2011 through the real scheduler;
+3. replay the later months as production traffic through the prediction service;
+4. after each month, run the monitoring DAG: drift is found as the seasons change;
+5. monitoring triggers retraining by itself; the new model is promoted or rejected;
+6. print a timeline of which versions became champion, when and why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from mlops import stack
+from mlops.airflow_api import AirflowAPI
+from mlops.config import UseCase, find_use_case
+from mlops.settings import Settings, get_settings
+
+USE_CASE = "bike_sharing"
+INITIAL_AS_OF = "2011-03-01"
+# Month ends at which monitoring looks back; spring and summer bring the drift.
+FULL_MONTHS = ["2011-04-01", "2011-05-01", "2011-06-01", "2011-07-01", "2011-08-01"]
+FAST_MONTHS = ["2011-04-01", "2011-06-01"]
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _xcom(api: AirflowAPI, dag_id: str, run_id: str, task_id: str) -> Any:
+    try:
+        entry = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+    except RuntimeError:
+        return None
+    return entry.get("value") if entry else None
+
+
+def _run_dag(api: AirflowAPI, dag_id: str, conf: dict[str, Any], timeout: float = 1200) -> tuple[str, str]:
+    run_id = api.trigger(dag_id, conf=conf)
+    state = api.wait_for_run(dag_id, run_id, timeout=timeout)
+    if state != "success":
+        failed = [t["task_id"] for t in api.task_instances(dag_id, run_id) if t["state"] == "failed"]
+        _say(f"  {dag_id} ended {state}; failed tasks: {failed} (see the Airflow UI)")
+    return run_id, state
+
+
+def _wait_for_new_training(api: AirflowAPI, dag_id: str, known: set[str], timeout: float = 1200) -> str | None:
+    """The monitoring DAG triggers training itself; find that run and wait for it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        fresh = [r for r in api.dag_runs(dag_id) if r["dag_run_id"] not in known]
+        if fresh:
+            run = fresh[0]
+            api.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout)
+            return str(run["dag_run_id"])
+        time.sleep(2)
+    return None
+
+
+def _report_training(api: AirflowAPI, dag_id: str, run_id: str) -> None:
+    promotion = _xcom(api, dag_id, run_id, "promote_candidate")
+    evaluation = _xcom(api, dag_id, run_id, "evaluate_candidate") or {}
+    metrics = (evaluation.get("candidate") or {}).get("metrics", {})
+    if not promotion:
+        _say("  training did not reach promotion (see the Airflow UI for the failed gate)")
+        return
+    headline = ", ".join(f"{k} {v:.3g}" for k, v in sorted(metrics.items()) if k in ("rmse", "r2", "mae"))
+    if promotion["action"] == "promoted":
+        _say(f"  v{promotion['version']} promoted to @champion ({headline})")
+    else:
+        reasons = "; ".join(promotion.get("reasons") or [])
+        _say(f"  v{promotion['version']} {promotion['action']}: {reasons}")
+
+
+def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], None] = _say) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    versions = sorted(
+        client.search_model_versions(f"name='{use_case.model_name}'"), key=lambda v: int(v.version)
+    )
+    model = client.get_registered_model(use_case.model_name)
+    aliases = {str(v): a for a, v in (model.aliases or {}).items()}
+    say(f"timeline of {use_case.model_name}:")
+    for version in versions:
+        tags = version.tags or {}
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(version.creation_timestamp) / 1000))
+        decision = tags.get("mlops.decision", tags.get("gate.decision", "?"))
+        why = tags.get("mlops.reason") or tags.get("retrain_reason") or tags.get("gate.reasons", "")
+        alias = f" @{aliases[version.version]}" if version.version in aliases else ""
+        say(f"  v{version.version}{alias}  {when}  {decision}  {why[:140]}")
+
+
+def run(keep_running: bool = True, fast: bool = False) -> int:
+    from mlops import replay
+
+    settings = get_settings()
+    use_case = find_use_case(USE_CASE)
+    _say("starting the local stack (Airflow, MLflow, prediction service) ...")
+    urls = stack.up()
+    _say(f"Airflow UI:  {urls['airflow']}   login {urls['login']}")
+    _say(f"MLflow UI:   {urls['mlflow']}")
+    _say(f"Predictions: {urls['prediction_service']}")
+    api = AirflowAPI(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
+    train_id, monitor_id = f"train_{use_case.name}", f"monitor_{use_case.name}"
+    for dag_id in (train_id, monitor_id):
+        api.wait_for_dag(dag_id)
+        api.unpause(dag_id)
+
+    _say(f"training on {use_case.training.window.days} days before {INITIAL_AS_OF} (early 2011) ...")
+    run_id, state = _run_dag(api, train_id, {"as_of": INITIAL_AS_OF, "reason": "initial training on early 2011"})
+    if state != "success":
+        return 1
+    _report_training(api, train_id, run_id)
+
+    previous_end = date.fromisoformat(INITIAL_AS_OF)
+    for month_end in FAST_MONTHS if fast else FULL_MONTHS:
+        end = date.fromisoformat(month_end)
+        label = previous_end.strftime("%Y-%m")
+        _say(f"replaying {label} … through {urls['prediction_service'].removesuffix('/docs')}")
+        replay.replay(
+            use_case, previous_end, end, speed=60.0, label_delay=1.0, via="http",
+            deliver_remaining_labels=True, progress=lambda m: None,
+        )  # fmt: skip
+        known = {r["dag_run_id"] for r in api.dag_runs(train_id)}
+        monitor_run, _ = _run_dag(api, monitor_id, {"as_of": month_end})
+        assessment = _xcom(api, monitor_id, monitor_run, "assess_window") or {}
+        decision = assessment.get("decision") or {}
+        share = decision.get("drift_share")
+        action = decision.get("action", "unknown")
+        share_text = f"drift share {share:.2f}" if isinstance(share, int | float) else "no drift figure"
+        arrow = "retraining" if action == "retrain" else action
+        _say(f"replaying {label} … {share_text} → {arrow}")
+        for reason in decision.get("reasons", [])[:3]:
+            _say(f"  {reason}")
+        if action == "retrain":
+            training_run = _wait_for_new_training(api, train_id, known)
+            if training_run:
+                _report_training(api, train_id, training_run)
+        previous_end = end
+
+    print_timeline(use_case, settings)
+    _say(f"open {urls['airflow']} (login {urls['login']}) and {urls['mlflow']} to explore the runs")
+    if keep_running:
+        _say("the stack keeps running; stop it with `./run down`")
+    else:
+        stack.down()
+    return 0
