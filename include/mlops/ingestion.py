@@ -178,8 +178,10 @@ def _load_sql(source: SqlSource, sql_uri_resolver: Callable[[str], str] | None) 
             f"the SQL source needs a connection resolver to turn conn_id {source.conn_id!r} into a URI; "
             "pass sql_uri_resolver (the Airflow layer reads it from the Airflow connection)"
         )
-    engine = sqlalchemy.create_engine(sql_uri_resolver(source.conn_id))
+    uri = sql_uri_resolver(source.conn_id)
+    engine = None
     try:
+        engine = sqlalchemy.create_engine(uri)
         with engine.connect() as connection:
             return pd.read_sql(sqlalchemy.text(source.query), connection)
     except SQLAlchemyError as exc:
@@ -187,7 +189,8 @@ def _load_sql(source: SqlSource, sql_uri_resolver: Callable[[str], str] | None) 
             f"the query of connection {source.conn_id!r} failed: {exc}; check the query and the connection"
         ) from exc
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
 
 
 def _load_sklearn(source: SklearnSource) -> pd.DataFrame:

@@ -123,6 +123,8 @@ def test_sql_source_through_resolver(tmp_path: Path, bike_slice: Path) -> None:
     broken = bike_use_case({"kind": "sql", "conn_id": "rides_db", "query": "SELECT * FROM no_such_table"})
     with pytest.raises(IngestionError, match="'rides_db' failed"):
         load_source(broken, resolver)
+    with pytest.raises(IngestionError, match="'rides_db' failed.*check the query and the connection"):
+        load_source(use_case, lambda conn_id: "nosuchdialect://host/db")
 
 
 # ---------------------------------------------------------------- bad inputs
