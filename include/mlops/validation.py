@@ -111,9 +111,10 @@ def validate(use_case: UseCase, df: pd.DataFrame, run_id: str, *, as_of: date | 
         run_id=gx.RunIdentifier(run_name=run_id),
     )
     (identifier, suite_result), *_ = result.run_results.items()
+    present = {str(c) for c in df.columns}
     # Table-level failures first: a missing column explains the column errors after it.
     failed = sorted(
-        (_failure(r) for r in suite_result.results if not r.success),
+        (_failure(r, present) for r in suite_result.results if not r.success),
         key=lambda f: (not f.expectation_type.startswith("expect_table"), f.observed.startswith("could not")),
     )
     statistics = {k: float(v) for k, v in suite_result.statistics.items() if isinstance(v, int | float)}
@@ -141,11 +142,14 @@ def ensure_valid(outcome: ValidationOutcome) -> None:
     raise DataValidationError("\n".join(lines), outcome)
 
 
-def _failure(result: Any) -> FailedExpectation:
+def _failure(result: Any, present: set[str]) -> FailedExpectation:
     config = result.expectation_config
     kwargs = config.kwargs
     column = kwargs.get("column")
     observed = _observed(result)
+    if column is not None and column not in present:
+        # GX's own error for an absent column can be as cryptic as "list index out of range".
+        observed = "could not be evaluated: the column is missing from the data"
     if "column_list" in kwargs:
         column = _short(", ".join(kwargs["column_list"]), 40)
         if result.result.get("unexpected_count"):

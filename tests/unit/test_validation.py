@@ -144,6 +144,8 @@ def test_failure_messages_say_what_was_seen(ge_dir: Path, bike: UseCase, clean_b
     assert renamed.failed[0].expectation_type == "expect_table_columns_to_match_set"
     assert "missing ['temp']" in renamed.failed[0].observed
     assert "unexpected ['temp_c']" in renamed.failed[0].observed
+    temp_failures = [f for f in renamed.failed if f.column == "temp"]
+    assert temp_failures and all("column is missing from the data" in f.observed for f in temp_failures)
 
     unknown = validate(bike, _first_rows(clean_bike, "season", "monsoon"), run_id="messages_category")
     (failure,) = unknown.failed
