@@ -63,6 +63,30 @@ def _repo_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _site_cache_dir(data_dir: Path) -> Path:
+    # DVC keeps a state database per repo under /var/tmp/dvc by default: outside
+    # MLOPS_HOME, and never cleaned up when a (test) home is deleted.
+    return data_dir / ".dvc" / "tmp" / "site"
+
+
+@contextmanager
+def _site_cache_env(data_dir: Path) -> Iterator[None]:
+    """Point DVC's site cache into the repo before its config can say so.
+
+    `Repo.init` and the first open build the state database before `_configure`
+    has written `core.site_cache_dir`; DVC_SITE_CACHE_DIR wins over the config.
+    """
+    old = os.environ.get("DVC_SITE_CACHE_DIR")
+    os.environ["DVC_SITE_CACHE_DIR"] = str(_site_cache_dir(data_dir))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DVC_SITE_CACHE_DIR", None)
+        else:
+            os.environ["DVC_SITE_CACHE_DIR"] = old
+
+
 def _configure(repo: Repo, data_dir: Path, remote_dir: Path) -> bool:
     """Keep the repo self-contained and the `local` remote at the configured folder.
 
@@ -72,8 +96,7 @@ def _configure(repo: Repo, data_dir: Path, remote_dir: Path) -> bool:
     """
     config = repo.config  # merged and validated: booleans are booleans, paths absolute
     wanted_core: dict[str, Any] = {
-        # DVC would otherwise keep its state database under /var/tmp/dvc, outside MLOPS_HOME.
-        "site_cache_dir": str(data_dir / ".dvc" / "tmp" / "site"),
+        "site_cache_dir": str(_site_cache_dir(data_dir)),
         # The `dvc` CLI (documented for operators) would otherwise call home for usage
         # reports and version checks.
         "analytics": False,
@@ -102,22 +125,23 @@ def _open_repo() -> Repo:
 
     settings = get_settings()
     data_dir = settings.data_dir
-    if not (data_dir / ".dvc").is_dir():
-        # DVC logs its init notice to stdout, which is where `main` prints the result.
-        logging.getLogger("dvc.repo.init").setLevel(logging.WARNING)
-        Repo.init(str(data_dir), no_scm=True).close()
-        log.info("created the DVC repository at %s", data_dir)
-    repo = Repo(str(data_dir))
-    try:
-        changed = _configure(repo, data_dir, settings.dvc_remote_dir)
-    except Exception:
+    with _site_cache_env(data_dir):
+        if not (data_dir / ".dvc").is_dir():
+            # DVC logs its init notice to stdout, which is where `main` prints the result.
+            logging.getLogger("dvc.repo.init").setLevel(logging.WARNING)
+            Repo.init(str(data_dir), no_scm=True).close()
+            log.info("created the DVC repository at %s", data_dir)
+        repo = Repo(str(data_dir))
+        try:
+            changed = _configure(repo, data_dir, settings.dvc_remote_dir)
+        except Exception:
+            repo.close()
+            raise
+        if not changed:
+            return repo
+        # The cache, remotes and state database were built from the old configuration.
         repo.close()
-        raise
-    if not changed:
-        return repo
-    # The cache, remotes and state database were built from the old configuration.
-    repo.close()
-    return Repo(str(data_dir))
+        return Repo(str(data_dir))
 
 
 def init() -> Path:
