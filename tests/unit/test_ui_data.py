@@ -1,0 +1,282 @@
+"""mlops.ui_data: the facts the MLOps page shows, against a real MLflow server and real folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mlops import ui_data
+from mlops.config import UseCase, load_use_case
+from mlops.monitoring import report_dir
+from mlops.settings import get_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- file guard
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Path:
+    root = tmp_path / "reports"
+    (root / "uc" / "run1").mkdir(parents=True)
+    (root / "uc" / "run1" / "drift.html").write_text("<html>drift</html>")
+    (root / "uc" / "manual__2026-01-01T00%3A00").mkdir()
+    (root / "uc" / "manual__2026-01-01T00%3A00" / "page.html").write_text("encoded name")
+    (tmp_path / "secret.txt").write_text("outside")
+    (root / "uc" / "escape.html").symlink_to(tmp_path / "secret.txt")
+    (root / "uc" / "escape_dir").symlink_to(tmp_path)
+    return root
+
+
+def test_confined_file_is_served(served: Path) -> None:
+    assert ui_data.resolve_confined(served, "uc/run1/drift.html") == (served / "uc/run1/drift.html").resolve()
+
+
+def test_a_file_whose_name_contains_percent_escapes_is_found(served: Path) -> None:
+    # The web server decoded %253A once to %3A: that is the literal name on disk.
+    found = ui_data.resolve_confined(served, "uc/manual__2026-01-01T00%3A00/page.html")
+    assert found.read_text() == "encoded name"
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        "../secret.txt",
+        "uc/../../secret.txt",
+        "uc/run1/../../../secret.txt",
+        "/etc/passwd",
+        str(Path("/etc/passwd")),
+        "%2e%2e/secret.txt",
+        "%2e%2e%2fsecret.txt",
+        "%252e%252e%252fsecret.txt",
+        "%25252e%25252e/secret.txt",
+        "%2fetc%2fpasswd",
+        "..%5csecret.txt",
+        "uc\\..\\..\\secret.txt",
+        "uc/run1/drift.html\x00.png",
+        "~/secret.txt",
+        "C:/windows/win.ini",
+        "uc/escape.html",
+        "uc/escape_dir/secret.txt",
+        "uc/run1",
+        "uc/run1/missing.html",
+        "",
+    ],
+)
+def test_traversal_and_non_files_are_refused(served: Path, attempt: str) -> None:
+    with pytest.raises(ui_data.PathRefused):
+        ui_data.resolve_confined(served, attempt)
+
+
+def test_relative_to_root_only_inside(served: Path, tmp_path: Path) -> None:
+    assert ui_data.relative_to_root(served, served / "uc/run1/drift.html") == "uc/run1/drift.html"
+    assert ui_data.relative_to_root(served, tmp_path / "secret.txt") is None
+    assert ui_data.relative_to_root(served, served / "uc" / "escape.html") is None
+    assert ui_data.relative_to_root(served, None) is None
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_gate_facts_reads_json_and_text_reasons() -> None:
+    passed, reasons, decision = ui_data.gate_facts(
+        {"gate.passed": "false", "gate.reasons": json.dumps(["rmse 130 > max 120", "r2 0.4 < min 0.5"]), "owner": "x"}
+    )
+    assert passed is False
+    assert reasons == ["rmse 130 > max 120", "r2 0.4 < min 0.5"]
+    assert "owner" not in decision and decision["gate.passed"] == "false"
+
+    passed, reasons, _ = ui_data.gate_facts({"gate_passed": "True", "gate_reasons": "a better; b ok\nc fine"})
+    assert passed is True and reasons == ["a better", "b ok", "c fine"]
+
+    assert ui_data.gate_facts({"unrelated": "1"}) == (None, [], {})
+
+
+def test_urls_and_dag_names() -> None:
+    base = "http://mlflow:5000/"
+    assert ui_data.run_url(base, "abc") == "http://mlflow:5000/#/runs/abc"
+    assert ui_data.model_version_url(base, "m/x", "3") == "http://mlflow:5000/#/models/m%2Fx/versions/3"
+    assert ui_data.use_case_of_dag("train_bike_sharing") == "bike_sharing"
+    assert ui_data.use_case_of_dag("monitor_breast_cancer") == "breast_cancer"
+    assert ui_data.use_case_of_dag("rollback_model") is None
+    assert ui_data.use_case_of_dag("train_") is None
+
+
+def test_folder_naming_matches_monitoring() -> None:
+    key = "monitor_bike_sharing/scheduled__2026-01-01T00:00:00+00:00"
+    assert report_dir("bike_sharing", key, Path("/r")).name == ui_data.safe_folder_name(key)
+
+
+def test_drift_chart_has_one_point_per_run_and_the_threshold() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    points = [ui_data.DriftPoint(start + timedelta(days=i), v, "none", f"http://m/#/runs/{i}") for i, v in
+              enumerate([0.1, 0.3, 0.7])]  # fmt: skip
+    svg = ui_data.drift_chart_svg(points, threshold=0.5)
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.count('class="point"') == 3
+    assert 'class="threshold"' in svg and "retraining threshold 0.5" in svg
+    assert "2026-01-01" in svg and "2026-01-03" in svg
+    assert svg.count("#c0392b") >= 2  # the point above the threshold is drawn in the alert colour
+    assert ui_data.drift_chart_svg([], 0.5) == ""
+    single = ui_data.drift_chart_svg(points[:1], 0.5)
+    assert single.count('class="point"') == 1
+
+
+def test_latest_report_skips_incomplete_runs(tmp_path: Path) -> None:
+    root = tmp_path / "reports"
+    old = root / "uc" / "old"
+    old.mkdir(parents=True)
+    (old / "drift.html").write_text("old")
+    (old / "data_quality.html").write_text("q")
+    (old / "summary.json").write_text("{}")
+    unfinished = root / "uc" / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "drift.html").write_text("half")  # no summary.json: still being written
+    os.utime(old / "summary.json", (1, 1))
+
+    report = ui_data.latest_report(root, "uc")
+    assert report is not None and report.folder == "old"
+    assert report.html == "uc/old/drift.html"
+    assert report.files == ["uc/old/drift.html", "uc/old/data_quality.html"]
+    assert ui_data.latest_report(root, "other") is None
+
+
+def test_latest_data_docs_page(tmp_path: Path) -> None:
+    docs = tmp_path / "local_site"
+    assert ui_data.latest_data_docs_page(docs, "uc") is None
+    page_dir = docs / "validations" / "uc" / "run" / "20260101T000000Z"
+    page_dir.mkdir(parents=True)
+    (page_dir / "a.html").write_text("a")
+    assert ui_data.latest_data_docs_page(docs, "uc") == "validations/uc/run/20260101T000000Z/a.html"
+
+
+# --------------------------------------------------------------------------- against MLflow
+
+
+@pytest.fixture
+def use_case(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UseCase:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLOPS_GE_DIR", str(tmp_path / "ge"))
+    monkeypatch.delenv("MLOPS_MLFLOW_UI_URL", raising=False)
+    base = load_use_case(PROJECT_ROOT / "configs" / "bike_sharing.yaml")
+    suffix = uuid.uuid4().hex[:8]
+    return base.model_copy(update={"name": f"uc_{suffix}", "model_name": f"model_{suffix}"})
+
+
+def seed_registry(use_case: UseCase, dag_run_key: str) -> dict[str, str]:
+    """Three versions: v1 @previous, v2 @champion, v3 @challenger (rejected), as the registry module tags them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.create_experiment(use_case.name)
+    client.create_registered_model(use_case.model_name)
+    run_ids = {}
+    decisions = {
+        "1": ("true", ["rmse 110 <= max 120"], 110.0),
+        "2": ("true", ["rmse 100 is 9.1% better than champion v1 (110)"], 100.0),
+        "3": ("false", ["rmse 130 > max 120", "rmse 130 is 30.0% worse than champion v2 (100)"], 130.0),
+    }
+    for version, (passed, reasons, rmse) in decisions.items():
+        run = client.create_run(experiment, run_name=f"candidate-{version}", tags={"airflow.run_key": dag_run_key})
+        client.log_metric(run.info.run_id, "rmse", rmse)
+        client.log_metric(run.info.run_id, "r2", 0.8)
+        client.set_terminated(run.info.run_id)
+        mv = client.create_model_version(
+            use_case.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+            tags={"gate.passed": passed, "gate.reasons": json.dumps(reasons), "run_key": dag_run_key},
+        )  # fmt: skip
+        assert mv.version == version
+        run_ids[version] = run.info.run_id
+    client.set_registered_model_alias(use_case.model_name, "previous", "1")
+    client.set_registered_model_alias(use_case.model_name, "champion", "2")
+    client.set_registered_model_alias(use_case.model_name, "challenger", "3")
+    return run_ids
+
+
+def seed_monitoring(use_case: UseCase, shares: list[float]) -> list[datetime]:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.create_experiment(f"{use_case.name}-monitoring")
+    ends = [datetime(2011, 3, 1, tzinfo=UTC) + timedelta(days=7 * i) for i in range(len(shares))]
+    # Logged newest first: the chart must order by the window end, not by logging order.
+    for end, share in reversed(list(zip(ends, shares, strict=True))):
+        run = client.create_run(experiment, tags={"monitoring.action": "retrain" if share >= 0.5 else "none"})
+        client.log_batch(run.info.run_id, metrics=[Metric("drift_share", share, int(end.timestamp() * 1000), 0)])
+        client.set_terminated(run.info.run_id)
+    return ends
+
+
+def test_gather_use_case_shows_aliases_metrics_reasons_and_drift(use_case: UseCase, mlflow_server: str) -> None:
+    run_ids = seed_registry(use_case, "train_x/manual__1")
+    ends = seed_monitoring(use_case, [0.1, 0.2, 0.6])
+    settings = get_settings()
+    report = report_dir(use_case.name, "monitor_x/run_a", settings.reports_dir)
+    report.mkdir(parents=True)
+    (report / "drift.html").write_text("<html>evidently</html>")
+    (report / "summary.json").write_text("{}")
+
+    view = ui_data.gather_use_case(use_case, settings)
+
+    assert view.errors == []
+    assert {alias: v.version for alias, v in view.by_alias.items()} == {
+        "champion": "2", "previous": "1", "challenger": "3",
+    }  # fmt: skip
+    champion = view.by_alias["champion"]
+    assert champion.metrics["rmse"] == 100.0 and champion.passed is True
+    assert champion.run_url == f"{mlflow_server}/#/runs/{run_ids['2']}"
+    assert champion.version_url == f"{mlflow_server}/#/models/{use_case.model_name}/versions/2"
+    assert champion.aliases == ["champion"] and champion.created is not None
+    challenger = view.by_alias["challenger"]
+    assert challenger.passed is False
+    assert challenger.reasons == ["rmse 130 > max 120", "rmse 130 is 30.0% worse than champion v2 (100)"]
+    assert [v.version for v in view.recent] == ["3", "2", "1"]
+
+    assert [p.drift_share for p in view.drift] == [0.1, 0.2, 0.6]
+    assert [p.when for p in view.drift] == ends
+    assert view.drift[-1].action == "retrain"
+    assert view.monitoring_url is not None and view.monitoring_url.startswith(f"{mlflow_server}/#/experiments/")
+
+    assert view.report is not None and view.report.html == f"{use_case.name}/{report.name}/drift.html"
+    assert ui_data.resolve_confined(settings.reports_dir, view.report.html).read_text() == "<html>evidently</html>"
+
+
+def test_gather_run_finds_what_the_dag_run_produced(use_case: UseCase) -> None:
+    seed_registry(use_case, "train_x/manual__1")
+    run = ui_data.gather_run(use_case, "train_x", "manual__1")
+    assert run.errors == []
+    assert {v.version for v in run.versions} == {"1", "2", "3"}
+    assert len(run.mlflow_runs) == 3 and all("/#/runs/" in url for _, url in run.mlflow_runs)
+
+    other = ui_data.gather_run(use_case, "train_x", "manual__2")
+    assert other.versions == [] and other.mlflow_runs == []
+
+
+def test_unregistered_model_shows_empty_not_an_error(use_case: UseCase) -> None:
+    view = ui_data.gather_use_case(use_case)
+    assert view.errors == [] and view.by_alias == {} and view.recent == [] and view.drift == []
+
+
+def test_mlflow_down_is_reported_on_the_page(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.processes import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    view = ui_data.gather_use_case(use_case)
+    assert len(view.errors) == 1 and "could not be read" in view.errors[0]
+    assert view.by_alias == {}
+
+
+def test_mlflow_ui_url_overrides_links(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_registry(use_case, "train_x/manual__1")
+    monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "https://mlflow.example.org/")
+    view = ui_data.gather_use_case(use_case)
+    assert view.by_alias["champion"].version_url.startswith("https://mlflow.example.org/#/models/")
