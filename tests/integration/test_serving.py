@@ -62,6 +62,7 @@ def bike_frame(start: str = "2011-01-01", end: str = "2011-03-01") -> pd.DataFra
 def register(model_name: str, pipeline: Any, features: pd.DataFrame, alias: str | None = "champion") -> str:
     """Log `pipeline` like the training code does, register it, optionally set an alias; returns the version."""
     import mlflow
+    import skops.io
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
@@ -74,6 +75,9 @@ def register(model_name: str, pipeline: Any, features: pd.DataFrame, alias: str 
             signature=signature,
             input_example=features.head(2),
             registered_model_name=model_name,
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
+            # Without explicit requirements MLflow exports the whole uv.lock into each model.
+            pip_requirements=["scikit-learn", "pandas", "numpy", "skops"],
         )
     version = str(info.registered_model_version)
     if alias:
@@ -208,7 +212,8 @@ def bike_record(features: pd.DataFrame, i: int = 0) -> dict[str, Any]:
 def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> None:
     url = setup.service.url
     rows = [bc_record(setup.bc_features, i) for i in range(5)]
-    ids = [f"bc-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"bc-{tag}-{i}" for i in range(5)]
     times = [f"2011-05-0{i + 1}T10:00:00" for i in range(5)]
     response = httpx.post(f"{url}/predict/breast_cancer", json={"records": rows, "ids": ids, "event_times": times})
     assert response.status_code == 200, response.text
@@ -371,7 +376,8 @@ def test_unwritable_log_store_degrades_health_and_recovers(setup: Setup) -> None
         target.rename(aside)
     # A file where the use case's folder belongs: every write fails (root ignores chmod).
     target.write_text("blocked")
-    ids = [f"outage-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"outage-{tag}-{i}" for i in range(5)]
     try:
         for i in ids:
             response = httpx.post(

@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.load_use_cases()  # fail here, with the config error, not inside a worker
     require_free_port(args.host, args.port, "the prediction service", "MLOPS_SERVING_PORT")
     os.environ[CONFIG_ENV] = config.to_env()
+    # Download progress bars would fill the service log at every hot swap.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uvicorn.run(
         "mlops.serving.app:app_from_env",
         factory=True,

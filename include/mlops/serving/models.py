@@ -103,7 +103,6 @@ def load_version(
 ) -> LoadedModel:
     """Download and load one registered version, and compile its input schema."""
     import mlflow
-    import mlflow.sklearn
     from mlflow.models import Model
 
     uri = _tracking_uri(tracking_uri)
@@ -115,7 +114,7 @@ def load_version(
     signature = meta.signature.to_dict() if meta.signature is not None else None
     inputs = meta.signature.inputs.to_dict() if meta.signature is not None and meta.signature.inputs else None
     schema = InputSchema.from_signature(inputs, use_case.features.numeric, use_case.features.categorical)
-    model = mlflow.sklearn.load_model(local)
+    model = load_sklearn_model(local, meta)
     return LoadedModel(
         use_case=use_case.name,
         model_name=info.name,
@@ -128,6 +127,37 @@ def load_version(
         model=model,
         loaded_at=datetime.now(UTC),
     )
+
+
+SAFE_TYPE_PREFIXES = ("numpy.", "scipy.", "sklearn.")
+
+
+def load_sklearn_model(local_dir: str, meta: Any) -> Any:
+    """Load the sklearn flavor without trusting the artifact's own allow-list.
+
+    MLflow gates every format behind MLFLOW_ALLOW_PICKLE_DESERIALIZATION because a
+    skops file's trusted types are read from the model itself. We load skops files
+    directly and trust only numpy/scipy/scikit-learn types, which is all our
+    pipelines hold; pickle formats still need that variable set on purpose.
+    """
+    import os
+
+    flavor = meta.flavors.get("sklearn")
+    if flavor is None:
+        raise ValueError(f"the model at {local_dir} has no sklearn flavor; the service serves scikit-learn pipelines")
+    if flavor.get("serialization_format") == "skops":
+        import skops.io
+
+        declared = flavor.get("skops_trusted_types") or []
+        unsafe = [t for t in declared if not t.startswith(SAFE_TYPE_PREFIXES)]
+        if unsafe:
+            raise ValueError(
+                f"refusing to load {local_dir}: it asks to trust types outside numpy/scipy/sklearn: {unsafe}"
+            )
+        return skops.io.load(os.path.join(local_dir, flavor["pickled_model"]), trusted=declared)
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(local_dir)
 
 
 def load_alias(use_case: UseCase, alias: str = "champion", tracking_uri: str | None = None) -> LoadedModel:
