@@ -11,9 +11,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.predictionlog import PredictionBatch, prediction_store, replace_batch_partition, to_timestamp
+from mlops.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +41,39 @@ class ScoringResult:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def landing_dir(use_case: UseCase | str, partition: str) -> Path:
+    """Where rows to score arrive: `$MLOPS_HOME/landing/<use_case>/date=<partition>/` (CSV or Parquet files)."""
+    name = use_case if isinstance(use_case, str) else use_case.name
+    return get_settings().home / "landing" / name / f"date={partition}"
+
+
+def land_partition(use_case: UseCase | str, partition: str, frame: pd.DataFrame) -> Path:
+    """Drop `frame` into the landing folder of `partition` (replacing what was there); returns the file."""
+    import os
+
+    folder = landing_dir(use_case, partition)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    tmp = folder / ".tmp-rows.parquet"
+    frame.to_parquet(tmp, index=False)
+    final = folder / "rows.parquet"
+    os.replace(tmp, final)
+    return final
+
+
+def read_landed_partition(use_case: UseCase | str, partition: str) -> pd.DataFrame | None:
+    """The rows landed for `partition`, or None when nothing has landed (the DAG then skips)."""
+    import pandas as pd
+
+    folder = landing_dir(use_case, partition)
+    files = sorted([*folder.glob("*.parquet"), *folder.glob("*.csv")]) if folder.is_dir() else []
+    if not files:
+        return None
+    frames = [pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f) for f in files]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def _resolve_use_case(use_case: UseCase | str) -> UseCase:

@@ -13,7 +13,7 @@ from test_serving import register, regressor, write_configs
 from mlops.config import load_use_case
 from mlops.predictionlog import read_predictions, write_labels
 from mlops.replay import replay
-from mlops.scoring import score_partition
+from mlops.scoring import land_partition, read_landed_partition, score_partition
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,19 @@ def test_rescoring_a_partition_replaces_it(bike, tmp_path: Path) -> None:
     assert mine["request_id"].is_unique and set(mine["source"]) == {"batch"}
     assert mine["prediction"].tolist() == pytest.approx(pipeline.predict(frame[use_case.features.all]).tolist())
     assert set(use_case.features.all) <= set(logged.columns)
+
+
+def test_landed_partition_is_read_back_and_scored(bike, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_case, version, _, _ = bike
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLOPS_PREDICTION_LOG_URI", raising=False)
+    assert read_landed_partition(use_case, "2011-05-05") is None
+    land_partition(use_case, "2011-05-05", _day("2011-05-05"))
+    frame = read_landed_partition(use_case, "2011-05-05")
+    assert frame is not None and len(frame) == len(_day("2011-05-05"))
+    result = score_partition(use_case, "2011-05-05", frame)
+    assert result.rows == len(frame) and result.model_version == version
+    assert (tmp_path / "home" / "predictions" / use_case.name / "date=2011-05-05").is_dir()
 
 
 def test_labels_join_the_scored_rows_by_id(bike, tmp_path: Path) -> None:
