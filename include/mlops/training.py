@@ -286,11 +286,13 @@ def feature_importance(
     return {str(name): float(value) for name, value in pairs}
 
 
-def diagnostic_figures(use_case: UseCase | str, model: Any, holdout_df: pd.DataFrame) -> dict[str, Figure]:
+def diagnostic_figures(
+    use_case: UseCase | str, model: Any, holdout_df: pd.DataFrame, importance: dict[str, float] | None = None
+) -> dict[str, Figure]:
     """Plots for a candidate run, keyed by artifact file name.
 
     Regression: predicted vs actual and residuals; classification: confusion
-    matrix; both: permutation feature importance.
+    matrix; both: permutation feature importance (pass `importance` if already computed).
     """
     import matplotlib
 
@@ -320,7 +322,8 @@ def diagnostic_figures(use_case: UseCase | str, model: Any, holdout_df: pd.DataF
         fig.tight_layout()
         figures["confusion_matrix.png"] = fig
 
-    importance = feature_importance(uc, model, holdout_df)
+    if importance is None:
+        importance = feature_importance(uc, model, holdout_df)
     fig, ax = plt.subplots(figsize=(7, max(3.0, 0.3 * len(importance))))
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names])

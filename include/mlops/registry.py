@@ -1,0 +1,340 @@
+"""The MLflow Model Registry: versions, aliases, promotion and rollback.
+
+Aliases only (`@champion`, `@previous`, `@challenger`); registry stages are
+deprecated. Every write is idempotent: a version is found by its `mlops.run_key`
+tag before registering, and an alias already in place is not moved again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlops.config import METRIC_DIRECTIONS, UseCase
+from mlops.evaluation import GateDecision
+from mlops.training import resolve_use_case
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops.tracking import CandidateResult
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+CHALLENGER = "challenger"
+TAG_RUN_KEY = "mlops.run_key"
+# Model-version tag values are capped by the server; reasons are cut, never rejected.
+_MAX_TAG = 5000
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done as asked; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: str
+    run_id: str | None
+    metrics: dict[str, float]
+    """The holdout metrics logged on the version's training run."""
+    tags: dict[str, str]
+    """Model-version tags (gate decision, run key, rollback records)."""
+    aliases: list[str]
+    lineage: dict[str, str] = field(default_factory=dict)
+    """The training run's lineage tags (snapshot_path, dvc_md5, git_commit, ...)."""
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "model_uri": self.model_uri}
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    action: Literal["promoted", "challenger", "unchanged"]
+    version: str
+    champion: str | None
+    previous: str | None
+    reasons: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    model_name: str
+    action: Literal["rolled_back", "unchanged"]
+    champion: str
+    previous: str | None
+    replaced: str | None
+    """The version that was `@champion` before the rollback."""
+    reason: str
+    requested_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _client() -> MlflowClient:
+    from mlops.tracking import client
+
+    return client()
+
+
+def _is_missing(exc: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+        "NOT_FOUND",
+    )
+
+
+def alias_version(model_name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None when the model or the alias does not exist."""
+    try:
+        mv = _client().get_model_version_by_alias(model_name, alias)
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        raise
+    return str(mv.version)
+
+
+def _set_tags(mlflow_client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value[:_MAX_TAG])
+
+
+def _ensure_registered_model(mlflow_client: MlflowClient, uc: UseCase) -> None:
+    try:
+        mlflow_client.get_registered_model(uc.model_name)
+    except Exception as exc:
+        if not _is_missing(exc):
+            raise
+        try:
+            mlflow_client.create_registered_model(
+                uc.model_name, tags={"mlops.use_case": uc.name, "mlops.task": uc.task}, description=uc.description
+            )
+        except Exception as create_exc:
+            # Created concurrently by another task: fine, it exists now.
+            from mlflow.exceptions import MlflowException
+
+            if not (isinstance(create_exc, MlflowException) and create_exc.error_code == "RESOURCE_ALREADY_EXISTS"):
+                raise
+
+
+def find_version_by_run_key(model_name: str, run_key: str) -> str | None:
+    """The version an earlier attempt of this DAG run registered, if any."""
+    from mlops.tracking import filter_literal
+
+    name_filter = f"name = {filter_literal(model_name, 'model name')}"
+    versions = _client().search_model_versions(
+        f"{name_filter} and tags.`{TAG_RUN_KEY}` = {filter_literal(run_key, 'run key')}"
+    )
+    if not versions:
+        return None
+    return str(min(int(v.version) for v in versions))
+
+
+def register_candidate(use_case: UseCase | str, candidate: CandidateResult | dict[str, Any], run_key: str) -> str:
+    """Register the candidate's model once per run key; returns the version."""
+    import mlflow
+
+    from mlops.tracking import CandidateResult
+
+    uc = resolve_use_case(use_case)
+    cand = candidate if isinstance(candidate, CandidateResult) else CandidateResult.from_dict(candidate)
+    mlflow_client = _client()
+    _ensure_registered_model(mlflow_client, uc)
+    existing = find_version_by_run_key(uc.model_name, run_key)
+    if existing is not None:
+        log.info("%s v%s was already registered for %s", uc.model_name, existing, run_key)
+        return existing
+    # Tags go in with the version, atomically: the run-key lookup above can always find it.
+    mv = mlflow.register_model(
+        cand.model_uri,
+        uc.model_name,
+        tags={
+            TAG_RUN_KEY: run_key,
+            "mlops.candidate_key": cand.key,
+            "mlops.run_id": cand.run_id,
+            **{f"mlops.metric.{k}": repr(v) for k, v in cand.metrics.items()},
+        },
+    )
+    return str(mv.version)
+
+
+def apply_decision(
+    use_case: UseCase | str, version: str, decision: GateDecision | dict[str, Any], run_key: str
+) -> PromotionResult:
+    """Record the gate decision on the version and move aliases accordingly.
+
+    Passed: `@champion` moves to the version and the old champion becomes
+    `@previous`. Failed: the version becomes `@challenger`, tagged with the
+    reason. Already in place (a re-run): nothing moves, action "unchanged".
+    """
+    uc = resolve_use_case(use_case)
+    gate = decision if isinstance(decision, GateDecision) else GateDecision.from_dict(decision)
+    version = str(version)
+    name = uc.model_name
+    mlflow_client = _client()
+    reasons = list(gate.reasons)
+    _set_tags(
+        mlflow_client,
+        name,
+        version,
+        {
+            "mlops.gate.passed": str(gate.passed).lower(),
+            "mlops.gate.reasons": "; ".join(gate.reasons),
+            "mlops.gate.checks": "; ".join(gate.checks),
+            "mlops.gate.champion_version": gate.champion_version or "none",
+            "mlops.gate.run_key": run_key,
+        },
+    )
+    champion = alias_version(name, CHAMPION)
+    previous = alias_version(name, PREVIOUS)
+
+    if gate.passed:
+        if champion == version:
+            return PromotionResult(
+                "unchanged", version, champion, previous, [*reasons, f"v{version} is already @champion"]
+            )
+        if champion is not None:
+            # @previous first: a crash between the two calls leaves @champion untouched,
+            # and the re-run sets the same @previous again.
+            mlflow_client.set_registered_model_alias(name, PREVIOUS, champion)
+            previous = champion
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+        if alias_version(name, CHALLENGER) == version:
+            mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+        _set_tags(mlflow_client, name, version, {"mlops.promoted_by": run_key, "mlops.replaced": champion or "none"})
+        log.info("%s v%s promoted to @champion (previous: %s)", name, version, champion)
+        return PromotionResult("promoted", version, version, previous, reasons)
+
+    _set_tags(mlflow_client, name, version, {"mlops.rejection_reason": "; ".join(gate.reasons)})
+    if champion == version:
+        # Only a rollback demotes a champion, deliberately and on the record.
+        note = f"v{version} is @champion and stays so; use rollback to replace it"
+        return PromotionResult("unchanged", version, champion, previous, [*reasons, note])
+    if alias_version(name, CHALLENGER) == version:
+        return PromotionResult(
+            "unchanged", version, champion, previous, [*reasons, f"v{version} is already @challenger"]
+        )
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("%s v%s is @challenger: %s", name, version, "; ".join(reasons))
+    return PromotionResult("challenger", version, champion, previous, reasons)
+
+
+def _version_exists(mlflow_client: MlflowClient, name: str, version: str) -> bool:
+    try:
+        mlflow_client.get_model_version(name, version)
+    except Exception as exc:
+        if _is_missing(exc):
+            return False
+        raise
+    return True
+
+
+def _known_versions(mlflow_client: MlflowClient, name: str) -> list[str]:
+    from mlops.tracking import filter_literal
+
+    versions = mlflow_client.search_model_versions(f"name = {filter_literal(name, 'model name')}")
+    return sorted((str(v.version) for v in versions), key=int)
+
+
+def rollback(model_name: str, version: str | None, reason: str, requested_by: str) -> RollbackResult:
+    """Move `@champion` to `@previous` (or to `version`); the replaced champion becomes `@previous`.
+
+    Who asked and why are recorded as tags on both versions. Also the way to
+    promote a `@challenger` by hand (pass its version).
+    """
+    mlflow_client = _client()
+    current = alias_version(model_name, CHAMPION)
+    target = str(version) if version is not None else alias_version(model_name, PREVIOUS)
+    if target is None:
+        raise RegistryError(
+            f"model {model_name!r} has no @previous version to roll back to; pass the version to restore "
+            f"(registered versions: {_known_versions(mlflow_client, model_name) or 'none'})"
+        )
+    if not _version_exists(mlflow_client, model_name, target):
+        known = _known_versions(mlflow_client, model_name) if _model_exists(mlflow_client, model_name) else []
+        raise RegistryError(f"model {model_name!r} has no version {target!r}; registered versions: {known or 'none'}")
+    if target == current:
+        previous = alias_version(model_name, PREVIOUS)
+        return RollbackResult(model_name, "unchanged", target, previous, current, reason, requested_by)
+
+    when = datetime.now(UTC).isoformat(timespec="seconds")  # a person's action, not a scheduled partition
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, target)
+    if current is not None:
+        mlflow_client.set_registered_model_alias(model_name, PREVIOUS, current)
+        _set_tags(
+            mlflow_client,
+            model_name,
+            current,
+            {"mlops.rolled_back.reason": reason, "mlops.rolled_back.by": requested_by,
+             "mlops.rolled_back.to": target, "mlops.rolled_back.at": when},
+        )  # fmt: skip
+    if alias_version(model_name, CHALLENGER) == target:
+        mlflow_client.delete_registered_model_alias(model_name, CHALLENGER)
+    _set_tags(
+        mlflow_client,
+        model_name,
+        target,
+        {"mlops.rollback.reason": reason, "mlops.rollback.requested_by": requested_by,
+         "mlops.rollback.from_version": current or "none", "mlops.rollback.at": when},
+    )  # fmt: skip
+    log.warning("%s: @champion v%s -> v%s by %s: %s", model_name, current, target, requested_by, reason)
+    previous = current if current is not None else alias_version(model_name, PREVIOUS)
+    return RollbackResult(model_name, "rolled_back", target, previous, current, reason, requested_by)
+
+
+def _model_exists(mlflow_client: MlflowClient, name: str) -> bool:
+    try:
+        mlflow_client.get_registered_model(name)
+    except Exception as exc:
+        if _is_missing(exc):
+            return False
+        raise
+    return True
+
+
+def version_info(model_name: str, version: str) -> ModelVersionInfo:
+    """A version with its aliases, tags, and its training run's metrics and lineage."""
+    mlflow_client = _client()
+    mv = mlflow_client.get_model_version(model_name, version)
+    metrics: dict[str, float] = {}
+    lineage: dict[str, str] = {}
+    if mv.run_id:
+        try:
+            run = mlflow_client.get_run(mv.run_id)
+        except Exception as exc:
+            if not _is_missing(exc):
+                raise
+        else:
+            metrics = {k: float(v) for k, v in run.data.metrics.items() if k in METRIC_DIRECTIONS}
+            lineage = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "mlops."))}
+    return ModelVersionInfo(
+        name=model_name,
+        version=str(mv.version),
+        run_id=mv.run_id or None,
+        metrics=metrics,
+        tags=dict(mv.tags),
+        aliases=sorted(getattr(mv, "aliases", []) or []),
+        lineage=lineage,
+    )
+
+
+def champion(model_name: str) -> ModelVersionInfo | None:
+    """The `@champion` version, or None before the first promotion."""
+    version = alias_version(model_name, CHAMPION)
+    return version_info(model_name, version) if version is not None else None
