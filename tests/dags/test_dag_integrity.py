@@ -17,7 +17,7 @@ DAG_SOURCES = [*PROJECT_ROOT.joinpath("dags").rglob("*.py"), *PROJECT_ROOT.joinp
 def dagbag(airflow_home: Path) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"), include_examples=False)
+    return DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
 
 
 def test_no_import_errors(dagbag: Any) -> None:
@@ -69,3 +69,19 @@ def test_schedule_is_explicit(path: Path) -> None:
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
             if name in {"dag", "DAG"}:
                 assert any(k.arg == "schedule" for k in node.keywords), f"{path}:{node.lineno} lacks schedule="
+
+
+def test_broken_config_stops_the_parse_naming_file_and_key(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    raw = yaml.safe_load((PROJECT_ROOT / "configs" / "bike_sharing.yaml").read_text())
+    raw["gate"]["max_regression"] = "five percent"
+    (tmp_path / "bike_sharing.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "training" / "training.py"))
+    assert bag.dags == {}
+    (message,) = bag.import_errors.values()
+    assert str(tmp_path / "bike_sharing.yaml") in message and "gate.max_regression" in message
