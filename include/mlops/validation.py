@@ -36,6 +36,7 @@ DATASOURCE = "mlops_pandas"
 BATCH_DEFINITION = "whole_dataframe"
 DATA_DOCS_SITE = "local_site"
 MAX_DATE_PARAMETER = "max_date"
+MIN_ROWS_PARAMETER = "min_rows"
 DEFAULT_TOLERANCE = 0.1
 # Object columns with more distinct values than this are free text or ids, not categories.
 MAX_CATEGORIES = 50
@@ -94,11 +95,14 @@ class ExpectationSpec:
 # ---------------------------------------------------------------- validation
 
 
-def validate(use_case: UseCase, df: pd.DataFrame, run_id: str, *, as_of: date | None = None) -> ValidationOutcome:
+def validate(
+    use_case: UseCase, df: pd.DataFrame, run_id: str, *, as_of: date | None = None, min_rows: int | None = None
+) -> ValidationOutcome:
     """Run the use case's checkpoint on `df`; builds its Data Docs page. Never raises on bad data.
 
     `as_of` is the newest date the time column may hold (the run's logical date); rows
-    dated later are treated as corrupt. Defaults to today.
+    dated later are treated as corrupt. Defaults to today. `min_rows` defaults to
+    `training.min_rows`; a monitoring window passes `monitoring.min_rows`.
     """
     import great_expectations as gx
 
@@ -107,7 +111,10 @@ def validate(use_case: UseCase, df: pd.DataFrame, run_id: str, *, as_of: date | 
     max_date = (as_of or date.today()).isoformat() + "T23:59:59"
     result = checkpoint.run(
         batch_parameters={"dataframe": df},
-        expectation_parameters={MAX_DATE_PARAMETER: max_date},
+        expectation_parameters={
+            MAX_DATE_PARAMETER: max_date,
+            MIN_ROWS_PARAMETER: use_case.training.min_rows if min_rows is None else min_rows,
+        },
         run_id=gx.RunIdentifier(run_name=run_id),
     )
     (identifier, suite_result), *_ = result.run_results.items()
@@ -298,7 +305,8 @@ def derive_expectations(
     columns = [str(c) for c in reference.columns]
     specs = [
         ExpectationSpec("ExpectTableColumnsToMatchSet", {"column_set": sorted(columns), "exact_match": True}),
-        ExpectationSpec("ExpectTableRowCountToBeBetween", {"min_value": use_case.training.min_rows}),
+        # The floor depends on the caller (training or a monitoring window): a run-time parameter.
+        ExpectationSpec("ExpectTableRowCountToBeBetween", {"min_value": {"$PARAMETER": MIN_ROWS_PARAMETER}}),
     ]
     unique_fraction = 1.0 - float(reference.duplicated(keep=False).mean())
     specs.append(

@@ -45,4 +45,4 @@ def test_guard_catches_a_heavy_import(tmp_path: Path, airflow_home: Path) -> Non
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(offender), json.dumps(HEAVY)], capture_output=True, text=True, timeout=300
     )
-    assert json.loads(done.stdout.strip().splitlines()[-1]) [:1] == ["pandas"]
+    assert "pandas" in json.loads(done.stdout.strip().splitlines()[-1])

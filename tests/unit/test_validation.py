@@ -162,6 +162,17 @@ def test_as_of_bounds_the_time_column(ge_dir: Path, bike: UseCase, clean_bike: p
     assert [f.expectation_type for f in early.failed] == ["expect_column_max_to_be_between"]
 
 
+def test_min_rows_defaults_to_training_and_can_be_lowered(
+    ge_dir: Path, bike: UseCase, clean_bike: pd.DataFrame
+) -> None:
+    window = clean_bike.iloc[: bike.monitoring.min_rows + 10]  # a monitoring-sized window
+    assert len(window) < bike.training.min_rows
+    too_small = validate(bike, window, run_id="small_window")
+    assert [f.expectation_type for f in too_small.failed] == ["expect_table_row_count_to_be_between"]
+    assert too_small.failed[0].observed == f"observed {len(window)}"
+    assert validate(bike, window, run_id="monitoring_window", min_rows=bike.monitoring.min_rows).success
+
+
 def test_missing_values_within_reference_share_pass(ge_dir: Path, bike: UseCase) -> None:
     # The bike data lacks some weekday and weathersit values; the suite tolerates that share.
     df = pd.read_csv(BIKE_CSV)
@@ -206,7 +217,7 @@ def test_derive_expectations_from_config_and_data(bike: UseCase) -> None:
     by_key = {(s.type, s.kwargs.get("column")): s.kwargs for s in specs}
 
     assert set(by_key[("ExpectTableColumnsToMatchSet", None)]["column_set"]) == set(df.columns)
-    assert by_key[("ExpectTableRowCountToBeBetween", None)]["min_value"] == bike.training.min_rows
+    assert by_key[("ExpectTableRowCountToBeBetween", None)]["min_value"] == {"$PARAMETER": "min_rows"}
     cnt = by_key[("ExpectColumnValuesToBeBetween", "cnt")]
     assert cnt["min_value"] == 0 and cnt["max_value"] > df["cnt"].max()
     assert "float64" not in by_key[("ExpectColumnValuesToBeInTypeList", "cnt")]["type_list"]
