@@ -96,6 +96,24 @@ def payloads(records: list[dict[str, float]], folder: Path) -> dict[tuple[str, i
     return out
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by every process of a process group.
+
+    On a machine shared with other work, wall-clock req/s says more about the
+    neighbours than about the server; CPU per request does not.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, float]:
     threads = max(1, min(2, connections))
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s",
@@ -178,11 +196,15 @@ def main() -> int:
                 for c in connections:
                     wrk(url, bodies[(kind, rows)], c, 2)  # warm-up
                     result = {"server": label, "rows": rows, "connections": c}
+                    cpu_before = group_cpu_seconds(process.pid)
                     result.update(wrk(url, bodies[(kind, rows)], c, args.duration))
+                    cpu = group_cpu_seconds(process.pid) - cpu_before
+                    result["cpu_ms_per_request"] = 1000 * cpu / max(1, int(result["requests"]))
                     results.append(result)
                     log(
                         f"{label:22} rows={rows:<3} c={c:<2} {result['rps']:8.0f} req/s  "
                         f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
+                        f"cpu {result['cpu_ms_per_request']:.2f} ms/req  "
                         f"non-2xx {result['non_2xx']}  socket errors {result['socket_errors']}"
                     )
             stop_process_group(process.pid)
@@ -208,8 +230,8 @@ def write_report(results: list[dict[str, object]], args: argparse.Namespace) -> 
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs ({platform.machine()}),"
         f" wrk {args.duration} s per cell, load average at the end {os.getloadavg()[0]:.1f}.",
         "",
-        "| server | rows/request | connections | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | rows/request | connections | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx | sock. err. |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     logged = []
     for r in results:
@@ -218,7 +240,7 @@ def write_report(results: list[dict[str, object]], args: argparse.Namespace) -> 
             continue
         lines.append(
             f"| {r['server']} | {r['rows']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} |"
+            f"{r['p99_ms']:.2f} | {r['cpu_ms_per_request']:.2f} | {r['non_2xx']} | {r['socket_errors']} |"
         )
     text = "\n".join([*lines, "", *logged, ""])
     (HERE / "results.md").write_text(text)
