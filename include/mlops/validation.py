@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -393,28 +394,39 @@ def _time_expectations(name: str, values: pd.Series) -> list[ExpectationSpec]:
 
 def bootstrap_suite(use_case: UseCase, reference_df: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE) -> Path:
     """Derive the suite from config and reference data, save it with its checkpoint; return the suite file."""
-    import great_expectations as gx
 
     specs = derive_expectations(use_case, reference_df, tolerance=tolerance)
     with _context_lock():
         context = _context()  # first: a suite resolves its store through the current context
-        suite = _build_suite(gx, use_case, specs, tolerance, len(reference_df))
+        suite = _build_suite(context, use_case, specs, tolerance, len(reference_df))
         context.suites.add_or_update(suite)
         _wire_checkpoint(context, use_case)
     return get_settings().great_expectations_dir / "expectations" / f"{use_case.suite_name}.json"
 
 
-def _build_suite(gx: Any, use_case: UseCase, specs: list[ExpectationSpec], tolerance: float, rows: int) -> Any:
+def _build_suite(context: Any, use_case: UseCase, specs: list[ExpectationSpec], tolerance: float, rows: int) -> Any:
+    """A new suite object; expectations unchanged since the saved suite keep their ids (clean git diffs)."""
+    from great_expectations.exceptions.exceptions import DataContextError
+
+    import great_expectations as gx
+
+    def key(type_: str, kwargs: dict[str, Any]) -> str:
+        return type_ + json.dumps(kwargs, sort_keys=True, default=str)
+
+    try:
+        saved = context.suites.get(use_case.suite_name)
+        known_ids = {key(e.expectation_type, e.configuration.kwargs): e.id for e in saved.expectations}
+    except DataContextError:
+        known_ids = {}
+    # Built in one go: adding expectations one by one to a suite whose name is already
+    # stored would write the stored file once per expectation.
     suite = gx.ExpectationSuite(
         name=use_case.suite_name,
-        meta={
-            "bootstrapped_by": "mlops.validation.bootstrap_suite",
-            "tolerance": tolerance,
-            "reference_rows": rows,
-        },
+        expectations=[getattr(gx.expectations, spec.type)(**spec.kwargs) for spec in specs],
+        meta={"bootstrapped_by": "mlops.validation.bootstrap_suite", "tolerance": tolerance, "reference_rows": rows},
     )
-    for spec in specs:
-        suite.add_expectation(getattr(gx.expectations, spec.type)(**spec.kwargs))
+    for expectation in suite.expectations:
+        expectation.id = known_ids.get(key(expectation.expectation_type, expectation.configuration.kwargs))
     return suite
 
 
