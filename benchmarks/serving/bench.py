@@ -187,7 +187,11 @@ def main() -> int:
             kind = "mlflow" if label.startswith("mlflow") else "ours"
             logfile = tmp / f"{label.replace(' ', '_').replace(',', '')}.log"
             # `mlflow models serve` refuses to deserialize any model unless told the registry is trusted.
-            env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"} if kind == "mlflow" else None
+            # It also runs `uvicorn` through bash, so the venv's bin must be on PATH.
+            env = None
+            if kind == "mlflow":
+                path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+                env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PATH": path}
             process = start_process_group(full, logfile, env=env)
             pids.append(process.pid)
             wait_for_http(f"http://127.0.0.1:{port}{ready}", 600, process, logfile)
