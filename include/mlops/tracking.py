@@ -377,7 +377,11 @@ class _ChampionScore:
 
 
 def _short_error(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """One readable line: MLflow's schema errors put the cause after a dump of the data."""
+    text = str(exc).strip()
+    if "Error: " in text:
+        text = text.rsplit("Error: ", 1)[1]
+    first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first[:300]}"
 
 

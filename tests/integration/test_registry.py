@@ -1,0 +1,149 @@
+"""Registry versions and aliases against a real MLflow server: first model, promotion, rollback.
+
+One tiny candidate is trained once; every test registers versions of its logged
+model under a registered model of its own, so tests do not share alias state.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from mlops import registry, tracking
+from mlops.config import UseCase, find_use_case
+from mlops.evaluation import GateDecision, check_gate
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "training_it_registry"
+
+
+def make_use_case(model_name: str, thresholds: dict[str, dict[str, float]] | None = None) -> UseCase:
+    raw = find_use_case("bike_sharing", PROJECT_ROOT / "configs").model_dump()
+    raw.update(name="it_registry", model_name=model_name)
+    raw["candidates"] = [{"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": [1.0]}}]
+    raw["gate"] = {"primary_metric": "rmse", "thresholds": thresholds or {"rmse": {"max": 120}}, "max_regression": 0.05}
+    return UseCase.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[tracking.CandidateResult, str]:
+    """One logged candidate (model URI + metrics) and the snapshot it was trained on."""
+    uc = make_use_case("it_registry_seed")
+    path = tmp_path_factory.mktemp("registry") / "bike.parquet"
+    pd.read_csv(PROJECT_ROOT / "data/raw/bike_sharing_hourly.csv", nrows=300).to_parquet(path, index=False)
+    parent = tracking.start_parent_run(uc, DAG_ID, "seed", {"snapshot_path": str(path)})
+    spec = {"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0}, "key": "ridge"}
+    return tracking.train_and_log_candidate(uc, spec, str(path), parent, {}), str(path)
+
+
+def passed(uc: UseCase, candidate: tracking.CandidateResult) -> GateDecision:
+    return check_gate(uc, candidate.metrics, None)
+
+
+def failed(reason: str) -> GateDecision:
+    return GateDecision(False, [reason], {"rmse": 99.0}, "1", {"rmse": 50.0}, "rmse")
+
+
+def aliases(name: str) -> dict[str, str]:
+    return dict(MlflowClient().get_registered_model(name).aliases)
+
+
+def test_first_model_below_thresholds_is_not_promoted(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, snapshot = trained
+    uc = make_use_case("it_registry_strict", thresholds={"rmse": {"max": 1.0}})
+    parent = tracking.start_parent_run(uc, DAG_ID, "strict", {"snapshot_path": snapshot})
+    _, holdout = tracking.load_train_holdout(uc, snapshot)
+    decision = tracking.evaluate_against_champion(uc, candidate, holdout, parent)
+    assert not decision.passed and decision.champion_version is None
+    assert decision.reasons == [f"rmse {candidate.metrics['rmse']:.4g} > max 1"]
+
+    version = registry.register_candidate(uc, candidate, f"{DAG_ID}/strict")
+    result = registry.apply_decision(uc, version, decision, f"{DAG_ID}/strict")
+    assert result.action == "challenger" and result.champion is None
+    assert registry.champion(uc.model_name) is None
+    assert aliases(uc.model_name) == {"challenger": version}
+    tags = MlflowClient().get_model_version(uc.model_name, version).tags
+    assert tags["mlops.rejection_reason"] == decision.reasons[0]
+
+
+def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, _ = trained
+    uc = make_use_case("it_registry_promote")
+    v1 = registry.register_candidate(uc, candidate, "dag/r1")
+    v2 = registry.register_candidate(uc, candidate.to_dict(), "dag/r2")  # XCom form
+    assert (v1, v2) == ("1", "2")
+    assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
+    # A failed gate first makes v2 the challenger; a later pass promotes it and clears that alias.
+    assert registry.apply_decision(uc, v2, failed("rmse too high"), "dag/r2").action == "challenger"
+    result = registry.apply_decision(uc, v2, passed(uc, candidate).to_dict(), "dag/r2")
+    assert (result.action, result.champion, result.previous) == ("promoted", "2", "1")
+    assert aliases(uc.model_name) == {"champion": "2", "previous": "1"}
+    info = registry.champion(uc.model_name)
+    assert info is not None and info.version == "2" and info.aliases == ["champion"]
+    assert info.metrics == pytest.approx(candidate.metrics) and info.run_id == candidate.run_id
+    assert info.tags["mlops.promoted_by"] == "dag/r2" and info.tags["mlops.replaced"] == "1"
+    assert json.loads(json.dumps(info.to_dict()))["model_uri"] == f"models:/{uc.model_name}/2"
+    # A failed gate never demotes the champion.
+    kept = registry.apply_decision(uc, v2, failed("late failure"), "dag/r2")
+    assert kept.action == "unchanged" and aliases(uc.model_name)["champion"] == "2"
+
+
+def test_register_is_idempotent_per_run_key(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, _ = trained
+    uc = make_use_case("it_registry_idem")
+    first = registry.register_candidate(uc, candidate, "dag/same")
+    assert registry.register_candidate(uc, candidate, "dag/same") == first
+    assert registry.find_version_by_run_key(uc.model_name, "dag/same") == first
+    assert len(MlflowClient().search_model_versions(f"name = '{uc.model_name}'")) == 1
+    assert registry.register_candidate(uc, candidate, "dag/other") != first
+
+
+def test_rollback_to_previous_and_to_a_given_version(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, _ = trained
+    uc = make_use_case("it_registry_rollback")
+    v1, v2, v3 = (registry.register_candidate(uc, candidate, f"dag/r{i}") for i in (1, 2, 3))
+    registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1")
+    registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2")
+    registry.apply_decision(uc, v3, failed("rmse 98.1 is 7.3% worse than champion v2 (91.4); allowed 5.0%"), "dag/r3")
+    assert aliases(uc.model_name) == {"champion": v2, "previous": v1, "challenger": v3}
+
+    back = registry.rollback(uc.model_name, None, reason="v2 drops weekend traffic", requested_by="alice")
+    assert (back.action, back.champion, back.previous, back.replaced) == ("rolled_back", v1, v2, v2)
+    assert aliases(uc.model_name) == {"champion": v1, "previous": v2, "challenger": v3}
+    client = MlflowClient()
+    restored = client.get_model_version(uc.model_name, v1).tags
+    assert restored["mlops.rollback.reason"] == "v2 drops weekend traffic"
+    assert restored["mlops.rollback.requested_by"] == "alice"
+    assert restored["mlops.rollback.from_version"] == v2
+    replaced = client.get_model_version(uc.model_name, v2).tags
+    assert replaced["mlops.rolled_back.by"] == "alice" and replaced["mlops.rolled_back.to"] == v1
+
+    # A given version: here the challenger, promoted by hand; its challenger alias goes away.
+    manual = registry.rollback(uc.model_name, v3, reason="schema change reviewed", requested_by="bob")
+    assert (manual.champion, manual.previous) == (v3, v1)
+    assert aliases(uc.model_name) == {"champion": v3, "previous": v1}
+    assert json.loads(json.dumps(manual.to_dict()))["requested_by"] == "bob"
+
+    same = registry.rollback(uc.model_name, v3, reason="again", requested_by="bob")
+    assert same.action == "unchanged" and aliases(uc.model_name) == {"champion": v3, "previous": v1}
+
+
+def test_rollback_errors_are_clear(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, _ = trained
+    uc = make_use_case("it_registry_single")
+    v1 = registry.register_candidate(uc, candidate, "dag/only")
+    registry.apply_decision(uc, v1, passed(uc, candidate), "dag/only")
+    with pytest.raises(registry.RegistryError, match=r"no @previous version to roll back to.*versions: \['1'\]"):
+        registry.rollback(uc.model_name, None, reason="bad", requested_by="carol")
+    with pytest.raises(registry.RegistryError, match=r"has no version '7'; registered versions: \['1'\]"):
+        registry.rollback(uc.model_name, "7", reason="bad", requested_by="carol")
+    with pytest.raises(registry.RegistryError, match="no @previous"):
+        registry.rollback("it_registry_never_registered", None, reason="bad", requested_by="carol")
+    assert aliases(uc.model_name) == {"champion": v1}
+    assert registry.champion("it_registry_never_registered") is None
