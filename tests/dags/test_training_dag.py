@@ -1,0 +1,162 @@
+"""The training DAG end to end under `dag.test()`, against a real MLflow server.
+
+Covers promotion of the first model, lineage, the refusal of a worse model, the
+bad-input cases (each stops before training and leaves the registry untouched)
+and the classification use case (config only, no new Python).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops.config import FileSource, UseCase, find_use_case
+
+pytestmark = pytest.mark.integration
+
+RAW = Path(__file__).resolve().parents[2] / "data" / "raw" / "bike_sharing_hourly.csv"
+AS_OF = "2011-03-01"
+
+
+def _run(use_case: UseCase, conf: dict[str, Any] | None = None) -> tuple[str, dict[str, str]]:
+    """Run the training DAG once; returns the run state and each task's state."""
+    from mlops.orchestration.training import build_training_dag
+
+    dag = build_training_dag(use_case)
+    dag_run = dag.test(run_conf=conf or {"as_of": AS_OF, "reason": "test"})
+    states = {}
+    for ti in dag_run.get_task_instances():
+        states[ti.task_id] = str(ti.state)
+    return str(dag_run.state), states
+
+
+def _xcom(dag_id: str, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(XComModel.dag_id == dag_id, XComModel.task_id == task_id, XComModel.key == "return_value")
+            .order_by(XComModel.timestamp.desc())
+            .first()
+        )
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def _versions(model_name: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    return list(MlflowClient().search_model_versions(f"name='{model_name}'"))
+
+
+def _alias(model_name: str, alias: str) -> str | None:
+    from mlops import registry
+
+    return registry.alias_version(model_name, alias)
+
+
+@pytest.fixture(scope="module")
+def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
+    use_case = find_use_case("bike_sharing")
+    # A small, quick slice of the real config: same data and features, lighter candidates.
+    light = [c.model_copy(update={"params": {k: v[:1] for k, v in c.params.items()}}) for c in use_case.candidates]
+    training = use_case.training.model_copy(update={"window": use_case.training.window.model_copy(update={"days": 45})})
+    return use_case.model_copy(update={"candidates": light[:2], "training": training})
+
+
+@pytest.fixture(scope="module")
+def first_champion(bike: UseCase) -> str:
+    state, tasks = _run(bike)
+    assert state == "success", tasks
+    version = _alias(bike.model_name, "champion")
+    assert version is not None
+    return version
+
+
+def test_first_model_is_promoted_with_lineage(bike: UseCase, first_champion: str) -> None:
+    from mlflow import MlflowClient
+
+    from mlops import registry
+
+    info = registry.champion(bike.model_name)
+    assert info is not None and info.version == first_champion
+    run = MlflowClient().get_run(info.run_id)
+    tags = run.data.tags
+    for key in ("dvc_md5", "git_commit", "uv_lock_sha256", "airflow_dag_id", "airflow_run_id"):
+        assert any(k.endswith(key) for k in tags), f"missing lineage tag {key}: {sorted(tags)}"
+    assert run.inputs.dataset_inputs, "the training dataset is logged with mlflow.log_input"
+    promotion = _xcom("train_bike_sharing", "publish_champion")
+    assert promotion["action"] == "promoted" and promotion["version"] == first_champion
+
+
+def test_worse_model_is_not_promoted(bike: UseCase, first_champion: str) -> None:
+    dummy = bike.candidates[0].model_copy(
+        update={"name": "mean_baseline", "estimator": "sklearn.dummy.DummyRegressor", "params": {}}
+    )
+    worse = bike.model_copy(update={"candidates": [dummy]})
+    before = len(_versions(bike.model_name))
+    state, tasks = _run(worse)
+    assert state == "success", tasks
+    assert tasks["publish_champion"] == "skipped"  # no Asset event for a rejected model
+    assert _alias(bike.model_name, "champion") == first_champion
+    challenger = _alias(bike.model_name, "challenger")
+    assert challenger is not None and challenger != first_champion
+    assert len(_versions(bike.model_name)) == before + 1
+    promotion = _xcom("train_bike_sharing", "promote_candidate")
+    assert promotion["action"] == "challenger" and promotion["reasons"]
+
+
+def _corrupt(kind: str, directory: Path) -> Path:
+    import pandas as pd
+
+    frame = pd.read_csv(RAW, nrows=2000)
+    path = directory / f"{kind}.csv"
+    if kind == "missing_column":
+        frame = frame.drop(columns=["temp"])
+    elif kind == "wrong_type":
+        frame["hum"] = "humid"
+    elif kind == "all_null_feature":
+        frame["windspeed"] = float("nan")
+    elif kind == "target_out_of_range":
+        frame["cnt"] = -frame["cnt"]
+    if kind == "empty_file":
+        path.write_text("")
+    elif kind == "truncated_file":
+        shutil.copy(RAW, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["missing_column", "wrong_type", "all_null_feature", "empty_file", "truncated_file", "target_out_of_range"],
+)
+def test_bad_input_stops_before_training(bike: UseCase, first_champion: str, kind: str, tmp_path: Path) -> None:
+    bad = bike.model_copy(update={"source": FileSource(path=str(_corrupt(kind, tmp_path)))})
+    before = len(_versions(bike.model_name))
+    state, tasks = _run(bad)
+    assert state == "failed"
+    failed = [t for t, s in tasks.items() if s == "failed"]
+    assert failed and failed[0] in {"ingest_snapshot", "validate_snapshot"}, tasks
+    assert tasks.get("train_candidate") != "success" and tasks.get("register_candidate") != "success"
+    assert len(_versions(bike.model_name)) == before
+    assert _alias(bike.model_name, "champion") == first_champion
+
+
+def test_classification_use_case_from_config_only(mlflow_server: str, airflow_home: Path) -> None:
+    use_case = find_use_case("breast_cancer")
+    state, tasks = _run(use_case, {"reason": "test"})
+    assert state == "success", tasks
+    version = _alias(use_case.model_name, "champion")
+    assert version is not None
+    from mlops import registry
+
+    info = registry.champion(use_case.model_name)
+    assert info is not None and info.metrics["f1"] >= 0.9
