@@ -10,7 +10,6 @@ from __future__ import annotations
 
 # The words "airflow" and "dag" must appear here: Airflow's safe mode skips files without them,
 # and this file imports no airflow module itself (the builder does).
-
 from mlops.config import load_all
 from mlops.orchestration.monitoring import build_monitoring_dag
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 # The words "airflow" and "dag" must appear here: Airflow's safe mode skips files without them,
 # and this file imports no airflow module itself (the builder does).
-
 from mlops.config import load_all
 from mlops.orchestration.training import build_training_dag
 

@@ -110,7 +110,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         def should_retrain(assessment: dict[str, Any]) -> bool:
             return bool(assessment["decision"]["action"] == "retrain")
 
-        trigger = TriggerDagRunOperator(
+        trigger_retraining = TriggerDagRunOperator(
             task_id="trigger_retraining",
             trigger_dag_id=training_dag_id(use_case),
             conf={
@@ -131,6 +131,6 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         window = collect_window()
         validation = validate_window(window)
         assessment = assess_window(window, validation)
-        should_retrain(assessment) >> trigger >> record_trigger()
+        should_retrain(assessment) >> trigger_retraining >> record_trigger()
 
     return monitoring()

@@ -142,7 +142,8 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
             candidate = tracking.CandidateResult.from_dict(evaluation["candidate"])
             return registry.register_candidate(use_case, candidate, run_key(context["dag"].dag_id, context["run_id"]))
 
-        @task(**REGISTRY)
+        # With approval, promotion follows either the branch or the approval: run on whichever came.
+        @task(**REGISTRY, trigger_rule="none_failed_min_one_success")
         def promote_candidate(evaluation: dict[str, Any], version: str, **context: Any) -> dict[str, Any]:
             from mlops import registry
             from mlops.evaluation import GateDecision
@@ -170,6 +171,77 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         validation >> results
         evaluation = evaluate_candidate(results, snapshot, parent)
         version = register_candidate(evaluation)
-        publish_champion(promote_candidate(evaluation, version))
+        promotion = promote_candidate(evaluation, version)
+        publish_champion(promotion)
+        if use_case.approval.required:
+            _wire_approval(use_case, evaluation, version, promotion)
 
     return training()
+
+
+APPROVAL_BODY = """
+**{{ params_model }}** candidate `{{ ti.xcom_pull(task_ids='evaluate_candidate')['candidate']['key'] }}`
+passed the automatic gate against champion
+v{{ ti.xcom_pull(task_ids='evaluate_candidate')['decision']['champion_version'] or '(none yet)' }}.
+
+Checks:
+{% for check in ti.xcom_pull(task_ids='evaluate_candidate')['decision']['checks'] %}
+- {{ check }}
+{% endfor %}
+
+Candidate metrics: `{{ ti.xcom_pull(task_ids='evaluate_candidate')['decision']['candidate_metrics'] }}`
+
+Champion metrics: `{{ ti.xcom_pull(task_ids='evaluate_candidate')['decision']['champion_metrics'] }}`
+
+MLflow run: `{{ ti.xcom_pull(task_ids='evaluate_candidate')['candidate']['run_id'] }}`
+"""
+
+
+def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: Any) -> None:
+    """Insert a person between a passed gate and the alias move.
+
+    A failed gate needs nobody: the branch sends it straight to `promote_candidate`
+    (which marks it `@challenger`). A rejection or a time-out skips the promotion;
+    `record_approval_outcome` then records why on the model version.
+    """
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    @task.branch(**GATE)
+    def route_for_approval(evaluation: dict[str, Any]) -> str:
+        return "approve_promotion" if evaluation["decision"]["passed"] else "no_approval_needed"
+
+    # The branch may only skip this, never `promote_candidate` itself, which both paths reach.
+    no_approval_needed = EmptyOperator(task_id="no_approval_needed")
+
+    approve_promotion = ApprovalOperator(
+        task_id="approve_promotion",
+        subject=f"Promote {use_case.model_name} to @champion?",
+        body=APPROVAL_BODY.replace("{{ params_model }}", use_case.model_name),
+        # Silence is not consent: on time-out the default "Reject" is taken.
+        defaults="Reject",
+        response_timeout=timedelta(hours=use_case.approval.timeout_hours),
+        retries=0,
+    )
+
+    @task(**REGISTRY, trigger_rule="all_done")
+    def record_approval_outcome(evaluation: dict[str, Any], version: str, **context: Any) -> dict[str, Any]:
+        from mlops import registry
+        from mlops.evaluation import GateDecision
+
+        ti = context["ti"]
+        if ti.xcom_pull(task_ids="promote_candidate") is not None:
+            return {"action": "none", "reason": "promotion step ran"}
+        answer = ti.xcom_pull(task_ids="approve_promotion") or {}
+        who = (answer.get("responded_by_user") or {}).get("name") or answer.get("responded_by") or "nobody"
+        chosen = answer.get("chosen_options") or ["Reject (timed out)"]
+        reason = f"approval {chosen[0]} by {who}" if answer else "approval timed out; champion kept"
+        decision = GateDecision.from_dict({**evaluation["decision"], "passed": False, "reasons": [reason]})
+        result = registry.apply_decision(
+            use_case, version, decision, run_key(context["dag"].dag_id, context["run_id"])
+        )
+        return {**result.to_dict(), "approval": reason}
+
+    route = route_for_approval(evaluation)
+    version >> route >> [approve_promotion, no_approval_needed] >> promotion
+    promotion >> record_approval_outcome(evaluation, version)
