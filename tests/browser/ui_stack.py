@@ -1,0 +1,175 @@
+"""A local stack with the MLOps plugin and seeded MLflow/report/Data Docs state, for UI tests.
+
+Shared by tests/integration/test_ui_plugin.py and tests/browser/test_mlops_page.py
+(each starts ONE stack for its module: starting one costs minutes on a busy machine).
+Seeding uses the same stores the pipeline writes (the stack's MLflow server, the
+reports folder, the Data Docs folder) and puts task return values into XCom through
+Airflow's REST API, so no part of the plugin is stubbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlops import stack
+from mlops.airflow_api import AirflowAPI
+from mlops.config import find_use_case
+from mlops.monitoring import report_dir
+from mlops.processes import free_port
+from mlops.settings import Settings, get_settings
+
+USE_CASE = "bike_sharing"
+TRAIN_DAG = f"train_{USE_CASE}"
+MONITOR_DAG = f"monitor_{USE_CASE}"
+SECRET = "TOP-SECRET-OUTSIDE-THE-SERVED-FOLDERS"
+STACK_TIMEOUT = 900.0
+
+
+@dataclass
+class UIStack:
+    settings: Settings
+    base: str
+    api: AirflowAPI
+    token: str
+    secret_file: Path
+    seeded: dict[str, Any]
+
+    def get(self, path: str, token: str | None = None, cookie: bool = False, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        cookies = {}
+        if token and cookie:
+            cookies["_token"] = token
+        elif token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.get(f"{self.base}{path}", headers=headers, cookies=cookies, timeout=60, **kwargs)
+
+
+def start_ui_stack(tmp: Path) -> Iterator[UIStack]:
+    """Start the stack on free ports with MLOPS_HOME and MLOPS_GE_DIR under `tmp`; stop it afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(tmp / "home"))
+        mp.setenv("MLOPS_GE_DIR", str(tmp / "great_expectations"))
+        for var in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT"):
+            mp.setenv(var, str(free_port()))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLOPS_MLFLOW_UI_URL", raising=False)
+        settings = get_settings()
+        # Something worth stealing next to the served folders: traversal must never reach it.
+        secret = tmp / "secret.txt"
+        secret.write_text(SECRET)
+        try:
+            urls = stack.up(timeout=STACK_TIMEOUT)
+            mp.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+            api = AirflowAPI(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
+            token = login(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
+            seeded = seed_stores(settings, secret)
+            yield UIStack(settings, urls["airflow"], api, token, secret, seeded)
+        finally:
+            stack.down()
+
+
+def login(base: str, user: str, password: str) -> str:
+    response = httpx.post(f"{base}/auth/token", json={"username": user, "password": password}, timeout=60)
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
+    """A champion/previous/challenger history, monitoring runs, an Evidently report and a Data Docs page."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    use_case = find_use_case(USE_CASE)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    experiment = client.create_experiment(USE_CASE)
+    client.create_registered_model(use_case.model_name)
+    run_key = f"{TRAIN_DAG}/ui_test_train"
+    history = {
+        "1": ("true", ["rmse 110 <= max 120", "r2 0.71 >= min 0.5"], 110.0),
+        "2": ("true", ["rmse 95.5 is 13.2% better than champion v1 (110)"], 95.5),
+        "3": ("false", ["rmse 131 > max 120", "rmse 131 is 37.2% worse than champion v2 (95.5)"], 131.0),
+    }
+    runs = {}
+    for version, (passed, reasons, rmse) in history.items():
+        run = client.create_run(experiment, run_name=f"gradient_boosting-v{version}", tags={"run_key": run_key})
+        client.log_batch(run.info.run_id, metrics=[Metric("rmse", rmse, 0, 0), Metric("r2", 0.7, 0, 0)])
+        client.set_terminated(run.info.run_id)
+        client.create_model_version(
+            use_case.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+            tags={"gate.passed": passed, "gate.reasons": json.dumps(reasons), "run_key": run_key},
+        )  # fmt: skip
+        runs[version] = run.info.run_id
+    for alias, version in (("previous", "1"), ("champion", "2"), ("challenger", "3")):
+        client.set_registered_model_alias(use_case.model_name, alias, version)
+
+    monitoring = client.create_experiment(f"{USE_CASE}-monitoring")
+    start = datetime(2011, 3, 1, tzinfo=UTC)
+    for week, share in enumerate([0.1, 0.2, 0.3, 0.7]):
+        end = start + timedelta(days=7 * week)
+        run = client.create_run(monitoring, tags={"monitoring.action": "retrain" if share >= 0.5 else "none"})
+        client.log_batch(run.info.run_id, metrics=[Metric("drift_share", share, int(end.timestamp() * 1000), 0)])
+        client.set_terminated(run.info.run_id)
+
+    monitor_key = f"{MONITOR_DAG}/ui_test_monitor"
+    folder = report_dir(USE_CASE, monitor_key, settings.reports_dir)
+    folder.mkdir(parents=True)
+    (folder / "drift.html").write_text(
+        "<html><body><h1 id='evidently-report'>Data Drift: 7 of 10 columns drifted</h1></body></html>"
+    )
+    (folder / "summary.json").write_text("{}")
+    (settings.reports_dir / USE_CASE / "escape.html").symlink_to(secret)
+
+    docs_page = settings.data_docs_dir / "validations" / USE_CASE / "ui_test_train" / "page.html"
+    docs_page.parent.mkdir(parents=True)
+    docs_page.write_text("<html><body><h1 id='data-docs'>Validation passed</h1></body></html>")
+    return {
+        "run_ids": runs,
+        "report_html": str(folder / "drift.html"),
+        "data_docs_page": str(docs_page),
+        "model_name": use_case.model_name,
+    }
+
+
+def create_task_results(ui: UIStack) -> dict[str, str]:
+    """A run of each DAG (paused, so nothing executes) with task return values in XCom, as tasks would push them."""
+    runs = {}
+    for dag_id, run_id in ((TRAIN_DAG, "ui_test_train"), (MONITOR_DAG, "ui_test_monitor")):
+        ui.api.wait_for_dag(dag_id, timeout=STACK_TIMEOUT)
+        ui.api.trigger(dag_id, run_id=run_id)
+        runs[dag_id] = run_id
+    champion_run = ui.seeded["run_ids"]["2"]
+    values = {
+        (TRAIN_DAG, "train_candidate"): {"run_id": champion_run, "model_uri": f"runs:/{champion_run}/model",
+                                         "key": "gradient_boosting", "metrics": {"rmse": 95.5}},
+        (TRAIN_DAG, "validate_snapshot"): {"success": True, "data_docs_page": ui.seeded["data_docs_page"]},
+        (TRAIN_DAG, "promote_candidate"): {"action": "promoted", "version": "2", "champion": "2",
+                                           "previous": "1", "reasons": []},
+        (MONITOR_DAG, "assess_window"): {"report_html": ui.seeded["report_html"], "decision": {"action": "retrain"}},
+        (MONITOR_DAG, "validate_window"): {"passed": True, "details": [], "data_docs_page": "/etc/passwd"},
+    }  # fmt: skip
+    for (dag_id, task_id), value in values.items():
+        ui.api.request(
+            "POST",
+            f"/dags/{dag_id}/dagRuns/{runs[dag_id]}/taskInstances/{task_id}/xcomEntries",
+            json={"key": "return_value", "value": value, "map_index": -1},
+        )
+    return runs
+
+
+def extra_links(ui: UIStack, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+    result = ui.api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+    links: dict[str, str | None] = result["extra_links"]
+    return links
+
+
+def env_summary() -> str:
+    return ", ".join(f"{k}={os.environ.get(k)}" for k in ("MLOPS_HOME", "MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT"))

@@ -1,0 +1,213 @@
+"""The MLOps plugin inside a real Airflow API server: login required, champion shown, no file escapes.
+
+One stack for the whole module (starting it takes minutes on a busy machine).
+Traversal attempts go over a raw socket so no client library normalises `..` away.
+"""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
+from ui_stack import (
+    MONITOR_DAG,
+    SECRET,
+    TRAIN_DAG,
+    USE_CASE,
+    UIStack,
+    create_task_results,
+    extra_links,
+    start_ui_stack,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
+    yield from start_ui_stack(tmp_path_factory.mktemp("ui-plugin"))
+
+
+@pytest.fixture(scope="module")
+def task_runs(ui: UIStack) -> dict[str, str]:
+    return create_task_results(ui)
+
+
+def raw_get(ui: UIStack, raw_path: str) -> tuple[int, bytes]:
+    """GET exactly `raw_path` (no normalisation, no re-encoding) with a valid token."""
+    url = urlparse(ui.base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        conn.putrequest("GET", raw_path, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"Bearer {ui.token}")
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_plugin_registers_app_views_and_links(ui: UIStack) -> None:
+    plugins = ui.api.request("GET", "/plugins")["plugins"]
+    mlops = next(p for p in plugins if p["name"] == "mlops")
+    assert [a["url_prefix"] for a in mlops["fastapi_apps"]] == ["/mlops"]
+    views = {(v["name"], v["destination"]): v["href"] for v in mlops["external_views"]}
+    assert views[("MLOps", "nav")] == "mlops/"
+    assert views[("Model", "dag")] == "mlops/dag/{DAG_ID}"
+    assert views[("Model", "dag_run")] == "mlops/dag/{DAG_ID}/run/{RUN_ID}"
+    assert len(mlops["global_operator_extra_links"]) == 4
+    import_errors = ui.api.request("GET", "/plugins/importErrors")
+    assert import_errors["total_entries"] == 0, import_errors
+
+
+# --------------------------------------------------------------------------- login
+
+
+@pytest.mark.parametrize(
+    "path", ["/mlops/", "/mlops/dag/train_bike_sharing", "/mlops/reports/x.html", "/mlops/data-docs/index.html",
+             "/mlops/static/mlops.js", "/mlops/dag/train_bike_sharing/run/x"],
+)  # fmt: skip
+def test_anonymous_requests_are_refused(ui: UIStack, path: str) -> None:
+    response = ui.get(path)
+    assert response.status_code == 401
+    assert "champion" not in response.text
+
+
+def test_a_forged_token_is_refused(ui: UIStack) -> None:
+    header, payload, _ = ui.token.split(".")
+    forged = f"{header}.{payload}.c2lnbmF0dXJl"
+    assert ui.get("/mlops/", token=forged).status_code in (401, 403)
+    assert ui.get("/mlops/", token="not-a-jwt", cookie=True).status_code in (401, 403)
+
+
+def test_anonymous_browser_gets_a_login_hint(ui: UIStack) -> None:
+    response = ui.get("/mlops/", headers={"Accept": "text/html"})
+    assert response.status_code == 401 and "Log in to Airflow" in response.text
+
+
+# --------------------------------------------------------------------------- the page
+
+
+@pytest.mark.parametrize("cookie", [False, True], ids=["bearer", "cookie"])
+def test_page_shows_champion_previous_challenger_and_reasons(ui: UIStack, cookie: bool) -> None:
+    response = ui.get("/mlops/", token=ui.token, cookie=cookie)
+    assert response.status_code == 200, response.text[:500]
+    page = response.text
+    assert f'id="uc-{USE_CASE}"' in page and 'id="uc-breast_cancer"' in page
+    model = ui.seeded["model_name"]
+    assert 'class="alias-champion"' in page
+    champion_row = page.split('class="alias-champion"')[1].split("</tr>")[0]
+    assert f"#/models/{model}/versions/2" in champion_row and "95.5" in champion_row
+    challenger_row = page.split('class="alias-challenger"')[1].split("</tr>")[0]
+    assert "gate rejected" in challenger_row and "rmse 131 &gt; max 120" in challenger_row
+    assert page.count('class="point"') == 4  # the drift chart, one dot per monitoring run
+    assert f"/mlops/reports/{USE_CASE}/" in page and "<iframe" in page
+    assert "/mlops/data-docs/validations/bike_sharing/" in page
+    assert response.headers["content-security-policy"].startswith("default-src 'self'")
+    assert "cdn" not in page.lower() and "https://" not in page.replace(ui.settings.mlflow_ui_url, "")
+
+
+def test_dag_and_run_tabs(ui: UIStack, task_runs: dict[str, str]) -> None:
+    dag_page = ui.get(f"/mlops/dag/{TRAIN_DAG}", token=ui.token)
+    assert dag_page.status_code == 200 and 'class="alias-champion"' in dag_page.text
+    assert 'id="uc-breast_cancer"' not in dag_page.text
+
+    run_page = ui.get(f"/mlops/dag/{TRAIN_DAG}/run/{task_runs[TRAIN_DAG]}", token=ui.token)
+    assert run_page.status_code == 200
+    this_run = run_page.text.split("Use case now")[0]
+    assert this_run.count("/versions/") == 3 and "gradient_boosting-v2" in this_run
+
+    monitor_page = ui.get(f"/mlops/dag/{MONITOR_DAG}/run/{task_runs[MONITOR_DAG]}", token=ui.token)
+    assert "Evidently report of this run" in monitor_page.text
+
+    assert ui.get("/mlops/dag/platform_self_check", token=ui.token).status_code == 404
+
+
+def test_served_report_is_sandboxed(ui: UIStack) -> None:
+    page = ui.get("/mlops/", token=ui.token).text
+    src = page.split('<iframe class="report"')[1].split('src="')[1].split('"')[0]
+    response = ui.get(src, token=ui.token)
+    assert response.status_code == 200 and "evidently-report" in response.text
+    assert response.headers["content-security-policy"].startswith("sandbox")
+
+
+# --------------------------------------------------------------------------- traversal
+
+
+TRAVERSALS = [
+    "/mlops/reports/../../secret.txt",
+    "/mlops/reports/../../../secret.txt",
+    "/mlops/reports/bike_sharing/../../../secret.txt",
+    "/mlops/reports/%2e%2e/%2e%2e/secret.txt",
+    "/mlops/reports/%2e%2e%2f%2e%2e%2fsecret.txt",
+    "/mlops/reports/%252e%252e%252f%252e%252e%252fsecret.txt",
+    "/mlops/reports/..%2f..%2f..%2fsecret.txt",
+    "/mlops/reports/..%5c..%5csecret.txt",
+    "/mlops/reports//etc/passwd",
+    "/mlops/reports/%2fetc%2fpasswd",
+    "/mlops/reports/bike_sharing/escape.html",
+    "/mlops/reports/bike_sharing%00.html",
+    "/mlops/data-docs/../../../../secret.txt",
+    "/mlops/data-docs/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+    "/mlops/data-docs/%252e%252e/%252e%252e/%252e%252e/great_expectations.yml",
+    "/mlops/static/..%2f..%2fmlops_plugin.py",
+    "/mlops/static/../app.py",
+]
+
+
+@pytest.mark.parametrize("raw_path", TRAVERSALS)
+def test_traversal_never_serves_a_file_outside(ui: UIStack, raw_path: str) -> None:
+    status, body = raw_get(ui, raw_path)
+    assert 400 <= status < 500, (status, body[:200])
+    assert SECRET.encode() not in body and b"root:" not in body and b"AirflowPlugin" not in body
+
+
+def test_httpx_normalised_traversal_also_refused(ui: UIStack) -> None:
+    response = ui.get("/mlops/reports/../../secret.txt", token=ui.token)
+    assert response.status_code in (401, 404) and SECRET not in response.text
+
+
+# --------------------------------------------------------------------------- extra links
+
+
+def test_extra_links_follow_task_return_values(ui: UIStack, task_runs: dict[str, str]) -> None:
+    mlflow = ui.settings.mlflow_ui_url
+    train_run, monitor_run = task_runs[TRAIN_DAG], task_runs[MONITOR_DAG]
+
+    links = extra_links(ui, TRAIN_DAG, train_run, "train_candidate")
+    assert links["MLflow run"] == f"{mlflow}/#/runs/{ui.seeded['run_ids']['2']}"
+    assert not links["Model version"] and not links["Data Docs"] and not links["Evidently report"]
+
+    promote = extra_links(ui, TRAIN_DAG, train_run, "promote_candidate")
+    assert promote["Model version"] == f"{mlflow}/#/models/{ui.seeded['model_name']}/versions/2"
+
+    docs = extra_links(ui, TRAIN_DAG, train_run, "validate_snapshot")["Data Docs"]
+    assert docs is not None and docs.startswith(f"{ui.base}/mlops/data-docs/validations/{USE_CASE}/")
+    assert "Validation passed" in ui.get(docs.removeprefix(ui.base), token=ui.token).text
+
+    report = extra_links(ui, MONITOR_DAG, monitor_run, "assess_window")["Evidently report"]
+    assert report is not None and report.startswith(f"{ui.base}/mlops/reports/{USE_CASE}/")
+    assert "evidently-report" in ui.get(report.removeprefix(ui.base), token=ui.token).text
+
+    # A path outside the Data Docs folder gets no link at all.
+    assert not extra_links(ui, MONITOR_DAG, monitor_run, "validate_window")["Data Docs"]
+    # A task that has not run yet has nothing to link to.
+    assert not any(extra_links(ui, TRAIN_DAG, train_run, "register_candidate").values())
+
+
+def test_mlflow_run_link_opens_the_run(ui: UIStack, task_runs: dict[str, str]) -> None:
+    link = extra_links(ui, TRAIN_DAG, task_runs[TRAIN_DAG], "train_candidate")["MLflow run"]
+    assert link is not None
+    run_id = link.rsplit("/", 1)[-1]
+    api = httpx.get(f"{ui.settings.mlflow_tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
+    assert api.status_code == 200 and api.json()["run"]["info"]["run_name"] == "gradient_boosting-v2"
