@@ -150,6 +150,40 @@ def ensure_valid(outcome: ValidationOutcome) -> None:
     raise DataValidationError("\n".join(lines), outcome)
 
 
+def validate_features(use_case: UseCase, df: pd.DataFrame) -> ValidationOutcome:
+    """Check a production window (the prediction log) against the suite's feature expectations.
+
+    The log carries the features but not the target, the time column or the source's
+    other columns, so table-level and non-feature expectations do not apply; too few
+    rows is the monitoring decision's own guard. Nothing is written to the file
+    context: the window's evidence is its Evidently report.
+    """
+    import great_expectations as gx
+
+    features = set(use_case.features.all)
+    committed = _context().suites.get(use_case.suite_name)
+    context = gx.get_context(mode="ephemeral")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{use_case.suite_name}_features"))
+    for expectation in committed.expectations:
+        if expectation.configuration.kwargs.get("column") in features:
+            suite.add_expectation(expectation.copy(update={"id": None}))
+    batch = (
+        context.data_sources.add_pandas("window")
+        .add_dataframe_asset("window")
+        .add_batch_definition_whole_dataframe("window")
+        .get_batch(batch_parameters={"dataframe": df})
+    )
+    result = batch.validate(suite)
+    present = {str(c) for c in df.columns}
+    return ValidationOutcome(
+        success=bool(result.success),
+        failed=[_failure(r, present) for r in result.results if not r.success],
+        statistics={k: float(v) for k, v in result.statistics.items() if isinstance(v, int | float)},
+        data_docs_page=None,
+        suite=suite.name,
+    )
+
+
 def _failure(result: Any, present: set[str]) -> FailedExpectation:
     config = result.expectation_config
     kwargs = config.kwargs
