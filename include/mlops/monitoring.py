@@ -633,3 +633,116 @@ def log_monitoring_run(
         raise
     client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+# --------------------------------------------------------------------------- the DAG's steps
+# Each step reads and writes files and returns a small dataclass, so the monitoring
+# DAG passes paths through XCom and never a frame.
+
+
+@dataclass(frozen=True)
+class Window:
+    path: str
+    rows: int
+    labelled_rows: int
+    start: str
+    end: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def window_file(use_case: str, run_key: str) -> Path:
+    return report_dir(use_case, run_key, get_settings().home / "monitoring") / "window.parquet"
+
+
+def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: str) -> Window:
+    """Copy the prediction log's window [start, end), with the labels so far, to a run-keyed file."""
+    from mlops import predictionlog
+
+    frame = predictionlog.read_predictions(use_case, start, end, with_labels=True)
+    path = window_file(use_case.name, run_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)  # a re-run overwrites; a crash never leaves a half file under the real name
+    labelled = int(frame["label"].notna().sum()) if "label" in frame.columns else 0
+    return Window(str(path), len(frame), labelled, start.isoformat(), end.isoformat())
+
+
+@dataclass(frozen=True)
+class WindowValidation:
+    passed: bool | None
+    """None when there was nothing to validate (an empty window)."""
+    details: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_window(use_case: UseCase, window_path: str) -> WindowValidation:
+    """Great Expectations on the window's features: a failure is a data bug, not drift."""
+    import pandas as pd
+
+    from mlops import validation
+
+    frame = pd.read_parquet(window_path)
+    if frame.empty:
+        return WindowValidation(None, "empty window: nothing to validate")
+    missing = [c for c in use_case.features.all if c not in frame.columns]
+    if missing:
+        return WindowValidation(False, f"the prediction log lacks feature columns {missing}")
+    outcome = validation.validate_features(use_case, frame[use_case.features.all])
+    return WindowValidation(outcome.success, "; ".join(f.describe() for f in outcome.failed))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    decision: MonitoringDecision
+    champion_version: str | None
+    report_dir: str | None
+    report_html: str | None
+    mlflow_run_id: str | None
+    window_end: str
+
+    @property
+    def trigger_reason(self) -> str:
+        return f"monitoring found {self.decision.action}: " + "; ".join(self.decision.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "decision": self.decision.to_dict(), "trigger_reason": self.trigger_reason}
+
+
+def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: str) -> Assessment:
+    """Reports against the champion's training data, the decision, and their MLflow record."""
+    import pandas as pd
+
+    from mlops import registry
+
+    window_end = guards.now.date().isoformat()
+    champion = registry.champion(use_case.model_name)
+    if champion is None:
+        decision = MonitoringDecision(
+            use_case.name, "insufficient_data", [f"no @champion of {use_case.model_name} yet: train one first"],
+            0.0, [], {}, use_case.gate.primary_metric, None,
+        )  # fmt: skip
+        return Assessment(decision, None, None, None, None, window_end)
+    reference = read_reference(reference_from_lineage({**champion.lineage, **champion.tags}))
+    current = pd.read_parquet(window_path)
+    summary = run_monitoring(use_case, current, reference, run_key, champion_metrics=champion.metrics)
+    decision = decide(use_case, summary, guards)
+    directory = summary.report_dir
+    if directory is not None:
+        write_atomic(directory / "decision.json", json.dumps(decision.to_dict(), indent=2, default=str))
+    run_id = log_monitoring_run(
+        summary, decision, guards.now, tags={"champion_version": champion.version, "run_key": run_key}
+    )
+    html = directory / "drift.html" if directory is not None else None
+    return Assessment(
+        decision,
+        champion.version,
+        str(directory) if directory else None,
+        str(html) if html is not None and html.exists() else None,
+        run_id,
+        window_end,
+    )
