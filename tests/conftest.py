@@ -44,7 +44,8 @@ def mlflow_server(session_home: Path) -> Iterator[str]:
         "--artifacts-destination", str(state / "artifacts"),
         "--serve-artifacts", "--workers", "1",
     ]  # fmt: skip
-    process = start_process_group(cmd, log)
+    # The job runner (huey consumers for GenAI jobs) is unused and costs processes.
+    process = start_process_group(cmd, log, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", 300, process, log)  # a loaded 2-core machine needs minutes

@@ -91,6 +91,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        # MLflow's job runner (huey consumers, for GenAI evaluation jobs) is unused here
+        # and costs several processes on a 2-core machine.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLOPS_HOME": str(settings.home),
         "MLOPS_PROJECT_ROOT": str(settings.project_root),
     }
