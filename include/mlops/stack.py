@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlops.processes import (
     group_alive,
@@ -171,7 +172,8 @@ def status(settings: Settings | None = None) -> dict[str, bool]:
     return {name: _running(record) for name, record in _read_state(settings).items()}
 
 
-def _migrate_airflow(env: dict[str, str], log: Path) -> None:
+def migrate_airflow(env: dict[str, str], log: Path) -> None:
+    """`airflow db migrate` on the database `env` names; its output goes to `log`."""
     with open(log, "ab") as out:
         done = subprocess.run(
             [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -180,19 +182,19 @@ def _migrate_airflow(env: dict[str, str], log: Path) -> None:
         raise RuntimeError(f"`airflow db migrate` failed; see {log}")
 
 
-def _wait_airflow_components(url: str, timeout: float, log_dir: Path) -> None:
+def wait_airflow_components(url: str, timeout: float, log_dir: Path) -> None:
     """The api-server answers before the scheduler has heartbeated; wait for all of them."""
     import time
     import urllib.request
 
     deadline = time.monotonic() + timeout
-    last: dict[str, object] = {}
+    last: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 last = json.loads(response.read())
             parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-            if all((last.get(p) or {}).get("status") == "healthy" for p in parts):  # type: ignore[union-attr]
+            if all((last.get(p) or {}).get("status") == "healthy" for p in parts):
                 return
         except OSError:
             pass
@@ -217,7 +219,7 @@ def up(settings: Settings | None = None, timeout: float = STARTUP_TIMEOUT_SECOND
         if service.port is not None and service.port_env is not None:
             require_free_port(settings.host, service.port, service.name, service.port_env)
     if any(s.name.startswith("airflow") for s in to_start):
-        _migrate_airflow(env, log_dir / "airflow-db-migrate.log")
+        migrate_airflow(env, log_dir / "airflow-db-migrate.log")
     started = []
     for service in to_start:
         log = log_dir / f"{service.name}.log"
@@ -229,7 +231,7 @@ def up(settings: Settings | None = None, timeout: float = STARTUP_TIMEOUT_SECOND
         for service, process, log in started:
             if service.health_url:
                 wait_for_http(service.health_url, timeout, process, log)
-        _wait_airflow_components(
+        wait_airflow_components(
             f"http://{settings.host}:{settings.airflow_port}/api/v2/monitor/health", timeout, log_dir
         )
     except Exception:
