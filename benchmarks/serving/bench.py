@@ -242,8 +242,10 @@ def write_report(results: list[dict[str, object]], args: argparse.Namespace) -> 
         if "logged_rows" in r:
             logged.append(f"- {r['server']}: {r['logged_rows']} predictions in the prediction log after shutdown")
             continue
+        # A cell with error answers measures an error page, not the model.
+        flag = " (INVALID: error answers)" if r["non_2xx"] or r["socket_errors"] else ""
         lines.append(
-            f"| {r['server']} | {r['rows']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+            f"| {r['server']}{flag} | {r['rows']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['cpu_ms_per_request']:.2f} | {r['non_2xx']} | {r['socket_errors']} |"
         )
     text = "\n".join([*lines, "", *logged, ""])

@@ -384,10 +384,14 @@ def test_unwritable_log_store_degrades_health_and_recovers(setup: Setup) -> None
                 f"{url}/predict/bike_sharing", json={"record": bike_record(setup.bike_features, 1), "id": i}
             )
             assert response.status_code == 200, response.text
-        wait_until(lambda: httpx.get(f"{url}/health").json()["status"] == "degraded", what="degraded health")
+
+        def degraded_with_all_rows_held() -> bool:
+            log = httpx.get(f"{url}/health").json()
+            return log["status"] == "degraded" and log["log"]["pending_rows"] >= len(ids)
+
+        wait_until(degraded_with_all_rows_held, what="degraded health holding every row")
         health = httpx.get(f"{url}/health").json()
         assert health["log"]["failing"] and "bike_sharing" in health["log"]["last_error"]
-        assert health["log"]["pending_rows"] >= len(ids)
         # Still answering while degraded.
         assert (
             httpx.post(f"{url}/predict/breast_cancer", json={"record": bc_record(setup.bc_features)}).status_code == 200
