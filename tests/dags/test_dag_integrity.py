@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DAG_SOURCES = [*PROJECT_ROOT.joinpath("dags").rglob("*.py"), *PROJECT_ROOT.joinpath("include/mlops/orchestration").glob("*.py")]
+DAG_SOURCES = [
+    *PROJECT_ROOT.joinpath("dags").rglob("*.py"),
+    *PROJECT_ROOT.joinpath("include/mlops/orchestration").glob("*.py"),
+]
 
 
 @pytest.fixture(scope="module")
