@@ -77,22 +77,26 @@ def _report_training(api: AirflowAPI, dag_id: str, run_id: str) -> None:
 
 
 def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], None] = _say) -> None:
+    """Which versions became champion, when, and why (read back from the registry)."""
     from mlflow import MlflowClient
 
+    from mlops import registry
+
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    versions = sorted(
-        client.search_model_versions(f"name='{use_case.model_name}'"), key=lambda v: int(v.version)
-    )
-    model = client.get_registered_model(use_case.model_name)
-    aliases = {str(v): a for a, v in (model.aliases or {}).items()}
+    versions = sorted(client.search_model_versions(f"name='{use_case.model_name}'"), key=lambda v: int(v.version))
     say(f"timeline of {use_case.model_name}:")
     for version in versions:
-        tags = version.tags or {}
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(version.creation_timestamp) / 1000))
-        decision = tags.get("mlops.decision", tags.get("gate.decision", "?"))
-        why = tags.get("mlops.reason") or tags.get("retrain_reason") or tags.get("gate.reasons", "")
-        alias = f" @{aliases[version.version]}" if version.version in aliases else ""
-        say(f"  v{version.version}{alias}  {when}  {decision}  {why[:140]}")
+        info = registry.version_info(use_case.model_name, str(version.version))
+        when = time.strftime("%H:%M:%S", time.localtime(int(version.creation_timestamp) / 1000))
+        passed = info.tags.get("mlops.gate.passed") == "true"
+        outcome = "promoted" if info.tags.get("mlops.promoted_by") else ("rejected" if not passed else "passed")
+        aliases = " ".join(f"@{a}" for a in info.aliases)
+        metric = use_case.gate.primary_metric
+        score = f"{metric} {info.metrics[metric]:.3g}" if metric in info.metrics else ""
+        reason = info.lineage.get("reason", "?")[:90]
+        say(f"  v{info.version:<3} {when} {outcome:<9} {score:<12} {aliases:<22} trained because: {reason}")
+        if outcome == "rejected":
+            say(f"       rejected because: {info.tags.get('mlops.gate.reasons', '')[:160]}")
 
 
 def run(keep_running: bool = True, fast: bool = False) -> int:

@@ -54,5 +54,7 @@ def check_state_dir() -> CheckResult:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise RuntimeError(f"state folder {home} is not writable ({exc}); fix its permissions or set MLOPS_HOME") from exc
+        raise RuntimeError(
+            f"state folder {home} is not writable ({exc}); fix its permissions or set MLOPS_HOME"
+        ) from exc
     return CheckResult("state_dir", True, f"{home} is writable")

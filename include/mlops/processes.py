@@ -42,7 +42,8 @@ def require_free_port(host: str, port: int, service: str, env_var: str) -> None:
     if not port_is_free(host, port):
         raise PortInUseError(
             f"{service} cannot start: port {port} on {host} is already in use. "
-            f"Stop whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) or choose another port with {env_var}=<port>."
+            f"Stop whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) "
+            f"or choose another port with {env_var}=<port>."
         )
 
 

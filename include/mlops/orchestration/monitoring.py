@@ -33,9 +33,10 @@ def _window_end(context: dict[str, Any]) -> datetime:
 
     as_of = context["params"].get("as_of")
     if as_of:
-        return pendulum.parse(as_of).naive()  # type: ignore[union-attr]
+        return datetime.fromisoformat(str(as_of)).replace(tzinfo=None)
     end = context.get("data_interval_end") or context["logical_date"] or context["dag_run"].run_after
-    return pendulum.instance(end).in_timezone("UTC").naive()
+    moment: datetime = pendulum.instance(end).in_timezone("UTC").naive()
+    return moment
 
 
 def build_monitoring_dag(use_case: UseCase) -> DAG:

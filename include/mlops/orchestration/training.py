@@ -119,7 +119,13 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         ) -> dict[str, Any]:
             from mlops import tracking
 
-            lineage = {"dvc_md5": snapshot["md5"], "dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+            lineage = {
+                "dvc_md5": snapshot["md5"],
+                "snapshot_path": snapshot["path"],
+                "dag_id": context["dag"].dag_id,
+                "run_id": context["run_id"],
+                "reason": str(context["params"].get("reason")),
+            }
             result = tracking.train_and_log_candidate(use_case, spec, snapshot["path"], parent_run_id, lineage)
             return result.to_dict()
 
