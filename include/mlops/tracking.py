@@ -312,11 +312,12 @@ def train_and_log_candidate(
         with warnings.catch_warnings():
             # A local path matches both local artifact sources MLflow registers; either is right.
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            # The dataset schema records the snapshot's int columns as they are; nothing enforces it.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
             train_ds = from_pandas(train_df, source=snapshot_path, targets=uc.target, name=f"{uc.name}-train")
             holdout_ds = from_pandas(holdout_df, source=snapshot_path, targets=uc.target, name=f"{uc.name}-holdout")
-        mlflow.log_input(train_ds, context="training")
-        mlflow.log_input(holdout_ds, context="holdout")
+            mlflow.log_input(train_ds, context="training")
+            mlflow.log_input(holdout_ds, context="holdout")
         mlflow.set_tags({"dataset_digest": train_ds.digest, "holdout_digest": holdout_ds.digest})
 
         features, _ = features_and_target(uc, holdout_df)
