@@ -12,7 +12,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.config import UseCase
 from mlops.orchestration.assets import champion_asset
@@ -75,9 +75,14 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         def ingest_snapshot(**context: Any) -> dict[str, Any]:
             from mlops import ingestion
 
-            snapshot = ingestion.ingest_snapshot(
-                use_case, run_id=context["run_id"], as_of=context["params"].get("as_of"), sql_uri_resolver=sql_uri
-            )
+            try:
+                snapshot = ingestion.ingest_snapshot(
+                    use_case, run_id=context["run_id"], as_of=context["params"].get("as_of"), sql_uri_resolver=sql_uri
+                )
+            except ingestion.IngestionError as exc:
+                # Bad data (empty, truncated, undecodable, an empty window) will not change on
+                # retry; only connection-type failures are worth the retry policy.
+                raise AirflowFailException(str(exc)) from exc
             return snapshot.to_dict()
 
         @task(**GATE)
