@@ -97,6 +97,14 @@ def test_gate_facts_reads_json_and_text_reasons() -> None:
 
     assert ui_data.gate_facts({"unrelated": "1"}) == (None, [], {})
 
+    # The names mlops.registry writes.
+    passed, reasons, decision = ui_data.gate_facts(
+        {"mlops.gate.passed": "false", "mlops.gate.reasons": "rmse 130 > max 120; r2 0.4 < min 0.5",
+         "mlops.run_key": "train_x/r1", "mlops.rejection_reason": "rmse 130 > max 120"}
+    )  # fmt: skip
+    assert passed is False and reasons == ["rmse 130 > max 120", "r2 0.4 < min 0.5"]
+    assert "mlops.rejection_reason" in decision and "mlops.run_key" not in decision
+
 
 def test_urls_and_dag_names() -> None:
     base = "http://mlflow:5000/"
