@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from mlops import scaleout
+from mlops import monitoring, scaleout
 from mlops.airflow_api import AirflowAPI
 from mlops.processes import group_alive
 from mlops.settings import get_settings
@@ -312,21 +312,24 @@ def test_scoring_and_monitoring_reports_stored(lifecycle: dict[str, DagRun], inf
     from mlflow.tracking import MlflowClient
 
     _require_success(lifecycle, *(f"score {p}" for p in PARTITIONS), "monitor")
-    summaries = sorted((infra.home / "reports" / USE_CASE).glob("*monitor*/summary.json"))
-    assert summaries, f"no monitoring summary under {infra.home / 'reports' / USE_CASE}"
-    summary = json.loads(summaries[-1].read_text())
-    assert summary["rows"] == 48, summary  # both scored days, 24 hours each, reached monitoring
-    folder = summaries[-1].parent
-    assert (folder / "decision.json").exists() and list(folder.glob("*.html")), sorted(folder.iterdir())
+    run = lifecycle["monitor"]
+    # Unpausing also starts today's scheduled run (an empty window): look at ours by its run key.
+    run_key = f"{run.dag_id}/{run.run_id}"
+    folder = monitoring.report_dir(USE_CASE, run_key, infra.home / "reports")
+    assert (folder / "summary.json").exists(), f"no monitoring summary in {folder}"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["rows"] == 24 * len(PARTITIONS), summary  # both scored days reached monitoring
+    assert (folder / "decision.json").exists() and (folder / "drift.html").exists(), sorted(folder.iterdir())
 
     running = infra.running
     assert running is not None
     client = MlflowClient(tracking_uri=running.topology.mlflow_url)
-    experiment = client.get_experiment_by_name(f"{USE_CASE}-monitoring")
+    experiment = client.get_experiment_by_name(monitoring.monitoring_experiment(USE_CASE))
     assert experiment is not None, "monitoring logged no experiment to the remote MLflow"
-    monitoring_runs = client.search_runs([experiment.experiment_id])
-    assert monitoring_runs and monitoring_runs[0].data.metrics["rows"] == 48
-    assert {a.path for a in client.list_artifacts(monitoring_runs[0].info.run_id)} >= {"reports", "decision.json"}
+    ours = client.search_runs([experiment.experiment_id], filter_string=f"tags.run_key = '{run_key}'")
+    assert len(ours) == 1, f"{len(ours)} monitoring runs tagged {run_key}"
+    assert ours[0].data.metrics["rows"] == summary["rows"]
+    assert {a.path for a in client.list_artifacts(ours[0].info.run_id)} >= {"reports", "decision.json"}
 
 
 def test_stop_leaves_no_process_database_or_broker_key(running: scaleout.Running, infra: Infra) -> None:
