@@ -121,6 +121,7 @@ def scaleout_env(topology: Topology) -> dict[str, str]:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port(settings.host)),
             "MLFLOW_TRACKING_URI": topology.mlflow_url,
+            "MLOPS_PREDICTION_LOG_URI": settings.prediction_log_uri,
         }
     )
     if not topology.broker_key_prefix:

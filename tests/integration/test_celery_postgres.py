@@ -52,8 +52,38 @@ def _pg_url(database: str, driver: str = "postgresql+psycopg2") -> str:
     return f"{driver}://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 
 
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, start time) of every process, from /proc/<pid>/stat."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[19])
+    return table
+
+
+def _tree(leaders: set[int]) -> set[tuple[int, str]]:
+    """(pid, start time) of every process in the leaders' sessions or descending from them."""
+    table = _proc_table()
+    found = {pid for pid, (_, sid, _) in table.items() if sid in leaders or pid in leaders}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    return {(pid, table[pid][2]) for pid in found}
+
+
 def _processes_with_env(name: str, value: str) -> list[int]:
-    """Pids (other than ours) whose environment has `name=value`: what a stray child would still carry."""
+    """Pids (other than ours) whose environment still shows `name=value`.
+
+    Processes that set their title (api-server, Celery) overwrite this area, so it
+    complements the process tree and never replaces it.
+    """
     needle = f"{name}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -335,14 +365,19 @@ def test_scoring_and_monitoring_reports_stored(lifecycle: dict[str, DagRun], inf
 def test_stop_leaves_no_process_database_or_broker_key(running: scaleout.Running, infra: Infra) -> None:
     home = str(infra.home)
     groups = {name: p.pid for name, p in running.processes.items()}
-    # The check below must be able to see the topology: every group leader carries the marker.
-    before = _processes_with_env("MLOPS_HOME", home)
-    assert len(groups) == 7 and set(groups.values()) <= set(before), (groups, before)
+    tree = _tree(set(groups.values()))
+    # Non-vacuous: the snapshot holds every leader and the processes they forked.
+    assert len(groups) == 7 and set(groups.values()) <= {pid for pid, _ in tree}, (groups, tree)
+    assert len(tree) > len(groups)
 
     infra.cleanup()
 
     assert set(infra.stopped) == set(groups), f"stopped {infra.stopped}, started {sorted(groups)}"
     assert not [name for name, pgid in groups.items() if group_alive(pgid)]
-    assert _processes_with_env("MLOPS_HOME", home) == [], "a process of the topology outlived stop()"
+    table = _proc_table()
+    survivors = [pid for pid, started in tree if pid in table and table[pid][2] == started]
+    assert survivors == [], f"processes of the topology outlived stop(): {survivors}"
+    assert _tree(set(groups.values())) == set(), "a process is still in a session of the topology"
+    assert _processes_with_env("MLOPS_HOME", home) == [], "a process with the topology's MLOPS_HOME is left"
     assert infra.existing_databases() == set()
     assert infra.broker_keys() == []
