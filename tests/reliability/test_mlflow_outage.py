@@ -14,6 +14,7 @@ is observed in seconds. The Airflow side of the policy is checked on the DAG.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -68,10 +69,8 @@ class TrackingServer:
     def stop(self) -> None:
         if self.pid is not None:
             stop_process_group(self.pid)
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
             self.pid = None
 
 
