@@ -14,6 +14,7 @@ Needs PostgreSQL (trust auth, user postgres) and Redis on 127.0.0.1 and the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -22,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -39,12 +40,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 USE_CASE, MODEL_NAME = "bike_sharing", "bike_sharing_cnt"
 PARTITIONS = ("2011-04-04", "2011-04-05")
 MONITOR_AS_OF = "2011-04-06"
+START_HINT = "start it on 127.0.0.1, or deselect these tests with -m 'not postgres'"
 INSTALL_HINT = "install the production extra: `uv sync --frozen --extra production` (./run does it)"
 
 
-def _skip(reason: str) -> None:
-    # Printed past pytest's capture: a skipped scale-out proof must not pass unnoticed.
-    print(f"WARNING: test_celery_postgres skipped: {reason}", file=sys.__stderr__, flush=True)
+def _skip(request: pytest.FixtureRequest, reason: str) -> NoReturn:
+    # Straight to the terminal, past output capture: a skipped scale-out proof must not pass unnoticed.
+    line = f"WARNING: tests/integration/test_celery_postgres.py skipped: {reason}"
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        print(f"\n{line}", file=sys.stderr, flush=True)
     pytest.skip(reason)
 
 
@@ -153,24 +158,26 @@ class Infra:
 
 
 @pytest.fixture(scope="module")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+def infra(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     for module in ("psycopg2", "redis", "airflow.providers.celery"):
         if importlib.util.find_spec(module) is None:
-            _skip(f"python module {module} missing: {INSTALL_HINT}")
+            _skip(request, f"python module {module} missing: {INSTALL_HINT}")
     import psycopg2
     import redis
 
     try:
         admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5)
     except psycopg2.OperationalError as exc:
-        _skip(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER} ({str(exc).strip()})")
+        _skip(
+            request, f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER} ({str(exc).strip()}); {START_HINT}"
+        )
     admin.autocommit = True
     broker = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=5)
     try:
         broker.ping()
     except redis.RedisError as exc:
         admin.close()
-        _skip(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc})")
+        _skip(request, f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc}); {START_HINT}")
 
     token = uuid.uuid4().hex[:10]
     state = Infra(
