@@ -75,7 +75,9 @@ class TrackingServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+def server(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    import mlflow
+
     saved = {k: os.environ.get(k) for k in ["MLFLOW_TRACKING_URI", *FAST_FAIL]}
     srv = TrackingServer(tmp_path_factory.mktemp("outage-mlflow"), free_port())
     srv.start()
@@ -89,6 +91,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        # mlops.tracking.client() pins MLflow's fluent API to this server; later modules need the session one.
+        mlflow.set_tracking_uri(mlflow_server)
+        mlflow.set_registry_uri(mlflow_server)
 
 
 def _key(run_id: str) -> str:
