@@ -123,7 +123,13 @@ class _HttpSender:
                 f"the prediction service at {self.url} is not reachable ({exc}); start it with "
                 "`python -m mlops.serving` or pass --url / via='batch'"
             ) from exc
-        if ready.status_code != 200:
+        # Only this use case's champion matters; the service picks a new one up on its next
+        # alias poll, so give it a little time right after a first promotion.
+        deadline = time.monotonic() + 90
+        while use_case.name in (ready.json().get("missing") or []) and time.monotonic() < deadline:
+            time.sleep(2)
+            ready = self.client.get("/ready")
+        if use_case.name in (ready.json().get("missing") or []):
             raise ConnectionError(f"the prediction service at {self.url} is not ready: {ready.text[:300]}")
 
     def send(self, rows: pd.DataFrame) -> tuple[int, Counter[str], str | None]:
