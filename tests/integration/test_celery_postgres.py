@@ -245,11 +245,21 @@ def _failure_report(api: AirflowAPI, dag_id: str, run_id: str, instances: list[d
                 headers={"Accept": "application/json"},
             )
             content = log.get("content") if isinstance(log, dict) else log
-            events = [e.get("event", e) if isinstance(e, dict) else e for e in (content or [])]
-            lines += [f"    {event}" for event in events[-40:]]
+            lines += [f"    {_log_line(entry)}" for entry in (content or [])[-40:]]
         except RuntimeError as exc:
             lines.append(f"    (log unavailable: {exc})")
     return "\n".join(lines)
+
+
+def _log_line(entry: Any) -> str:
+    """One structured task-log entry as text; an exception shows as `Type: message`."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    text = str(entry.get("event", entry))
+    for error in entry.get("error_detail") or []:
+        if isinstance(error, dict):
+            text += f" | {error.get('exc_type')}: {error.get('exc_value')}"
+    return text
 
 
 def _run(api: AirflowAPI, dag_id: str, conf: dict[str, Any], run_id: str, timeout: float) -> DagRun:
