@@ -2,7 +2,8 @@
 ### Platform self-check
 
 Verifies the plumbing every other DAG depends on: the use-case configs parse,
-the MLflow tracking server answers, and the state folder is writable.
+the MLflow tracking server answers, and the state folder is writable. It also reports
+whether task processes start with their libraries preloaded (informational).
 Trigger it by hand after `mlops stack up`, or let it run daily.
 """
 
@@ -43,7 +44,14 @@ def platform_self_check() -> None:
 
         return health.check_state_dir().to_dict()
 
-    check_configs() >> check_mlflow() >> check_state_dir()
+    @task
+    def check_warm_start() -> dict[str, object]:
+        # Must run before this task imports anything heavy itself: health imports only config.
+        from mlops import health
+
+        return health.check_warm_start().to_dict()
+
+    check_warm_start() >> check_configs() >> check_mlflow() >> check_state_dir()
 
 
 self_check_dag = platform_self_check()

@@ -58,3 +58,21 @@ def check_state_dir() -> CheckResult:
             f"state folder {home} is not writable ({exc}); fix its permissions or set MLOPS_HOME"
         ) from exc
     return CheckResult("state_dir", True, f"{home} is writable")
+
+
+def check_warm_start() -> CheckResult:
+    """Whether this task process started with the task libraries already imported.
+
+    Informational, never a failure: task processes start warm only under a LocalExecutor
+    scheduler that preloads (mlops.orchestration.preload); Celery workers and `dag.test()`
+    start cold, which costs seconds per task, not correctness.
+    """
+    import sys
+
+    wanted = get_settings().scheduler_preload
+    missing = [name for name in wanted if name not in sys.modules]
+    if not wanted:
+        return CheckResult("warm_start", False, "preloading is off (MLOPS_SCHEDULER_PRELOAD is empty)")
+    if missing:
+        return CheckResult("warm_start", False, f"{len(missing)}/{len(wanted)} not preloaded: {', '.join(missing)}")
+    return CheckResult("warm_start", True, f"all {len(wanted)} task libraries were preloaded by the scheduler")

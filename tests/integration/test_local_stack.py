@@ -53,6 +53,13 @@ def test_stack_runs_a_dag_and_stops_cleanly_twice(stack_env: Path) -> None:
         api.unpause("platform_self_check")
         run_id = api.trigger("platform_self_check", run_id=f"stack_test_{attempt}")
         assert api.wait_for_run("platform_self_check", run_id, timeout=300) == "success"
+        if attempt == 1:
+            # The task process was forked from a scheduler that had preloaded the task libraries.
+            warm = api.request(
+                "GET",
+                f"/dags/platform_self_check/dagRuns/{run_id}/taskInstances/check_warm_start/xcomEntries/return_value",
+            )["value"]
+            assert warm["ok"] is True, warm
 
         stopped = stack.down()
         assert set(stopped) >= {"mlflow", "airflow-api-server", "airflow-scheduler"}
