@@ -190,8 +190,8 @@ def main() -> int:
             # It also runs `uvicorn` through bash, so the venv's bin must be on PATH.
             env = None
             if kind == "mlflow":
-                path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-                env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PATH": path}
+                search_path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+                env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PATH": search_path}
             process = start_process_group(full, logfile, env=env)
             pids.append(process.pid)
             wait_for_http(f"http://127.0.0.1:{port}{ready}", 600, process, logfile)

@@ -88,6 +88,11 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API_AUTH__JWT_SECRET": _secret(secrets_dir / "jwt_secret", "key"),
         "AIRFLOW__CORE__FERNET_KEY": _secret(secrets_dir / "fernet_key", "key"),
+        # An idle scheduler loop sleeps this long before it looks for finished tasks again;
+        # the default 1 s is paid at every step of a DAG run (~9 steps in training).
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get(
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25"
+        ),
         # New DAG files show up within seconds instead of the default 5 minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
