@@ -374,6 +374,7 @@ def test_unwritable_log_store_degrades_health_and_recovers(setup: Setup) -> None
     aside = setup.service.log_dir / "bike_sharing.aside"
     if target.exists():
         target.rename(aside)
+    target.parent.mkdir(parents=True, exist_ok=True)  # nothing logged yet when run on its own
     # A file where the use case's folder belongs: every write fails (root ignores chmod).
     target.write_text("blocked")
     tag = uuid.uuid4().hex[:6]

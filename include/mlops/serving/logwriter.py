@@ -38,17 +38,36 @@ class LogEntry:
     predictions: list[Any]
 
     def to_batch(self) -> PredictionBatch:
-        columns = list(zip(*self.rows, strict=True)) if self.rows else [() for _ in self.names]
-        return PredictionBatch(
-            use_case=self.use_case,
-            model_name=self.model_name,
-            model_version=self.model_version,
-            source=self.source,
-            request_ids=self.ids,
-            event_times=self.event_times,
-            predictions=self.predictions,
-            features={name: list(values) for name, values in zip(self.names, columns, strict=True)},
+        return merge_entries([self])[0]
+
+
+def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
+    """One batch per model version, source and column set, whatever the number of requests.
+
+    Why: at a thousand single-row requests a second, converting entry by entry cost the
+    writer thread ~0.2 s of Python per flush, taken from the event loop under the GIL;
+    one `zip(*rows)` per group does the transposition in C.
+    """
+    groups: dict[tuple[str, str, str, str, tuple[str, ...]], list[LogEntry]] = defaultdict(list)
+    for entry in entries:
+        groups[(entry.use_case, entry.model_name, entry.model_version, entry.source, tuple(entry.names))].append(entry)
+    batches = []
+    for (use_case, model_name, model_version, source, names), group in groups.items():
+        rows = [row for entry in group for row in entry.rows]
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        batches.append(
+            PredictionBatch(
+                use_case=use_case,
+                model_name=model_name,
+                model_version=model_version,
+                source=source,
+                request_ids=[i for entry in group for i in entry.ids],
+                event_times=[t for entry in group for t in entry.event_times],
+                predictions=[p for entry in group for p in entry.predictions],
+                features=dict(zip(names, columns, strict=True)),
+            )
         )
+    return batches
 
 
 class PredictionLogWriter:
@@ -137,7 +156,7 @@ class PredictionLogWriter:
         failed: list[LogEntry] = []
         for use_case, entries in by_use_case.items():
             try:
-                written = append_predictions(use_case, [e.to_batch() for e in entries], uri=self.uri)
+                written = append_predictions(use_case, merge_entries(entries), uri=self.uri)
                 self.written_rows += written
             except Exception as exc:  # any store failure: keep the rows, report, retry
                 failed.extend(entries)
