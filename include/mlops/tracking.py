@@ -234,7 +234,12 @@ def _result_from_run(run: Run) -> CandidateResult:
 
 def _skops_trusted_types(pipeline: Any) -> list[str]:
     """Types skops must trust to load our pipeline; only numpy/scipy/sklearn ones are accepted."""
-    import skops.io
+    # On import skops looks for scipy's ufuncs in every loaded module; in a task process that
+    # touches Airflow's deprecated-module shims ~1 100 times, and each warning went through the
+    # task log: 11 s per candidate. Silenced, the scan costs well under a second.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
     unexpected = [t for t in untrusted if not t.startswith(("numpy.", "scipy.", "sklearn."))]

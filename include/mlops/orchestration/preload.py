@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,11 @@ def preload(modules: Sequence[str]) -> dict[str, float]:
             continue
         start = time.perf_counter()
         try:
-            importlib.import_module(name)
+            # Import-time deprecation warnings are the libraries' business and would only
+            # flood the scheduler log (skops alone triggers ~1 100 from Airflow's shims).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
         except Exception as exc:  # a preload must never stop the scheduler
             log.warning("preload of %s failed (%s: %s); tasks will import it themselves",
                         name, type(exc).__name__, exc)  # fmt: skip
