@@ -1,7 +1,7 @@
 """The training DAG end to end under `dag.test()`, against a real MLflow server.
 
 Covers promotion of the first model, lineage, the refusal of a worse model, the
-bad-input cases (each stops before training and leaves the registry untouched)
+rollback DAG (to a given version and back to @previous), the bad-input cases (each stops before training and leaves the registry untouched)
 and the classification use case (config only, no new Python).
 """
 
@@ -93,21 +93,67 @@ def test_first_model_is_promoted_with_lineage(bike: UseCase, first_champion: str
     assert promotion["action"] == "promoted" and promotion["version"] == first_champion
 
 
-def test_worse_model_is_not_promoted(bike: UseCase, first_champion: str) -> None:
+@pytest.fixture(scope="module")
+def worse_run(bike: UseCase, first_champion: str) -> dict[str, Any]:
+    """One training run whose only candidate is a mean baseline: worse than the champion."""
     dummy = bike.candidates[0].model_copy(
         update={"name": "mean_baseline", "estimator": "sklearn.dummy.DummyRegressor", "params": {}}
     )
     worse = bike.model_copy(update={"candidates": [dummy]})
     before = len(_versions(bike.model_name))
     state, tasks = _run(worse)
-    assert state == "success", tasks
-    assert tasks["publish_champion"] == "skipped"  # no Asset event for a rejected model
-    assert _alias(bike.model_name, "champion") == first_champion
-    challenger = _alias(bike.model_name, "challenger")
+    return {
+        "state": state,
+        "tasks": tasks,
+        "versions_before": before,
+        "versions_after": len(_versions(bike.model_name)),
+        "promotion": _xcom("train_bike_sharing", "promote_candidate"),
+        "champion_after": _alias(bike.model_name, "champion"),
+        "challenger_after": _alias(bike.model_name, "challenger"),
+    }
+
+
+def test_worse_model_is_not_promoted(first_champion: str, worse_run: dict[str, Any]) -> None:
+    assert worse_run["state"] == "success", worse_run["tasks"]
+    assert worse_run["tasks"]["publish_champion"] == "skipped"  # no Asset event for a rejected model
+    assert worse_run["champion_after"] == first_champion
+    challenger = worse_run["challenger_after"]
     assert challenger is not None and challenger != first_champion
-    assert len(_versions(bike.model_name)) == before + 1
-    promotion = _xcom("train_bike_sharing", "promote_candidate")
-    assert promotion["action"] == "challenger" and promotion["reasons"]
+    assert worse_run["versions_after"] == worse_run["versions_before"] + 1
+    assert worse_run["promotion"]["action"] == "challenger" and worse_run["promotion"]["reasons"]
+
+
+def test_rollback_dag_moves_the_champion_and_records_who_and_why(
+    bike: UseCase, first_champion: str, worse_run: dict[str, Any]
+) -> None:
+    from mlflow import MlflowClient
+
+    from mlops.orchestration.rollback import build_rollback_dag
+
+    challenger = worse_run["challenger_after"]
+    rollback = build_rollback_dag([bike])
+
+    # To a given version (here: promoting the challenger by hand).
+    run = rollback.test(run_conf={"model_name": bike.model_name, "version": challenger, "reason": "try the baseline"})
+    assert str(run.state) == "success"
+    assert _alias(bike.model_name, "champion") == challenger
+    assert _alias(bike.model_name, "previous") == first_champion
+    assert _alias(bike.model_name, "challenger") is None  # it is the champion now
+    tags = MlflowClient().get_model_version(bike.model_name, challenger).tags
+    assert tags["mlops.rollback.reason"] == "try the baseline"
+    assert tags["mlops.rollback.from_version"] == first_champion
+    assert tags["mlops.rollback.requested_by"]  # dag.test has no user: recorded as "unknown", never blank
+    moved = _xcom("rollback_model", "move_champion")
+    assert moved["action"] == "rolled_back" and moved["champion"] == challenger
+
+    # Without a version: back to @previous, which restores the first champion.
+    run = rollback.test(run_conf={"model_name": bike.model_name, "version": None, "reason": "baseline is worse"})
+    assert str(run.state) == "success"
+    assert _alias(bike.model_name, "champion") == first_champion
+    assert _alias(bike.model_name, "previous") == challenger
+    replaced = MlflowClient().get_model_version(bike.model_name, challenger).tags
+    assert replaced["mlops.rolled_back.reason"] == "baseline is worse"
+    assert replaced["mlops.rolled_back.to"] == first_champion
 
 
 def _corrupt(kind: str, directory: Path) -> Path:
