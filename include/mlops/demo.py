@@ -93,7 +93,8 @@ def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], N
         aliases = " ".join(f"@{a}" for a in info.aliases)
         metric = use_case.gate.primary_metric
         score = f"{metric} {info.metrics[metric]:.3g}" if metric in info.metrics else ""
-        reason = info.lineage.get("reason", "?")[:90]
+        # The first reason is the one that fired (drift before decay); the rest are on the run.
+        reason = info.lineage.get("reason", "?").split("; ")[0]
         say(f"  v{info.version:<3} {when} {outcome:<9} {score:<12} {aliases:<22} trained because: {reason}")
         if outcome == "rejected":
             say(f"       rejected because: {info.tags.get('mlops.gate.reasons', '')[:160]}")
