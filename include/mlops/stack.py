@@ -9,16 +9,19 @@ Each service runs as the leader of its own process group, recorded in
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops.processes import (
+    free_port,
     group_alive,
     require_free_port,
     start_process_group,
@@ -27,8 +30,12 @@ from mlops.processes import (
 )
 from mlops.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from mlops.airflow_api import AirflowAPI
+
 AIRFLOW_USER = "admin"
 STARTUP_TIMEOUT_SECONDS = 240.0
+PORT_VARIABLES = ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT")
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -265,3 +272,85 @@ def down(settings: Settings | None = None, grace_seconds: float = 20.0) -> list[
             stopped.append(name)
     _state_file(settings).unlink(missing_ok=True)
     return stopped
+
+
+def service_pid(name: str, settings: Settings | None = None) -> int:
+    """The pid of a running service, which is also its process-group id."""
+    settings = settings or get_settings()
+    record = _read_state(settings).get(name)
+    if record is None or not _running(record):
+        raise RuntimeError(f"{name} is not running in the stack under {settings.home}; `mlops stack up` starts it")
+    return int(str(record["pid"]))
+
+
+def airflow_api(settings: Settings | None = None) -> AirflowAPI:
+    """A REST client for the stack's Airflow, logged in as its admin user."""
+    from mlops.airflow_api import AirflowAPI
+
+    settings = settings or get_settings()
+    return AirflowAPI(urls(settings)["airflow"], AIRFLOW_USER, airflow_password(settings))
+
+
+def _task_process_groups(settings: Settings) -> set[int]:
+    """Process groups below the services other than their own.
+
+    Airflow 3 puts every task runner in a group of its own (so its supervisor can
+    signal the task's children); stopping the scheduler's group does not reach it
+    once the supervisor has been SIGKILLed at the end of the grace period.
+    """
+    import psutil
+
+    groups = set()
+    for record in _read_state(settings).values():
+        if not _running(record):
+            continue
+        leader = int(str(record["pid"]))
+        try:
+            descendants = psutil.Process(leader).children(recursive=True)
+        except psutil.Error:
+            continue
+        for process in descendants:
+            with contextlib.suppress(OSError):
+                group = os.getpgid(process.pid)
+                if group != leader:
+                    groups.add(group)
+    return groups
+
+
+@contextlib.contextmanager
+def private_stack(
+    home: Path, extra_env: Mapping[str, str] | None = None, timeout: float = STARTUP_TIMEOUT_SECONDS
+) -> Iterator[Settings]:
+    """A stack of its own under `home` on free ports, for tests and benchmarks; never the user's.
+
+    While the block runs, the environment points at it (MLOPS_HOME, the ports,
+    MLFLOW_TRACKING_URI, and `extra_env`), so in-process clients see what the
+    services see. On the way out, even after a failure, every process the stack
+    started is stopped and the environment is restored.
+    """
+    extra = dict(extra_env or {})
+    names = ["MLOPS_HOME", *PORT_VARIABLES, "MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_UI_URL", *extra]
+    saved = {name: os.environ.get(name) for name in names}
+    settings: Settings | None = None
+    try:
+        os.environ["MLOPS_HOME"] = str(home)
+        for variable in PORT_VARIABLES:
+            os.environ[variable] = str(free_port())
+        for variable in ("MLFLOW_TRACKING_URI", "MLOPS_MLFLOW_UI_URL"):
+            os.environ.pop(variable, None)
+        os.environ.update(extra)
+        settings = get_settings()
+        os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+        up(settings, timeout)
+        yield settings
+    finally:
+        if settings is not None:
+            task_groups = _task_process_groups(settings)
+            down(settings)
+            for group in task_groups:
+                stop_process_group(group, grace_seconds=5)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
