@@ -8,6 +8,7 @@ tag before registering, and an alias already in place is not moved again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -233,6 +234,59 @@ def apply_decision(
     mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("%s v%s is @challenger: %s", name, version, "; ".join(reasons))
     return PromotionResult("challenger", version, champion, previous, reasons)
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    """How a promotion request was answered: by a person, by the time-out, or not at all."""
+
+    decision: Literal["approved", "rejected", "timed out", "not answered"]
+    by: str
+    at: str | None
+    reason: str
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approved"
+
+
+def approval_outcome(answer: Mapping[str, Any] | None, timeout_hours: float) -> ApprovalOutcome:
+    """Read the answer the approval task kept (Airflow's human-in-the-loop response).
+
+    On time-out Airflow applies the default answer ("Reject") with no responder;
+    `timed_out` says so, and a missing responder is read the same way.
+    """
+    if not answer:
+        return ApprovalOutcome("not answered", "nobody", None, "the approval step did not finish; champion kept")
+    chosen = (answer.get("chosen_options") or ["Reject"])[0]
+    at = _seconds(answer.get("responded_at"))
+    user = answer.get("responded_by_user") or {}
+    if answer.get("timed_out") or not user:
+        reason = f"approval timed out: nobody answered within {timeout_hours:g} h; champion kept"
+        return ApprovalOutcome("timed out", "nobody", at, reason)
+    who = str(user.get("name") or user.get("id"))
+    if chosen == "Approve":
+        return ApprovalOutcome("approved", who, at, f"promotion approved by {who}")
+    return ApprovalOutcome("rejected", who, at, f"promotion rejected by {who}; champion kept")
+
+
+def _seconds(when: Any) -> str | None:
+    """An ISO timestamp to the second, as the other `mlops.*.at` tags are written."""
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError:
+            return str(when)
+    return when.isoformat(timespec="seconds") if isinstance(when, datetime) else None
+
+
+def record_approval(use_case: UseCase | str, version: str, outcome: ApprovalOutcome) -> None:
+    """Tag the version with the answer to its promotion request: what, who, when."""
+    uc = resolve_use_case(use_case)
+    tags = {"mlops.approval.decision": outcome.decision, "mlops.approval.by": outcome.by}
+    if outcome.at:
+        tags["mlops.approval.at"] = outcome.at
+    _set_tags(_client(), uc.model_name, str(version), tags)
 
 
 def _version_exists(mlflow_client: MlflowClient, name: str, version: str) -> bool:

@@ -216,7 +216,8 @@ def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: 
     `record_approval_outcome` then records why on the model version.
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from mlops.orchestration.approval import ANSWER_KEY, PromotionApprovalOperator
 
     @task.branch(**GATE)
     def route_for_approval(evaluation: dict[str, Any]) -> str:
@@ -225,7 +226,7 @@ def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: 
     # The branch may only skip this, never `promote_candidate` itself, which both paths reach.
     no_approval_needed = EmptyOperator(task_id="no_approval_needed")
 
-    approve_promotion = ApprovalOperator(
+    approve_promotion = PromotionApprovalOperator(
         task_id="approve_promotion",
         subject=f"Promote {use_case.model_name} to @champion?",
         body=APPROVAL_BODY.replace("{{ params_model }}", use_case.model_name),
@@ -240,18 +241,17 @@ def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: 
         from mlops import registry
         from mlops.evaluation import GateDecision
 
-        ti = context["ti"]
-        if ti.xcom_pull(task_ids="promote_candidate") is not None:
-            return {"action": "none", "reason": "promotion step ran"}
-        answer = ti.xcom_pull(task_ids="approve_promotion") or {}
-        who = (answer.get("responded_by_user") or {}).get("name") or answer.get("responded_by") or "nobody"
-        chosen = answer.get("chosen_options") or ["Reject (timed out)"]
-        reason = f"approval {chosen[0]} by {who}" if answer else "approval timed out; champion kept"
-        decision = GateDecision.from_dict({**evaluation["decision"], "passed": False, "reasons": [reason]})
-        result = registry.apply_decision(
-            use_case, version, decision, run_key(context["dag"].dag_id, context["run_id"])
-        )
-        return {**result.to_dict(), "approval": reason}
+        if not evaluation["decision"]["passed"]:
+            return {"action": "none", "approval": "not asked: the gate rejected the candidate"}
+        answer = context["ti"].xcom_pull(task_ids="approve_promotion", key=ANSWER_KEY)
+        outcome = registry.approval_outcome(answer, use_case.approval.timeout_hours)
+        registry.record_approval(use_case, version, outcome)
+        if outcome.approved:
+            return {"action": "none", "approval": outcome.reason}  # promote_candidate moved the alias
+        decision = GateDecision.from_dict({**evaluation["decision"], "passed": False, "reasons": [outcome.reason]})
+        key = run_key(context["dag"].dag_id, context["run_id"])
+        result = registry.apply_decision(use_case, version, decision, key)
+        return {**result.to_dict(), "approval": outcome.reason}
 
     route = route_for_approval(evaluation)
     version >> route >> [approve_promotion, no_approval_needed] >> promotion
