@@ -1,6 +1,8 @@
-"""A small client for the Airflow 3 REST API (`/api/v2`), used by the demo and tests.
+"""A small client for the Airflow 3 REST API (`/api/v2`), used by the demo, tests and the MLOps page.
 
 It talks HTTP only, so it works against the local stack and the Celery stack alike.
+The MLOps page acts with the caller's own token (`for_token`), so Airflow applies
+that user's permissions to what the page shows.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 import httpx
 
 TERMINAL_STATES = {"success", "failed"}
+# A human-in-the-loop task waits in `awaiting_input` from Airflow 3.3 on (`deferred` before).
+WAITING_FOR_INPUT_STATES = ("awaiting_input", "deferred")
 
 
 @dataclass
@@ -39,6 +43,11 @@ class AirflowAPI:
             headers={"Authorization": f"Bearer {self._token}"},
             timeout=self.timeout,
         )
+
+    @classmethod
+    def for_token(cls, base_url: str, token: str, timeout: float = 10.0) -> AirflowAPI:
+        """A client that acts as the user this JWT belongs to (no login of its own)."""
+        return cls(base_url, username="", password="", timeout=timeout, _token=token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with self._client() as client:
@@ -82,6 +91,17 @@ class AirflowAPI:
         result = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         instances: list[dict[str, Any]] = result["task_instances"]
         return instances
+
+    def open_hitl_requests(self, dag_id: str) -> list[dict[str, Any]]:
+        """Human-in-the-loop requests of `dag_id`'s runs that still wait for an answer, oldest first."""
+        result = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/~/hitlDetails",
+            params={"response_received": False, "state": list(WAITING_FOR_INPUT_STATES),
+                    "order_by": "created_at", "limit": 100},
+        )  # fmt: skip
+        requests: list[dict[str, Any]] = result["hitl_details"]
+        return requests
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600.0, poll: float = 2.0) -> str:
         """Block until the run ends; returns its final state."""

@@ -6,6 +6,10 @@ version tags with the gate decision), the tracking server (run metrics, the
 Expectations Data Docs. MLflow is imported inside functions so importing this
 module (the plugin does, in every Airflow process) stays cheap.
 
+Promotions waiting for a person are the one fact MLflow cannot know: the plugin
+asks Airflow's REST API for the open human-in-the-loop requests and hands them to
+`pending_approvals`, which adds the gate's evidence from MLflow.
+
 The file guard `resolve_confined` lives here too: it decides which files the
 plugin may serve, and being pure it is tested without a server.
 """
@@ -21,13 +25,20 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from mlops.config import UseCase
+from mlops.config import METRIC_DIRECTIONS, UseCase
 from mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 ALIASES = ("champion", "previous", "challenger")
+# Tag names written by mlops.registry and mlops.tracking, which this module may not
+# import (they import scikit-learn); a unit test keeps them in step.
+TAG_RUN_KEY = "mlops.run_key"
+TAG_RUN_TYPE = "mlops.run_type"
+TAG_DAG_ID = "airflow_dag_id"
+TAG_DAG_RUN_ID = "airflow_run_id"
+APPROVAL_TAGS = ("mlops.approval.decision", "mlops.approval.by", "mlops.approval.at")
 DAG_PREFIXES = ("train_", "monitor_", "score_")
 # The Evidently report shown first when a run folder holds several.
 REPORT_ORDER = ("drift.html", "data_quality.html", "performance.html")
@@ -56,6 +67,36 @@ class VersionView:
     tags: dict[str, str]
     version_url: str
     run_url: str | None
+
+    @property
+    def approval(self) -> str | None:
+        """`approved by admin at 2026-...`: the answer to the version's promotion request, if one was asked."""
+        decision, by, at = (self.tags.get(tag) for tag in APPROVAL_TAGS)
+        if not decision:
+            return None
+        text = f"approval {decision}" if by in (None, "nobody") else f"{decision} by {by}"
+        return text + (f" at {at}" if at else "")
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A promotion waiting for a person: Airflow's request plus the gate's evidence from MLflow."""
+
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    subject: str
+    requested_at: datetime | None
+    review_path: str
+    """Airflow's own page for the request (the task instance's Required Actions tab), from the UI root."""
+    version: VersionView | None
+    """The candidate version the run registered; None if MLflow does not show it (yet)."""
+    champion_version: str | None
+    passed: bool | None
+    reasons: list[str]
+    candidate_metrics: dict[str, float]
+    """Candidate and champion scored on the same holdout by the gate."""
+    champion_metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -91,6 +132,8 @@ class UseCaseView:
     report: ReportView | None = None
     data_docs: str | None = None
     """Newest Data Docs validation page, relative to the Data Docs root."""
+    approval_required: bool = False
+    pending: list[PendingApproval] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     """What could not be read (MLflow down, ...): shown on the page instead of failing it."""
 
@@ -128,6 +171,13 @@ def model_version_url(base: str, name: str, version: str) -> str:
 
 def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{quote(experiment_id, safe='')}"
+
+
+def required_action_path(dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1) -> str:
+    """Airflow UI route of a task instance's Required Actions tab (its approve/reject form)."""
+    mapped = f"/mapped/{map_index}" if map_index >= 0 else ""
+    parts = [quote(p, safe="") for p in (dag_id, dag_run_id, task_id)]
+    return f"/dags/{parts[0]}/runs/{parts[1]}/tasks/{parts[2]}{mapped}/required_actions"
 
 
 def use_case_of_dag(dag_id: str) -> str | None:
@@ -399,6 +449,7 @@ def gather_use_case(use_case: UseCase, settings: Settings | None = None, recent:
         primary_metric=use_case.gate.primary_metric,
         drift_threshold=use_case.monitoring.drift_share_threshold,
         model_url=model_url(base, use_case.model_name),
+        approval_required=use_case.approval.required,
     )
     view.report = latest_report(settings.reports_dir, use_case.name)
     view.data_docs = latest_data_docs_page(settings.data_docs_dir, use_case.suite_name)
@@ -439,6 +490,87 @@ def gather_run(use_case: UseCase, dag_id: str, dag_run_id: str, settings: Settin
     except Exception as exc:
         view.errors.append(f"MLflow at {settings.mlflow_tracking_uri} could not be read: {type(exc).__name__}: {exc}")
     return view
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _gate_run(client: MlflowClient, use_case: UseCase, dag_id: str, dag_run_id: str) -> Any:
+    """The training run's parent MLflow run, where the gate logged its evidence; None if absent."""
+    experiment = client.get_experiment_by_name(use_case.name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{TAG_RUN_TYPE}` = 'parent' and tags.{TAG_DAG_ID} = '{dag_id}' "
+            f"and tags.{TAG_DAG_RUN_ID} = '{dag_run_id}'"
+        ),
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _candidate_version(client: MlflowClient, use_case: UseCase, key: str, base: str) -> VersionView | None:
+    found = client.search_model_versions(f"name = '{use_case.model_name}' and tags.`{TAG_RUN_KEY}` = '{key}'")
+    if not found:
+        return None
+    first = min(found, key=lambda mv: int(mv.version))  # what registry.find_version_by_run_key returns
+    return _version_view(client, client.get_model_version(use_case.model_name, first.version), base, {})
+
+
+def _gate_metrics(metrics: dict[str, float], prefix: str, primary: str) -> dict[str, float]:
+    """The gate's metrics with `prefix` (the platform's own metrics only), primary metric first."""
+    found = {k.removeprefix(prefix): float(v) for k, v in metrics.items() if k.startswith(prefix)}
+    known = sorted((k for k in found if k in METRIC_DIRECTIONS), key=lambda k: (k != primary, k))
+    return {k: found[k] for k in known}
+
+
+def pending_approvals(
+    use_case: UseCase, requests: list[dict[str, Any]], settings: Settings | None = None
+) -> list[PendingApproval]:
+    """Open approval requests (Airflow's HITL details) of `use_case`'s training DAG, with the gate's evidence.
+
+    `requests` is what Airflow's REST API returned (`hitl_details`). The candidate
+    version is found by the run key the registry tags it with, the evidence on the
+    DAG run's parent MLflow run: the gate's metrics for candidate and champion on
+    the same holdout and its reasons. A request MLflow cannot explain still shows.
+    """
+    settings = settings or get_settings()
+    base = settings.mlflow_ui_url or settings.mlflow_tracking_uri
+    client = _client(settings)
+    found = []
+    for request in requests:
+        ti = request.get("task_instance") or {}
+        dag_id, dag_run_id, task_id = str(ti.get("dag_id")), str(ti.get("dag_run_id")), str(ti.get("task_id"))
+        # Airflow's run ids cannot hold a quote, which MLflow filters could not express.
+        known = "'" not in dag_id + dag_run_id
+        version = _candidate_version(client, use_case, run_key(dag_id, dag_run_id), base) if known else None
+        gate = _gate_run(client, use_case, dag_id, dag_run_id) if known else None
+        metrics = dict(gate.data.metrics) if gate else {}
+        tags = dict(gate.data.tags) if gate else {}
+        champion = tags.get("mlops.gate.champion_version")
+        found.append(
+            PendingApproval(
+                dag_id=dag_id,
+                dag_run_id=dag_run_id,
+                task_id=task_id,
+                subject=str(request.get("subject") or ""),
+                requested_at=_parse_time(request.get("created_at")),
+                review_path=required_action_path(dag_id, dag_run_id, task_id, int(ti.get("map_index", -1))),
+                version=version,
+                champion_version=None if champion in (None, "none") else champion,
+                passed=_truthy(tags["mlops.gate.passed"]) if "mlops.gate.passed" in tags else None,
+                reasons=_reason_list(tags.get("mlops.gate.reasons", "")),
+                candidate_metrics=_gate_metrics(metrics, "gate_candidate_", use_case.gate.primary_metric),
+                champion_metrics=_gate_metrics(metrics, "gate_champion_", use_case.gate.primary_metric),
+            )
+        )
+    return found
 
 
 # --------------------------------------------------------------------------- chart

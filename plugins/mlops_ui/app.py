@@ -9,6 +9,11 @@ Data comes from `mlops.ui_data` (MLflow and the project's folders, never XCom).
 Files (Evidently reports, Data Docs) are served only from their own folders via
 `ui_data.resolve_confined`, and sandboxed with a CSP so a report's scripts run
 in an opaque origin, away from the Airflow session.
+
+Promotions waiting for a person come from Airflow's REST API (open human-in-the-loop
+requests), asked with the caller's own token. The page links each to Airflow's own
+approve/reject form instead of answering requests itself: Airflow then checks who
+may answer and records who did.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlops import ui_data
+from mlops.airflow_api import AirflowAPI
 from mlops.config import ConfigError, UseCase, find_use_case, load_all
 from mlops.settings import get_settings
 
@@ -64,6 +70,33 @@ async def current_user(request: Request) -> Any:
 
 
 User = Annotated[Any, Depends(current_user)]
+
+
+def caller_token(request: Request) -> str:
+    """The JWT the caller authenticated with, the way Airflow's `get_user` picks it."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    return request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
+
+
+def airflow_api_url() -> str:
+    """Where this server's own REST API answers from inside the deployment.
+
+    Workers reach the API server at the Execution API URL (`.../execution/`), which
+    is right inside the local stack and the compose network alike; `api.base_url` is
+    what browsers use and may not be reachable from here.
+    """
+    from airflow.configuration import conf
+
+    execution = str(conf.get("core", "execution_api_server_url", fallback="") or "").rstrip("/")
+    if execution.endswith("/execution"):
+        return execution.removesuffix("/execution")
+    return str(conf.get("api", "base_url", fallback="http://localhost:8080")).rstrip("/")
+
+
 STATIC_FILES = {"mlops.css": "text/css", "mlops.js": "text/javascript"}
 
 
@@ -83,7 +116,7 @@ def require_dag_access(request: Request, dag_id: str, user: Any) -> None:
 
 def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     prefix = request.scope.get("root_path", "").rstrip("/")
-    body = _templates.get_template(template).render(prefix=prefix, **context)
+    body = _templates.get_template(template).render(prefix=prefix, airflow_root=_airflow_root(request), **context)
     response = HTMLResponse(body, status_code=status_code)
     response.headers["Content-Security-Policy"] = PAGE_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -101,6 +134,33 @@ def _serve(root: Path, path: str) -> Response:
     response.headers["Content-Security-Policy"] = FILE_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _with_approvals(request: Request, use_case: UseCase, view: ui_data.UseCaseView) -> ui_data.UseCaseView:
+    """Add the promotions of `use_case` that wait for a person; failures become a note on the page."""
+    if not use_case.approval.required:
+        return view
+    dag_id = f"train_{use_case.name}"
+    try:
+        requests = AirflowAPI.for_token(airflow_api_url(), caller_token(request)).open_hitl_requests(dag_id)
+    except Exception as exc:  # the rest of the page must still render
+        log.warning("could not list approval requests of %s: %s", dag_id, exc)
+        view.errors.append(f"Airflow's REST API did not list the approval requests of {dag_id}: {exc}")
+        return view
+    try:
+        view.pending = ui_data.pending_approvals(use_case, requests, get_settings())
+    except Exception as exc:
+        view.errors.append(f"MLflow could not explain the approval requests of {dag_id}: {type(exc).__name__}: {exc}")
+    return view
+
+
+def _gather(request: Request, use_case: UseCase) -> ui_data.UseCaseView:
+    return _with_approvals(request, use_case, ui_data.gather_use_case(use_case, get_settings()))
+
+
+def _airflow_root(request: Request) -> str:
+    """The Airflow UI root as seen by the browser: this app's mount point minus its own prefix."""
+    return str(request.scope.get("root_path", "")).rstrip("/").removesuffix("/mlops")
 
 
 def _use_case_of(dag_id: str) -> UseCase:
@@ -134,15 +194,14 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request, user: User) -> HTMLResponse:
-        settings = get_settings()
-        views = [ui_data.gather_use_case(uc, settings) for uc in load_all(settings.configs_dir)]
+        views = [_gather(request, uc) for uc in load_all(get_settings().configs_dir)]
         charts = {v.name: ui_data.drift_chart_svg(v.drift, v.drift_threshold) for v in views}
         return _page(request, "overview.html", views=views, charts=charts, aliases=ui_data.ALIASES)
 
     @app.get("/dag/{dag_id}", response_class=HTMLResponse)
     def dag_view(request: Request, dag_id: str, user: User) -> HTMLResponse:
         require_dag_access(request, dag_id, user)
-        view = ui_data.gather_use_case(_use_case_of(dag_id), get_settings())
+        view = _gather(request, _use_case_of(dag_id))
         chart = ui_data.drift_chart_svg(view.drift, view.drift_threshold)
         return _page(
             request, "overview.html", views=[view], charts={view.name: chart}, aliases=ui_data.ALIASES, dag_id=dag_id
@@ -151,7 +210,9 @@ def create_app() -> FastAPI:
     @app.get("/dag/{dag_id}/run/{run_id}", response_class=HTMLResponse)
     def run_view(request: Request, dag_id: str, run_id: str, user: User) -> HTMLResponse:
         require_dag_access(request, dag_id, user)
-        run = ui_data.gather_run(_use_case_of(dag_id), dag_id, run_id, get_settings())
+        use_case = _use_case_of(dag_id)
+        run = ui_data.gather_run(use_case, dag_id, run_id, get_settings())
+        _with_approvals(request, use_case, run.use_case)
         chart = ui_data.drift_chart_svg(run.use_case.drift, run.use_case.drift_threshold)
         return _page(request, "run.html", run=run, view=run.use_case, chart=chart, aliases=ui_data.ALIASES)
 
@@ -162,12 +223,6 @@ def create_app() -> FastAPI:
     @app.get("/data-docs/{path:path}")
     def data_docs_file(path: str, user: User) -> Response:
         return _serve(get_settings().data_docs_dir, path)
-
-    # HOOK(approval): the lead adds the human-approval endpoint here once the HITL
-    # wiring exists, e.g. `POST /approve/{use_case}/{version}` that checks
-    # `require_dag_access(..., method="PUT")` and answers the pending HITL task
-    # through Airflow's REST API. The page shows pending approvals in the block
-    # marked HOOK(approval) in templates/overview.html.
 
     return app
 

@@ -5,13 +5,18 @@ Shared by tests/integration/test_ui_plugin.py and tests/browser/test_mlops_page.
 Seeding uses the same stores the pipeline writes (the stack's MLflow server, the
 reports folder, the Data Docs folder) and puts task return values into XCom through
 Airflow's REST API, so no part of the plugin is stubbed.
+
+The stack reads copies of configs/ and great_expectations/ from its temporary folder,
+so a test can change a use case (APPROVAL_CONFIG turns on human approval) and a real
+training run validates against the committed suites without writing into the repo.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from mlops import stack
 from mlops.airflow_api import AirflowAPI
-from mlops.config import find_use_case
+from mlops.config import UseCase, find_use_case
 from mlops.monitoring import report_dir
 from mlops.processes import free_port
 from mlops.settings import Settings, get_settings
@@ -32,6 +38,24 @@ TRAIN_DAG = f"train_{USE_CASE}"
 MONITOR_DAG = f"monitor_{USE_CASE}"
 SECRET = "TOP-SECRET-OUTSIDE-THE-SERVED-FOLDERS"
 STACK_TIMEOUT = 900.0
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# The use case whose promotions wait for a person. Breast cancer (569 rows, no time
+# window) trains in seconds, so a real run reaches the approval within minutes on two
+# cores: one candidate, and no schedule so that unpausing the DAG starts no second run.
+APPROVAL_USE_CASE = "breast_cancer"
+APPROVAL_DAG = f"train_{APPROVAL_USE_CASE}"
+APPROVAL_CONFIG: dict[str, Any] = {
+    "approval": {"required": True, "timeout_hours": 24},
+    "schedule": {"training": None},
+    "candidates": [
+        {"name": "logistic_regression", "estimator": "sklearn.linear_model.LogisticRegression",
+         "params": {"C": [1.0], "max_iter": [1000]}},
+    ],
+}  # fmt: skip
+# The champion the approval run has to beat: a majority-class baseline, clearly worse.
+BASELINE = {"name": "majority_baseline", "estimator": "sklearn.dummy.DummyClassifier",
+            "params": {"strategy": "prior"}}  # fmt: skip
 
 
 @dataclass
@@ -53,10 +77,19 @@ class UIStack:
         return httpx.get(f"{self.base}{path}", headers=headers, cookies=cookies, timeout=60, **kwargs)
 
 
-def start_ui_stack(tmp: Path) -> Iterator[UIStack]:
-    """Start the stack on free ports with MLOPS_HOME and MLOPS_GE_DIR under `tmp`; stop it afterwards."""
+def start_ui_stack(tmp: Path, config_changes: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[UIStack]:
+    """Start the stack on free ports with MLOPS_HOME, configs and MLOPS_GE_DIR under `tmp`; stop it afterwards.
+
+    `config_changes` maps a use case to the top-level keys its copied config gets instead.
+    """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(tmp / "home"))
+        mp.setenv("MLOPS_CONFIGS_DIR", str(copy_configs(tmp / "configs", config_changes or {})))
+        shutil.copytree(
+            PROJECT_ROOT / "great_expectations",
+            tmp / "great_expectations",
+            ignore=shutil.ignore_patterns("uncommitted"),
+        )
         mp.setenv("MLOPS_GE_DIR", str(tmp / "great_expectations"))
         for var in ("MLOPS_AIRFLOW_PORT", "MLOPS_MLFLOW_PORT", "MLOPS_SERVING_PORT"):
             mp.setenv(var, str(free_port()))
@@ -75,6 +108,18 @@ def start_ui_stack(tmp: Path) -> Iterator[UIStack]:
             yield UIStack(settings, urls["airflow"], api, token, secret, seeded)
         finally:
             stack.down()
+
+
+def copy_configs(target: Path, changes: Mapping[str, Mapping[str, Any]]) -> Path:
+    target.mkdir(parents=True)
+    for path in sorted((PROJECT_ROOT / "configs").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        for key, value in changes.get(path.stem, {}).items():
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        (target / path.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    unknown = set(changes) - {p.stem for p in target.glob("*.yaml")}
+    assert not unknown, f"config_changes name use cases that do not exist: {sorted(unknown)}"
+    return target
 
 
 def login(base: str, user: str, password: str) -> str:
@@ -163,6 +208,44 @@ def create_task_results(ui: UIStack) -> dict[str, str]:
             json={"key": "return_value", "value": value, "map_index": -1},
         )
     return runs
+
+
+def seed_baseline_champion(use_case: UseCase) -> str:
+    """Train, register and promote BASELINE the way a training run does (same functions); returns its version.
+
+    Runs in the test process against the stack's MLflow: seconds, where a second
+    DAG run would cost minutes. The approval run is then judged against a champion.
+    """
+    from mlops import ingestion, registry, tracking
+    from mlops.evaluation import GateDecision
+    from mlops.training import CandidateSpec, candidate_key
+
+    dag_id, run_id = f"train_{use_case.name}", "ui_test_baseline"
+    key = f"{dag_id}/{run_id}"
+    snapshot = ingestion.ingest_snapshot(use_case, run_id=run_id)
+    parent = tracking.start_parent_run(
+        use_case, dag_id, run_id, {"snapshot_path": snapshot.path, "reason": "ui test: a weak champion to beat"}
+    )
+    spec = CandidateSpec(**BASELINE, key=candidate_key(BASELINE["name"], BASELINE["params"]))
+    result = tracking.train_and_log_candidate(
+        use_case, spec.to_dict(), snapshot.path, parent, {"dag_id": dag_id, "run_id": run_id}
+    )
+    tracking.end_parent_run(parent)
+    version = registry.register_candidate(use_case, result, key)
+    decision = GateDecision(
+        passed=True, reasons=["seeded baseline for the approval test"], candidate_metrics=result.metrics,
+        champion_version=None, champion_metrics=None, primary_metric=use_case.gate.primary_metric,
+    )  # fmt: skip
+    promotion = registry.apply_decision(use_case, version, decision, key)
+    assert promotion.action == "promoted", promotion
+    return version
+
+
+def start_approval_run(ui: UIStack, run_id: str) -> str:
+    """Unpause the approval use case's training DAG and trigger one run; the stack's scheduler runs it."""
+    ui.api.wait_for_dag(APPROVAL_DAG, timeout=STACK_TIMEOUT)
+    ui.api.unpause(APPROVAL_DAG)
+    return ui.api.trigger(APPROVAL_DAG, conf={"reason": "ui test: a promotion that needs approval"}, run_id=run_id)
 
 
 def extra_links(ui: UIStack, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:

@@ -17,6 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from ui_stack import (
+    APPROVAL_CONFIG,
+    APPROVAL_USE_CASE,
     MONITOR_DAG,
     SECRET,
     TRAIN_DAG,
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
-    yield from start_ui_stack(tmp_path_factory.mktemp("ui-plugin"))
+    yield from start_ui_stack(tmp_path_factory.mktemp("ui-plugin"), {APPROVAL_USE_CASE: APPROVAL_CONFIG})
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,11 @@ def test_page_shows_champion_previous_challenger_and_reasons(ui: UIStack, cookie
     assert "/mlops/data-docs/validations/bike_sharing/" in page
     assert response.headers["content-security-policy"].startswith("default-src 'self'")
     assert "cdn" not in page.lower() and "https://" not in page.replace(ui.settings.mlflow_ui_url, "")
+    # Approval is required only there: the page asked Airflow's REST API, as the caller, and nothing waits.
+    approvals = page.split(f'id="uc-{APPROVAL_USE_CASE}"')[1]
+    assert "Waiting for approval" in approvals and "Nothing waits" in approvals
+    assert "Waiting for approval" not in page.split(f'id="uc-{APPROVAL_USE_CASE}"')[0]
+    assert 'class="error"' not in page
 
 
 def test_dag_and_run_tabs(ui: UIStack, task_runs: dict[str, str]) -> None:

@@ -1,15 +1,19 @@
-// Airflow shows this page in a sandboxed iframe without `allow-popups`, so a plain
-// target=_blank link to MLflow would be blocked. The frame is same-origin with the
-// Airflow UI, so open such links through an anchor in the top document instead.
+// Airflow shows this page in a sandboxed iframe without `allow-popups` or
+// `allow-top-navigation`, so a plain target=_blank link (MLflow) or target=_top link
+// (Airflow's own pages, such as a task's approve/reject form) would be blocked. The
+// frame is same-origin with the Airflow UI, so follow such links through an anchor in
+// the top document instead: a new tab for _blank, the whole Airflow window for _top.
 document.addEventListener("click", (event) => {
-  const link = event.target.closest("a[target=_blank]");
+  const link = event.target.closest("a[target=_blank], a[target=_top]");
   if (!link || window.top === window) return;
   try {
     const doc = window.top.document;
     const proxy = doc.createElement("a");
     proxy.href = link.getAttribute("href");
-    proxy.target = "_blank";
-    proxy.rel = "noopener";
+    if (link.target === "_blank") {
+      proxy.target = "_blank";
+      proxy.rel = "noopener";
+    }
     doc.body.appendChild(proxy);
     proxy.click();
     proxy.remove();
