@@ -149,6 +149,8 @@ def main() -> int:
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--workers", default="1,2", help="worker counts to try for our service")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--serve-args", default="", help="extra arguments for our service, e.g. '--log-flush-seconds 5'")
+    parser.add_argument("--skip-mlflow", action="store_true", help="measure only our service (for quick comparisons)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
@@ -177,10 +179,11 @@ def main() -> int:
         servers: list[tuple[str, list[str], str, str]] = []
         for n in workers:
             ours = [sys.executable, "-m", "mlops.serving", "--configs-dir", str(configs)]
-            ours += ["--log-uri", str(tmp / f"log-{n}"), "--workers", str(n)]
+            ours += ["--log-uri", str(tmp / f"log-{n}"), "--workers", str(n), *args.serve_args.split()]
             servers.append((f"ours, {n} worker{'s' if n > 1 else ''}", ours, "/ready", "/predict/breast_cancer"))
         theirs = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion"]
-        servers.append(("mlflow models serve", [*theirs, "--env-manager", "local"], "/ping", "/invocations"))
+        if not args.skip_mlflow:
+            servers.append(("mlflow models serve", [*theirs, "--env-manager", "local"], "/ping", "/invocations"))
         for label, cmd, ready, path in servers:
             port = free_port()
             full = [*cmd, "--host", "127.0.0.1", "--port", str(port)]

@@ -102,7 +102,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         ),
         # New DAG files show up within seconds instead of the default 5 minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # Its HTTP server binds 0.0.0.0:8974 (nothing here reads it) and a second stack on the
+        # machine would collide on the port; `mlops stack status` checks the process group.
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         # MLflow's job runner (huey consumers, for GenAI evaluation jobs) is unused here
         # and costs several processes on a 2-core machine.

@@ -9,6 +9,7 @@ so a rollback to the previous champion swaps back at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -218,6 +219,11 @@ class ModelCache:
                     self._loaded[name].popitem(last=False)
                 self._current[name] = loaded
                 self._errors.pop(name, None)
+                if not cached:
+                    # Everything loaded so far (libraries, the model) lives as long as the
+                    # process: freezing it keeps the cyclic GC from walking those millions
+                    # of objects in the middle of a request (pauses of tens of ms at p99).
+                    gc.freeze()
                 old = current.version if current else None
                 log.warning("use case %s now serves %s version %s (was %s)", name, info.name, info.version, old)
             except ModelNotFoundError as exc:
