@@ -88,3 +88,27 @@ def test_broken_config_stops_the_parse_naming_file_and_key(
     assert bag.dags == {}
     (message,) = bag.import_errors.values()
     assert str(tmp_path / "bike_sharing.yaml") in message and "gate.max_regression" in message
+
+
+def test_approval_flag_puts_a_person_between_the_gate_and_the_alias_move() -> None:
+    """With approval.required the DAG waits on Airflow's HITL operator; without it, no trace of it."""
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from mlops.config import Approval, find_use_case
+    from mlops.orchestration.training import build_training_dag
+
+    plain = build_training_dag(find_use_case("bike_sharing"))
+    assert not {"route_for_approval", "approve_promotion", "record_approval_outcome"} & set(plain.task_ids)
+
+    use_case = find_use_case("bike_sharing")
+    gated = build_training_dag(use_case.model_copy(update={"approval": Approval(required=True, timeout_hours=2)}))
+    approve = gated.get_task("approve_promotion")
+    assert isinstance(approve, ApprovalOperator)
+    assert approve.retries == 0 and approve.response_timeout == timedelta(hours=2)
+    assert approve.defaults == ["Reject"]  # silence is not consent
+    # Only a passed gate is routed to the person; both paths end at the promotion step.
+    assert gated.get_task("route_for_approval").downstream_task_ids == {"approve_promotion", "no_approval_needed"}
+    assert "promote_candidate" in approve.downstream_task_ids
+    assert "promote_candidate" in gated.get_task("no_approval_needed").downstream_task_ids
+    assert "record_approval_outcome" in gated.get_task("promote_candidate").downstream_task_ids
+    assert gated.get_task("record_approval_outcome").trigger_rule == "all_done"
