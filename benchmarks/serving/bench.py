@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--workers", default="1,2", help="worker counts to try for our service")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--serve-args", default="", help="extra arguments for our service, e.g. '--log-flush-seconds 5'")
+    parser.add_argument("--serve-args", default="", help="extra arguments for our service: '--log-flush-seconds 5'")
     parser.add_argument("--skip-mlflow", action="store_true", help="measure only our service (for quick comparisons)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

@@ -1,7 +1,8 @@
 """The training DAG end to end under `dag.test()`, against a real MLflow server.
 
 Covers promotion of the first model, lineage, the refusal of a worse model, the
-rollback DAG (to a given version and back to @previous), the bad-input cases (each stops before training and leaves the registry untouched)
+rollback DAG (to a given version and back to @previous), the bad-input cases (each
+stops before training and leaves the registry untouched)
 and the classification use case (config only, no new Python).
 """
 
