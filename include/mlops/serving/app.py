@@ -50,6 +50,9 @@ class ServingConfig:
     log_flush_seconds: float = 1.0
     max_body_bytes: int = 1_048_576
     max_records: int = 10_000
+    batch_window_ms: float = 1.0
+    """How long the first request of a micro-batch waits for others; 0 batches only what
+    arrived in the same event-loop turn."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -75,11 +78,19 @@ class _VersionChanged(Exception):
 
 
 class MicroBatcher:
-    """Gathers the requests of one event-loop turn into a single predict call."""
+    """Gathers the requests of a short window into a single predict call.
 
-    def __init__(self, cache: ModelCache, use_case: str) -> None:
+    Why a window and not just one event-loop turn: a scikit-learn `Pipeline.predict` on a
+    DataFrame costs about a millisecond whether it gets 1 row or 100. At 8 connections the
+    requests of one turn were mostly single, so each paid that millisecond and the worker
+    ran out of CPU (docs/serving.md); waiting up to `window_seconds` for companions makes
+    one call serve several requests.
+    """
+
+    def __init__(self, cache: ModelCache, use_case: str, window_seconds: float = 0.0) -> None:
         self.cache = cache
         self.use_case = use_case
+        self.window_seconds = window_seconds
         self._pending: list[tuple[LoadedModel, list[list[Any]], asyncio.Future[tuple[LoadedModel, list[Any]]]]] = []
         self._scheduled = False
 
@@ -89,8 +100,11 @@ class MicroBatcher:
         self._pending.append((model, rows, future))
         if not self._scheduled:
             self._scheduled = True
-            # call_soon runs after every request already runnable in this turn has joined.
-            loop.call_soon(self._flush)
+            if self.window_seconds > 0:
+                loop.call_later(self.window_seconds, self._flush)
+            else:
+                # call_soon runs after every request already runnable in this turn has joined.
+                loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
@@ -237,7 +251,7 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
     writer = PredictionLogWriter(
         config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds
     )
-    batchers = {u.name: MicroBatcher(cache, u.name) for u in use_cases}
+    batchers = {u.name: MicroBatcher(cache, u.name, config.batch_window_ms / 1000) for u in use_cases}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

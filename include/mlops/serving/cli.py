@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-queue-size", type=int, default=10_000, help="requests buffered for the log writer before dropping"
     )
     p.add_argument("--log-flush-seconds", type=float, default=1.0, help="how often the log writer appends to the store")
+    p.add_argument(
+        "--batch-window-ms", type=float, default=1.0,
+        help="how long a request waits for others to share one predict call (0: same event-loop turn only)",
+    )  # fmt: skip
     p.add_argument("--max-body-bytes", type=int, default=1_048_576)
     p.add_argument("--max-records", type=int, default=10_000)
     p.add_argument("--log-level", default="warning")
@@ -51,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_flush_seconds=args.log_flush_seconds,
         max_body_bytes=args.max_body_bytes,
         max_records=args.max_records,
+        batch_window_ms=args.batch_window_ms,
     )
     config.load_use_cases()  # fail here, with the config error, not inside a worker
     require_free_port(args.host, args.port, "the prediction service", "MLOPS_SERVING_PORT")
