@@ -126,10 +126,11 @@ class ParquetStore:
         import pandas as pd
 
         pending: list[tuple[Path, Path]] = []
-        days = pd.to_datetime(frame["event_time"], cache=False).dt.strftime("%Y-%m-%d")
+        # floor, not strftime: formatting every row is a Python call per row.
+        days = pd.to_datetime(frame["event_time"], cache=False).dt.floor("D")
         try:
             for day, part in frame.groupby(days, sort=True):
-                folder = self.root / use_case / f"date={day}"
+                folder = self.root / use_case / f"date={day:%Y-%m-%d}"
                 folder.mkdir(parents=True, exist_ok=True)
                 name = f"{prefix}__{uuid.uuid4().hex[:12]}.parquet"
                 tmp = folder / f".tmp-{name}"
@@ -341,8 +342,13 @@ class PredictionBatch:
 
 
 def build_frame(batches: Iterable[PredictionBatch], logged_at: datetime) -> pd.DataFrame:
-    """Log rows (META_COLUMNS then one column per feature) for `batches` of one use case."""
-    import numpy as np
+    """Log rows (META_COLUMNS then one column per feature) for `batches` of one use case.
+
+    Every column is converted once, straight from its Python list, and the frame is built
+    in one call: the prediction service runs this in its writer thread under the GIL, and
+    converting through intermediate frames column by column cost ~25 ms per 900 rows, long
+    enough to show in the service's p99 (docs/serving.md).
+    """
     import pandas as pd
 
     columns: dict[str, list[Any]] = {name: [] for name in META_COLUMNS}
@@ -372,23 +378,61 @@ def build_frame(batches: Iterable[PredictionBatch], logged_at: datetime) -> pd.D
         for values in feature_values.values():
             if len(values) < total:
                 values.extend([None] * (total - len(values)))
-    frame = pd.DataFrame(columns)
+    data: dict[str, Any] = {name: _object_column(values) for name, values in columns.items()}
     # cache=False: deciding whether to cache walks every value in Python (~30 ms per 10k rows,
     # under the GIL, in the prediction service's writer thread); the conversion itself is C.
-    frame["event_time"] = pd.to_datetime(frame["event_time"], cache=False)
-    frame["logged_at"] = pd.to_datetime(frame["logged_at"], cache=False)
-    frame["batch_partition"] = frame["batch_partition"].astype(object)
-    prediction = pd.to_numeric(frame["prediction"], errors="coerce")
-    if prediction.notna().sum() == frame["prediction"].notna().sum():
-        frame["prediction"] = prediction.astype(np.float64)
-    features = pd.DataFrame(feature_values)
-    for name in features.columns:
-        if features[name].dtype == object and features[name].map(lambda v: isinstance(v, str) or v is None).all():
-            continue
-        numeric = pd.to_numeric(features[name], errors="coerce")
-        if numeric.notna().sum() == features[name].notna().sum():
-            features[name] = numeric.astype(np.float64)
-    return pd.concat([frame, features], axis=1)
+    data["event_time"] = pd.to_datetime(columns["event_time"], cache=False)
+    data["logged_at"] = pd.to_datetime(columns["logged_at"], cache=False)
+    data["prediction"] = _prediction_column(columns["prediction"])
+    for name, values in feature_values.items():
+        data[name] = _feature_column(values)
+    return pd.DataFrame(data, index=pd.RangeIndex(total), copy=False)
+
+
+def _object_column(values: list[Any]) -> Any:
+    import numpy as np
+
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def _prediction_column(values: list[Any]) -> Any:
+    """float64 when every prediction is a number (class ids included), else as given (labels)."""
+    import numpy as np
+    import pandas as pd
+
+    given = pd.Series(values)
+    numeric = pd.to_numeric(given, errors="coerce")
+    if numeric.notna().sum() == given.notna().sum():
+        return numeric.to_numpy(dtype=np.float64)
+    return given.to_numpy()
+
+
+# Values a numeric feature holds; None is a missing value (NaN).
+_NUMBER_TYPES = frozenset({float, int, bool, type(None)})
+
+
+def _feature_column(values: list[Any]) -> Any:
+    """float64 for numeric features (None becomes NaN); strings stay strings.
+
+    The common case, numbers and None only, is one C conversion. Anything else takes the
+    general rule: all strings (or None) stay as they are; otherwise numbers and numeric
+    strings become float64 if every value converts, and the column is kept as given if not.
+    """
+    import numpy as np
+    import pandas as pd
+
+    types = set(map(type, values))
+    if types <= _NUMBER_TYPES and types != {type(None)}:
+        return np.asarray(values, dtype=np.float64)
+    given = pd.Series(values)
+    if given.dtype == object and all(isinstance(v, str) or v is None for v in values):
+        return given.to_numpy()
+    numeric = pd.to_numeric(given, errors="coerce")
+    if numeric.notna().sum() == given.notna().sum():
+        return numeric.to_numpy(dtype=np.float64)
+    return given.to_numpy()
 
 
 # --------------------------------------------------------------------------- public API

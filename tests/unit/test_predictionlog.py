@@ -118,3 +118,61 @@ def test_unwritable_store_raises_prediction_log_error(tmp_path: Path) -> None:
     blocker.write_text("a file where the log folder should be")
     with pytest.raises(pl.PredictionLogError, match="cannot write 1 predictions of bike"):
         pl.append_predictions("bike", [_batch(["a"], ["2011-05-01"])], uri=str(blocker))
+
+
+def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) -> None:
+    """Numbers become float64 (None as NaN), text stays text; a feature a batch lacks is padded."""
+
+    def batch(features: dict[str, list], predictions: list, hour: int) -> PredictionBatch:
+        return PredictionBatch(
+            use_case="uc", model_name="m", model_version="1", source="online",
+            request_ids=[f"r{hour}-{i}" for i in range(3)],
+            event_times=[datetime(2011, 3, 1, hour, i) for i in range(3)],
+            predictions=predictions, features=features,
+        )  # fmt: skip
+
+    first = batch(
+        {
+            "temp": [1.5, None, 3.0],
+            "count": [1, 2, 3],
+            "flag": [True, False, True],
+            "empty": [None, None, None],
+            "season": ["spring", None, "fall"],
+            "code": ["01", "02", "03"],
+            "mixed": ["1.5", 2.0, None],
+            "messy": ["x", 2.0, None],
+        },
+        [0, 1, 1],
+        hour=8,
+    )
+    second = batch({"temp": [4.0, 5.0, 6.0]}, [1, 0, 1], hour=9)
+    frame = pl.build_frame([first, second], datetime(2026, 11, 23))
+
+    assert list(frame.columns[: len(pl.META_COLUMNS)]) == list(pl.META_COLUMNS)
+    dtypes = {name: str(frame[name].dtype) for name in frame.columns}
+    assert {name: dtypes[name] for name in ("temp", "count", "flag", "mixed", "prediction")} == dict.fromkeys(
+        ("temp", "count", "flag", "mixed", "prediction"), "float64"
+    )
+    assert {name: dtypes[name] for name in ("empty", "season", "code", "messy", "request_id")} == dict.fromkeys(
+        ("empty", "season", "code", "messy", "request_id"), "object"
+    )
+    assert dtypes["event_time"].startswith("datetime64") and dtypes["logged_at"].startswith("datetime64")
+    temp = frame["temp"].tolist()
+    assert temp[0] == 1.5 and math.isnan(temp[1]) and temp[2] == 3.0
+    assert frame["flag"].tolist()[:3] == [1.0, 0.0, 1.0]
+    assert frame["code"].tolist()[:3] == ["01", "02", "03"]  # identifiers that look like numbers stay text
+    assert frame["mixed"].tolist()[:2] == [1.5, 2.0]
+    assert frame["messy"].tolist()[:2] == ["x", 2.0]
+    # The second batch has no such features: padded with missing values, rows stay aligned.
+    assert frame["season"].tolist() == ["spring", None, "fall", None, None, None]
+    assert frame["temp"].tolist()[3:] == [4.0, 5.0, 6.0]
+
+    labels = batch({"temp": [1.0, 2.0, 3.0]}, ["yes", "no", "yes"], hour=10)
+    assert pl.build_frame([labels], datetime(2026, 11, 23))["prediction"].tolist() == ["yes", "no", "yes"]
+
+    # Two appends of the same shape read back as one table with these types.
+    uri = str(tmp_path / "predictions")
+    pl.append_predictions("uc", [second], uri=uri)
+    pl.append_predictions("uc", [batch({"temp": [None, 8.0, 9.0]}, [1, 1, 0], hour=11)], uri=uri)
+    back = pl.read_predictions("uc", None, None, uri=uri)
+    assert len(back) == 6 and str(back["temp"].dtype) == "float64" and back["temp"].isna().sum() == 1
