@@ -308,6 +308,11 @@ def test_models_endpoint_lists_version_alias_signature_and_run(setup: Setup) -> 
     assert bike["name"] == setup.names["bike_sharing"] and bike["version"] == setup.bike_v1
     assert bike["alias"] == "champion" and "champion" in bike["aliases"]
     assert bike["run_id"] == MlflowClient().get_model_version(bike["name"], setup.bike_v1).run_id
+    # breast_cancer passed the load-time check and predicts on arrays (serving/fastpath.py); this
+    # bike pipeline one-hot encodes to a sparse matrix, which the array path refuses, so it keeps
+    # Pipeline.predict, and test_predictions_match_the_registered_model_and_are_logged covers both.
+    assert models["breast_cancer"]["predict_path"] == "arrays"
+    assert bike["predict_path"] == "pipeline"
     inputs = {c["name"]: c["type"] for c in json.loads(bike["signature"]["inputs"])}
     assert inputs["temp"] == "double" and inputs["season"] == "string"
     assert httpx.get(f"{setup.service.url}/openapi.json").json()["paths"]["/predict/{use_case}"]["post"]

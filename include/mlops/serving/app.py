@@ -53,6 +53,8 @@ class ServingConfig:
     batch_window_ms: float = 1.0
     """How long the first request of a micro-batch waits for others; 0 batches only what
     arrived in the same event-loop turn."""
+    array_predict: bool = True
+    """Predict on arrays where the load-time check allows it (serving/fastpath.py); False: Pipeline.predict."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -247,7 +249,9 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
     """The service for `config` (default: from MLOPS_SERVING_CONFIG, else defaults)."""
     config = config or ServingConfig.from_env()
     use_cases = config.load_use_cases()
-    cache = ModelCache(use_cases, alias=config.alias, poll_seconds=config.poll_seconds)
+    cache = ModelCache(
+        use_cases, alias=config.alias, poll_seconds=config.poll_seconds, array_predict=config.array_predict
+    )
     writer = PredictionLogWriter(
         config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds
     )

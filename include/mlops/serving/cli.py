@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-window-ms", type=float, default=1.0,
         help="how long a request waits for others to share one predict call (0: same event-loop turn only)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-array-predict", dest="array_predict", action="store_false",
+        help="always predict through Pipeline.predict on a DataFrame (the array path is checked at load time)",
+    )  # fmt: skip
     p.add_argument("--max-body-bytes", type=int, default=1_048_576)
     p.add_argument("--max-records", type=int, default=10_000)
     p.add_argument("--log-level", default="warning")
@@ -56,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         max_records=args.max_records,
         batch_window_ms=args.batch_window_ms,
+        array_predict=args.array_predict,
     )
     config.load_use_cases()  # fail here, with the config error, not inside a worker
     require_free_port(args.host, args.port, "the prediction service", "MLOPS_SERVING_PORT")

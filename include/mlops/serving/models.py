@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops.serving.fastpath import ArrayPredictor, compile_array_predictor
 from mlops.serving.schema import InputSchema
 from mlops.settings import get_settings
 
@@ -56,12 +57,16 @@ class LoadedModel:
     schema: InputSchema
     model: Any = field(repr=False)
     loaded_at: datetime
+    array_predictor: ArrayPredictor | None = field(default=None, repr=False)
+    """The same predictions without DataFrame bookkeeping (serving/fastpath.py); None: Pipeline.predict."""
 
     @property
     def uri(self) -> str:
         return f"models:/{self.model_name}/{self.version}"
 
     def predict_frame(self, frame: pd.DataFrame) -> Any:
+        if self.array_predictor is not None:
+            return self.array_predictor(frame)
         return self.model.predict(frame)
 
     def describe(self) -> dict[str, Any]:
@@ -75,6 +80,7 @@ class LoadedModel:
             "uri": self.uri,
             "signature": self.signature,
             "loaded_at": self.loaded_at.isoformat(),
+            "predict_path": "arrays" if self.array_predictor is not None else "pipeline",
         }
 
 
@@ -100,9 +106,14 @@ def resolve_alias(model_name: str, alias: str = "champion", tracking_uri: str | 
 
 
 def load_version(
-    use_case: UseCase, info: VersionInfo, alias: str = "champion", tracking_uri: str | None = None
+    use_case: UseCase,
+    info: VersionInfo,
+    alias: str = "champion",
+    tracking_uri: str | None = None,
+    array_predict: bool = True,
 ) -> LoadedModel:
-    """Download and load one registered version, and compile its input schema."""
+    """Download and load one registered version, compile its input schema and, unless told not to,
+    its array predictor."""
     import mlflow
     from mlflow.models import Model
 
@@ -127,7 +138,23 @@ def load_version(
         schema=schema,
         model=model,
         loaded_at=datetime.now(UTC),
+        array_predictor=_array_predictor(model, schema, meta, local, model_uri) if array_predict else None,
     )
+
+
+def _array_predictor(model: Any, schema: InputSchema, meta: Any, local: str, model_uri: str) -> ArrayPredictor | None:
+    """The array path, checked against Pipeline.predict on the version's input example plus a row of nulls."""
+    try:
+        example = meta.load_input_example(local)
+        if example is None:
+            raise ValueError("the version has no input example to check the array path against")
+        example = example[schema.names].astype(object)
+        rows = example.where(example.notna(), None).to_numpy().tolist()
+        rows.append([None if column.nullable else rows[0][j] for j, column in enumerate(schema.columns)])
+        return compile_array_predictor(model, schema.to_frame(rows))
+    except Exception as exc:
+        log.warning("%s predicts through Pipeline.predict: %s", model_uri, exc)
+        return None
 
 
 SAFE_TYPE_PREFIXES = ("numpy.", "scipy.", "sklearn.")
@@ -176,8 +203,10 @@ class ModelCache:
         poll_seconds: float = 5.0,
         keep_versions: int = 3,
         tracking_uri: str | None = None,
+        array_predict: bool = True,
     ) -> None:
         self.use_cases = {u.name: u for u in use_cases}
+        self.array_predict = array_predict
         self.alias = alias
         self.poll_seconds = poll_seconds
         self.keep_versions = keep_versions
@@ -211,7 +240,7 @@ class ModelCache:
                 loaded = (
                     _with_aliases(cached, info.aliases)
                     if cached
-                    else load_version(use_case, info, self.alias, self.tracking_uri)
+                    else load_version(use_case, info, self.alias, self.tracking_uri, self.array_predict)
                 )
                 self._loaded[name][info.version] = loaded
                 self._loaded[name].move_to_end(info.version)
