@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 
 from mlops.predictionlog import read_predictions
@@ -199,6 +200,10 @@ def main() -> int:
             pids.append(process.pid)
             wait_for_http(f"http://127.0.0.1:{port}{ready}", 600, process, logfile)
             url = f"http://127.0.0.1:{port}{path}"
+            if kind == "ours":
+                served = httpx.get(f"http://127.0.0.1:{port}/models", timeout=30).json()["models"][0]
+                results.append({"server": label, "predict_path": served["predict_path"]})
+                log(f"{label}: predicts through {served['predict_path']}")
             for rows in (1, 100):
                 for c in connections:
                     wrk(url, bodies[(kind, rows)], c, 2)  # warm-up
@@ -242,6 +247,9 @@ def write_report(results: list[dict[str, object]], args: argparse.Namespace) -> 
     ]
     logged = []
     for r in results:
+        if "predict_path" in r:
+            logged.append(f"- {r['server']}: predict path `{r['predict_path']}` (GET /models)")
+            continue
         if "logged_rows" in r:
             logged.append(f"- {r['server']}: {r['logged_rows']} predictions in the prediction log after shutdown")
             continue
