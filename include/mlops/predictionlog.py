@@ -446,7 +446,16 @@ def append_predictions(
     logged_at: datetime | None = None,
 ) -> int:
     """Append prediction rows to the log; returns the number of rows written."""
-    frame = build_frame(batches, logged_at or _utcnow())
+    return append_frame(use_case, build_frame(batches, logged_at or _utcnow()), uri=uri)
+
+
+def append_frame(use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | None = None) -> int:
+    """Append rows made by `build_frame`; a store failure raises PredictionLogError.
+
+    Separate from `append_predictions` so that a caller holding rows (the service's log
+    writer) can tell a batch that cannot become rows (`build_frame` raised: the data is
+    wrong and retrying will not help) from a store that cannot take them now (retry).
+    """
     name = use_case_name(use_case)
     store = prediction_store(uri)
     try:

@@ -1,10 +1,15 @@
 """Prediction logging off the request path: a bounded queue and one writer thread.
 
-A request only does `put_nowait`. The writer groups what accumulated and appends
-it to the prediction log every `flush_seconds`. When the store is slow or down the
-writer keeps its batch and retries, the queue fills, and further entries are
-dropped and counted rather than blocking a request; `/health` reports all of it.
-`stop()` drains the queue, so a clean shutdown (SIGTERM) loses nothing that fits.
+A request only does `put_nowait`. The writer moves what accumulated into its
+`pending` list and appends it to the prediction log every `flush_seconds`. When the
+store is slow or down the writer keeps the pending rows and retries every
+`retry_seconds`, still draining the queue; past `max_pending_rows` it sheds the
+oldest entries, counted as dropped. Only when the writer thread cannot keep up does
+the queue fill, and then new entries are dropped and counted rather than blocking a
+request. An entry that cannot become log rows at all (a data error, not a store
+failure) is rejected on its own, counted and logged, so it never holds back the
+rest. `/health` reports all of it. `stop()` drains the queue, so a clean shutdown
+(SIGTERM) loses nothing that fits.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlops.predictionlog import PredictionBatch, append_predictions
+from mlops.predictionlog import PredictionBatch, PredictionLogError, append_frame, build_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("mlops.serving")
 
@@ -89,6 +97,9 @@ class PredictionLogWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.dropped_rows = 0
+        self.rejected_rows = 0
+        """Rows of entries that could not become log rows (a data error); never retried."""
+        self.last_rejection: str | None = None
         self.written_rows = 0
         self.pending_rows = 0
         self.failing = False
@@ -127,6 +138,8 @@ class PredictionLogWriter:
             "pending_rows": self.pending_rows,
             "written_rows": self.written_rows,
             "dropped_rows": self.dropped_rows,
+            "rejected_rows": self.rejected_rows,
+            "last_rejection": self.last_rejection,
             "failing": self.failing,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
@@ -155,10 +168,12 @@ class PredictionLogWriter:
             by_use_case[entry.use_case].append(entry)
         failed: list[LogEntry] = []
         for use_case, entries in by_use_case.items():
+            frame, entries = self._build(entries)
+            if frame is None:
+                continue
             try:
-                written = append_predictions(use_case, merge_entries(entries), uri=self.uri)
-                self.written_rows += written
-            except Exception as exc:  # any store failure: keep the rows, report, retry
+                self.written_rows += append_frame(use_case, frame, uri=self.uri)
+            except PredictionLogError as exc:  # the store failed: keep the rows, report, retry
                 failed.extend(entries)
                 self.last_error = str(exc)[:500]
                 self.last_error_at = datetime.now(UTC)
@@ -172,6 +187,47 @@ class PredictionLogWriter:
         self.failing = False
         self.last_write_at = datetime.now(UTC)
         return True
+
+    def _build(self, entries: list[LogEntry]) -> tuple[pd.DataFrame | None, list[LogEntry]]:
+        """Log rows for one use case's entries, and the entries they hold.
+
+        A batch that cannot become rows (say an event time pandas cannot hold) fails the
+        same way on every retry. Treated as a store failure it held back every later
+        entry of its use case for good, so here it is a data error: each entry is built
+        on its own, the ones that fail are rejected (counted, logged, shown in /health)
+        and the rest are written.
+        """
+        import pandas as pd
+
+        logged_at = datetime.now(UTC).replace(tzinfo=None)
+        try:
+            return build_frame(merge_entries(entries), logged_at), entries
+        except Exception:
+            pass
+        frames, kept = [], []
+        for entry in entries:
+            try:
+                frames.append(build_frame(merge_entries([entry]), logged_at))
+            except Exception as exc:
+                self._reject(entry, exc)
+            else:
+                kept.append(entry)
+        if not frames:
+            return None, []
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], kept
+
+    def _reject(self, entry: LogEntry, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        self.rejected_rows += len(entry.ids)
+        self.last_rejection = (
+            f"{datetime.now(UTC).isoformat()} {entry.use_case} model version {entry.model_version}, "
+            f"{len(entry.ids)} rows (first id {entry.ids[0] if entry.ids else None!r}): {reason}"
+        )
+        log.error(
+            "prediction log: rejected %d rows of %s (ids %s): they cannot become log rows, so they are not "
+            "retried: %s",
+            len(entry.ids), entry.use_case, entry.ids[:5], reason,
+        )  # fmt: skip
 
     def _shed(self, pending: list[LogEntry]) -> None:
         # Memory stays bounded while the store is down: the oldest rows go first.
