@@ -241,15 +241,20 @@ def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> 
 
 def _bad_requests(setup: Setup) -> list[tuple[str, bytes, int, str]]:
     good = bc_record(setup.bc_features)
+
+    def body(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
     missing = dict(good)
     del missing["mean_texture"]
     deep = b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     nested_field = json.dumps({"record": {**good, "mean_area": {"a": [[[[1]]]]}}}).encode()
+    # Just under the 200 000-byte limit: nesting as deep as the body may be.
+    deep_to_limit = b"[" * 99_000 + b"]" * 99_000
+    # Under orjson's depth limit, so it parses: the type check must refuse it and say where.
+    deep_field = body({"record": {**good, "mean_area": "DEEP"}}).replace(b'"DEEP"', b"[" * 500 + b"]" * 500)
     big = json.dumps({"records": [good] * 300}).encode()
     assert len(big) > 200_000
-
-    def body(obj: Any) -> bytes:
-        return json.dumps(obj).encode()
 
     return [
         ("missing field", body({"record": missing}), 422, "mean_texture"),
@@ -264,17 +269,34 @@ def _bad_requests(setup: Setup) -> list[tuple[str, bytes, int, str]]:
             422,
             "mean_smoothness",
         ),
+        (
+            "400-digit integer",
+            body({"record": {**good, "mean_perimeter": "BIG"}}).replace(b'"BIG"', b"1" + b"0" * 400),
+            422,
+            "mean_perimeter",
+        ),
         ("boolean for number", body({"record": {**good, "mean_symmetry": True}}), 422, "mean_symmetry"),
         ("object in a field", nested_field, 422, "mean_area"),
         ("records not a list", body({"records": good}), 422, "records"),
         ("record not an object", body({"records": [good, 3]}), 422, "records"),
         ("ids length mismatch", body({"records": [good], "ids": ["a", "b"]}), 422, "ids"),
         ("bad event time", body({"record": good, "event_time": "yesterday"}), 422, "event_time"),
+        # A valid ISO date, but not a time the log (pandas datetime64[ns]) can hold.
+        ("event time the log cannot hold", body({"record": good, "event_time": "3000-01-01"}), 422, "event_time"),
+        (
+            "event time with no UTC equivalent",
+            body({"records": [good], "event_times": ["0001-01-01T00:00:00+01:00"]}),
+            422,
+            "event_times",
+        ),
+        ("huge integer id", body({"record": good, "id": "BIG"}).replace(b'"BIG"', b"9" * 400), 422, "id"),
         ("unknown top-level key", body({"record": good, "model": "x"}), 422, "model"),
         ("bad source", body({"record": good, "source": "batch"}), 422, "source"),
         ("malformed JSON", b'{"record": {"mean_radius": 1.0,', 400, "body"),
         ("empty body", b"", 400, "body"),
         ("deeply nested JSON", deep, 400, "body"),
+        ("nesting to the size limit", deep_to_limit, 400, "body"),
+        ("deeply nested field value", deep_field, 422, "mean_area"),
         ("body over the size limit", big, 413, "body"),
         ("not an object", b"[1, 2, 3]", 422, "body"),
     ]

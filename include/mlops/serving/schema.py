@@ -99,15 +99,27 @@ def _check_double(value: Any) -> tuple[Any, str | None]:
             return value, None
         return None, f"must be a finite number, got {value}"
     if kind is int:
-        return float(value), None
+        # Plain json hands over integers of any length; float() of a 400-digit one overflows.
+        try:
+            return float(value), None
+        except OverflowError:
+            return None, "must be a finite number, got an integer too large for a 64-bit float"
     return None, f"must be a number, got {_type_name(value)}"
+
+
+# What an integer column holds once it is an array (and a log column): a signed 64-bit integer.
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 
 def _check_long(value: Any) -> tuple[Any, str | None]:
     if type(value) is int:
-        return value, None
+        if _LONG_MIN <= value <= _LONG_MAX:
+            return value, None
+        return None, "must be an integer that fits in 64 bits"
     if type(value) is float and math.isfinite(value) and value.is_integer():
-        return int(value), None
+        if _LONG_MIN <= value < 2.0**63:
+            return int(value), None
+        return None, "must be an integer that fits in 64 bits"
     return None, f"must be an integer, got {_type_name(value)}"
 
 
@@ -128,6 +140,8 @@ def _check_any(value: Any) -> tuple[Any, str | None]:
         return None, f"must be a scalar, got {_type_name(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return None, f"must be a finite number, got {value}"
+    if type(value) is int and not _LONG_MIN <= value <= _LONG_MAX:
+        return None, "must be an integer that fits in 64 bits"
     return value, None
 
 
@@ -327,9 +341,17 @@ class InputSchema:
 def _check_id(value: Any) -> tuple[Any, str | None]:
     if type(value) is str and 0 < len(value) <= 200:
         return value, None
-    if type(value) is int:
+    if type(value) is int and _LONG_MIN <= value <= _LONG_MAX:
         return str(value), None
-    return None, "must be a non-empty string (at most 200 characters) or an integer"
+    return None, "must be a non-empty string (at most 200 characters) or a 64-bit integer"
+
+
+# Event times the log accepts. The prediction log keeps times as pandas datetime64[ns],
+# which holds 1677-09-21..2262-04-11 only; a time outside it was answered 200 and then
+# failed every write of its log batch. The narrower bound also catches typos (3011 for
+# 2011) while leaving any real business time, historical or planned, well inside.
+EARLIEST_EVENT_TIME = datetime(1900, 1, 1)
+LATEST_EVENT_TIME = datetime(2200, 1, 1)
 
 
 def _check_time(value: Any) -> tuple[Any, str | None]:
@@ -337,10 +359,17 @@ def _check_time(value: Any) -> tuple[Any, str | None]:
         return None, f"must be an ISO 8601 date or datetime string, got {_type_name(value)}"
     try:
         parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     except ValueError:
         return None, f"{value[:40]!r} is not an ISO 8601 date or datetime such as 2011-05-01T13:00:00"
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 has no UTC equivalent
+        parsed = None
+    if parsed is None or not EARLIEST_EVENT_TIME <= parsed < LATEST_EVENT_TIME:
+        return None, (
+            f"{value[:40]!r} is outside the event times the log accepts, "
+            f"{EARLIEST_EVENT_TIME:%Y-%m-%d} to {LATEST_EVENT_TIME:%Y-%m-%d}; send the record's business time"
+        )
     return parsed, None
 
 
