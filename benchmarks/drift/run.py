@@ -5,8 +5,9 @@ are its own (resource.getrusage of the child). Data generation is excluded from 
 time but included in the RSS (it is the window the check must hold anyway; the
 `baseline_rss_mb` column shows it).
 
-    .venv/bin/python benchmarks/drift/run.py   # 1M: full Evidently; 10M: fast vs Evidently on a 1M sample
+    .venv/bin/python benchmarks/drift/run.py   # 1M and 10M rows, full Evidently at both sizes (~1-2 h on 2 cores)
     .venv/bin/python benchmarks/drift/run.py --sizes 100000 --scenarios none
+    .venv/bin/python benchmarks/drift/run.py --evidently-max-rows 1000000   # Evidently on a 1M sample above 1M
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import pandas as pd
 
 NUMERIC = [f"n{i}" for i in range(7)]
 CATEGORICAL = [f"c{i}" for i in range(4)]
-SCENARIOS = ["none", "one_column", "several_columns", "new_category"]
+SCENARIOS = ["none", "one_column", "several_columns", "new_category", "near_threshold"]
 REFERENCE_ROWS = 100_000
-EVIDENTLY_MAX_ROWS = 1_000_000  # above this the full Evidently run is replaced by a run on a 1M sample
 
 
 def make_frame(rows: int, seed: int, scenario: str = "none") -> pd.DataFrame:
@@ -46,6 +46,13 @@ def make_frame(rows: int, seed: int, scenario: str = "none") -> pd.DataFrame:
         for i in range(1, 5):
             frame[f"n{i}"] += 0.5 * (1 + i)
         frame["c0"] = pd.Categorical.from_codes(rng.choice(3, rows, p=[0.2, 0.3, 0.5]), ["a", "b", "c"])
+    if scenario == "near_threshold":
+        # Scores either side of the 0.1 threshold of the normed Wasserstein distance, so the
+        # decisions are tested where a small numerical difference would flip them.
+        frame["n0"] += 0.11 * 1
+        frame["n1"] += 0.09 * 2
+        frame["n2"] += 0.105 * 3
+        frame["n3"] += 0.095 * 4
     if scenario == "new_category":
         codes = frame["c1"].cat.codes.to_numpy().copy()
         codes[rng.random(rows) < 0.3] = 4
@@ -53,12 +60,12 @@ def make_frame(rows: int, seed: int, scenario: str = "none") -> pd.DataFrame:
     return frame
 
 
-def child(engine: str, rows: int, scenario: str) -> dict[str, Any]:
+def child(engine: str, rows: int, scenario: str, evidently_max_rows: int) -> dict[str, Any]:
     reference = make_frame(REFERENCE_ROWS, seed=1)
     current = make_frame(rows, seed=2, scenario=scenario)
-    sampled = engine == "evidently" and rows > EVIDENTLY_MAX_ROWS
+    sampled = engine == "evidently" and 0 < evidently_max_rows < rows
     if sampled:
-        current = current.sample(n=EVIDENTLY_MAX_ROWS, random_state=0)
+        current = current.sample(n=evidently_max_rows, random_state=0)
     # Imports are paid once per process and not part of a check: Evidently's alone takes ~9-20 s here.
     from mlops.drift import check_drift
 
@@ -74,7 +81,7 @@ def child(engine: str, rows: int, scenario: str) -> dict[str, Any]:
         result, _, _ = evidently_drift(reference, current, NUMERIC, CATEGORICAL, 0.5)
     elapsed = time.perf_counter() - start
     return {
-        "engine": engine + (" (1M sample)" if sampled else ""),
+        "engine": engine + (f" ({evidently_max_rows} sample)" if sampled else ""),
         "rows": rows,
         "scenario": scenario,
         "seconds": round(elapsed, 2),
@@ -92,10 +99,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--scenarios", nargs="+", default=SCENARIOS)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument(
+        "--evidently-max-rows", type=int, default=0, help="run Evidently on a sample of this size above it (0: never)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "ROWS", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args.child[2])))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.child[2], args.evidently_max_rows)))
         return
     results = []
     for rows in args.sizes:
@@ -103,6 +113,7 @@ def main() -> None:
             pair = {}
             for engine in ("fast", "evidently"):
                 cmd = [sys.executable, __file__, "--child", engine, str(rows), scenario]
+                cmd += ["--evidently-max-rows", str(args.evidently_max_rows)]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 pair[engine] = json.loads(out)
                 results.append(pair[engine])
