@@ -469,6 +469,8 @@ class Guards:
     training_active: bool = False
     """A training run is queued or running."""
     last_triggered_at: datetime | None = None
+    """Window end of the last retraining trigger. Only one in (now - cooldown_hours, now] holds a
+    trigger back; one after `now` (a backfill, a re-run of an earlier window) is reported and ignored."""
     validation_passed: bool | None = None
     """Outcome of the window's Great Expectations validation; None when not validated."""
     validation_details: str = ""
@@ -563,7 +565,16 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
         return result("cooldown", degradation)
     if guards.last_triggered_at is not None:
         since = guards.now - guards.last_triggered_at
-        if since < timedelta(hours=cfg.cooldown_hours):
+        if since < timedelta(0):
+            # The recorded trigger is later than this window: a backfill or re-run of an earlier
+            # window, or a second demo on the same MLOPS_HOME. It says nothing about the hours
+            # before this window, so it must not hold the trigger back (else nothing ever retrains).
+            reasons.append(
+                f"the last recorded trigger ({guards.last_triggered_at.isoformat(sep=' ')}) is "
+                f"{-since.total_seconds() / 3600:.1f} h after this window's end ({guards.now.isoformat(sep=' ')}): "
+                "not a cooldown for this window"
+            )
+        elif since < timedelta(hours=cfg.cooldown_hours):
             reasons.append(
                 f"last retraining triggered {since.total_seconds() / 3600:.1f} h ago "
                 f"(< monitoring.cooldown_hours = {cfg.cooldown_hours}): not triggering again"

@@ -207,20 +207,72 @@ def test_degradation_follows_the_metric_direction() -> None:
     assert better.action == "none" and better.degradation is not None and better.degradation < 0
 
 
-def test_guards() -> None:
-    drifted = summary_with(8, {"rmse": 30.0}, {"rmse": 30.0})
-    bug = decide(BIKE, drifted, Guards(now=NOW, validation_passed=False, validation_details="hum > 1 in 40 rows"))
-    assert bug.action == "data_bug" and "hum > 1 in 40 rows" in bug.reasons[0] and bug.alert
-    few = decide(BIKE, replace(drifted, rows=150), Guards(now=NOW))
-    assert few.action == "insufficient_data" and "monitoring.min_rows = 200" in few.reasons[0]
-    running = decide(BIKE, drifted, Guards(now=NOW, training_active=True))
-    assert running.action == "cooldown" and "already queued or running" in running.reasons[-1]
-    recent = decide(BIKE, drifted, Guards(now=NOW, last_triggered_at=NOW - timedelta(hours=2)))
-    assert recent.action == "cooldown" and "2.0 h ago" in recent.reasons[-1]
-    old = decide(BIKE, drifted, Guards(now=NOW, last_triggered_at=NOW - timedelta(hours=7)))
-    assert old.action == "retrain"
+# One test per guard (issue: "each guard has its own test"). The window below would trigger on
+# drift alone (8 of 10 columns), so every non-"retrain" outcome is the guard's doing.
+DRIFTED = summary_with(8, {"rmse": 30.0}, {"rmse": 30.0})
+
+
+def test_no_guard_lets_a_drifted_window_retrain() -> None:
+    decision = decide(BIKE, DRIFTED, Guards(now=NOW))
+    assert decision.action == "retrain" and decision.reasons[0].startswith("drift share 0.80 >= 0.5")
+
+
+def test_data_bug_guard() -> None:
+    bug = decide(BIKE, DRIFTED, Guards(now=NOW, validation_passed=False, validation_details="hum > 1 in 40 rows"))
+    assert bug.action == "data_bug" and bug.alert
+    assert "hum > 1 in 40 rows" in bug.reasons[0] and "not drift" in bug.reasons[0]
+    # It wins over every other guard: a broken feed must not read as "too little data" or a cooldown.
+    small_and_busy = Guards(now=NOW, validation_passed=False, training_active=True)
+    assert decide(BIKE, replace(DRIFTED, rows=10), small_and_busy).action == "data_bug"
+
+
+def test_too_little_data_guard() -> None:
+    few = decide(BIKE, replace(DRIFTED, rows=150), Guards(now=NOW))
+    assert few.action == "insufficient_data" and not few.alert
+    assert few.reasons == ["only 150 rows in the window (< monitoring.min_rows = 200): nothing decided"]
+    assert decide(BIKE, replace(DRIFTED, rows=200), Guards(now=NOW)).action == "retrain"  # the minimum is enough
+
+
+def test_active_training_run_guard() -> None:
+    running = decide(BIKE, DRIFTED, Guards(now=NOW, training_active=True))
+    assert running.action == "cooldown" and running.alert
+    assert running.reasons[-1] == "a training run is already queued or running: not triggering another"
+    # The guard only matters when something would trigger.
     quiet = decide(BIKE, summary_with(0, {}, {"rmse": 30.0}, labelled=0), Guards(now=NOW, training_active=True))
-    assert quiet.action == "none"  # a cooldown only matters when something would trigger
+    assert quiet.action == "none"
+
+
+@pytest.mark.parametrize(
+    ("hours_ago", "expected"),
+    [(0.0, "cooldown"), (2.0, "cooldown"), (5.9, "cooldown"), (6.0, "retrain"), (7.0, "retrain")],
+)
+def test_cooldown_guard_by_hours(hours_ago: float, expected: str) -> None:
+    # bike_sharing: cooldown_hours 6
+    decision = decide(BIKE, DRIFTED, Guards(now=NOW, last_triggered_at=NOW - timedelta(hours=hours_ago)))
+    assert decision.action == expected
+    if expected == "cooldown":
+        assert decision.reasons[-1] == (
+            f"last retraining triggered {hours_ago:.1f} h ago (< monitoring.cooldown_hours = 6.0): not triggering again"
+        )
+
+
+def test_a_trigger_after_the_window_is_no_cooldown() -> None:
+    """A backfill, or a second demo on the same MLOPS_HOME, decides a window that ends before the
+    recorded trigger. The negative interval used to count as "inside the cooldown", so nothing
+    retrained again; only a trigger in the cooldown hours before the window's end holds it back."""
+    later = NOW + timedelta(days=45)
+    decision = decide(BIKE, DRIFTED, Guards(now=NOW, last_triggered_at=later))
+    assert decision.action == "retrain", decision.reasons
+    assert decision.reasons[-1] == (
+        "the last recorded trigger (2011-07-16 00:00:00+00:00) is 1080.0 h after this window's end "
+        "(2011-06-01 00:00:00+00:00): not a cooldown for this window"
+    )
+    # A moment later still counts as after the window, not as "0.0 h ago".
+    just_after = decide(BIKE, DRIFTED, Guards(now=NOW, last_triggered_at=NOW + timedelta(minutes=1)))
+    assert just_after.action == "retrain"
+
+
+def test_performance_needs_enough_labelled_rows() -> None:
     few_labels = decide(BIKE, summary_with(0, {"rmse": 99.0}, {"rmse": 30.0}, labelled=50), Guards(now=NOW))
     assert few_labels.action == "none" and any("50 labelled rows" in r for r in few_labels.reasons)
 
