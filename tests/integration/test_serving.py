@@ -140,14 +140,16 @@ class Service:
         self.process.wait(timeout=30)
 
 
-def start_service(home: Path, configs_dir: Path, log_dir: Path, *extra: str) -> Service:
+def start_service(
+    home: Path, configs_dir: Path, log_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Service:
     port = free_port()
     log_file = home / f"serving-{port}.log"
     cmd = [sys.executable, "-m", "mlops.serving", "--host", "127.0.0.1", "--port", str(port),
            "--configs-dir", str(configs_dir), "--log-uri", str(log_dir), "--poll-seconds", "0.3", *extra]  # fmt: skip
     import os
 
-    process = start_process_group(cmd, log_file, env={**os.environ})
+    process = start_process_group(cmd, log_file, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/ready", 120, process, log_file)
@@ -164,6 +166,59 @@ def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "cond
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class RegistryProxy:
+    """A TCP proxy in front of the MLflow server that can stop answering, like a registry that hangs.
+
+    While `hanging` is set, every byte a client sends is swallowed and nothing comes back,
+    on new and already open connections alike: the MLflow client waits for its (long)
+    request timeout. `held_requests` counts what was swallowed.
+    """
+
+    def __init__(self, target: str) -> None:
+        import socket
+
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.hanging = threading.Event()
+        self.held_requests = 0
+        self._closed = threading.Event()
+        self._sockets: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: Any, sink: Any, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.hanging.is_set():
+                    self.held_requests += from_client
+                    continue
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        for sock in [self.server, *self._sockets]:
+            sock.close()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -451,5 +506,35 @@ def test_sigterm_flushes_buffered_predictions(setup: Setup, tmp_path: Path) -> N
     finally:
         service.stop()
     assert service.process.returncode is not None
+    frame = read_predictions("breast_cancer", None, None, uri=str(service.log_dir))
+    assert sorted(frame["request_id"]) == sorted(ids)
+
+
+def test_sigterm_flushes_the_log_while_the_registry_hangs(setup: Setup, mlflow_server: str, tmp_path: Path) -> None:
+    # The alias poller is stuck inside an MLflow call that will not return for minutes (the
+    # client's request timeout) when SIGTERM arrives. The log must be flushed first: waiting
+    # for the poller outlasted stop_process_group's 15 s grace and the SIGKILL lost the rows.
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.copy(setup.service.log_dir.parent / "configs" / "breast_cancer.yaml", configs)
+    proxy = RegistryProxy(mlflow_server)
+    service = start_service(
+        tmp_path, configs, tmp_path / "log", "--log-flush-seconds", "3600", env={"MLFLOW_TRACKING_URI": proxy.url}
+    )
+    ids = [f"hang-{i}" for i in range(7)]
+    try:
+        rows = [bc_record(setup.bc_features, i) for i in range(len(ids))]
+        response = httpx.post(f"{service.url}/predict/breast_cancer", json={"records": rows, "ids": ids})
+        assert response.status_code == 200, response.text
+        proxy.hanging.set()
+        wait_until(lambda: proxy.held_requests > 0, what="the poller to send a request the registry never answers")
+        last_poll = httpx.get(f"{service.url}/health").json()["registry"]["last_poll"]
+        time.sleep(1.0)  # a dozen poll intervals
+        assert httpx.get(f"{service.url}/health").json()["registry"]["last_poll"] == last_poll, "poller not stuck"
+        assert read_predictions("breast_cancer", None, None, uri=str(service.log_dir)).empty
+    finally:
+        service.stop()
+        proxy.close()
+    assert "log writer flushed" in service.log_file.read_text()
     frame = read_predictions("breast_cancer", None, None, uri=str(service.log_dir))
     assert sorted(frame["request_id"]) == sorted(ids)

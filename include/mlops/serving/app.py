@@ -268,9 +268,14 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
         try:
             yield
         finally:
-            cache.stop()
+            # The log first: a poller stuck in the MLflow client's retries against an
+            # unreachable registry can take minutes to return, and waiting for it before
+            # the flush let the supervisor's SIGKILL take the buffered predictions with it.
+            cache.signal_stop()
             writer.stop()
             log.warning("prediction service stopped; log writer flushed (%s)", writer.stats())
+            # A daemon thread: if it is still inside a registry call, exiting abandons only that call.
+            cache.stop(timeout=2.0)
 
     app = FastAPI(
         title="MLOps prediction service",

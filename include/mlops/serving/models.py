@@ -272,10 +272,14 @@ class ModelCache:
         self._thread = threading.Thread(target=self._run, name="model-alias-poller", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
+        """Ask the poller to stop after its current round, without waiting for it."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         return {
