@@ -28,6 +28,9 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
 TAG_RUN_KEY = "mlops.run_key"
+# Which DAG run promoted the version, or kept it as challenger: a replay of that run moves nothing.
+TAG_PROMOTED_BY = "mlops.promoted_by"
+TAG_REJECTED_BY = "mlops.rejected_by"
 # Model-version tag values are capped by the server; reasons are cut, never rejected.
 _MAX_TAG = 5000
 
@@ -175,6 +178,22 @@ def register_candidate(use_case: UseCase | str, candidate: CandidateResult | dic
     return str(mv.version)
 
 
+def _decided_earlier(tags: Mapping[str, str], version: str, run_key: str) -> str | None:
+    """Why a decision of `run_key` on this version must not be applied again, or None.
+
+    A cleared or re-run promotion replays its DAG run's decision; by then a later run
+    may have moved the aliases on, and replaying would move them back.
+    """
+    if tags.get(TAG_PROMOTED_BY) == run_key:
+        return f"v{version} was already promoted to @champion by {run_key}; a re-run moves no alias"
+    if tags.get(TAG_REJECTED_BY) == run_key:
+        return (
+            f"v{version} was already kept as @challenger by {run_key}; a re-run moves no alias "
+            "(to promote it anyway, run rollback_model with this version)"
+        )
+    return None
+
+
 def apply_decision(
     use_case: UseCase | str, version: str, decision: GateDecision | dict[str, Any], run_key: str
 ) -> PromotionResult:
@@ -182,7 +201,9 @@ def apply_decision(
 
     Passed: `@champion` moves to the version and the old champion becomes
     `@previous`. Failed: the version becomes `@challenger`, tagged with the
-    reason. Already in place (a re-run): nothing moves, action "unchanged".
+    reason. Idempotent per run key: once this run key has promoted the version or
+    kept it as challenger, applying its decision again moves nothing and rewrites
+    no tag (action "unchanged"), even if later runs have moved the aliases since.
     """
     uc = resolve_use_case(use_case)
     gate = decision if isinstance(decision, GateDecision) else GateDecision.from_dict(decision)
@@ -190,20 +211,13 @@ def apply_decision(
     name = uc.model_name
     mlflow_client = _client()
     reasons = list(gate.reasons)
-    _set_tags(
-        mlflow_client,
-        name,
-        version,
-        {
-            "mlops.gate.passed": str(gate.passed).lower(),
-            "mlops.gate.reasons": "; ".join(gate.reasons),
-            "mlops.gate.checks": "; ".join(gate.checks),
-            "mlops.gate.champion_version": gate.champion_version or "none",
-            "mlops.gate.run_key": run_key,
-        },
-    )
     champion = alias_version(name, CHAMPION)
     previous = alias_version(name, PREVIOUS)
+    earlier = _decided_earlier(mlflow_client.get_model_version(name, version).tags, version, run_key)
+    if earlier is not None:
+        log.info("%s: %s", name, earlier)
+        return PromotionResult("unchanged", version, champion, previous, [*reasons, earlier])
+    _set_tags(mlflow_client, name, version, _gate_tags(gate, run_key))
 
     if gate.passed:
         if champion == version:
@@ -218,22 +232,42 @@ def apply_decision(
         mlflow_client.set_registered_model_alias(name, CHAMPION, version)
         if alias_version(name, CHALLENGER) == version:
             mlflow_client.delete_registered_model_alias(name, CHALLENGER)
-        _set_tags(mlflow_client, name, version, {"mlops.promoted_by": run_key, "mlops.replaced": champion or "none"})
+        # Written last: the run key's mark that this decision is applied (see _decided_earlier).
+        _set_tags(mlflow_client, name, version, {"mlops.replaced": champion or "none", TAG_PROMOTED_BY: run_key})
         log.info("%s v%s promoted to @champion (previous: %s)", name, version, champion)
         return PromotionResult("promoted", version, version, previous, reasons)
 
-    _set_tags(mlflow_client, name, version, {"mlops.rejection_reason": "; ".join(gate.reasons)})
     if champion == version:
         # Only a rollback demotes a champion, deliberately and on the record.
         note = f"v{version} is @champion and stays so; use rollback to replace it"
         return PromotionResult("unchanged", version, champion, previous, [*reasons, note])
-    if alias_version(name, CHALLENGER) == version:
-        return PromotionResult(
-            "unchanged", version, champion, previous, [*reasons, f"v{version} is already @challenger"]
-        )
-    mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+    action = _keep_as_challenger(mlflow_client, name, version, "; ".join(gate.reasons), run_key)
     log.info("%s v%s is @challenger: %s", name, version, "; ".join(reasons))
-    return PromotionResult("challenger", version, champion, previous, reasons)
+    return PromotionResult(action, version, champion, previous, reasons)
+
+
+def _gate_tags(gate: GateDecision, run_key: str) -> dict[str, str]:
+    """The gate's verdict as it wrote it; nothing after the gate (a person's answer) changes these."""
+    return {
+        "mlops.gate.passed": str(gate.passed).lower(),
+        "mlops.gate.reasons": "; ".join(gate.reasons),
+        "mlops.gate.checks": "; ".join(gate.checks),
+        "mlops.gate.champion_version": gate.champion_version or "none",
+        "mlops.gate.run_key": run_key,
+    }
+
+
+def _keep_as_challenger(
+    mlflow_client: MlflowClient, name: str, version: str, reason: str, run_key: str
+) -> Literal["challenger", "unchanged"]:
+    """Point `@challenger` at the version and tag why; "unchanged" if it already was."""
+    action: Literal["challenger", "unchanged"] = "unchanged"
+    if alias_version(name, CHALLENGER) != version:
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
+        action = "challenger"
+    # Written last: the run key's mark that this decision is applied (see _decided_earlier).
+    _set_tags(mlflow_client, name, version, {"mlops.rejection_reason": reason, TAG_REJECTED_BY: run_key})
+    return action
 
 
 @dataclass(frozen=True)

@@ -77,21 +77,61 @@ def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.Ca
     uc = make_use_case("it_registry_promote")
     v1 = registry.register_candidate(uc, candidate, "dag/r1")
     v2 = registry.register_candidate(uc, candidate.to_dict(), "dag/r2")  # XCom form
-    assert (v1, v2) == ("1", "2")
+    v3 = registry.register_candidate(uc, candidate, "dag/r3")
+    assert (v1, v2, v3) == ("1", "2", "3")
     assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
-    # A failed gate first makes v2 the challenger; a later pass promotes it and clears that alias.
     assert registry.apply_decision(uc, v2, failed("rmse too high"), "dag/r2").action == "challenger"
-    result = registry.apply_decision(uc, v2, passed(uc, candidate).to_dict(), "dag/r2")
-    assert (result.action, result.champion, result.previous) == ("promoted", "2", "1")
-    assert aliases(uc.model_name) == {"champion": "2", "previous": "1"}
+    # A run's decision is final: the same run key deciding again, even otherwise, moves nothing.
+    again = registry.apply_decision(uc, v2, passed(uc, candidate).to_dict(), "dag/r2")
+    assert again.action == "unchanged" and "v2 was already kept as @challenger by dag/r2" in again.reasons[-1]
+    assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
+    assert MlflowClient().get_model_version(uc.model_name, v2).tags["mlops.gate.passed"] == "false"
+
+    result = registry.apply_decision(uc, v3, passed(uc, candidate).to_dict(), "dag/r3")
+    assert (result.action, result.champion, result.previous) == ("promoted", "3", "1")
+    assert aliases(uc.model_name) == {"champion": "3", "previous": "1", "challenger": "2"}
     info = registry.champion(uc.model_name)
-    assert info is not None and info.version == "2" and info.aliases == ["champion"]
+    assert info is not None and info.version == "3" and info.aliases == ["champion"]
     assert info.metrics == pytest.approx(candidate.metrics) and info.run_id == candidate.run_id
-    assert info.tags["mlops.promoted_by"] == "dag/r2" and info.tags["mlops.replaced"] == "1"
-    assert json.loads(json.dumps(info.to_dict()))["model_uri"] == f"models:/{uc.model_name}/2"
-    # A failed gate never demotes the champion.
-    kept = registry.apply_decision(uc, v2, failed("late failure"), "dag/r2")
-    assert kept.action == "unchanged" and aliases(uc.model_name)["champion"] == "2"
+    assert info.tags["mlops.promoted_by"] == "dag/r3" and info.tags["mlops.replaced"] == "1"
+    assert json.loads(json.dumps(info.to_dict()))["model_uri"] == f"models:/{uc.model_name}/3"
+
+
+def test_a_failed_gate_never_demotes_the_champion(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, _ = trained
+    uc = make_use_case("it_registry_no_demotion")
+    v1 = registry.register_candidate(uc, candidate, "dag/r1")
+    # @champion by hand (rollback), then its own run's late, failed decision arrives.
+    registry.rollback(uc.model_name, v1, reason="first model, placed by hand", requested_by="erin")
+    kept = registry.apply_decision(uc, v1, failed("late failure"), "dag/r1")
+    assert kept.action == "unchanged" and kept.reasons[-1].startswith("v1 is @champion and stays so")
+    assert aliases(uc.model_name) == {"champion": v1}
+    assert "mlops.rejection_reason" not in MlflowClient().get_model_version(uc.model_name, v1).tags
+
+
+def test_a_replayed_decision_moves_no_alias(trained: tuple[tracking.CandidateResult, str]) -> None:
+    """Run A promoted v1, run B then promoted v2; clearing A's promotion must not bring v1 back."""
+    candidate, _ = trained
+    uc = make_use_case("it_registry_replay")
+    v1, v2, v3, v4 = (registry.register_candidate(uc, candidate, f"dag/{run}") for run in "ABCD")
+    assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/A").action == "promoted"
+    assert registry.apply_decision(uc, v2, passed(uc, candidate), "dag/B").action == "promoted"
+    assert registry.apply_decision(uc, v3, failed("rmse too high"), "dag/C").action == "challenger"
+    assert registry.apply_decision(uc, v4, failed("rmse far too high"), "dag/D").action == "challenger"
+    settled = {"champion": v2, "previous": v1, "challenger": v4}
+    assert aliases(uc.model_name) == settled
+    client = MlflowClient()
+    tags_before = {v: client.get_model_version(uc.model_name, v).tags for v in (v1, v3)}
+
+    replay_a = registry.apply_decision(uc, v1, passed(uc, candidate), "dag/A")
+    assert (replay_a.action, replay_a.champion, replay_a.previous) == ("unchanged", v2, v1)
+    assert replay_a.reasons[-1].startswith("v1 was already promoted to @champion by dag/A")
+    replay_c = registry.apply_decision(uc, v3, failed("rmse too high"), "dag/C")
+    assert replay_c.action == "unchanged" and replay_c.reasons[-1].startswith("v3 was already kept as @challenger")
+    assert aliases(uc.model_name) == settled
+    # Nothing rewritten either: the versions carry what their runs wrote the first time.
+    assert {v: client.get_model_version(uc.model_name, v).tags for v in (v1, v3)} == tags_before
+    assert tags_before[v1]["mlops.promoted_by"] == "dag/A" and tags_before[v3]["mlops.rejected_by"] == "dag/C"
 
 
 def test_register_is_idempotent_per_run_key(trained: tuple[tracking.CandidateResult, str]) -> None:

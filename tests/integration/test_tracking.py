@@ -222,7 +222,7 @@ def test_rerun_of_the_same_dag_run_creates_nothing_and_moves_no_alias(flow: Flow
     assert len(mlflow_client.search_model_versions(f"name = '{MODEL}'")) == 1
     promotion = registry.apply_decision(flow.use_case, flow.version, decision, run_key("run-1"))
     assert promotion.action == "unchanged"
-    assert f"v{flow.version} is already @champion" in promotion.reasons
+    assert f"v{flow.version} was already promoted to @champion by {run_key('run-1')}" in promotion.reasons[-1]
     assert promotion.champion == flow.version and promotion.previous is None
     assert mlflow_client.get_registered_model(MODEL).aliases == {"champion": flow.version}
 
