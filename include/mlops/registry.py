@@ -2,7 +2,16 @@
 
 Aliases only (`@champion`, `@previous`, `@challenger`); registry stages are
 deprecated. Every write is idempotent: a version is found by its `mlops.run_key`
-tag before registering, and an alias already in place is not moved again.
+tag before registering, and a DAG run's decision, once applied, is not applied again.
+
+Tags on a version, so the UI can say when and why it got where it is:
+- `mlops.run_key`: the DAG run that registered it;
+- `mlops.gate.*`: the gate's verdict and reasons, as the gate wrote them;
+- `mlops.promoted_by`, `mlops.promoted_at`, `mlops.replaced`: promoted to `@champion`;
+- `mlops.rejected_by`, `mlops.rejected_at`, `mlops.rejection_reason`: kept as `@challenger`;
+- `mlops.approval.*`: a person's answer to its promotion request (or the time-out);
+- `mlops.rollback.*`, `mlops.rolled_back.*`: moved by hand, by whom and why.
+Times are ISO 8601 in UTC, to the second.
 """
 
 from __future__ import annotations
@@ -233,7 +242,8 @@ def apply_decision(
         if alias_version(name, CHALLENGER) == version:
             mlflow_client.delete_registered_model_alias(name, CHALLENGER)
         # Written last: the run key's mark that this decision is applied (see _decided_earlier).
-        _set_tags(mlflow_client, name, version, {"mlops.replaced": champion or "none", TAG_PROMOTED_BY: run_key})
+        done = {"mlops.replaced": champion or "none", "mlops.promoted_at": _now(), TAG_PROMOTED_BY: run_key}
+        _set_tags(mlflow_client, name, version, done)
         log.info("%s v%s promoted to @champion (previous: %s)", name, version, champion)
         return PromotionResult("promoted", version, version, previous, reasons)
 
@@ -257,16 +267,23 @@ def _gate_tags(gate: GateDecision, run_key: str) -> dict[str, str]:
     }
 
 
+def _now() -> str:
+    """When a registry decision was applied, to the second in UTC, as every `mlops.*_at` tag is written."""
+    # The moment the alias moved, not the run's partition date: the page says when it happened.
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _keep_as_challenger(
-    mlflow_client: MlflowClient, name: str, version: str, reason: str, run_key: str
+    mlflow_client: MlflowClient, name: str, version: str, reason: str, run_key: str, at: str | None = None
 ) -> Literal["challenger", "unchanged"]:
-    """Point `@challenger` at the version and tag why; "unchanged" if it already was."""
+    """Point `@challenger` at the version and tag why and when; "unchanged" if it already was."""
     action: Literal["challenger", "unchanged"] = "unchanged"
     if alias_version(name, CHALLENGER) != version:
         mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
         action = "challenger"
     # Written last: the run key's mark that this decision is applied (see _decided_earlier).
-    _set_tags(mlflow_client, name, version, {"mlops.rejection_reason": reason, TAG_REJECTED_BY: run_key})
+    done = {"mlops.rejection_reason": reason, "mlops.rejected_at": at or _now(), TAG_REJECTED_BY: run_key}
+    _set_tags(mlflow_client, name, version, done)
     return action
 
 
@@ -361,7 +378,7 @@ def rollback(model_name: str, version: str | None, reason: str, requested_by: st
         previous = alias_version(model_name, PREVIOUS)
         return RollbackResult(model_name, "unchanged", target, previous, current, reason, requested_by)
 
-    when = datetime.now(UTC).isoformat(timespec="seconds")  # a person's action, not a scheduled partition
+    when = _now()
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, target)
     if current is not None:
         mlflow_client.set_registered_model_alias(model_name, PREVIOUS, current)

@@ -7,6 +7,7 @@ model under a registered model of its own, so tests do not share alias state.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,13 @@ def aliases(name: str) -> dict[str, str]:
     return dict(MlflowClient().get_registered_model(name).aliases)
 
 
+def assert_written_between(stamp: str, earliest: datetime, latest: datetime) -> None:
+    """An ISO 8601 UTC time to the second, written while the test ran."""
+    when = datetime.fromisoformat(stamp)
+    assert when.utcoffset() == timedelta(0) and stamp == when.isoformat(timespec="seconds")
+    assert earliest.replace(microsecond=0) <= when <= latest
+
+
 def test_first_model_below_thresholds_is_not_promoted(trained: tuple[tracking.CandidateResult, str]) -> None:
     candidate, snapshot = trained
     uc = make_use_case("it_registry_strict", thresholds={"rmse": {"max": 1.0}})
@@ -64,12 +72,16 @@ def test_first_model_below_thresholds_is_not_promoted(trained: tuple[tracking.Ca
     assert decision.reasons == [f"rmse {candidate.metrics['rmse']:.4g} > max 1"]
 
     version = registry.register_candidate(uc, candidate, f"{DAG_ID}/strict")
+    started = datetime.now(UTC)
     result = registry.apply_decision(uc, version, decision, f"{DAG_ID}/strict")
     assert result.action == "challenger" and result.champion is None
     assert registry.champion(uc.model_name) is None
     assert aliases(uc.model_name) == {"challenger": version}
     tags = MlflowClient().get_model_version(uc.model_name, version).tags
     assert tags["mlops.rejection_reason"] == decision.reasons[0]
+    # When and by which run it was kept back, for the MLOps page.
+    assert tags["mlops.rejected_by"] == f"{DAG_ID}/strict"
+    assert_written_between(tags["mlops.rejected_at"], started, datetime.now(UTC))
 
 
 def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.CandidateResult, str]) -> None:
@@ -87,6 +99,7 @@ def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.Ca
     assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
     assert MlflowClient().get_model_version(uc.model_name, v2).tags["mlops.gate.passed"] == "false"
 
+    started = datetime.now(UTC)
     result = registry.apply_decision(uc, v3, passed(uc, candidate).to_dict(), "dag/r3")
     assert (result.action, result.champion, result.previous) == ("promoted", "3", "1")
     assert aliases(uc.model_name) == {"champion": "3", "previous": "1", "challenger": "2"}
@@ -94,6 +107,7 @@ def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.Ca
     assert info is not None and info.version == "3" and info.aliases == ["champion"]
     assert info.metrics == pytest.approx(candidate.metrics) and info.run_id == candidate.run_id
     assert info.tags["mlops.promoted_by"] == "dag/r3" and info.tags["mlops.replaced"] == "1"
+    assert_written_between(info.tags["mlops.promoted_at"], started, datetime.now(UTC))
     assert json.loads(json.dumps(info.to_dict()))["model_uri"] == f"models:/{uc.model_name}/3"
 
 
