@@ -686,13 +686,19 @@ class WindowValidation:
     passed: bool | None
     """None when there was nothing to validate (an empty window)."""
     details: str
+    data_docs_page: str | None = None
+    """File path of the window's Great Expectations Data Docs page (the task's "Data Docs" link)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def validate_window(use_case: UseCase, window_path: str) -> WindowValidation:
-    """Great Expectations on the window's features: a failure is a data bug, not drift."""
+def validate_window(use_case: UseCase, window_path: str, run_key: str | None = None) -> WindowValidation:
+    """Great Expectations on the window's features: a failure is a data bug, not drift.
+
+    `run_key` names the validation run in Data Docs; by default the window file's folder,
+    which `collect_window` already names after the run.
+    """
     import pandas as pd
 
     from mlops import validation
@@ -703,8 +709,10 @@ def validate_window(use_case: UseCase, window_path: str) -> WindowValidation:
     missing = [c for c in use_case.features.all if c not in frame.columns]
     if missing:
         return WindowValidation(False, f"the prediction log lacks feature columns {missing}")
-    outcome = validation.validate_features(use_case, frame[use_case.features.all])
-    return WindowValidation(outcome.success, "; ".join(f.describe() for f in outcome.failed))
+    outcome = validation.validate_features(
+        use_case, frame[use_case.features.all], run_id=run_key or Path(window_path).parent.name
+    )
+    return WindowValidation(outcome.success, "; ".join(f.describe() for f in outcome.failed), outcome.data_docs_page)
 
 
 @dataclass(frozen=True)

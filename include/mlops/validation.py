@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 DATASOURCE = "mlops_pandas"
 BATCH_DEFINITION = "whole_dataframe"
 DATA_DOCS_SITE = "local_site"
+# Monitoring windows' validation pages: a site of their own inside local_site's folder (see validate_features).
+WINDOW_DOCS_SITE = "monitoring_windows"
 MAX_DATE_PARAMETER = "max_date"
 MIN_ROWS_PARAMETER = "min_rows"
 DEFAULT_TOLERANCE = 0.1
@@ -150,38 +152,91 @@ def ensure_valid(outcome: ValidationOutcome) -> None:
     raise DataValidationError("\n".join(lines), outcome)
 
 
-def validate_features(use_case: UseCase, df: pd.DataFrame) -> ValidationOutcome:
+def validate_features(use_case: UseCase, df: pd.DataFrame, run_id: str = "window") -> ValidationOutcome:
     """Check a production window (the prediction log) against the suite's feature expectations.
 
     The log carries the features but not the target, the time column or the source's
     other columns, so table-level and non-feature expectations do not apply; too few
-    rows is the monitoring decision's own guard. Nothing is written to the file
-    context: the window's evidence is its Evidently report.
+    rows is the monitoring decision's own guard. The feature suite is derived from the
+    committed one at run time, in an in-memory context, so nothing committed is ever
+    written; its checkpoint stores the result under `uncommitted/window_validations/`
+    and builds its Data Docs page in the site `WINDOW_DOCS_SITE` (a folder of
+    `settings.data_docs_dir`, with its own index, so the training site's index is left alone).
     """
+    from great_expectations.checkpoint.actions import UpdateDataDocsAction
+
     import great_expectations as gx
 
     features = set(use_case.features.all)
     committed = _context().suites.get(use_case.suite_name)
-    context = gx.get_context(mode="ephemeral")
+    context = _window_context()
     suite = context.suites.add(gx.ExpectationSuite(name=f"{use_case.suite_name}_features"))
     for expectation in committed.expectations:
         if expectation.configuration.kwargs.get("column") in features:
             suite.add_expectation(expectation.copy(update={"id": None}))
-    batch = (
+    batch_definition = (
         context.data_sources.add_pandas("window")
-        .add_dataframe_asset("window")
+        .add_dataframe_asset(use_case.name)
         .add_batch_definition_whole_dataframe("window")
-        .get_batch(batch_parameters={"dataframe": df})
     )
-    result = batch.validate(suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=suite.name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[WINDOW_DOCS_SITE])],
+            result_format="SUMMARY",
+        )
+    )
+    run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=run_id))
+    (identifier, result), *_ = run.run_results.items()
     present = {str(c) for c in df.columns}
     return ValidationOutcome(
         success=bool(result.success),
         failed=[_failure(r, present) for r in result.results if not r.success],
         statistics={k: float(v) for k, v in result.statistics.items() if isinstance(v, int | float)},
-        data_docs_page=None,
+        data_docs_page=_data_docs_page(context, identifier, WINDOW_DOCS_SITE),
         suite=suite.name,
     )
+
+
+def _window_context() -> Any:
+    """An in-memory context whose validation results and Data Docs site are files under `uncommitted/`."""
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    import great_expectations as gx
+
+    settings = get_settings()
+    defaults = InMemoryStoreBackendDefaults()
+    # File-backed results, so the site's index lists past windows too, not only this one.
+    defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
+        "class_name": "TupleFilesystemStoreBackend",
+        "base_directory": str(settings.great_expectations_dir / "uncommitted" / "window_validations"),
+    }
+    site = {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(window_docs_dir())},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": 50},
+    }
+    config = DataContextConfig(
+        store_backend_defaults=defaults,
+        data_docs_sites={WINDOW_DOCS_SITE: site},
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def window_docs_dir() -> Path:
+    """Root of the monitoring windows' Data Docs site: inside the folder the UI plugin serves."""
+    return get_settings().data_docs_dir / WINDOW_DOCS_SITE
 
 
 def _failure(result: Any, present: set[str]) -> FailedExpectation:
@@ -226,8 +281,8 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _data_docs_page(context: Any, identifier: Any) -> str | None:
-    urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=[DATA_DOCS_SITE], only_if_exists=True)
+def _data_docs_page(context: Any, identifier: Any, site_name: str = DATA_DOCS_SITE) -> str | None:
+    urls = context.get_docs_sites_urls(resource_identifier=identifier, site_names=[site_name], only_if_exists=True)
     for site in urls:
         url = site.get("site_url")
         if url and url.startswith("file://"):

@@ -7,6 +7,8 @@ scenario once and the tests read their results.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from mlops.monitoring import (
     read_reference,
     reference_from_lineage,
     run_monitoring,
+    validate_window,
     write_atomic,
 )
 from mlops.settings import get_settings
@@ -313,3 +316,89 @@ def test_classification_window_performance() -> None:
     assert as_labels["accuracy"] == pytest.approx(5 / 6) and "roc_auc" not in as_labels
     as_proba = window_performance("classification", labels, [0.1, 0.9, 0.4, 0.2, 0.8, 0.7])
     assert as_proba["accuracy"] == pytest.approx(5 / 6) and "roc_auc" in as_proba and "log_loss" in as_proba
+
+
+# --------------------------------------------------------------------------- window validation (Great Expectations)
+
+
+@pytest.fixture(scope="module")
+def ge_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the committed context, so validation results and Data Docs never dirty the repo."""
+    target = tmp_path_factory.mktemp("ge") / "great_expectations"
+    shutil.copytree(PROJECT_ROOT / "great_expectations", target, ignore=shutil.ignore_patterns("uncommitted"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_GE_DIR", str(target))
+        yield target
+
+
+def logged_window(tmp_path: Path, run_key: str, frame: pd.DataFrame) -> str:
+    """A window file as `collect_window` writes it: the prediction log's columns, in a run-keyed folder."""
+    log = frame[BIKE.features.all].copy()
+    log.insert(0, "request_id", [f"r{i}" for i in range(len(log))])
+    log["prediction"] = 100.0
+    log["label"] = frame[BIKE.target].astype(float)
+    path = tmp_path / run_key / "window.parquet"
+    path.parent.mkdir(parents=True)
+    log.to_parquet(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def february() -> pd.DataFrame:
+    raw = pd.read_csv(PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv")
+    return raw[(raw["dteday"] >= "2011-02-01") & (raw["dteday"] < "2011-02-15")].reset_index(drop=True)
+
+
+def test_a_clean_window_passes_validation_with_a_data_docs_page(
+    ge_dir: Path, tmp_path: Path, february: pd.DataFrame
+) -> None:
+    from mlops.ui_data import relative_to_root
+    from mlops.validation import window_docs_dir
+
+    result = validate_window(BIKE, logged_window(tmp_path, "monitor_bike_sharing__clean", february))
+    assert result.passed is True and result.details == ""
+    assert result.data_docs_page is not None
+    page = Path(result.data_docs_page)
+    assert page.is_file() and page.suffix == ".html"
+    # Named after the run (the window's folder) and inside the folder the UI plugin serves,
+    # which is what the task's "Data Docs" extra link needs.
+    assert "monitor_bike_sharing__clean" in page.parts
+    assert page.is_relative_to(window_docs_dir())
+    assert relative_to_root(get_settings().data_docs_dir, page) is not None
+    assert (window_docs_dir() / "index.html").is_file()
+    # The training site's own index is not rebuilt by a window validation.
+    assert not (get_settings().data_docs_dir / "index.html").exists()
+
+
+def test_a_broken_window_fails_naming_the_expectation(ge_dir: Path, tmp_path: Path, february: pd.DataFrame) -> None:
+    broken = february.copy()
+    sentinel, snow = broken.index % 10 == 0, broken.index % 7 == 0
+    broken.loc[sentinel, "hum"] = -999.0  # a feed that sends a sentinel for "unknown"
+    broken.loc[snow, "weathersit"] = "Snow"  # a label the suite has never seen
+    result = validate_window(BIKE, logged_window(tmp_path, "monitor_bike_sharing__broken", broken))
+    assert result.passed is False
+    assert f"expect_column_values_to_be_between(hum): {sentinel.sum()} unexpected values" in result.details
+    assert f"expect_column_values_to_be_in_set(weathersit): {snow.sum()} unexpected values" in result.details
+    assert result.data_docs_page is not None
+    page = Path(result.data_docs_page).read_text()
+    assert "-999.0" in page and "Snow" in page  # the page shows the unexpected values
+
+
+def test_validate_features_checks_only_the_feature_expectations(ge_dir: Path, february: pd.DataFrame) -> None:
+    from mlops.validation import validate_features
+
+    outcome = validate_features(BIKE, february[BIKE.features.all], run_id="features_only")
+    # The log has no target or time column: their expectations, and the table-level ones, do not apply.
+    assert outcome.success and outcome.suite == "bike_sharing_features"
+    assert outcome.statistics["evaluated_expectations"] == 3 * len(BIKE.features.all)
+    assert outcome.data_docs_page is not None and "features_only" in outcome.data_docs_page
+
+
+def test_window_without_the_features_or_rows(ge_dir: Path, tmp_path: Path, february: pd.DataFrame) -> None:
+    path = logged_window(tmp_path, "no_hum", february)
+    pd.read_parquet(path).drop(columns=["hum"]).to_parquet(path)
+    lacking = validate_window(BIKE, path)
+    assert lacking.passed is False and lacking.details == "the prediction log lacks feature columns ['hum']"
+    empty_path = logged_window(tmp_path, "empty", february.iloc[0:0])
+    empty = validate_window(BIKE, empty_path)
+    assert empty.passed is None and empty.details == "empty window: nothing to validate"
