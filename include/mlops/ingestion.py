@@ -21,6 +21,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -300,6 +301,31 @@ def _parse_times(df: pd.DataFrame, column: str, where: str) -> pd.Series:
     return times
 
 
+def _check_not_in_future(times: pd.Series, column: str, where: str, today: date | None) -> None:
+    """Rows dated after today are a clock, time-zone or export bug upstream, never data.
+
+    The window would silently leave them out of every training run (and so lose the
+    rows they really belong to), so the whole source is refused instead. The limit is
+    the end of today, as in the validation suite's `max_date`.
+    """
+    import pandas as pd
+
+    newest = times.max()
+    if newest is pd.NaT or (isinstance(newest, float) and math.isnan(newest)):
+        return  # no dated rows: the window check says so
+    day = today or date.today()
+    future = times >= _like(pd.Timestamp(day) + pd.Timedelta(days=1), newest)
+    if not future.any():
+        return
+    examples = times[future].astype(str).unique()[:3].tolist()
+    raise IngestionError(
+        f"{int(future.sum())} row(s) of {where} have time column {column!r} after today "
+        f"({day}), e.g. {examples}: timestamps from the future mean a clock, "
+        "time-zone or export bug upstream, and such rows would fall outside every training window. "
+        "Fix the dates at the source (or remove those rows) and re-run"
+    )
+
+
 # ---------------------------------------------------------------- snapshots
 
 
@@ -328,11 +354,14 @@ def ingest_snapshot(
     run_id: str,
     as_of: str | None = None,
     sql_uri_resolver: Callable[[str], str] | None = None,
+    *,
+    today: date | None = None,
 ) -> Snapshot:
     """Read the source window, write the run's Parquet snapshot and version it with DVC.
 
     Re-running for the same run id overwrites the snapshot; with unchanged source
     data the bytes and the md5 are the same. Rows whose time is missing fall in no window.
+    A source with rows dated after `today` (default: the machine's date) is refused.
     """
     df = load_source(use_case, sql_uri_resolver)
     where = _describe_source(use_case)
@@ -341,6 +370,7 @@ def ingest_snapshot(
     start = end = None
     if use_case.time_column:
         times = _parse_times(df, use_case.time_column, where)
+        _check_not_in_future(times, use_case.time_column, where, today)
         start, end = resolve_window(use_case, as_of, times.max())
         mask = times < end
         if start is not None:

@@ -1,20 +1,18 @@
 """The training DAG end to end under `dag.test()`, against a real MLflow server.
 
 Covers promotion of the first model, lineage, the refusal of a worse model, the
-rollback DAG (to a given version and back to @previous), the bad-input cases (each
-stops before training and leaves the registry untouched)
-and the classification use case (config only, no new Python).
+rollback DAG (to a given version and back to @previous) and the classification use
+case (config only, no new Python). Bad source data: test_bad_source_data.py.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlops.config import FileSource, UseCase, find_use_case
+from mlops.config import UseCase, find_use_case
 
 pytestmark = pytest.mark.integration
 
@@ -155,46 +153,6 @@ def test_rollback_dag_moves_the_champion_and_records_who_and_why(
     replaced = MlflowClient().get_model_version(bike.model_name, challenger).tags
     assert replaced["mlops.rolled_back.reason"] == "baseline is worse"
     assert replaced["mlops.rolled_back.to"] == first_champion
-
-
-def _corrupt(kind: str, directory: Path) -> Path:
-    import pandas as pd
-
-    frame = pd.read_csv(RAW, nrows=2000)
-    path = directory / f"{kind}.csv"
-    if kind == "missing_column":
-        frame = frame.drop(columns=["temp"])
-    elif kind == "wrong_type":
-        frame["hum"] = "humid"
-    elif kind == "all_null_feature":
-        frame["windspeed"] = float("nan")
-    elif kind == "target_out_of_range":
-        frame["cnt"] = -frame["cnt"]
-    if kind == "empty_file":
-        path.write_text("")
-    elif kind == "truncated_file":
-        shutil.copy(RAW, path)
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 3])
-    else:
-        frame.to_csv(path, index=False)
-    return path
-
-
-@pytest.mark.parametrize(
-    "kind",
-    ["missing_column", "wrong_type", "all_null_feature", "empty_file", "truncated_file", "target_out_of_range"],
-)
-def test_bad_input_stops_before_training(bike: UseCase, first_champion: str, kind: str, tmp_path: Path) -> None:
-    bad = bike.model_copy(update={"source": FileSource(path=str(_corrupt(kind, tmp_path)))})
-    before = len(_versions(bike.model_name))
-    state, tasks = _run(bad)
-    assert state == "failed"
-    failed = [t for t, s in tasks.items() if s == "failed"]
-    assert failed and failed[0] in {"ingest_snapshot", "validate_snapshot"}, tasks
-    assert tasks.get("train_candidate") != "success" and tasks.get("register_candidate") != "success"
-    assert len(_versions(bike.model_name)) == before
-    assert _alias(bike.model_name, "champion") == first_champion
 
 
 def test_classification_use_case_from_config_only(mlflow_server: str, airflow_home: Path) -> None:
