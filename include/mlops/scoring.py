@@ -76,6 +76,27 @@ def read_landed_partition(use_case: UseCase | str, partition: str) -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+def run_partition(partition: str | None, logical_date: datetime | None, run_after: datetime | None) -> str:
+    """The partition a scoring run scores: the one asked for, else its logical date, else the date it ran after.
+
+    A run triggered through the REST API with `logical_date: null` (AirflowAPI.trigger
+    sends that) has no logical date, and so no `ds`; it still has `run_after`, the time
+    it was due, which is the day whose rows it should score. Dates are taken in UTC,
+    as Airflow's `ds` is.
+    """
+    if partition:
+        return partition
+    for moment in (logical_date, run_after):
+        if moment is not None:
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(UTC)
+            return f"{moment:%Y-%m-%d}"
+    raise ValueError(
+        "the run has neither a logical date nor a run_after date to take the partition from; "
+        'trigger it with conf {"partition": "YYYY-MM-DD"}'
+    )
+
+
 def _resolve_use_case(use_case: UseCase | str) -> UseCase:
     from mlops.config import find_use_case
 

@@ -32,7 +32,8 @@ with `models:/{use_case.model_name}@champion` and writes predictions (with model
 row id, timestamps and input features) to the prediction log, which monitoring reads.
 A re-run replaces the partition. Skips when nothing has landed for the partition.
 
-**Params**: `partition` (`YYYY-MM-DD`; default: the run's logical date).
+**Params**: `partition` (`YYYY-MM-DD`; default: the run's logical date, or for a run
+triggered without one, the date it ran after).
 """
 
     @dag(
@@ -52,7 +53,12 @@ A re-run replaces the partition. Skips when nothing has landed for the partition
         def score_landed_partition(**context: Any) -> dict[str, Any]:
             from mlops import scoring
 
-            partition = context["params"].get("partition") or context["ds"]
+            # `ds` exists only for runs with a logical date; a REST trigger may have none.
+            partition = scoring.run_partition(
+                context["params"].get("partition"),
+                context.get("logical_date"),
+                getattr(context.get("dag_run"), "run_after", None),
+            )
             frame = scoring.read_landed_partition(use_case, partition)
             if frame is None:
                 raise AirflowSkipException(f"nothing landed for {use_case.name} partition {partition}")
