@@ -19,12 +19,14 @@ Heavy imports sit inside the functions: DAG files import this module at parse ti
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -111,12 +113,39 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text)[:40] or "x"
 
 
+_REPLACE_LOCKS: dict[Path, threading.Lock] = {}
+_REPLACE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _replace_lock(folder: Path) -> Iterator[None]:
+    """Hold one use case's folder for a partition replacement, against threads and processes alike.
+
+    Why: a replacement lists the partition's old files, deletes them and renames the new
+    ones in; two replacements of one partition that overlap both find nothing old and the
+    partition ends up twice. A lock held by the store object serialised nothing, since
+    `prediction_store()` builds a new store per call; the lock belongs to the folder. The
+    in-process lock keeps threads from queueing on the file lock; the file lock (flock on
+    `<folder>/.replace.lock`) covers the separate processes Airflow runs tasks in, e.g. a
+    retry racing a manual re-run of the same partition.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    with _REPLACE_LOCKS_GUARD:
+        lock = _REPLACE_LOCKS.setdefault(key, threading.Lock())
+    with lock, open(key / ".replace.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class ParquetStore:
     """Parquet files partitioned by event date under `root/<use_case>/date=YYYY-MM-DD/`."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         return str(self.root)
@@ -153,7 +182,7 @@ class ParquetStore:
         import pyarrow.parquet as pq
 
         tag = _partition_tag(partition)
-        with self._lock:
+        with _replace_lock(self.root / use_case):
             pending = self._write(use_case, frame, f"batch__{tag}__{_slug(partition)}") if not frame.empty else []
             old = sorted((self.root / use_case).glob(f"date=*/batch__{tag}__*.parquet"))
             replaced = 0

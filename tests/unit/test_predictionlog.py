@@ -176,3 +176,45 @@ def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) 
     pl.append_predictions("uc", [batch({"temp": [None, 8.0, 9.0]}, [1, 1, 0], hour=11)], uri=uri)
     back = pl.read_predictions("uc", None, None, uri=uri)
     assert len(back) == 6 and str(back["temp"].dtype) == "float64" and back["temp"].isna().sum() == 1
+
+
+def _replace_slowly(uri: str, partition: str, ids: list[str]) -> None:
+    pl.replace_batch_partition("bike", partition, _batch(ids, ["2011-05-01"] * len(ids), source="batch",
+                                                         partition=partition), uri=uri)  # fmt: skip
+
+
+@pytest.mark.parametrize("runner", ["threads", "processes"])
+def test_overlapping_replacements_of_one_partition_leave_it_once(
+    runner: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call builds its own store (as every caller does through prediction_store()), so only a
+    lock on the folder can serialise them. A slow listing of the old files opens the window
+    in which both replacements find nothing to delete and both rename their files in."""
+    import multiprocessing
+    import threading
+    import time
+
+    original = Path.glob
+
+    def slow_glob(self: Path, pattern: str, *args: object, **kwargs: object) -> object:
+        found = list(original(self, pattern, *args, **kwargs))  # type: ignore[arg-type]
+        if pattern.startswith("date=*/batch__"):
+            time.sleep(0.5)
+        return iter(found)
+
+    monkeypatch.setattr(Path, "glob", slow_glob)
+    uri = str(tmp_path / "log")
+    jobs = [(uri, "2011-05-01", ["a", "b"]), (uri, "2011-05-01", ["c", "d"])]
+    if runner == "threads":
+        workers: list = [threading.Thread(target=_replace_slowly, args=job) for job in jobs]
+    else:
+        workers = [multiprocessing.get_context("fork").Process(target=_replace_slowly, args=job) for job in jobs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    if runner == "processes":
+        assert [w.exitcode for w in workers] == [0, 0]
+
+    logged = pl.read_predictions("bike", None, None, uri=uri)
+    assert sorted(logged["request_id"]) in (["a", "b"], ["c", "d"]), sorted(logged["request_id"])
