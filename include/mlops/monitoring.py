@@ -693,10 +693,10 @@ class WindowValidation:
         return asdict(self)
 
 
-def validate_window(use_case: UseCase, window_path: str, run_key: str | None = None) -> WindowValidation:
+def validate_window(use_case: UseCase, window_path: str, run_id: str | None = None) -> WindowValidation:
     """Great Expectations on the window's features: a failure is a data bug, not drift.
 
-    `run_key` names the validation run in Data Docs; by default the window file's folder,
+    `run_id` names the validation run in Data Docs; by default the window file's folder,
     which `collect_window` already names after the run.
     """
     import pandas as pd
@@ -710,7 +710,7 @@ def validate_window(use_case: UseCase, window_path: str, run_key: str | None = N
     if missing:
         return WindowValidation(False, f"the prediction log lacks feature columns {missing}")
     outcome = validation.validate_features(
-        use_case, frame[use_case.features.all], run_id=run_key or Path(window_path).parent.name
+        use_case, frame[use_case.features.all], run_id=run_id or Path(window_path).parent.name
     )
     return WindowValidation(outcome.success, "; ".join(f.describe() for f in outcome.failed), outcome.data_docs_page)
 

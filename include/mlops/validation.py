@@ -190,7 +190,9 @@ def validate_features(use_case: UseCase, df: pd.DataFrame, run_id: str = "window
             result_format="SUMMARY",
         )
     )
-    run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=run_id))
+    # The run name becomes a folder of the results store and the site, which refuse path separators.
+    run_name = run_id.replace("/", "_").replace("\\", "_")
+    run = checkpoint.run(batch_parameters={"dataframe": df}, run_id=gx.RunIdentifier(run_name=run_name))
     (identifier, result), *_ = run.run_results.items()
     present = {str(c) for c in df.columns}
     return ValidationOutcome(

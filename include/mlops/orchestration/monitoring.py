@@ -84,8 +84,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
             from mlops import monitoring
 
             # A failed validation is recorded, not raised: the decision turns it into a data-bug alert.
-            key = run_key(context["dag"].dag_id, context["run_id"])
-            return monitoring.validate_window(use_case, window["path"], key).to_dict()
+            return monitoring.validate_window(use_case, window["path"], context["run_id"]).to_dict()
 
         @task(**GATE, outlets=[drift_report_asset(use_case)])
         def assess_window(window: dict[str, Any], validation: dict[str, Any], **context: Any) -> dict[str, Any]:
