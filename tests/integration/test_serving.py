@@ -376,6 +376,52 @@ def test_every_kind_of_bad_input_is_a_4xx_naming_the_field(setup: Setup) -> None
         assert client.get("/health").json()["status"] == "ok"
 
 
+def test_predict_without_a_path_takes_the_use_case_from_the_body(setup: Setup) -> None:
+    url = setup.service.url
+    tag = uuid.uuid4().hex[:6]
+    rows = [bike_record(setup.bike_features, i) for i in range(3)]
+    ids = [f"body-{tag}-{i}" for i in range(3)]
+    body = {"use_case": "bike_sharing", "records": rows, "ids": ids, "event_times": ["2011-06-01T08:00:00"] * 3}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/predict", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["use_case"] == "bike_sharing" and answer["model_version"] == setup.bike_v1
+        assert answer["ids"] == ids
+        assert answer["predictions"] == pytest.approx(setup.bike_pipeline.predict(setup.bike_features.head(3)).tolist())
+        # The same request on the path form answers the same; `use_case` may repeat the path's.
+        same = client.post("/predict/bike_sharing", json={**body, "ids": [f"{i}-again" for i in ids]})
+        assert same.status_code == 200 and same.json()["predictions"] == answer["predictions"]
+
+        # This service serves two use cases: without `use_case` the request is ambiguous.
+        refusals = [
+            ("/predict", {"records": rows}, "the served use cases"),
+            ("/predict", {"use_case": "no_such_use_case", "records": rows}, "unknown"),
+            ("/predict", {"use_case": 7, "records": rows}, "must be one of"),
+            ("/predict/bike_sharing", {"use_case": "breast_cancer", "records": rows}, "the path names"),
+        ]
+        for path, refused, why in refusals:
+            response = client.post(path, json=refused)
+            assert response.status_code == 422, f"{path} {refused.get('use_case')}: {response.text}"
+            (problem,) = response.json()["detail"]
+            assert problem["loc"] == ["body", "use_case"], problem
+            if why == "the served use cases":
+                assert "bike_sharing" in problem["msg"] and "breast_cancer" in problem["msg"]
+            else:
+                assert why in problem["msg"], problem
+        # Body validation is the same as on the path form.
+        bad = client.post("/predict", json={"use_case": "bike_sharing", "record": {**rows[0], "temp": "warm"}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "record", "temp"]
+        assert client.post("/predict", content=b"[1]").status_code == 422
+
+    def logged() -> bool:
+        frame = read_predictions("bike_sharing", "2011-06-01", "2011-06-02", uri=str(setup.service.log_dir))
+        return set(ids) <= set(frame["request_id"])
+
+    wait_until(logged, what="the /predict rows in the prediction log")
+    assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
 def test_models_endpoint_lists_version_alias_signature_and_run(setup: Setup) -> None:
     from mlflow import MlflowClient
 
@@ -498,10 +544,12 @@ def test_sigterm_flushes_buffered_predictions(setup: Setup, tmp_path: Path) -> N
     service = start_service(tmp_path, configs, tmp_path / "log", "--log-flush-seconds", "3600")
     ids = [f"term-{i}" for i in range(25)]
     try:
-        for chunk in (ids[:5], ids[5:]):
+        # This service serves one use case, so POST /predict needs no `use_case`.
+        for path, chunk in (("/predict/breast_cancer", ids[:5]), ("/predict", ids[5:])):
             rows = [bc_record(setup.bc_features, i) for i in range(len(chunk))]
-            response = httpx.post(f"{service.url}/predict/breast_cancer", json={"records": rows, "ids": chunk})
-            assert response.status_code == 200
+            response = httpx.post(f"{service.url}{path}", json={"records": rows, "ids": chunk})
+            assert response.status_code == 200, f"{path}: {response.text}"
+            assert response.json()["use_case"] == "breast_cancer" and response.json()["ids"] == chunk
         assert read_predictions("breast_cancer", None, None, uri=str(service.log_dir)).empty
     finally:
         service.stop()

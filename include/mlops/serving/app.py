@@ -1,6 +1,7 @@
 """The real-time prediction service: FastAPI app, micro-batching and lifecycle.
 
-`POST /predict/{use_case}` is the hot path. It reads the body with a size cap,
+`POST /predict/{use_case}` (or `POST /predict` with the use case in the body, or
+none when only one is served) is the hot path. It reads the body with a size cap,
 decodes it with orjson, validates it with the model's compiled schema and joins
 a micro-batch: every request that arrived in the same event-loop turn is
 predicted with one `pipeline.predict` call, because a scikit-learn pipeline
@@ -208,6 +209,11 @@ _PREDICT_BODY_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "description": "Either `records` (a batch) or `record` (one). Feature names and types: GET /models (signature).",
     "properties": {
+        "use_case": {
+            "type": "string",
+            "description": "POST /predict only: the use case whose @champion answers; optional when the service "
+            "serves one use case. On /predict/{use_case} it may repeat the path's.",
+        },
         "records": {"type": "array", "items": {"type": "object"}, "description": "Feature objects, one per row."},
         "record": {"type": "object", "description": "One feature object."},
         "ids": {
@@ -311,50 +317,26 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
             )
         return _json(200, {"models": out})
 
-    @app.post(
-        "/predict/{use_case}",
-        summary="Predict one record or a batch with the use case's @champion",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": _PREDICT_BODY_SCHEMA, "example": _PREDICT_EXAMPLE}},
-            }
-        },
-        responses={
-            200: {"description": "`{use_case, model_name, model_version, ids, predictions}`"},
-            400: {"description": "Malformed or too deeply nested JSON"},
-            404: {"description": "Unknown use case"},
-            413: {"description": "Body or batch too large"},
-            422: {"description": "Invalid fields; `detail[].loc` names each one"},
-            503: {"description": "No model loaded yet for this use case"},
-        },
-    )
-    async def predict(use_case: str, request: Request) -> Response:
-        batcher = batchers.get(use_case)
-        if batcher is None:
-            return _json(
-                404,
-                {
-                    "detail": [
-                        {
-                            "loc": ["path", "use_case"],
-                            "msg": f"unknown use case {use_case!r}; served: {sorted(batchers)}",
-                            "type": "not_found",
-                        }
-                    ]
-                },
-            )
-        model = cache.get(use_case)
-        if model is None:
-            reason = cache.status()["errors"].get(use_case, "the model is still loading")
-            return _json(503, {"detail": f"no @{config.alias} model loaded for {use_case}: {reason}"})
+    predict_responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": "`{use_case, model_name, model_version, ids, predictions}`"},
+        400: {"description": "Malformed or too deeply nested JSON"},
+        413: {"description": "Body or batch too large"},
+        422: {"description": "Invalid fields; `detail[].loc` names each one"},
+        503: {"description": "No model loaded yet for this use case"},
+    }
+
+    def unknown_use_case(loc: list[str], name: str, status: int) -> Response:
+        msg = f"unknown use case {name!r}; served: {sorted(batchers)}"
+        return _json(status, {"detail": [{"loc": loc, "msg": msg, "type": "not_found"}]})
+
+    async def answer(use_case: str, model: LoadedModel, payload: Any) -> Response:
+        """Validate, predict (micro-batched), queue for the log, answer."""
         try:
-            payload = parse_json(await _read_body(request, config.max_body_bytes))
             parsed = model.schema.parse(payload, config.max_records)
         except RequestError as exc:
             return _json(exc.status, exc.body())
         try:
-            used, predictions = await batcher.predict(model, parsed.rows)
+            used, predictions = await batchers[use_case].predict(model, parsed.rows)
         except _VersionChanged:
             return _json(503, {"detail": "the model changed its input columns during this request; retry"})
         except (ValueError, TypeError, KeyError) as exc:
@@ -376,7 +358,111 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
             },
         )
 
+    def not_loaded(use_case: str) -> Response:
+        reason = cache.status()["errors"].get(use_case, "the model is still loading")
+        return _json(503, {"detail": f"no @{config.alias} model loaded for {use_case}: {reason}"})
+
+    @app.post(
+        "/predict",
+        summary="Predict one record or a batch; the body's `use_case` names the model (optional with one use case)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": _PREDICT_BODY_SCHEMA,
+                        "example": {"use_case": "bike_sharing", **_PREDICT_EXAMPLE},
+                    }
+                },
+            }
+        },
+        responses=predict_responses,
+    )
+    async def predict_any(request: Request) -> Response:
+        try:
+            payload = parse_json(await _read_body(request, config.max_body_bytes))
+            use_case = _use_case_of(payload, sorted(batchers))
+        except RequestError as exc:
+            return _json(exc.status, exc.body())
+        if use_case not in batchers:
+            return unknown_use_case(["body", "use_case"], use_case, 422)
+        model = cache.get(use_case)
+        if model is None:
+            return not_loaded(use_case)
+        return await answer(use_case, model, payload)
+
+    @app.post(
+        "/predict/{use_case}",
+        summary="Predict one record or a batch with the use case's @champion",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _PREDICT_BODY_SCHEMA, "example": _PREDICT_EXAMPLE}},
+            }
+        },
+        responses={**predict_responses, 404: {"description": "Unknown use case"}},
+    )
+    async def predict(use_case: str, request: Request) -> Response:
+        if use_case not in batchers:
+            return unknown_use_case(["path", "use_case"], use_case, 404)
+        model = cache.get(use_case)
+        if model is None:
+            return not_loaded(use_case)
+        try:
+            payload = parse_json(await _read_body(request, config.max_body_bytes))
+            if type(payload) is dict and "use_case" in payload:
+                named = payload.pop("use_case")
+                if named != use_case:
+                    raise RequestError(
+                        422,
+                        [
+                            {
+                                "loc": ["body", "use_case"],
+                                "msg": f"names {named!r} but the path names {use_case!r}; drop one",
+                                "type": "value_error",
+                            }
+                        ],
+                    )
+        except RequestError as exc:
+            return _json(exc.status, exc.body())
+        return await answer(use_case, model, payload)
+
     return app
+
+
+def _use_case_of(payload: Any, served: list[str]) -> str:
+    """The use case a `POST /predict` body names (removing the key), or the only one served."""
+    if type(payload) is not dict:
+        raise RequestError(
+            422,
+            [
+                {
+                    "loc": ["body"],
+                    "msg": 'send a JSON object: {"use_case": "...", "records": [{...}]} or {"record": {...}}',
+                    "type": "dict_type",
+                }
+            ],
+        )
+    if "use_case" not in payload:
+        if len(served) == 1:
+            return served[0]
+        raise RequestError(
+            422,
+            [
+                {
+                    "loc": ["body", "use_case"],
+                    "msg": f"field required: this service serves several use cases, name one of {served} "
+                    "(or POST to /predict/<use_case>)",
+                    "type": "missing",
+                }
+            ],
+        )
+    named = payload.pop("use_case")
+    if type(named) is not str:
+        raise RequestError(
+            422, [{"loc": ["body", "use_case"], "msg": f"must be one of {served}", "type": "string_type"}]
+        )
+    return named
 
 
 def _log(
