@@ -17,7 +17,6 @@ plugin may serve, and being pure it is tested without a server.
 from __future__ import annotations
 
 import html
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,12 +32,25 @@ if TYPE_CHECKING:
 
 ALIASES = ("champion", "previous", "challenger")
 # Tag names written by mlops.registry and mlops.tracking, which this module may not
-# import (they import scikit-learn); a unit test keeps them in step.
+# import (they import scikit-learn); unit tests keep them in step with the writers.
 TAG_RUN_KEY = "mlops.run_key"
 TAG_RUN_TYPE = "mlops.run_type"
 TAG_DAG_ID = "airflow_dag_id"
 TAG_DAG_RUN_ID = "airflow_run_id"
+TAG_GATE_PASSED = "mlops.gate.passed"
+"""`true`/`false`, on the model version (registry.apply_decision) and on the parent run (the gate)."""
+TAG_GATE_REASONS = "mlops.gate.reasons"
+"""The gate's reasons joined with `; `, a separator some reasons also contain ("...; allowed 5.0%")."""
+TAG_REJECTION_REASON = "mlops.rejection_reason"
+TAG_PROMOTED_AT = "mlops.promoted_at"
+"""When `@champion` moved to the version (ISO time); versions promoted before the tag existed lack it."""
 APPROVAL_TAGS = ("mlops.approval.decision", "mlops.approval.by", "mlops.approval.at")
+# Tags about the gate, a promotion, a rejection, an approval or a rollback: the page lists
+# them as recorded. Not the run key or the copied metrics, which say nothing about a decision.
+DECISION_TAG_PREFIXES = (
+    "mlops.gate.", "mlops.approval.", "mlops.rejection_reason", "mlops.promoted", "mlops.replaced",
+    "mlops.rollback.", "mlops.rolled_back.",
+)  # fmt: skip
 DAG_PREFIXES = ("train_", "monitor_", "score_")
 # The Evidently report shown first when a run folder holds several.
 REPORT_ORDER = ("drift.html", "data_quality.html", "performance.html")
@@ -63,10 +75,22 @@ class VersionView:
     """The gate's verdict from the version's tags; None when the tags do not say."""
     reasons: list[str]
     decision_tags: dict[str, str]
-    """Every tag about the gate or the promotion, shown as recorded."""
+    """Every tag about the gate, the promotion, an approval or a rollback, shown as recorded."""
     tags: dict[str, str]
     version_url: str
     run_url: str | None
+    promoted_at: datetime | None = None
+    """When `@champion` moved to this version, from its `mlops.promoted_at` tag."""
+
+    @property
+    def rejection(self) -> str | None:
+        """Why the version was not promoted, when that is more than the gate's own reasons.
+
+        A failed gate writes its reasons into `mlops.rejection_reason` too; a person's
+        rejection or an approval time-out writes its own reason there.
+        """
+        reason = self.tags.get(TAG_REJECTION_REASON)
+        return reason if reason and reason != "; ".join(self.reasons) else None
 
     @property
     def approval(self) -> str | None:
@@ -242,47 +266,26 @@ def relative_to_root(root: Path, path: str | Path | None) -> str | None:
 # --------------------------------------------------------------------------- tags
 
 
-def _truthy(value: str) -> bool | None:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "passed", "pass"):
-        return True
-    if lowered in ("false", "0", "no", "failed", "fail", "rejected"):
-        return False
-    return None
-
-
-def _reason_list(value: str) -> list[str]:
-    text = value.strip()
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-            return [str(item) for item in parsed] if isinstance(parsed, list) else [text]
-        except ValueError:
-            pass
-    parts = [p.strip(" -•") for p in text.replace("\n", ";").split(";")]
-    return [p for p in parts if p]
-
-
-_DECISION_WORDS = ("gate", "reason", "promot", "reject", "decision", "approv", "passed", "action")
-
-
 def gate_facts(tags: dict[str, str]) -> tuple[bool | None, list[str], dict[str, str]]:
-    """(passed, reasons, decision tags) read from a model version's tags.
+    """(passed, reasons, decision tags) read from the tags `mlops.registry` writes on a model version.
 
-    Tolerant of naming (`gate.passed`, `gate_passed`, `passed`; `gate.reasons` as a
-    JSON list or `;`/newline-separated text) so the page keeps working if the
-    registry module renames a tag; every decision-related tag is also returned as is.
+    `passed` is None when the gate has not judged the version (yet): its run is
+    still evaluating, or the version was registered by hand.
     """
-    decision = {k: v for k, v in sorted(tags.items()) if any(w in k.lower() for w in _DECISION_WORDS)}
-    passed: bool | None = None
-    reasons: list[str] = []
-    for key, value in decision.items():
-        leaf = key.lower().rsplit(".", 1)[-1]
-        if passed is None and leaf.endswith("passed"):
-            passed = _truthy(value)
-        if not reasons and leaf.endswith("reasons"):
-            reasons = _reason_list(value)
-    return passed, reasons, decision
+    decision = {k: v for k, v in sorted(tags.items()) if k.startswith(DECISION_TAG_PREFIXES)}
+    verdict = tags.get(TAG_GATE_PASSED)
+    passed = {"true": True, "false": False}.get(verdict) if verdict is not None else None
+    return passed, reason_list(tags.get(TAG_GATE_REASONS, "")), decision
+
+
+def reason_list(joined: str) -> list[str]:
+    """The gate's reasons tag as one entry, as recorded.
+
+    Not split at `; `: a regression check reads "rmse 130 is 30.0% worse than
+    champion v2 (100); allowed 5.0%", and a split would tear it in two.
+    """
+    text = joined.strip()
+    return [text] if text else []
 
 
 def _when(millis: int | None) -> datetime | None:
@@ -319,6 +322,7 @@ def _version_view(client: MlflowClient, mv: Any, base: str, run_metrics: dict[st
         tags=dict(mv.tags or {}),
         version_url=model_version_url(base, mv.name, str(mv.version)),
         run_url=run_url(base, run_id) if run_id else None,
+        promoted_at=_parse_time((mv.tags or {}).get(TAG_PROMOTED_AT)),
     )
 
 
@@ -493,10 +497,14 @@ def gather_run(use_case: UseCase, dag_id: str, dag_run_id: str, settings: Settin
 
 
 def _parse_time(value: Any) -> datetime | None:
+    """An ISO time (Airflow's, or one of our `mlops.*.at` tags) in UTC, as the page shows times."""
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
     except ValueError:
         return None
+    if parsed is None:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _gate_run(client: MlflowClient, use_case: UseCase, dag_id: str, dag_run_id: str) -> Any:
@@ -564,8 +572,8 @@ def pending_approvals(
                 review_path=required_action_path(dag_id, dag_run_id, task_id, int(ti.get("map_index", -1))),
                 version=version,
                 champion_version=None if champion in (None, "none") else champion,
-                passed=_truthy(tags["mlops.gate.passed"]) if "mlops.gate.passed" in tags else None,
-                reasons=_reason_list(tags.get("mlops.gate.reasons", "")),
+                passed=gate_facts(tags)[0],
+                reasons=reason_list(tags.get(TAG_GATE_REASONS, "")),
                 candidate_metrics=_gate_metrics(metrics, "gate_candidate_", use_case.gate.primary_metric),
                 champion_metrics=_gate_metrics(metrics, "gate_champion_", use_case.gate.primary_metric),
             )

@@ -13,7 +13,6 @@ training run validates against the committed suites without writing into the rep
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -129,32 +128,43 @@ def login(base: str, user: str, password: str) -> str:
 
 
 def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
-    """A champion/previous/challenger history, monitoring runs, an Evidently report and a Data Docs page."""
+    """A champion/previous/challenger history, monitoring runs, an Evidently report and a Data Docs page.
+
+    For the plugin's own tests (file routes, traversal, extra links), which need fixed
+    facts in seconds. The registry's own functions judge and tag the versions
+    (`evaluation.check_gate`, `registry.apply_decision`), so the page reads the tag
+    names and reason texts the pipeline writes; only the models are not fitted.
+    """
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
+
+    from mlops import registry
+    from mlops.evaluation import check_gate
 
     use_case = find_use_case(USE_CASE)
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     experiment = client.create_experiment(USE_CASE)
     client.create_registered_model(use_case.model_name)
     run_key = f"{TRAIN_DAG}/ui_test_train"
-    history = {
-        "1": ("true", ["rmse 110 <= max 120", "r2 0.71 >= min 0.5"], 110.0),
-        "2": ("true", ["rmse 95.5 is 13.2% better than champion v1 (110)"], 95.5),
-        "3": ("false", ["rmse 131 > max 120", "rmse 131 is 37.2% worse than champion v2 (95.5)"], 131.0),
-    }
+    # Candidate runs carry the DAG run as the training task tags them (mlops.tracking lineage).
+    lineage = {"airflow_dag_id": TRAIN_DAG, "airflow_run_id": "ui_test_train"}
+    history = {"1": {"rmse": 110.0, "r2": 0.71}, "2": {"rmse": 95.5, "r2": 0.75}, "3": {"rmse": 131.0, "r2": 0.6}}
     runs = {}
-    for version, (passed, reasons, rmse) in history.items():
-        run = client.create_run(experiment, run_name=f"gradient_boosting-v{version}", tags={"run_key": run_key})
-        client.log_batch(run.info.run_id, metrics=[Metric("rmse", rmse, 0, 0), Metric("r2", 0.7, 0, 0)])
+    for version, metrics in history.items():
+        run = client.create_run(experiment, run_name=f"gradient_boosting-v{version}", tags=lineage)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
         client.set_terminated(run.info.run_id)
         client.create_model_version(
             use_case.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-            tags={"gate.passed": passed, "gate.reasons": json.dumps(reasons), "run_key": run_key},
+            tags={registry.TAG_RUN_KEY: run_key, "mlops.run_id": run.info.run_id},
         )  # fmt: skip
+        champion = registry.champion(use_case.model_name)
+        decision = check_gate(
+            use_case, metrics, champion.metrics if champion else None,
+            champion_version=champion.version if champion else None,
+        )  # fmt: skip
+        registry.apply_decision(use_case, version, decision, run_key)
         runs[version] = run.info.run_id
-    for alias, version in (("previous", "1"), ("champion", "2"), ("challenger", "3")):
-        client.set_registered_model_alias(use_case.model_name, alias, version)
 
     monitoring = client.create_experiment(f"{USE_CASE}-monitoring")
     start = datetime(2011, 3, 1, tzinfo=UTC)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -84,26 +83,30 @@ def test_relative_to_root_only_inside(served: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- pure helpers
 
 
-def test_gate_facts_reads_json_and_text_reasons() -> None:
-    passed, reasons, decision = ui_data.gate_facts(
-        {"gate.passed": "false", "gate.reasons": json.dumps(["rmse 130 > max 120", "r2 0.4 < min 0.5"]), "owner": "x"}
-    )
-    assert passed is False
-    assert reasons == ["rmse 130 > max 120", "r2 0.4 < min 0.5"]
-    assert "owner" not in decision and decision["gate.passed"] == "false"
-
-    passed, reasons, _ = ui_data.gate_facts({"gate_passed": "True", "gate_reasons": "a better; b ok\nc fine"})
-    assert passed is True and reasons == ["a better", "b ok", "c fine"]
-
-    assert ui_data.gate_facts({"unrelated": "1"}) == (None, [], {})
-
-    # The names mlops.registry writes.
+def test_gate_facts_reads_the_tags_the_registry_writes() -> None:
     passed, reasons, decision = ui_data.gate_facts(
         {"mlops.gate.passed": "false", "mlops.gate.reasons": "rmse 130 > max 120; r2 0.4 < min 0.5",
-         "mlops.run_key": "train_x/r1", "mlops.rejection_reason": "rmse 130 > max 120"}
+         "mlops.run_key": "train_x/r1", "mlops.rejection_reason": "rmse 130 > max 120", "mlops.metric.rmse": "130"}
     )  # fmt: skip
-    assert passed is False and reasons == ["rmse 130 > max 120", "r2 0.4 < min 0.5"]
-    assert "mlops.rejection_reason" in decision and "mlops.run_key" not in decision
+    assert passed is False and reasons == ["rmse 130 > max 120; r2 0.4 < min 0.5"]
+    assert set(decision) == {"mlops.gate.passed", "mlops.gate.reasons", "mlops.rejection_reason"}
+
+    passed, reasons, _ = ui_data.gate_facts({"mlops.gate.passed": "true", "mlops.gate.reasons": "rmse 90 <= max 120"})
+    assert passed is True and reasons == ["rmse 90 <= max 120"]
+    # A version the gate has not judged (registered, evaluation still running) says nothing.
+    assert ui_data.gate_facts({"mlops.run_key": "train_x/r1"}) == (None, [], {})
+
+
+def test_a_rejection_is_shown_when_it_says_more_than_the_gate() -> None:
+    def version(tags: dict[str, str]) -> ui_data.VersionView:
+        passed, reasons, decision = ui_data.gate_facts(tags)
+        return ui_data.VersionView("2", [], None, None, None, {}, passed, reasons, decision, tags, "", None)
+
+    gate = {"mlops.gate.passed": "false", "mlops.gate.reasons": "rmse 130 > max 120; r2 0.4 < min 0.5"}
+    assert version({**gate, "mlops.rejection_reason": "rmse 130 > max 120; r2 0.4 < min 0.5"}).rejection is None
+    human = {"mlops.gate.passed": "true", "mlops.gate.reasons": "rmse 90 <= max 120",
+             "mlops.rejection_reason": "promotion rejected by ana; champion kept"}  # fmt: skip
+    assert version(human).rejection == "promotion rejected by ana; champion kept"
 
 
 def test_urls_and_dag_names() -> None:
@@ -178,32 +181,36 @@ def use_case(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def seed_registry(use_case: UseCase, dag_run_key: str) -> dict[str, str]:
-    """Three versions: v1 @previous, v2 @champion, v3 @challenger (rejected), as the registry module tags them."""
+    """Three versions judged and moved by the registry's own functions: v1 @previous, v2 @champion, v3 @challenger."""
     from mlflow.tracking import MlflowClient
+
+    from mlops import registry
+    from mlops.evaluation import check_gate
 
     client = MlflowClient()
     experiment = client.create_experiment(use_case.name)
     client.create_registered_model(use_case.model_name)
+    dag_id, dag_run_id = dag_run_key.split("/")
     run_ids = {}
-    decisions = {
-        "1": ("true", ["rmse 110 <= max 120"], 110.0),
-        "2": ("true", ["rmse 100 is 9.1% better than champion v1 (110)"], 100.0),
-        "3": ("false", ["rmse 130 > max 120", "rmse 130 is 30.0% worse than champion v2 (100)"], 130.0),
-    }
-    for version, (passed, reasons, rmse) in decisions.items():
-        run = client.create_run(experiment, run_name=f"candidate-{version}", tags={"airflow.run_key": dag_run_key})
+    for version, rmse in {"1": 110.0, "2": 100.0, "3": 130.0}.items():
+        run = client.create_run(
+            experiment, run_name=f"candidate-{version}", tags={"airflow_dag_id": dag_id, "airflow_run_id": dag_run_id}
+        )
         client.log_metric(run.info.run_id, "rmse", rmse)
         client.log_metric(run.info.run_id, "r2", 0.8)
         client.set_terminated(run.info.run_id)
         mv = client.create_model_version(
             use_case.model_name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-            tags={"gate.passed": passed, "gate.reasons": json.dumps(reasons), "run_key": dag_run_key},
+            tags={registry.TAG_RUN_KEY: dag_run_key},
         )  # fmt: skip
         assert mv.version == version
+        champion = registry.champion(use_case.model_name)
+        decision = check_gate(
+            use_case, {"rmse": rmse, "r2": 0.8}, champion.metrics if champion else None,
+            champion_version=champion.version if champion else None,
+        )  # fmt: skip
+        registry.apply_decision(use_case, version, decision, dag_run_key)
         run_ids[version] = run.info.run_id
-    client.set_registered_model_alias(use_case.model_name, "previous", "1")
-    client.set_registered_model_alias(use_case.model_name, "champion", "2")
-    client.set_registered_model_alias(use_case.model_name, "challenger", "3")
     return run_ids
 
 
@@ -244,7 +251,9 @@ def test_gather_use_case_shows_aliases_metrics_reasons_and_drift(use_case: UseCa
     assert champion.aliases == ["champion"] and champion.created is not None
     challenger = view.by_alias["challenger"]
     assert challenger.passed is False
-    assert challenger.reasons == ["rmse 130 > max 120", "rmse 130 is 30.0% worse than champion v2 (100)"]
+    assert challenger.reasons == ["rmse 130 > max 120; rmse 130 is 30.0% worse than champion v2 (100); allowed 5.0%"]
+    assert challenger.rejection is None  # the gate's own reasons, already shown
+    assert view.by_alias["previous"].reasons[0].endswith("no champion yet: judged on the absolute thresholds only")
     assert [v.version for v in view.recent] == ["3", "2", "1"]
 
     assert [p.drift_share for p in view.drift] == [0.1, 0.2, 0.6]
@@ -265,6 +274,16 @@ def test_gather_run_finds_what_the_dag_run_produced(use_case: UseCase) -> None:
 
     other = ui_data.gather_run(use_case, "train_x", "manual__2")
     assert other.versions == [] and other.mlflow_runs == []
+
+
+def test_promotion_time_comes_from_its_tag(use_case: UseCase) -> None:
+    from mlflow.tracking import MlflowClient
+
+    seed_registry(use_case, "train_x/manual__1")
+    MlflowClient().set_model_version_tag(use_case.model_name, "2", "mlops.promoted_at", "2026-01-02T04:04:05+01:00")
+    view = ui_data.gather_use_case(use_case)
+    assert view.by_alias["champion"].promoted_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert view.by_alias["champion"].created != view.by_alias["champion"].promoted_at
 
 
 def test_unregistered_model_shows_empty_not_an_error(use_case: UseCase) -> None:
