@@ -12,7 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS
+from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS, RUN_FAILURE_CALLBACK
 
 
 @dag(
@@ -22,6 +22,7 @@ from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS
     catchup=False,
     max_active_runs=MAX_ACTIVE_RUNS,
     default_args={**DAG_DEFAULTS, "retries": 1},
+    on_failure_callback=RUN_FAILURE_CALLBACK,
     tags=["platform"],
     doc_md=__doc__,
 )

@@ -51,6 +51,11 @@ DAG_DEFAULTS: dict[str, Any] = {
     "on_failure_callback": MlopsNotifier.on_failure(),
 }
 
+# DAG-level (each @dag passes it as on_failure_callback): a run can fail with no task failing,
+# when its dagrun_timeout skips what is left, which no task callback sees. It stays silent for
+# a run failed by a task, which the task-level callback above has already reported.
+RUN_FAILURE_CALLBACK = MlopsNotifier.on_run_failure()
+
 # One run at a time per DAG: two training runs of one use case would race on
 # the registry aliases, and two monitoring runs would double-trigger retraining.
 MAX_ACTIVE_RUNS = 1

@@ -15,7 +15,7 @@ from airflow.sdk import DAG, Param, Variable, dag, task
 
 from mlops.config import UseCase
 from mlops.orchestration.assets import drift_report_asset
-from mlops.orchestration.defaults import DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND
+from mlops.orchestration.defaults import DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, RUN_FAILURE_CALLBACK
 from mlops.orchestration.training import START_DATE, run_key, training_dag_id
 
 
@@ -64,6 +64,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         max_active_runs=MAX_ACTIVE_RUNS,
         default_args={**DAG_DEFAULTS, "owner": use_case.owner},
         dagrun_timeout=timedelta(hours=2),
+        on_failure_callback=RUN_FAILURE_CALLBACK,
         tags=["monitoring", use_case.name, *use_case.tags],
         doc_md=doc,
         params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},

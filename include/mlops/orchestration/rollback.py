@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, dag, task
 
 from mlops.config import UseCase
-from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS, REGISTRY
+from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS, REGISTRY, RUN_FAILURE_CALLBACK
 from mlops.orchestration.training import START_DATE
 
 DOC = """
@@ -32,6 +32,7 @@ def build_rollback_dag(use_cases: list[UseCase]) -> DAG:
         max_active_runs=MAX_ACTIVE_RUNS,
         default_args=DAG_DEFAULTS,
         dagrun_timeout=timedelta(minutes=30),
+        on_failure_callback=RUN_FAILURE_CALLBACK,
         tags=["registry", "rollback"],
         doc_md=DOC,
         params={

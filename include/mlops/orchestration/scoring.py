@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops.config import UseCase
 from mlops.orchestration.assets import predictions_asset
-from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, MAX_ACTIVE_RUNS
+from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, MAX_ACTIVE_RUNS, RUN_FAILURE_CALLBACK
 from mlops.orchestration.training import START_DATE
 
 
@@ -44,6 +44,7 @@ triggered without one, the date it ran after).
         max_active_runs=MAX_ACTIVE_RUNS,
         default_args={**DAG_DEFAULTS, "owner": use_case.owner},
         dagrun_timeout=timedelta(hours=2),
+        on_failure_callback=RUN_FAILURE_CALLBACK,
         tags=["inference", use_case.name, *use_case.tags],
         doc_md=doc,
         params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},

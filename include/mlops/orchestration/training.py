@@ -16,7 +16,15 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.config import UseCase
 from mlops.orchestration.assets import champion_asset
-from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, REGISTRY
+from mlops.orchestration.defaults import (
+    COMPUTE_BOUND,
+    DAG_DEFAULTS,
+    GATE,
+    MAX_ACTIVE_RUNS,
+    NETWORK_BOUND,
+    REGISTRY,
+    RUN_FAILURE_CALLBACK,
+)
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -62,6 +70,7 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         max_active_runs=MAX_ACTIVE_RUNS,
         default_args={**DAG_DEFAULTS, "owner": use_case.owner},
         dagrun_timeout=timedelta(hours=3),
+        on_failure_callback=RUN_FAILURE_CALLBACK,
         tags=["training", use_case.name, *use_case.tags],
         doc_md=doc,
         params={
