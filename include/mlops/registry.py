@@ -331,13 +331,53 @@ def _seconds(when: Any) -> str | None:
     return when.isoformat(timespec="seconds") if isinstance(when, datetime) else None
 
 
-def record_approval(use_case: UseCase | str, version: str, outcome: ApprovalOutcome) -> None:
-    """Tag the version with the answer to its promotion request: what, who, when."""
+def apply_approval(
+    use_case: UseCase | str,
+    version: str,
+    decision: GateDecision | dict[str, Any],
+    outcome: ApprovalOutcome,
+    run_key: str,
+) -> PromotionResult:
+    """Record the answer to a passed candidate's promotion request; on a rejection or time-out keep the champion.
+
+    The answer goes to its own tags (`mlops.approval.decision`, `.by`, `.at`, `.reason`);
+    the gate's tags say what the gate decided (it passed) and are never rewritten here.
+    Rejected or timed out: `@champion` stays and the version becomes `@challenger`, its
+    `mlops.rejection_reason` saying who rejected it or that nobody answered. Approved:
+    `apply_decision` has already moved `@champion`; only the answer is recorded.
+    Idempotent per run key, like `apply_decision`.
+    """
     uc = resolve_use_case(use_case)
-    tags = {"mlops.approval.decision": outcome.decision, "mlops.approval.by": outcome.by}
-    if outcome.at:
-        tags["mlops.approval.at"] = outcome.at
-    _set_tags(_client(), uc.model_name, str(version), tags)
+    gate = decision if isinstance(decision, GateDecision) else GateDecision.from_dict(decision)
+    version = str(version)
+    name = uc.model_name
+    mlflow_client = _client()
+    champion = alias_version(name, CHAMPION)
+    previous = alias_version(name, PREVIOUS)
+    if outcome.decision == "not answered":
+        return PromotionResult("unchanged", version, champion, previous, [outcome.reason])
+    tags = mlflow_client.get_model_version(name, version).tags
+    earlier = _decided_earlier(tags, version, run_key)
+    # Approved after promote_candidate moved the alias: that is this run's own mark, not a replay.
+    if earlier is not None and not (outcome.approved and tags.get(TAG_PROMOTED_BY) == run_key):
+        return PromotionResult("unchanged", version, champion, previous, [outcome.reason, earlier])
+    answer = {
+        "mlops.approval.decision": outcome.decision,
+        "mlops.approval.by": outcome.by,
+        "mlops.approval.reason": outcome.reason,
+        **({"mlops.approval.at": outcome.at} if outcome.at else {}),
+    }
+    _set_tags(mlflow_client, name, version, answer)
+    if outcome.approved:
+        return PromotionResult("unchanged", version, champion, previous, [outcome.reason])
+    # The promotion was skipped, so apply_decision never wrote the gate's (passing) verdict here.
+    _set_tags(mlflow_client, name, version, _gate_tags(gate, run_key))
+    if champion == version:
+        note = f"v{version} is @champion and stays so; use rollback to replace it"
+        return PromotionResult("unchanged", version, champion, previous, [outcome.reason, note])
+    action = _keep_as_challenger(mlflow_client, name, version, outcome.reason, run_key, at=outcome.at)
+    log.info("%s v%s is @challenger: %s", name, version, outcome.reason)
+    return PromotionResult(action, version, champion, previous, [outcome.reason])
 
 
 def _version_exists(mlflow_client: MlflowClient, name: str, version: str) -> bool:

@@ -201,3 +201,73 @@ def test_rollback_errors_are_clear(trained: tuple[tracking.CandidateResult, str]
         registry.rollback("it_registry_never_registered", None, reason="bad", requested_by="carol")
     assert aliases(uc.model_name) == {"champion": v1}
     assert registry.champion("it_registry_never_registered") is None
+
+
+ANSWERS = {
+    "rejected": {"chosen_options": ["Reject"], "responded_by_user": {"id": "7", "name": "ana"},
+                 "responded_at": "2026-03-04T05:06:07.890+00:00", "timed_out": False},
+    # Airflow's time-out sweep applies the default ("Reject") with no responder.
+    "timed out": {"chosen_options": ["Reject"], "responded_by_user": None,
+                  "responded_at": "2026-03-05T05:06:07+00:00", "timed_out": True},
+}  # fmt: skip
+REJECTION_REASONS = {
+    "rejected": "promotion rejected by ana; champion kept",
+    "timed out": "approval timed out: nobody answered within 2 h; champion kept",
+}
+
+
+@pytest.mark.parametrize("answer", sorted(ANSWERS))
+def test_a_rejected_or_timed_out_promotion_keeps_the_champion(
+    trained: tuple[tracking.CandidateResult, str], answer: str
+) -> None:
+    """record_approval_outcome's logic: Airflow's answer read as the task reads it, then recorded."""
+    candidate, _ = trained
+    uc = make_use_case(f"it_registry_{answer.replace(' ', '_')}")
+    v1 = registry.register_candidate(uc, candidate, "dag/A")
+    registry.apply_decision(uc, v1, passed(uc, candidate), "dag/A")
+    v2 = registry.register_candidate(uc, candidate, "dag/B")
+    # The gate passed v2 (it equals the champion), so a person was asked; promote_candidate was skipped.
+    gate = check_gate(uc, candidate.metrics, candidate.metrics, champion_version=v1)
+    assert gate.passed
+
+    outcome = registry.approval_outcome(ANSWERS[answer], timeout_hours=2)
+    result = registry.apply_approval(uc, v2, gate.to_dict(), outcome, "dag/B")
+    assert (result.action, result.champion, result.reasons) == ("challenger", v1, [REJECTION_REASONS[answer]])
+    assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
+    tags = MlflowClient().get_model_version(uc.model_name, v2).tags
+    # The gate's verdict as the gate gave it; the person's answer beside it, in its own tags.
+    assert tags["mlops.gate.passed"] == "true" and tags["mlops.gate.reasons"] == "; ".join(gate.reasons)
+    assert tags["mlops.gate.champion_version"] == v1 and tags["mlops.gate.run_key"] == "dag/B"
+    by, at = ("ana", "2026-03-04T05:06:07+00:00") if answer == "rejected" else ("nobody", "2026-03-05T05:06:07+00:00")
+    assert {k: v for k, v in tags.items() if k.startswith("mlops.approval.")} == {
+        "mlops.approval.decision": answer, "mlops.approval.by": by, "mlops.approval.at": at,
+        "mlops.approval.reason": REJECTION_REASONS[answer],
+    }  # fmt: skip
+    assert tags["mlops.rejection_reason"] == REJECTION_REASONS[answer]
+    assert (tags["mlops.rejected_by"], tags["mlops.rejected_at"]) == ("dag/B", at)
+    assert "mlops.promoted_by" not in tags
+    # The champion's own record is untouched.
+    assert "mlops.approval.decision" not in MlflowClient().get_model_version(uc.model_name, v1).tags
+
+    # Recorded once: a replay of the task, even with another answer, changes nothing.
+    approved = registry.approval_outcome({**ANSWERS["rejected"], "chosen_options": ["Approve"]}, timeout_hours=2)
+    for again in (outcome, approved):
+        replay = registry.apply_approval(uc, v2, gate, again, "dag/B")
+        assert replay.action == "unchanged" and "already kept as @challenger by dag/B" in replay.reasons[-1]
+    assert MlflowClient().get_model_version(uc.model_name, v2).tags == tags
+    assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
+
+
+def test_an_approved_promotion_records_who_approved(trained: tuple[tracking.CandidateResult, str]) -> None:
+    candidate, _ = trained
+    uc = make_use_case("it_registry_approved")
+    v1 = registry.register_candidate(uc, candidate, "dag/A")
+    gate = passed(uc, candidate)
+    assert registry.apply_decision(uc, v1, gate, "dag/A").action == "promoted"  # promote_candidate ran
+    outcome = registry.approval_outcome({**ANSWERS["rejected"], "chosen_options": ["Approve"]}, timeout_hours=2)
+    result = registry.apply_approval(uc, v1, gate, outcome, "dag/A")
+    assert (result.action, result.champion, result.reasons) == ("unchanged", v1, ["promotion approved by ana"])
+    tags = MlflowClient().get_model_version(uc.model_name, v1).tags
+    assert (tags["mlops.approval.decision"], tags["mlops.approval.by"]) == ("approved", "ana")
+    assert tags["mlops.gate.passed"] == "true" and tags["mlops.promoted_by"] == "dag/A"
+    assert "mlops.rejection_reason" not in tags and aliases(uc.model_name) == {"champion": v1}

@@ -1,10 +1,12 @@
-"""The human approval step of a promotion: Airflow's ApprovalOperator, keeping its answer.
+"""The human approval step of a promotion: Airflow's ApprovalOperator, keeping its whole answer.
 
 On "Reject" (a person's, or the default "Reject" Airflow applies on time-out) the
-ApprovalOperator skips `promote_candidate` by raising, so in Airflow 3 its return
-value never reaches XCom. `record_approval_outcome` still has to write who rejected,
-or that nobody answered, on the model version: this operator pushes the answer under
-ANSWER_KEY before deciding.
+ApprovalOperator does not raise (unless `fail_on_reject`, which we leave off): it skips
+its direct downstream task `promote_candidate` (SkipMixin), so `@champion` stays, and
+returns the answer like any return value. That return value (chosen options, who, when)
+does not say whether the time-out answered, so this operator also pushes the answer
+with `timed_out` under ANSWER_KEY; `record_approval_outcome` reads it to record on the
+model version who rejected, or that nobody answered.
 """
 
 from __future__ import annotations

@@ -221,8 +221,9 @@ def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: 
     """Insert a person between a passed gate and the alias move.
 
     A failed gate needs nobody: the branch sends it straight to `promote_candidate`
-    (which marks it `@challenger`). A rejection or a time-out skips the promotion;
-    `record_approval_outcome` then records why on the model version.
+    (which marks it `@challenger`). On a rejection or a time-out the approval operator
+    skips `promote_candidate`; `record_approval_outcome` then keeps the champion and
+    records the answer on the model version.
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
 
@@ -245,23 +246,37 @@ def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: 
         retries=0,
     )
 
+    # all_done: a rejection skips promote_candidate, and the answer must still be recorded.
+    # The inputs are pulled here rather than passed in, so that after a failure upstream
+    # this task skips instead of failing a second time on the missing XCom.
     @task(**REGISTRY, trigger_rule="all_done")
-    def record_approval_outcome(evaluation: dict[str, Any], version: str, **context: Any) -> dict[str, Any]:
+    def record_approval_outcome(**context: Any) -> dict[str, Any]:
         from mlops import registry
-        from mlops.evaluation import GateDecision
 
+        ti = context["ti"]
+        evaluation = ti.xcom_pull(task_ids="evaluate_candidate")
+        version = ti.xcom_pull(task_ids="register_candidate")
+        if evaluation is None or version is None:
+            raise AirflowSkipException(
+                "nothing to record: evaluate_candidate or register_candidate did not finish; "
+                "the failed task upstream says why"
+            )
         if not evaluation["decision"]["passed"]:
             return {"action": "none", "approval": "not asked: the gate rejected the candidate"}
-        answer = context["ti"].xcom_pull(task_ids="approve_promotion", key=ANSWER_KEY)
+        answer = ti.xcom_pull(task_ids="approve_promotion", key=ANSWER_KEY)
         outcome = registry.approval_outcome(answer, use_case.approval.timeout_hours)
-        registry.record_approval(use_case, version, outcome)
-        if outcome.approved:
-            return {"action": "none", "approval": outcome.reason}  # promote_candidate moved the alias
-        decision = GateDecision.from_dict({**evaluation["decision"], "passed": False, "reasons": [outcome.reason]})
+        if outcome.decision == "not answered":
+            raise AirflowSkipException(
+                "approve_promotion ended without an answer (see its log): nothing recorded and "
+                "@champion unchanged; clear approve_promotion to ask again"
+            )
         key = run_key(context["dag"].dag_id, context["run_id"])
-        result = registry.apply_decision(use_case, version, decision, key)
-        return {**result.to_dict(), "approval": outcome.reason}
+        result = registry.apply_approval(use_case, version, evaluation["decision"], outcome, key)
+        note = outcome.reason
+        if outcome.approved and ti.xcom_pull(task_ids="promote_candidate") is None:
+            note += "; promote_candidate did not finish, so @champion did not move: clear it to promote"
+        return {**result.to_dict(), "approval": note}
 
     route = route_for_approval(evaluation)
     version >> route >> [approve_promotion, no_approval_needed] >> promotion
-    promotion >> record_approval_outcome(evaluation, version)
+    [evaluation, version, promotion] >> record_approval_outcome()

@@ -1,0 +1,78 @@
+"""The training DAG's edges under `dag.test()`: what a failed run leaves for the person who reads it.
+
+A failed validation keeps its Data Docs link, the approval bookkeeping does not add a
+second failure, and validation judges dates against the run's own window. No test here
+reaches the registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mlops.config import Approval, FileSource, UseCase, find_use_case
+
+pytestmark = pytest.mark.integration
+
+RAW = Path(__file__).resolve().parents[2] / "data" / "raw" / "bike_sharing_hourly.csv"
+AS_OF = "2011-03-01"
+DAG_ID = "train_bike_sharing"
+
+
+@pytest.fixture(scope="module")
+def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
+    use_case = find_use_case("bike_sharing")
+    training = use_case.training.model_copy(update={"window": use_case.training.window.model_copy(update={"days": 45})})
+    return use_case.model_copy(update={"training": training})
+
+
+def _run(use_case: UseCase, conf: dict[str, Any], *, up_to: str | None = None) -> tuple[str, str, dict[str, str]]:
+    """Run the training DAG once (or only `up_to` and what it needs); (run id, run state, task states)."""
+    from mlops.orchestration.training import build_training_dag
+
+    dag = build_training_dag(use_case)
+    if up_to is not None:
+        dag = dag.partial_subset(task_ids=[up_to], include_upstream=True, include_downstream=False)
+    dag_run = dag.test(run_conf=conf)
+    return dag_run.run_id, str(dag_run.state), {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def _xcom(run_id: str, task_id: str, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(XComModel.dag_id == DAG_ID, XComModel.run_id == run_id)
+            .filter(XComModel.task_id == task_id, XComModel.key == key)
+            .first()
+        )
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+@pytest.fixture(scope="module")
+def failed_validation(bike: UseCase, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run of a use case that requires approval, on data that breaks the suite (negative counts)."""
+    frame = pd.read_csv(RAW, nrows=2000)
+    frame["cnt"] = -frame["cnt"]
+    path = tmp_path_factory.mktemp("negative") / "negative_counts.csv"
+    frame.to_csv(path, index=False)
+    gated = bike.model_copy(
+        update={"source": FileSource(path=str(path)), "approval": Approval(required=True, timeout_hours=1)}
+    )
+    run_id, state, tasks = _run(gated, {"as_of": AS_OF, "reason": "test"})
+    return {"run_id": run_id, "state": state, "tasks": tasks}
+
+
+def test_a_failure_upstream_is_not_followed_by_a_second_one(failed_validation: dict[str, Any]) -> None:
+    # record_approval_outcome runs whatever happened upstream (all_done) to record a rejection;
+    # with nothing evaluated it skips, so the run shows one failure: the one to read.
+    tasks = failed_validation["tasks"]
+    assert failed_validation["state"] == "failed"
+    assert [t for t, s in tasks.items() if s == "failed"] == ["validate_snapshot"], tasks
+    assert tasks["approve_promotion"] == "upstream_failed"
+    assert tasks["record_approval_outcome"] == "skipped"
