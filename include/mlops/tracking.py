@@ -46,6 +46,13 @@ _LINEAGE_RENAMES = {"dag_id": TAG_DAG_ID, "run_id": TAG_DAG_RUN_ID}
 _NOT_INHERITED_PREFIXES = ("mlops.", "mlflow.")
 
 
+TAG_DVC_MD5 = "dvc_md5"
+
+
+class SnapshotChangedError(RuntimeError):
+    """A re-run of a DAG run got other data than its first attempt trained on; the message says what to do."""
+
+
 @dataclass(frozen=True)
 class CandidateResult:
     """A trained candidate: its run, its logged model and its holdout metrics."""
@@ -182,6 +189,8 @@ def start_parent_run(use_case: UseCase | str, dag_id: str, run_id: str, lineage:
         tags["mlflow.note.content"] = f"Training run {dag_id}/{run_id}. Reason: {reason}"
     existing = find_parent_run(uc, dag_id, run_id)
     if existing is not None:
+        # Before any tag is overwritten: the parent's lineage must stay that of its models.
+        _refuse_other_snapshot(mlflow_client, existing, tags.get(TAG_DVC_MD5), f"{dag_id}/{run_id}")
         for key, value in tags.items():
             mlflow_client.set_tag(existing, key, value)
         # Children are created under a running parent; a cleared DAG run reopens it.
@@ -190,6 +199,37 @@ def start_parent_run(use_case: UseCase | str, dag_id: str, run_id: str, lineage:
         return existing
     run = mlflow_client.create_run(experiment_id, run_name=f"{dag_id}/{run_id}", tags=tags)
     return str(run.info.run_id)
+
+
+def _refuse_other_snapshot(mlflow_client: MlflowClient, parent_run_id: str, md5: str | None, run_key: str) -> None:
+    """Raise if a finished candidate of this parent run was trained on another snapshot than `md5`."""
+    from mlflow.entities import ViewType
+
+    parent = mlflow_client.get_run(parent_run_id)
+    children = mlflow_client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.{TAG_PARENT} = {filter_literal(parent_run_id, 'parent run id')}",
+        run_view_type=ViewType.ACTIVE_ONLY,
+    )
+    for child in children:
+        if _is_complete(child) and child.data.tags.get(TAG_DVC_MD5) != md5:
+            raise _snapshot_changed(run_key, child, md5)
+
+
+def _is_complete(run: Run) -> bool:
+    """A candidate run that finished and logged its model (the tag written last)."""
+    return run.info.status == "FINISHED" and TAG_MODEL_URI in run.data.tags
+
+
+def _snapshot_changed(run_key: str, trained: Run, md5: str | None) -> SnapshotChangedError:
+    old = trained.data.tags.get(TAG_DVC_MD5)
+    return SnapshotChangedError(
+        f"{run_key} already trained {trained.data.tags.get(TAG_CANDIDATE_KEY, 'a candidate')} "
+        f"(MLflow run {trained.info.run_id}) on the snapshot with DVC md5 {old}, but this attempt's snapshot "
+        f"has md5 {md5}: the source changed since the run first ingested it. Its models, evaluation and "
+        "lineage belong to the old data, so they are not reused on the new; trigger a new DAG run to train "
+        f"on the new data (the old bytes stay restorable with `mlops data restore {old} <folder>`)."
+    )
 
 
 def end_parent_run(parent_run_id: str, status: str = "FINISHED") -> None:
@@ -266,15 +306,16 @@ def train_and_log_candidate(
     parent_run_id: str,
     lineage: Mapping[str, Any],
 ) -> CandidateResult:
-    """Fit one candidate and log it as a child of the parent run; idempotent per candidate key.
+    """Fit one candidate and log it as a child of the parent run; idempotent per candidate key and snapshot.
 
-    A FINISHED child with the same key is returned as is; a failed or half-written
-    one (killed worker) is deleted and trained again.
+    A FINISHED child with the same key, trained on the same snapshot (DVC md5), is
+    returned as is; a failed or half-written one (killed worker) is deleted and trained
+    again. A finished one trained on another snapshot raises SnapshotChangedError: its
+    model must not be judged on the new holdout under the new lineage.
     """
     import mlflow
     import mlflow.sklearn
     from mlflow.data.pandas_dataset import from_pandas
-    from mlflow.entities import RunStatus
     from mlflow.models import infer_signature
 
     from mlops.training import diagnostic_figures, feature_importance, features_and_target, fit_candidate
@@ -283,10 +324,14 @@ def train_and_log_candidate(
     spec = CandidateSpec.from_dict(dict(spec_dict))
     mlflow_client = client()
     parent = mlflow_client.get_run(parent_run_id)
+    # The child's md5 as it is written below: the task's lineage, else inherited from the parent.
+    md5 = str(lineage[TAG_DVC_MD5]) if lineage.get(TAG_DVC_MD5) is not None else parent.data.tags.get(TAG_DVC_MD5)
 
     for existing in _child_runs(mlflow_client, parent, spec.key):
-        finished = existing.info.status == RunStatus.to_string(RunStatus.FINISHED)
-        if finished and TAG_MODEL_URI in existing.data.tags:
+        if _is_complete(existing):
+            if existing.data.tags.get(TAG_DVC_MD5) != md5:
+                dag_run = f"{parent.data.tags.get(TAG_DAG_ID)}/{parent.data.tags.get(TAG_DAG_RUN_ID)}"
+                raise _snapshot_changed(dag_run, existing, md5)
             log.info("candidate %s already trained in run %s; reusing it", spec.key, existing.info.run_id)
             return _result_from_run(existing)
         log.warning("deleting half-written run %s of candidate %s (%s)", existing.info.run_id, spec.key,

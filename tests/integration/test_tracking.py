@@ -227,6 +227,30 @@ def test_rerun_of_the_same_dag_run_creates_nothing_and_moves_no_alias(flow: Flow
     assert mlflow_client.get_registered_model(MODEL).aliases == {"champion": flow.version}
 
 
+def test_a_rerun_on_changed_data_does_not_reuse_the_old_models(flow: Flow, mlflow_client: MlflowClient) -> None:
+    """The source changed between two attempts of one DAG run: its models belong to the old snapshot."""
+    changed = {**lineage(flow.snapshot), "dvc_md5": "fedcba9876543210fedcba9876543210"}
+    with pytest.raises(tracking.SnapshotChangedError, match="md5 0123456789abcdef0123456789abcdef, but this attempt"):
+        tracking.start_parent_run(flow.use_case, DAG_ID, "run-1", changed)
+    # The parent's lineage still describes the models under it.
+    assert mlflow_client.get_run(flow.parent_run_id).data.tags["dvc_md5"] == lineage(flow.snapshot)["dvc_md5"]
+
+    spec = expand_candidates(flow.use_case)[0]
+    task_lineage = {"dvc_md5": changed["dvc_md5"], "dag_id": DAG_ID, "run_id": "run-1"}
+    with pytest.raises(tracking.SnapshotChangedError, match=f"already trained {spec.key} .* trigger a new DAG run"):
+        tracking.train_and_log_candidate(flow.use_case, spec.to_dict(), flow.snapshot, flow.parent_run_id, task_lineage)
+    assert len(child_runs(mlflow_client, flow.parent_run_id)) == len(flow.results)
+
+
+def test_a_parent_with_nothing_trained_yet_takes_the_new_snapshot(flow: Flow, mlflow_client: MlflowClient) -> None:
+    # An attempt that died before any candidate finished has no models to protect.
+    first = tracking.start_parent_run(flow.use_case, DAG_ID, "run-early-crash", lineage(flow.snapshot))
+    changed = {**lineage(flow.snapshot), "dvc_md5": "fedcba9876543210fedcba9876543210"}
+    assert tracking.start_parent_run(flow.use_case, DAG_ID, "run-early-crash", changed) == first
+    assert mlflow_client.get_run(first).data.tags["dvc_md5"] == changed["dvc_md5"]
+    tracking.end_parent_run(first)
+
+
 def test_worse_model_becomes_challenger_with_the_reason(flow: Flow, mlflow_client: MlflowClient) -> None:
     uc = make_use_case(MODEL, [{"name": "mean", "estimator": "sklearn.dummy.DummyRegressor"}])
     parent = tracking.start_parent_run(uc, DAG_ID, "run-2", lineage(flow.snapshot))

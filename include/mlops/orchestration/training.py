@@ -118,7 +118,10 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
                 "reason": str(params.get("reason")),
                 "monitoring_report": str(params.get("report")),
             }
-            return tracking.start_parent_run(use_case, context["dag"].dag_id, context["run_id"], lineage)
+            try:
+                return tracking.start_parent_run(use_case, context["dag"].dag_id, context["run_id"], lineage)
+            except tracking.SnapshotChangedError as exc:
+                raise AirflowFailException(str(exc)) from exc  # the data will not change back on retry
 
         @task
         def list_candidates() -> list[dict[str, Any]]:
@@ -140,7 +143,10 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
                 "run_id": context["run_id"],
                 "reason": str(context["params"].get("reason")),
             }
-            result = tracking.train_and_log_candidate(use_case, spec, snapshot["path"], parent_run_id, lineage)
+            try:
+                result = tracking.train_and_log_candidate(use_case, spec, snapshot["path"], parent_run_id, lineage)
+            except tracking.SnapshotChangedError as exc:
+                raise AirflowFailException(str(exc)) from exc
             return result.to_dict()
 
         @task(**GATE)
