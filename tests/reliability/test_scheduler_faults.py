@@ -1,12 +1,18 @@
-"""Faults under the real scheduler: a training task SIGKILLed, two triggers at once, a scheduler restart.
+"""Faults under the real scheduler: a training task SIGKILLed, two triggers at once, a scheduler
+restart, and the MLflow server stopped in the middle of training.
 
 One private local stack for the module (api-server, scheduler, dag-processor,
 triggerer, MLflow, prediction service; LocalExecutor on SQLite), started by
-`mlops.stack.private_stack` on free ports under a temporary MLOPS_HOME. Each
-fault gets DAG runs of its own of `train_bike_sharing`, triggered through the
-REST API on the benchmark's small window, and is judged by what Airflow's REST
-API and MLflow's registry say afterwards. The tests do not depend on their order:
-each compares the registry with what it was before its own runs.
+`mlops.stack.private_stack` on free ports under a temporary MLOPS_HOME, with its
+alerts going to a local webhook sink. Each fault gets DAG runs of its own of
+`train_bike_sharing`, triggered through the REST API on the benchmark's small window,
+and is judged by what Airflow's REST API, MLflow's registry and the alerts say
+afterwards. The tests do not depend on their order: each compares the registry with
+what it was before its own runs.
+
+MLflow's client retries each request 7 times with backoff factor 2 (about 4 minutes)
+before a task sees an error; the stack's tasks get 3 retries with factor 1 (seconds),
+so that the MLflow outage shows Airflow's own retry policy within minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import psutil
 import pytest
+from alert_sink import AlertSink, alert_sink
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.entities.model_registry import ModelVersion
@@ -33,6 +40,7 @@ from mlops import stack
 from mlops.airflow_api import AirflowAPI
 from mlops.config import find_use_case
 from mlops.monitoring import Assessment, MonitoringDecision
+from mlops.orchestration.training import QUEUE_XCOM_KEY
 from mlops.processes import group_alive, stop_process_group
 from mlops.registry import TAG_RUN_KEY
 from mlops.settings import Settings
@@ -52,6 +60,7 @@ RUN_TIMEOUT = 900.0
 # running tasks on a loaded machine, which is the path this test proves.
 SCHEDULER_STOP_GRACE = 120.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MLFLOW_CLIENT_FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 @dataclass
@@ -60,6 +69,7 @@ class TrainingStack:
     api: AirflowAPI
     mlflow: MlflowClient
     model_name: str
+    alerts: AlertSink
 
     def trigger(self, run_id: str, conf: dict[str, Any]) -> str:
         return self.api.trigger(DAG_ID, conf={"as_of": AS_OF, **conf}, run_id=run_id)
@@ -74,8 +84,15 @@ class TrainingStack:
         return sorted((t["try_number"], t["state"]) for t in self.api.request("GET", path)["task_instances"])
 
     def return_value(self, run_id: str, task_id: str) -> Any:
-        path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.xcom(run_id, task_id, "return_value")
+
+    def xcom(self, run_id: str, task_id: str, key: str) -> Any:
+        path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.api.request("GET", path)["value"]
+
+    def try_history(self, run_id: str, task_id: str, map_index: int) -> list[dict[str, Any]]:
+        path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries"
+        return sorted(self.api.request("GET", path)["task_instances"], key=lambda t: t["try_number"])
 
     def versions(self, run_id: str | None = None) -> list[ModelVersion]:
         """All versions of the model, or those one DAG run registered (found by the run key, as registry does)."""
@@ -111,7 +128,14 @@ def training_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainin
     # A copy of the Great Expectations context, so Data Docs of these runs stay in tmp.
     ge_dir = tmp / "great_expectations"
     shutil.copytree(PROJECT_ROOT / "great_expectations", ge_dir, ignore=shutil.ignore_patterns("uncommitted"))
-    with stack.private_stack(tmp / "home", extra_env={"MLOPS_GE_DIR": str(ge_dir)}, timeout=600) as settings:
+    with (
+        alert_sink() as alerts,
+        stack.private_stack(
+            tmp / "home",
+            extra_env={"MLOPS_GE_DIR": str(ge_dir), "MLOPS_ALERT_WEBHOOK_URL": alerts.url, **MLFLOW_CLIENT_FAST_FAIL},
+            timeout=600,
+        ) as settings,
+    ):
         api = stack.airflow_api(settings)
         api.wait_for_dag(DAG_ID, timeout=600)
         api.unpause(DAG_ID)
@@ -119,7 +143,7 @@ def training_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainin
         # Its own client, not mlops.tracking.client(): that one repoints MLflow's
         # process-global fluent API, which later modules of the session rely on.
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        yield TrainingStack(settings, api, client, find_use_case(USE_CASE).model_name)
+        yield TrainingStack(settings, api, client, find_use_case(USE_CASE).model_name, alerts)
 
 
 def _wait(what: str, check: Any, timeout: float = RUN_TIMEOUT, poll: float = 0.2) -> Any:
@@ -295,10 +319,22 @@ def test_two_simultaneous_triggers_run_one_at_a_time_each_with_its_reason(traini
     [monitoring_parent] = ts.training_runs("monitoring_trigger", "parent")
     assert monitoring_parent.data.tags["monitoring_report"] == confs["monitoring_trigger"]["report"]
     assert len(ts.versions()) == versions_before + 2
+
+    # Why the second one waited is recorded on it: by its first task (XCom and task log)
+    # and on its MLflow parent run, naming the run it waited for.
+    waited = _seconds(second["queued_at"], second["start_date"])
+    record = ts.xcom(second["dag_run_id"], "ingest_snapshot", QUEUE_XCOM_KEY)
+    assert record["queued_behind"] == first["dag_run_id"], record
+    assert abs(float(record["queued_seconds"]) - waited) < 5, (record, waited)
+    assert "max_active_runs=1" in record["queue_reason"] and first["dag_run_id"] in record["queue_reason"]
+    [second_parent] = ts.training_runs(second["dag_run_id"], "parent")
+    assert {k: second_parent.data.tags.get(k) for k in record} == record
+    assert ts.xcom(first["dag_run_id"], "ingest_snapshot", QUEUE_XCOM_KEY).get("queued_behind") != second["dag_run_id"]
     print(f"\nscheduler faults / two triggers: {first['dag_run_id']} ran first "
           f"({_seconds(first['start_date'], first['end_date']):.1f} s); {second['dag_run_id']} stayed queued "
           f"{_seconds(second['queued_at'], second['start_date']):.1f} s, then ran "
-          f"({_seconds(second['start_date'], second['end_date']):.1f} s); at most {most_running} running")  # fmt: skip
+          f"({_seconds(second['start_date'], second['end_date']):.1f} s); at most {most_running} running; "
+          f"recorded: {record['queue_reason']}")  # fmt: skip
 
 
 def test_scheduler_restarted_mid_run_completes_the_run_with_one_version(training_stack: TrainingStack) -> None:
@@ -348,3 +384,81 @@ def test_scheduler_restarted_mid_run_completes_the_run_with_one_version(training
           f"drained and exited in {stopped - stopping:.1f} s; restarted and healthy in {restarted - stopped:.1f} s; "
           f"run succeeded {finished - restarted:.1f} s later ({finished - triggered:.1f} s after the trigger); "
           f"run again after the restart: {rerun or 'none'}")  # fmt: skip
+
+
+def test_mlflow_down_mid_training_fails_clearly_keeps_the_champion_and_a_cleared_rerun_promotes_once(
+    training_stack: TrainingStack,
+) -> None:
+    ts = training_stack
+    aliases_before = ts.aliases()
+    versions_before = len(ts.versions())
+    run_id = ts.trigger("mlflow_outage", {"reason": "reliability test: MLflow stopped mid-training"})
+    triggered = time.monotonic()
+    keys = _candidate_keys(ts, run_id)
+    _, half_written = _wait("a train_candidate mid-run", lambda: _candidate_mid_logging(ts, run_id, keys))
+
+    # Stop the tracking server (its whole process group) while a candidate is logging to it.
+    stop_process_group(stack.service_pid("mlflow", ts.settings))
+    stopped = time.monotonic()
+    try:
+        state = ts.api.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT)
+        failed_at = time.monotonic()
+    finally:
+        # Back on the same port and database, whatever happened above: later tests need it.
+        stack.up(ts.settings, timeout=600)
+    back = time.monotonic()
+    assert state == "failed"
+
+    # Each candidate task retried with growing delays (COMPUTE_BOUND: 2 retries, 30 s,
+    # exponential), then failed; nothing after training started.
+    instances = {(t["task_id"], t["map_index"]): t for t in ts.api.task_instances(DAG_ID, run_id)}
+    failed = sorted(k for k, t in instances.items() if t["state"] == "failed")
+    assert failed and {task for task, _ in failed} == {"train_candidate"}, instances
+    gaps = []
+    for _, index in failed:
+        history = ts.try_history(run_id, "train_candidate", index)
+        assert [(t["try_number"], t["state"]) for t in history] == [(1, "failed"), (2, "failed"), (3, "failed")]
+        gap = [_seconds(a["end_date"], b["start_date"]) for a, b in zip(history, history[1:], strict=False)]
+        # Airflow's jittered exponential delays: 30-59 s, then 60-119 s.
+        assert gap[0] >= 29 and gap[1] >= 59, gap
+        gaps.append(gap)
+    for task_id in ("evaluate_candidate", "register_candidate", "promote_candidate", "publish_champion"):
+        assert instances[(task_id, -1)]["state"] == "upstream_failed", task_id
+
+    # Nothing half-registered, no alias moved.
+    assert ts.versions(run_id) == [] and len(ts.versions()) == versions_before
+    assert ts.aliases() == aliases_before
+
+    # Failed clearly: one alert per failed task, naming it, the run and the unreachable server.
+    port = str(ts.settings.mlflow_port)
+    alerts = [a for a in ts.alerts.wait_for(f"{DAG_ID}.train_candidate failed") if f"Run: {run_id}" in a["body"]]
+    assert len(alerts) == len(failed), [a["body"][:300] for a in alerts]
+    for alert in alerts:
+        error = alert["body"].split("Error: ", 1)[1]
+        assert port in error and ("Connection refused" in error or "Max retries" in error), error[:500]
+
+    # MLflow is back: clearing the failed tasks re-runs the same DAG run, which replaces the
+    # half-written candidate run, registers one version and promotes it once.
+    ts.api.request(
+        "POST",
+        f"/dags/{DAG_ID}/clearTaskInstances",
+        json={"dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True, "dry_run": False},
+    )
+    assert ts.api.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT) == "success"
+    done = time.monotonic()
+    [version] = ts.versions(run_id)
+    assert len(ts.versions()) == versions_before + 1
+    expected = {"champion": version.version}
+    if "champion" in aliases_before:
+        expected["previous"] = aliases_before["champion"]
+    assert ts.aliases() == expected
+    assert ts.task(run_id, "promote_candidate")["try_number"] == 1
+    assert ts.return_value(run_id, "promote_candidate")["action"] == "promoted"
+    assert ts.mlflow.get_run(half_written.info.run_id).info.lifecycle_stage == "deleted"
+    live = ts.training_runs(run_id, "candidate")
+    assert sorted(r.data.tags[TAG_CANDIDATE_KEY] for r in live) == sorted(keys)
+    print(f"\nscheduler faults / MLflow outage: stopped {stopped - triggered:.1f} s after the trigger, mid-logging; "
+          f"{len(failed)} train_candidate tasks failed after 3 tries each (gaps between tries, s: "
+          f"{[[round(g) for g in gap] for gap in gaps]}); run failed {failed_at - stopped:.1f} s after the stop; "
+          f"MLflow back in {back - failed_at:.1f} s; cleared re-run succeeded {done - back:.1f} s later, "
+          f"v{version.version} is @champion")  # fmt: skip

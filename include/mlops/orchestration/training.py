@@ -7,11 +7,12 @@ Every task is keyed on the DAG run, so clearing and re-running one is safe.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, dag, task
+from airflow.sdk import DAG, Param, Variable, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.config import UseCase
@@ -27,6 +28,12 @@ from mlops.orchestration.defaults import (
 )
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+# A run that starts within this long of being asked for did not wait for another one:
+# a free slot is taken within a scheduler loop or two, even on a loaded machine.
+QUEUE_NOTICE_SECONDS = 10.0
+QUEUE_XCOM_KEY = "queue_wait"
+
+log = logging.getLogger(__name__)
 
 
 def sql_uri(conn_id: str) -> str:
@@ -43,6 +50,57 @@ def run_key(dag_id: str, run_id: str) -> str:
 
 def training_dag_id(use_case: UseCase) -> str:
     return f"train_{use_case.name}"
+
+
+def training_slot_variable(use_case: UseCase) -> str:
+    """The Variable naming the training run of `use_case` that started last."""
+    return f"mlops_training_slot__{use_case.name}"
+
+
+def queue_wait(
+    dag_id: str, run_id: str, asked_at: datetime, started_at: datetime, cleared: bool, previous: dict[str, Any] | None
+) -> dict[str, str]:
+    """Why a run started later than it was asked for, if it did; empty when it did not wait.
+
+    Airflow keeps both times but not the reason: with `max_active_runs=1` a run asked for
+    while another runs (two triggers at once, or a trigger during a run) stays queued until
+    that one ends. `previous` is the run that started before this one, so the one it waited for.
+    A cleared run's start is measured from its original request, so it says nothing.
+    """
+    if cleared or previous is None or previous.get("run_id") == run_id:
+        return {}
+    waited = (started_at - asked_at).total_seconds()
+    if waited < QUEUE_NOTICE_SECONDS:
+        return {}
+    return {
+        "queued_seconds": f"{waited:.1f}",
+        "queued_behind": str(previous["run_id"]),
+        "queue_reason": (
+            f"queued {waited:.0f} s: {dag_id} runs one run at a time (max_active_runs={MAX_ACTIVE_RUNS}) "
+            f"and waited for {previous['run_id']} (started {previous.get('started')})"
+        ),
+    }
+
+
+def claim_training_slot(use_case: UseCase, context: Any) -> dict[str, str]:
+    """Record this run as the last one started, and whether (and behind which run) it was queued.
+
+    Idempotent per run: a retry or a re-run of the first task keeps what the first attempt found.
+    """
+    dag_run = context["dag_run"]
+    name = training_slot_variable(use_case)
+    held = Variable.get(name, default=None, deserialize_json=True)
+    if held and held.get("run_id") == dag_run.run_id:
+        return dict(held.get("queue") or {})
+    started = dag_run.start_date or pendulum.now("UTC")
+    wait = queue_wait(
+        training_dag_id(use_case), dag_run.run_id, dag_run.run_after, started, bool(dag_run.clear_number), held
+    )
+    record = {"run_id": dag_run.run_id, "started": started.isoformat(), "queue": wait}
+    Variable.set(name, record, serialize_json=True)
+    if wait:
+        log.info("%s", wait["queue_reason"])
+    return wait
 
 
 def build_training_dag(use_case: UseCase) -> DAG:
@@ -84,6 +142,7 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         def ingest_snapshot(**context: Any) -> dict[str, Any]:
             from mlops import ingestion
 
+            context["ti"].xcom_push(key=QUEUE_XCOM_KEY, value=claim_training_slot(use_case, context))
             try:
                 snapshot = ingestion.ingest_snapshot(
                     use_case, run_id=context["run_id"], as_of=context["params"].get("as_of"), sql_uri_resolver=sql_uri
@@ -117,6 +176,8 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
                 "data_docs_page": str(validation.get("data_docs_page")),
                 "reason": str(params.get("reason")),
                 "monitoring_report": str(params.get("report")),
+                # Why this run started later than asked (queued behind another run), if it did.
+                **(context["ti"].xcom_pull(task_ids="ingest_snapshot", key=QUEUE_XCOM_KEY) or {}),
             }
             try:
                 return tracking.start_parent_run(use_case, context["dag"].dag_id, context["run_id"], lineage)
