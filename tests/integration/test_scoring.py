@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
-from test_serving import register, regressor, write_configs
+from test_serving import register, regressor, start_service, wait_until, write_configs
 
 from mlops.config import load_use_case
 from mlops.predictionlog import read_predictions, write_labels
@@ -102,7 +109,11 @@ def test_batch_replay_logs_in_time_order_and_delivers_labels_after_the_delay(
 
     logged = read_predictions(use_case, "2011-05-30", "2011-06-03", with_labels=True, uri=log, labels_uri=labels)
     assert len(logged) == result.rows and set(logged["source"]) == {"replay"}
-    assert logged["event_time"].is_monotonic_increasing
+    # Time order is the order the days were scored in: read_predictions sorts by event time,
+    # so look at when each day's partition was written (logged_at is the scoring time).
+    written = logged.groupby("batch_partition")["logged_at"].agg(["min", "max"]).sort_values("min")
+    assert list(written.index) == [f"replay-2011-{d}" for d in ("05-30", "05-31", "06-01", "06-02")]
+    assert (written["max"].iloc[:-1].to_numpy() < written["min"].iloc[1:].to_numpy()).all()
     assert logged["event_time"].dt.hour.nunique() == 24  # hours come from the `hr` column
     # Two simulated days of delay: the last two days' labels had not arrived when the replay ended.
     has_label = logged.groupby(logged["event_time"].dt.date)["label"].apply(lambda s: s.notna().all())
@@ -113,3 +124,110 @@ def test_batch_replay_logs_in_time_order_and_delivers_labels_after_the_delay(
     replay(use_case, "2011-05-30", "2011-06-03", speed=0, label_delay=2, via="batch", log_uri=log,
            labels_uri=labels, progress=lines.append)  # fmt: skip
     assert len(read_predictions(use_case, "2011-05-30", "2011-06-03", uri=log)) == result.rows
+
+
+class RecordingProxy:
+    """An HTTP proxy in front of the prediction service that records each request it passes on.
+
+    `requests` holds (monotonic arrival time, path, event_times of the body) in arrival order,
+    which is what the replay actually sent and when.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.requests: list[tuple[float, str, list[str]]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self, method: str) -> None:
+                arrived = time.monotonic()
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if method == "POST":
+                    proxy.requests.append((arrived, self.path, json.loads(body).get("event_times") or []))
+                upstream = httpx.request(
+                    method, f"{target}{self.path}", content=body or None,
+                    headers={"content-type": self.headers.get("content-type", "application/json")}, timeout=60,
+                )  # fmt: skip
+                self.send_response(upstream.status_code)
+                self.send_header("content-type", upstream.headers.get("content-type", "application/json"))
+                self.send_header("content-length", str(len(upstream.content)))
+                self.end_headers()
+                self.wfile.write(upstream.content)
+
+            def do_GET(self) -> None:
+                self._forward("GET")
+
+            def do_POST(self) -> None:
+                self._forward("POST")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def bike_service(bike) -> Iterator[Any]:
+    _, _, _, root = bike
+    service = start_service(
+        root, root / "configs", root / "service-log", "--use-case", "bike_sharing", "--log-flush-seconds", "0.2"
+    )
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_http_replay_sends_in_time_order_at_the_given_speed(bike, bike_service, tmp_path: Path) -> None:
+    use_case, version, _, _ = bike
+    labels = str(tmp_path / "labels")
+    proxy = RecordingProxy(bike_service.url)
+    speed = 1.0  # simulated days per second: the 4 days take at least 4 s, far more than sending them does
+    days = ["2011-06-10", "2011-06-11", "2011-06-12", "2011-06-13"]
+    lines: list[str] = []
+    try:
+        began = time.monotonic()
+        result = replay(
+            use_case, days[0], "2011-06-14", speed=speed, label_delay=1, via="http", url=proxy.url,
+            rows_per_request=10, labels_uri=labels, progress=lines.append,
+        )  # fmt: skip
+        elapsed = time.monotonic() - began
+    finally:
+        proxy.close()
+    assert result.failed_rows == 0 and result.model_versions == {version: result.rows}, lines
+
+    posts = [(at, path, times) for at, path, times in proxy.requests]
+    assert {path for _, path, _ in posts} == {f"/predict/{use_case.name}"}
+    assert len(posts) >= 3 * len(days)  # 24 hourly rows a day in requests of 10
+    # In time order: every event time a request carries is no earlier than the previous request's.
+    sent = [t for _, _, times in posts for t in times]
+    assert len(sent) == result.rows and sent == sorted(sent)
+    # At the given speed: day k goes out no earlier than k / speed seconds after the replay began
+    # (a lower bound only; a loaded machine may be slower, never faster).
+    first_post_of_day = {}
+    for at, _, times in posts:
+        first_post_of_day.setdefault(times[0][:10], at)
+    assert list(first_post_of_day) == days
+    for k, day in enumerate(days):
+        assert first_post_of_day[day] - began >= k / speed, (day, first_post_of_day[day] - began)
+    assert elapsed >= len(days) / speed
+
+    def all_logged() -> bool:
+        frame = read_predictions(use_case, days[0], "2011-06-14", uri=str(bike_service.log_dir))
+        return len(frame) == result.rows
+
+    wait_until(all_logged, what="every replayed row in the service's prediction log")
+    frame = read_predictions(use_case, days[0], "2011-06-14", with_labels=True, uri=str(bike_service.log_dir),
+                             labels_uri=labels)  # fmt: skip
+    assert set(frame["source"]) == {"replay"} and set(frame["model_version"]) == {version}
+    # One simulated day of label delay: the last day's labels were still in flight at the end.
+    has_label = frame.groupby(frame["event_time"].dt.date)["label"].apply(lambda s: s.notna().all())
+    assert has_label.tolist() == [True, True, True, False]
+    assert result.labels_pending == int(frame["label"].isna().sum())

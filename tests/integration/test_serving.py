@@ -7,6 +7,7 @@ module, so other tests touching the real model names cannot interfere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -171,9 +172,9 @@ def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "cond
 class RegistryProxy:
     """A TCP proxy in front of the MLflow server that can stop answering, like a registry that hangs.
 
-    While `hanging` is set, every byte a client sends is swallowed and nothing comes back,
-    on new and already open connections alike: the MLflow client waits for its (long)
-    request timeout. `held_requests` counts what was swallowed.
+    While `hanging` is set, every byte either side sends is swallowed, on new and already
+    open connections alike: a client waits for its (long) request timeout, whether its
+    request or only the answer was caught. `swallowed` counts the chunks that went nowhere.
     """
 
     def __init__(self, target: str) -> None:
@@ -185,7 +186,7 @@ class RegistryProxy:
         self.server.settimeout(0.2)
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self.hanging = threading.Event()
-        self.held_requests = 0
+        self.swallowed = 0
         self._closed = threading.Event()
         self._sockets: list[Any] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -202,18 +203,27 @@ class RegistryProxy:
                 return
             upstream = socket.create_connection(self.target)
             self._sockets += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 
-    def _pipe(self, source: Any, sink: Any, from_client: bool) -> None:
+    def _pipe(self, source: Any, sink: Any) -> None:
+        import socket
+
         try:
             while data := source.recv(65536):
                 if self.hanging.is_set():
-                    self.held_requests += from_client
+                    self.swallowed += 1
                     continue
                 sink.sendall(data)
         except OSError:
             pass
+        if self.hanging.is_set():
+            return  # a hanging registry does not close connections either
+        # One side closed (e.g. the server's keep-alive timeout): close the other too, or the
+        # client would send its next request into a dead connection and wait for ever.
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._closed.set()
@@ -422,6 +432,42 @@ def test_predict_without_a_path_takes_the_use_case_from_the_body(setup: Setup) -
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
+def test_chunked_body_over_the_limit_and_too_many_records_are_a_413(setup: Setup) -> None:
+    url = setup.service.url
+    good = bc_record(setup.bc_features)
+    payload = json.dumps({"records": [good] * 3}).encode()
+
+    def chunks(data: bytes, size: int = 4096) -> Iterator[bytes]:
+        # A generator body: httpx sends it chunked, without a Content-Length to check up front.
+        for begin in range(0, len(data), size):
+            yield data[begin : begin + size]
+
+    json_type = {"content-type": "application/json"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        small = client.post("/predict/breast_cancer", content=chunks(payload), headers=json_type)
+        assert (
+            small.request.headers.get("transfer-encoding") == "chunked"
+            and "content-length" not in small.request.headers
+        )
+        assert small.status_code == 200 and len(small.json()["predictions"]) == 3
+
+        big = json.dumps({"records": [good] * 300}).encode()
+        assert len(big) > 200_000  # the fixture's --max-body-bytes
+        refused = client.post("/predict/breast_cancer", content=chunks(big), headers=json_type)
+        assert refused.status_code == 413, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["loc"] == ["body"] and "200000 bytes" in problem["msg"]
+
+        # More records than --max-records (default 10 000) in a body well under the size limit.
+        many = b'{"records": [' + b",".join([b"{}"] * 10_001) + b"]}"
+        assert len(many) < 200_000
+        too_many = client.post("/predict/breast_cancer", content=many, headers=json_type)
+        assert too_many.status_code == 413, too_many.text
+        (problem,) = too_many.json()["detail"]
+        assert problem["loc"] == ["body", "records"] and "10001 records exceed the limit of 10000" in problem["msg"]
+        assert client.post("/predict/breast_cancer", json={"record": good}).status_code == 200
+
+
 def test_models_endpoint_lists_version_alias_signature_and_run(setup: Setup) -> None:
     from mlflow import MlflowClient
 
@@ -575,7 +621,10 @@ def test_sigterm_flushes_the_log_while_the_registry_hangs(setup: Setup, mlflow_s
         response = httpx.post(f"{service.url}/predict/breast_cancer", json={"records": rows, "ids": ids})
         assert response.status_code == 200, response.text
         proxy.hanging.set()
-        wait_until(lambda: proxy.held_requests > 0, what="the poller to send a request the registry never answers")
+        try:
+            wait_until(lambda: proxy.swallowed > 0, what="the poller to wait on a registry that never answers")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; service log:\n{service.log_file.read_text()[-3000:]}") from None
         last_poll = httpx.get(f"{service.url}/health").json()["registry"]["last_poll"]
         time.sleep(1.0)  # a dozen poll intervals
         assert httpx.get(f"{service.url}/health").json()["registry"]["last_poll"] == last_poll, "poller not stuck"
