@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +85,11 @@ def run_partition(partition: str | None, logical_date: datetime | None, run_afte
     as Airflow's `ds` is.
     """
     if partition:
-        return partition
+        # The partition becomes a folder name (`date=<partition>`): only a real date may.
+        try:
+            return f"{date.fromisoformat(partition):%Y-%m-%d}"
+        except (TypeError, ValueError):
+            raise ValueError(f"partition {partition!r} is not a date: pass it as YYYY-MM-DD") from None
     for moment in (logical_date, run_after):
         if moment is not None:
             if moment.tzinfo is not None:

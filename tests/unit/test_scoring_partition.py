@@ -13,7 +13,14 @@ RUN_AFTER = datetime(2011, 5, 2, 6, 0, tzinfo=UTC)
 
 
 def test_an_explicit_partition_wins() -> None:
-    assert run_partition("replay-2011-05", LOGICAL, RUN_AFTER) == "replay-2011-05"
+    assert run_partition("2011-06-30", LOGICAL, RUN_AFTER) == "2011-06-30"
+
+
+@pytest.mark.parametrize("partition", ["../../etc", "2011-05-01/../../x", "/tmp/x", "2011-13-01", "yesterday"])
+def test_a_partition_that_is_not_a_date_is_refused(partition: str) -> None:
+    # It becomes the folder name date=<partition>: anything but a date could leave the landing folder.
+    with pytest.raises(ValueError, match="is not a date: pass it as YYYY-MM-DD"):
+        run_partition(partition, LOGICAL, RUN_AFTER)
 
 
 def test_the_logical_date_is_the_default_like_ds() -> None:
