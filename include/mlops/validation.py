@@ -137,6 +137,27 @@ def validate(
     )
 
 
+def validate_snapshot(use_case: UseCase, df: pd.DataFrame, run_id: str, window_end: str | None) -> ValidationOutcome:
+    """Validate a training snapshot, judging its dates against the run's window rather than today.
+
+    `window_end` is the snapshot's exclusive window end (`Snapshot.window_end`, ISO); the
+    newest date a row may hold is the day before it (the day of the last instant inside).
+    A re-run next year still judges the same window the same way. Without a time column
+    (no window) the default applies.
+    """
+    return validate(use_case, df, run_id, as_of=last_date_before(window_end))
+
+
+def last_date_before(window_end: str | None) -> date | None:
+    """The last calendar date inside a window whose exclusive end is `window_end`; None without one."""
+    if not window_end:
+        return None
+    import pandas as pd
+
+    last_instant = pd.Timestamp(window_end) - pd.Timedelta(1, unit="ns")
+    return date(last_instant.year, last_instant.month, last_instant.day)
+
+
 def ensure_valid(outcome: ValidationOutcome) -> None:
     """Raise DataValidationError if the validation failed, so the run stops before training."""
     if outcome.success:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -76,3 +77,26 @@ def test_a_failure_upstream_is_not_followed_by_a_second_one(failed_validation: d
     assert [t for t, s in tasks.items() if s == "failed"] == ["validate_snapshot"], tasks
     assert tasks["approve_promotion"] == "upstream_failed"
     assert tasks["record_approval_outcome"] == "skipped"
+
+
+def test_a_failed_validation_keeps_its_data_docs_link(failed_validation: dict[str, Any]) -> None:
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
+    from mlops.orchestration.links import DataDocsLink
+
+    outcome = _xcom(failed_validation["run_id"], "validate_snapshot")
+    assert outcome is not None, "a failed validate_snapshot must still leave its outcome in XCom"
+    assert outcome["success"] is False and outcome["suite"] == "bike_sharing"
+    assert any(f["column"] == "cnt" for f in outcome["failed"]), outcome["failed"]
+    page = Path(outcome["data_docs_page"])
+    assert page.is_file() and page.suffix == ".html"
+    # The task's "Data Docs" button, as the API server computes it from the metadata DB.
+    key = TaskInstanceKey(DAG_ID, "validate_snapshot", failed_validation["run_id"], try_number=1, map_index=-1)
+    link = DataDocsLink().get_link(None, ti_key=key)  # type: ignore[arg-type]
+    assert link.endswith("/mlops/data-docs/" + quote(page.relative_to(_data_docs_dir()).as_posix()))
+
+
+def _data_docs_dir() -> Path:
+    from mlops.settings import get_settings
+
+    return get_settings().data_docs_dir
