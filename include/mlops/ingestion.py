@@ -126,9 +126,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{path} is empty (no header, no rows); re-export it or remove it from the source"
         ) from exc
     except UnicodeDecodeError as exc:
+        with open(path, "rb") as handle:
+            # A byte-order mark says which encoding it is; without one, Latin-1 is the usual culprit.
+            utf16 = handle.read(2) in (b"\xff\xfe", b"\xfe\xff")
         raise IngestionError(
-            f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8, "
-            "for example `iconv -f latin1 -t utf-8 in.csv > out.csv`"
+            f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}{', a UTF-16 byte-order mark' if utf16 else ''}); "
+            f"re-save it as UTF-8, for example `iconv -f {'utf-16' if utf16 else 'latin1'} -t utf-8 in.csv > out.csv`"
         ) from exc
     except pd.errors.ParserError as exc:
         raise IngestionError(f"{path} is not a well-formed CSV ({exc}); it may be truncated, re-export it") from exc

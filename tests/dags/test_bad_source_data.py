@@ -112,7 +112,7 @@ CASES = [
     BadInput("truncated_parquet", _truncated_parquet, "ingest_snapshot",
              ["is not a readable Parquet file", "truncated or corrupt, re-export it"], suffix=".parquet"),
     BadInput("wrong_encoding", lambda p: _csv(_frame(), p, encoding="utf-16"), "ingest_snapshot",
-             ["is not UTF-8", "re-save it as UTF-8"]),
+             ["is not UTF-8", "a UTF-16 byte-order mark", "iconv -f utf-16 -t utf-8"]),
 ]  # fmt: skip
 
 

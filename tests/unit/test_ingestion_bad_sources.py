@@ -1,4 +1,4 @@
-"""Ingestion refuses a source with timestamps from the future, wherever they sit."""
+"""Ingestion refuses timestamps from the future wherever they sit, and names a UTF-16 export."""
 
 from __future__ import annotations
 
@@ -53,3 +53,10 @@ def test_today_itself_is_not_the_future(tmp_path: Path) -> None:
     assert snapshot.rows > 0
     with pytest.raises(IngestionError, match="after today \\(2026-11-25\\)"):
         ingest_snapshot(_use_case(path), "run2", as_of="2011-02-15", today=date(2026, 11, 25))
+
+
+def test_a_utf16_export_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "bike.csv"
+    pd.read_csv(BIKE_CSV, nrows=48).to_csv(path, index=False, encoding="utf-16")
+    with pytest.raises(IngestionError, match="UTF-16 byte-order mark.*iconv -f utf-16 -t utf-8"):
+        ingest_snapshot(_use_case(path), "run1", as_of="2011-01-02")
