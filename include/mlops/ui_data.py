@@ -48,8 +48,8 @@ APPROVAL_TAGS = ("mlops.approval.decision", "mlops.approval.by", "mlops.approval
 # Tags about the gate, a promotion, a rejection, an approval or a rollback: the page lists
 # them as recorded. Not the run key or the copied metrics, which say nothing about a decision.
 DECISION_TAG_PREFIXES = (
-    "mlops.gate.", "mlops.approval.", "mlops.rejection_reason", "mlops.promoted", "mlops.replaced",
-    "mlops.rollback.", "mlops.rolled_back.",
+    "mlops.gate.", "mlops.approval.", "mlops.rejection_reason", "mlops.rejected", "mlops.promoted",
+    "mlops.replaced", "mlops.rollback.", "mlops.rolled_back.",
 )  # fmt: skip
 DAG_PREFIXES = ("train_", "monitor_", "score_")
 # The Evidently report shown first when a run folder holds several.

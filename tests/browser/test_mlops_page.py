@@ -1,11 +1,16 @@
-"""A real browser (headless Chromium) logs in to Airflow and uses the MLOps page.
+"""A real browser (headless Chromium) logs in to Airflow and uses the MLOps page on real state.
 
-Logs in through Airflow's login form, opens MLOps from the navigation, sees the
-champion, opens the drift report in place, follows a task's "MLflow run" extra
-link to the run in the MLflow UI, approves a promotion that waits for a person
-in Airflow's own form and sees @champion move, and saves screenshots to
-test-artifacts/. Skipped, with the reason, when Chromium or its driver is not
-installed (.ci/system-deps installs both: Debian `chromium` and `chromium-driver`).
+The stack's own scheduler first walks the loop (`ui_stack.run_the_loop`): it trains
+bike_sharing, replayed traffic is scored into the prediction log, two monitoring runs
+write Evidently reports, and the second one's drift triggers a retraining that
+promotes a new champion. The browser then logs in through Airflow's login form, opens
+MLOps from the navigation, sees that champion with its metrics and the gate's reasons,
+opens the latest drift report in place, follows the "MLflow run" extra link of the
+train_candidate task that trained the champion to its run in the MLflow UI, approves
+one promotion that waits for a person and rejects another in Airflow's own form, and
+saves screenshots to test-artifacts/. Skipped, with the reason, when Chromium or its
+driver is not installed (.ci/system-deps installs both: Debian `chromium` and
+`chromium-driver`).
 """
 
 from __future__ import annotations
@@ -16,22 +21,29 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from ui_stack import (
     APPROVAL_CONFIG,
     APPROVAL_DAG,
     APPROVAL_USE_CASE,
+    LOOP_CONFIG,
+    MONITOR_DAG,
     TRAIN_DAG,
     USE_CASE,
+    LoopRuns,
     UIStack,
-    create_task_results,
+    return_value,
+    run_the_loop,
     seed_baseline_champion,
     start_approval_run,
     start_ui_stack,
+    wait_for_success,
 )
 
 from mlops.config import find_use_case
+from mlops.ui_data import safe_folder_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -69,7 +81,14 @@ from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
-    yield from start_ui_stack(tmp_path_factory.mktemp("ui-browser"), {APPROVAL_USE_CASE: APPROVAL_CONFIG})
+    changes = {USE_CASE: LOOP_CONFIG, APPROVAL_USE_CASE: APPROVAL_CONFIG}
+    yield from start_ui_stack(tmp_path_factory.mktemp("ui-browser"), changes, seed=False)
+
+
+@pytest.fixture(scope="module")
+def loop(ui: UIStack) -> LoopRuns:
+    """Everything the page shows about bike_sharing, produced by the platform itself (see run_the_loop)."""
+    return run_the_loop(ui)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +101,6 @@ def approval_run(ui: UIStack) -> str:
     """
     seed_baseline_champion(find_use_case(APPROVAL_USE_CASE))
     return start_approval_run(ui, "ui_test_approval")
-
-
-@pytest.fixture(scope="module")
-def task_runs(ui: UIStack) -> dict[str, str]:
-    return create_task_results(ui)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +199,18 @@ def test_anonymous_browser_cannot_open_the_page(browser: WebDriver, ui: UIStack)
     assert 'class="alias-champion"' not in browser.page_source
 
 
-def test_log_in_and_see_the_champion(browser: WebDriver, ui: UIStack) -> None:
+def test_log_in_and_see_the_champion(browser: WebDriver, ui: UIStack, loop: LoopRuns) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ui.settings.mlflow_tracking_uri)
+    model = find_use_case(USE_CASE).model_name
+    champion = client.get_model_version_by_alias(model, "champion")
+    previous = client.get_model_version_by_alias(model, "previous")
+    # The retraining that monitoring triggered promoted the champion; the first one is @previous now.
+    assert champion.tags["mlops.run_key"] == f"{TRAIN_DAG}/{loop.retraining}"
+    assert previous.tags["mlops.run_key"] == f"{TRAIN_DAG}/{loop.first_training}"
+    rmse = client.get_run(champion.run_id).data.metrics["rmse"]
+
     log_in(browser, ui)
     nav = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "a[href$='plugin/mlops']"), "the MLOps nav entry")
     nav.click()
@@ -194,50 +219,81 @@ def test_log_in_and_see_the_champion(browser: WebDriver, ui: UIStack) -> None:
         row = wait_for(
             lambda: browser.find_element(By.CSS_SELECTOR, f"#uc-{USE_CASE} tr.alias-champion"), "the champion row"
         )
-        assert "v2" in row.text and "gate passed" in row.text and "95.5" in row.text
-        challenger = browser.find_element(By.CSS_SELECTOR, f"#uc-{USE_CASE} tr.alias-challenger")
-        assert "gate rejected" in challenger.text and "rmse 131 > max 120" in challenger.text
+        assert f"v{champion.version}" in row.text and "gate passed" in row.text
+        assert f"rmse {rmse:.4g}" in row.text  # the run's own metric, as the page formats it
+        # The gate's reasons as the registry recorded them: the new model against the old champion.
+        assert champion.tags["mlops.gate.reasons"] in row.text
+        assert f"better than champion v{previous.version}" in row.text
+        # A promotion time only when the registry recorded one.
+        assert ("promoted " in row.text) == ("mlops.promoted_at" in champion.tags), row.text
+        old = browser.find_element(By.CSS_SELECTOR, f"#uc-{USE_CASE} tr.alias-previous")
+        assert f"v{previous.version}" in old.text and "no champion yet" in old.text
         points = browser.find_elements(By.CSS_SELECTOR, f"#uc-{USE_CASE} svg.drift-chart circle.point")
-        assert len(points) == 4
+        assert len(points) == len(loop.monitoring)
+        titles = [p.find_element(By.TAG_NAME, "title").get_attribute("textContent") for p in points]
+        for title, assessment in zip(titles, loop.assessments, strict=True):
+            decision = assessment["decision"]
+            assert (
+                f"{assessment['window_end']}: drift share {decision['drift_share']:.2f} ({decision['action']})" in title
+            )
     finally:
         browser.switch_to.default_content()
     screenshot(browser, "mlops-page", for_docs=True)
 
 
-def test_open_the_drift_report_in_place(browser: WebDriver, ui: UIStack) -> None:
+def test_open_the_drift_report_in_place(browser: WebDriver, ui: UIStack, loop: LoopRuns) -> None:
+    latest = loop.assessments[-1]
+    drifted, columns = len(latest["decision"]["drifted_columns"]), len(find_use_case(USE_CASE).features.all)
+    # Evidently's own summary line, rendered by the report's scripts inside the sandboxed frame.
+    summary = f"Drift is detected for {latest['decision']['drift_share']:.1%} of columns ({drifted} out of {columns})"
+    folder = safe_folder_name(f"{MONITOR_DAG}/{loop.monitoring[-1]}")
+
+    def rendered() -> bool:
+        return summary in browser.find_element(By.TAG_NAME, "body").text
+
     browser.get(f"{ui.base}/plugin/mlops")
     in_plugin_frame(browser)
     try:
         report = wait_for(
             lambda: browser.find_element(By.CSS_SELECTOR, f"#uc-{USE_CASE} iframe.report"), "the report frame"
         )
-        browser.execute_script("arguments[0].scrollIntoView()", report)
+        assert report.get_attribute("src").endswith(f"/mlops/reports/{USE_CASE}/{quote(folder)}/drift.html")
+        scroll_frame_to(
+            browser, browser.find_element(By.XPATH, f"//section[@id='uc-{USE_CASE}']//h3[.='Latest Evidently report']")
+        )
         browser.switch_to.frame(report)
-        heading = wait_for(lambda: browser.find_element(By.ID, "evidently-report"), "the Evidently report")
-        assert "7 of 10 columns drifted" in heading.text
+        wait_for(rendered, f"Evidently's summary {summary!r} in the report frame")
         browser.switch_to.parent_frame()
+        browser.switch_to.default_content()
+        screenshot(browser, "mlops-report-in-place")
+        in_plugin_frame(browser)
         # The same report opened on its own, via its link on the page.
         browser.find_element(By.CSS_SELECTOR, f"#uc-{USE_CASE} a.report-link").click()
-        wait_for(lambda: browser.find_element(By.ID, "evidently-report"), "the report page")
+        wait_for(rendered, "the report page opened from its link")
     finally:
         browser.switch_to.default_content()
     screenshot(browser, "mlops-report")
 
 
-def test_follow_a_tasks_mlflow_link(browser: WebDriver, ui: UIStack, task_runs: dict[str, str]) -> None:
-    run_id = ui.seeded["run_ids"]["2"]
-    # Airflow shows extra links once a task has run, on the task instance's Details tab.
-    try:
-        ui.api.request(
-            "PATCH",
-            f"/dags/{TRAIN_DAG}/dagRuns/{task_runs[TRAIN_DAG]}/taskInstances/train_candidate",
-            params={"map_index": -1},
-            json={"new_state": "success"},
-        )
-    except RuntimeError as exc:
-        if "already in success state" not in str(exc):
-            raise
-    browser.get(f"{ui.base}/dags/{TRAIN_DAG}/runs/{task_runs[TRAIN_DAG]}/tasks/train_candidate/mapped/-1")
+def champion_task(ui: UIStack, loop: LoopRuns) -> tuple[int, dict[str, Any]]:
+    """(map index, return value) of the train_candidate instance of the retraining that trained @champion."""
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(ui.settings.mlflow_tracking_uri).get_model_version_by_alias(
+        find_use_case(USE_CASE).model_name, "champion"
+    )
+    for index in range(len(LOOP_CONFIG["candidates"])):
+        value = return_value(ui, TRAIN_DAG, loop.retraining, "train_candidate", index)
+        if value["run_id"] == champion.run_id:
+            return index, value
+    raise AssertionError(f"no train_candidate of {loop.retraining} trained run {champion.run_id}")
+
+
+def test_follow_a_tasks_mlflow_link(browser: WebDriver, ui: UIStack, loop: LoopRuns) -> None:
+    index, trained = champion_task(ui, loop)
+    task = f"{ui.base}/dags/{TRAIN_DAG}/runs/{quote(loop.retraining, safe='')}/tasks/train_candidate/mapped/{index}"
+    browser.get(task)
+    # Airflow shows extra links on the task instance's Details tab.
     details = wait_for(
         lambda: next(e for e in browser.find_elements(By.TAG_NAME, "a") if e.text.strip() == "Details"),
         "the task instance's Details tab",
@@ -247,28 +303,90 @@ def test_follow_a_tasks_mlflow_link(browser: WebDriver, ui: UIStack, task_runs: 
         lambda: next(e for e in browser.find_elements(By.TAG_NAME, "a") if e.text.strip() == "MLflow run"),
         "the 'MLflow run' extra-link button on train_candidate",
     )
-    href = button.get_attribute("href")
-    assert href == f"{ui.settings.mlflow_ui_url}/#/runs/{run_id}"
+    assert button.get_attribute("href") == f"{ui.settings.mlflow_ui_url}/#/runs/{trained['run_id']}"
     screenshot(browser, "task-extra-links", for_docs=True)
     before = set(browser.window_handles)
     button.click()
     new = wait_for(lambda: set(browser.window_handles) - before, "the MLflow tab")
     browser.switch_to.window(new.pop())
-    wait_for(lambda: "gradient_boosting-v2" in browser.page_source, "the run's page in the MLflow UI")
-    assert run_id in browser.current_url
+    # The MLflow UI shows the run by its name: the candidate key the task trained.
+    wait_for(lambda: trained["key"] in browser.page_source, f"run {trained['key']} in the MLflow UI")
+    assert trained["run_id"] in browser.current_url
     screenshot(browser, "mlflow-run")
 
 
-def test_model_tab_of_a_dag_run(browser: WebDriver, ui: UIStack, task_runs: dict[str, str]) -> None:
+def test_model_tab_of_a_dag_run(browser: WebDriver, ui: UIStack, loop: LoopRuns) -> None:
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(ui.settings.mlflow_tracking_uri).get_model_version_by_alias(
+        find_use_case(USE_CASE).model_name, "champion"
+    )
     browser.switch_to.window(browser.window_handles[0])
-    browser.get(f"{ui.base}/dags/{TRAIN_DAG}/runs/{task_runs[TRAIN_DAG]}/plugin/mlops-run")
+    browser.get(f"{ui.base}/dags/{TRAIN_DAG}/runs/{quote(loop.retraining, safe='')}/plugin/mlops-run")
     frame = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "iframe[title=Model]"), "the Model tab")
     browser.switch_to.frame(frame)
     try:
-        wait_for(lambda: "gradient_boosting-v2" in browser.page_source, "this run's MLflow runs in the Model tab")
+        this_run = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "section.run"), "the run's own section")
+        # The version this run registered, and the candidates it trained, with their MLflow runs.
+        assert f"v{champion.version}" in this_run.text
+        names = [li.text for li in this_run.find_elements(By.CSS_SELECTOR, "li")]
+        for index in range(len(LOOP_CONFIG["candidates"])):
+            assert return_value(ui, TRAIN_DAG, loop.retraining, "train_candidate", index)["key"] in names
     finally:
         browser.switch_to.default_content()
     screenshot(browser, "model-tab")
+
+
+def review_pending_request(browser: WebDriver, ui: UIStack, run_id: str, champion: str, screenshot_name: str) -> str:
+    """On the MLOps page: the request of `run_id` with the gate's evidence; follow its link to Airflow's form.
+
+    Returns the candidate version the request is about.
+    """
+    browser.switch_to.window(browser.window_handles[0])
+    browser.get(f"{ui.base}/plugin/mlops")
+    in_plugin_frame(browser)
+    try:
+        pending = wait_for(
+            lambda: browser.find_element(By.CSS_SELECTOR, f"#uc-{APPROVAL_USE_CASE} .pending-approval"),
+            "the pending approval on the MLOps page",
+        )
+        assert pending.get_attribute("data-run-id") == run_id
+        candidate = str(pending.find_element(By.CSS_SELECTOR, "a.version").text.removeprefix("v"))
+        assert candidate != champion
+        evidence = pending.find_element(By.CSS_SELECTOR, "table.evidence").text
+        assert f"candidate v{candidate}" in evidence and f"champion v{champion}" in evidence
+        assert "f1" in evidence and "roc_auc" in evidence
+        assert f"champion v{champion}" in pending.text and "passed" in pending.text
+        scroll_frame_to(browser, browser.find_element(By.CSS_SELECTOR, f"#uc-{APPROVAL_USE_CASE}"))
+        browser.switch_to.default_content()
+        screenshot(browser, screenshot_name, for_docs=screenshot_name == "approval")
+        in_plugin_frame(browser)
+        # The link leaves the sandboxed iframe for Airflow's own approve/reject form.
+        browser.find_element(By.CSS_SELECTOR, f"#uc-{APPROVAL_USE_CASE} .pending-approval a.review-approval").click()
+    finally:
+        browser.switch_to.default_content()
+    form = f"{ui.base}/dags/{APPROVAL_DAG}/runs/{run_id}/tasks/approve_promotion/required_actions"
+    wait_for(lambda: browser.current_url.startswith(form), "Airflow's Required Actions tab of approve_promotion")
+    return candidate
+
+
+def answer_in_airflow(browser: WebDriver, ui: UIStack, run_id: str, option: str, evidence: str) -> dict[str, Any]:
+    """Click `option` in Airflow's form (which shows `evidence`); returns the answer Airflow recorded."""
+    button = wait_for(
+        lambda: next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == option),
+        f"Airflow's {option} button",
+    )
+    assert evidence in browser.page_source  # the request shows the gate's evidence
+    screenshot(browser, f"{option.lower()}-airflow-form")
+    button.click()
+    path = f"/dags/{APPROVAL_DAG}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"
+
+    def answer() -> dict[str, Any] | None:
+        detail: dict[str, Any] = ui.api.request("GET", path)
+        return detail if detail["response_received"] else None
+
+    answered: dict[str, Any] = wait_for(answer, "the answer recorded by Airflow")
+    return answered
 
 
 def test_approve_a_pending_promotion_moves_the_alias(browser: WebDriver, ui: UIStack, approval_run: str) -> None:
@@ -281,51 +399,12 @@ def test_approve_a_pending_promotion_moves_the_alias(browser: WebDriver, ui: UIS
     champion_before = client.get_model_version_by_alias(model, "champion").version
     wait_for_approval_request(ui, approval_run)
 
-    # The MLOps page lists the request with the gate's evidence.
-    browser.switch_to.window(browser.window_handles[0])
-    browser.get(f"{ui.base}/plugin/mlops")
-    in_plugin_frame(browser)
-    try:
-        pending = wait_for(
-            lambda: browser.find_element(By.CSS_SELECTOR, f"#uc-{APPROVAL_USE_CASE} .pending-approval"),
-            "the pending approval on the MLOps page",
-        )
-        assert pending.get_attribute("data-run-id") == approval_run
-        candidate = pending.find_element(By.CSS_SELECTOR, "a.version").text.removeprefix("v")
-        assert candidate != champion_before
-        evidence = pending.find_element(By.CSS_SELECTOR, "table.evidence").text
-        assert f"candidate v{candidate}" in evidence and f"champion v{champion_before}" in evidence
-        assert "f1" in evidence and "roc_auc" in evidence
-        assert f"better than champion v{champion_before}" in pending.text and "passed" in pending.text
-        scroll_frame_to(browser, browser.find_element(By.CSS_SELECTOR, f"#uc-{APPROVAL_USE_CASE}"))
-        browser.switch_to.default_content()
-        screenshot(browser, "approval", for_docs=True)
-        in_plugin_frame(browser)
-        # The link leaves the sandboxed iframe for Airflow's own approve/reject form.
-        browser.find_element(By.CSS_SELECTOR, f"#uc-{APPROVAL_USE_CASE} .pending-approval a.review-approval").click()
-    finally:
-        browser.switch_to.default_content()
-    form = f"{ui.base}/dags/{APPROVAL_DAG}/runs/{approval_run}/tasks/approve_promotion/required_actions"
-    wait_for(lambda: browser.current_url.startswith(form), "Airflow's Required Actions tab of approve_promotion")
-    approve = wait_for(
-        lambda: next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Approve"),
-        "Airflow's Approve button",
-    )
-    assert f"better than champion v{champion_before}" in browser.page_source  # the request shows the evidence
-    screenshot(browser, "approval-airflow-form")
-    approve.click()
-
+    candidate = review_pending_request(browser, ui, approval_run, champion_before, "approval")
+    answered = answer_in_airflow(browser, ui, approval_run, "Approve", f"better than champion v{champion_before}")
     # Airflow records who answered; the run goes on and promotes.
-    path = f"/dags/{APPROVAL_DAG}/dagRuns/{approval_run}/taskInstances/approve_promotion/-1/hitlDetails"
-
-    def answer() -> dict[str, Any] | None:
-        detail: dict[str, Any] = ui.api.request("GET", path)
-        return detail if detail["response_received"] else None
-
-    answered = wait_for(answer, "the answer recorded by Airflow")
     assert answered["chosen_options"] == ["Approve"]
     assert answered["responded_by_user"]["name"] == stack.AIRFLOW_USER
-    assert ui.api.wait_for_run(APPROVAL_DAG, approval_run, timeout=RUN_WAIT_SECONDS) == "success"
+    wait_for_success(ui, APPROVAL_DAG, approval_run)
 
     # Back on the MLOps page: @champion moved to the candidate, the old one is @previous.
     browser.get(f"{ui.base}/plugin/mlops")
@@ -348,3 +427,62 @@ def test_approve_a_pending_promotion_moves_the_alias(browser: WebDriver, ui: UIS
     assert client.get_model_version_by_alias(model, "previous").version == champion_before
     assert promoted.tags["mlops.approval.decision"] == "approved"
     assert promoted.tags["mlops.approval.by"] == stack.AIRFLOW_USER
+
+
+def test_reject_a_pending_promotion_keeps_the_champion(browser: WebDriver, ui: UIStack, approval_run: str) -> None:
+    """A second run of the same candidate passes the gate (no worse than the champion); a person says no."""
+    from mlflow import MlflowClient
+
+    from mlops import stack
+
+    client = MlflowClient(ui.settings.mlflow_tracking_uri)
+    model = find_use_case(APPROVAL_USE_CASE).model_name
+    champion_before = client.get_model_version_by_alias(model, "champion")
+    assert champion_before.tags.get("mlops.approval.decision") == "approved", "runs after the approval test"
+    run_id = start_approval_run(ui, "ui_test_rejection")
+    wait_for_approval_request(ui, run_id)
+
+    candidate = review_pending_request(browser, ui, run_id, champion_before.version, "rejection")
+    answered = answer_in_airflow(browser, ui, run_id, "Reject", f"champion v{champion_before.version}")
+    assert answered["chosen_options"] == ["Reject"]
+    assert answered["responded_by_user"]["name"] == stack.AIRFLOW_USER
+    wait_for_success(ui, APPROVAL_DAG, run_id)
+
+    # @champion did not move; the rejected version is @challenger and records who said no and why,
+    # next to the gate's own verdict (it passed), which the answer does not rewrite.
+    assert client.get_model_version_by_alias(model, "champion").version == champion_before.version
+    assert client.get_model_version_by_alias(model, "challenger").version == candidate
+    tags = client.get_model_version(model, candidate).tags
+    reason = f"promotion rejected by {stack.AIRFLOW_USER}; champion kept"
+    assert tags["mlops.approval.decision"] == "rejected" and tags["mlops.approval.by"] == stack.AIRFLOW_USER
+    assert tags["mlops.approval.at"].startswith(answered["responded_at"][:16])
+    assert tags["mlops.approval.reason"] == reason and tags["mlops.rejection_reason"] == reason
+    assert (
+        tags["mlops.gate.passed"] == "true"
+        and f"equals champion v{champion_before.version}" in tags["mlops.gate.reasons"]
+    )
+
+    # The page says so: the champion is unchanged, the rejected version shows the answer.
+    browser.get(f"{ui.base}/plugin/mlops")
+    in_plugin_frame(browser)
+    try:
+        section = f"#uc-{APPROVAL_USE_CASE}"
+        champion = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, f"{section} tr.alias-champion"), "@champion")
+        assert f"v{champion_before.version}" in champion.text
+        row = next(
+            r
+            for r in browser.find_elements(By.CSS_SELECTOR, f"{section} table.gate tr")
+            if r.text.startswith(f"v{candidate} ")
+        )
+        assert f"rejected by {stack.AIRFLOW_USER}" in row.text and "not promoted" in row.text
+        challenger = browser.find_element(By.CSS_SELECTOR, f"{section} tr.alias-challenger")
+        assert f"v{candidate}" in challenger.text and "gate passed" in challenger.text
+        assert f"not promoted: {reason}" in challenger.text
+        assert not browser.find_elements(By.CSS_SELECTOR, f"{section} .pending-approval")
+        scroll_frame_to(
+            browser,
+            browser.find_element(By.XPATH, f"//section[@id='uc-{APPROVAL_USE_CASE}']//h3[.='Last gate decisions']"),
+        )
+    finally:
+        browser.switch_to.default_content()
+    screenshot(browser, "rejection-done")

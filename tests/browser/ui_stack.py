@@ -1,14 +1,21 @@
-"""A local stack with the MLOps plugin and seeded MLflow/report/Data Docs state, for UI tests.
+"""A local stack with the MLOps plugin, for UI tests; real pipeline runs or seeded state.
 
 Shared by tests/integration/test_ui_plugin.py and tests/browser/test_mlops_page.py
 (each starts ONE stack for its module: starting one costs minutes on a busy machine).
-Seeding uses the same stores the pipeline writes (the stack's MLflow server, the
-reports folder, the Data Docs folder) and puts task return values into XCom through
-Airflow's REST API, so no part of the plugin is stubbed.
+
+The browser test walks state the platform produces itself (`run_the_loop`): the stack's
+scheduler trains a use case, replayed traffic fills the prediction log, monitoring runs
+write real Evidently reports, and the drift they find triggers a real retraining.
+
+The plugin test needs fixed facts in seconds (`seed_stores`, `create_task_results`): it
+writes them into the same stores the pipeline writes (the stack's MLflow server, with
+the tags `mlops.registry` writes; the reports and Data Docs folders; XCom through
+Airflow's REST API), so no part of the plugin is stubbed.
 
 The stack reads copies of configs/ and great_expectations/ from its temporary folder,
-so a test can change a use case (APPROVAL_CONFIG turns on human approval) and a real
-training run validates against the committed suites without writing into the repo.
+so a test can change a use case (LOOP_CONFIG trims training, APPROVAL_CONFIG turns on
+human approval) and a real run validates against the committed suites without writing
+into the repo.
 """
 
 from __future__ import annotations
@@ -37,7 +44,26 @@ TRAIN_DAG = f"train_{USE_CASE}"
 MONITOR_DAG = f"monitor_{USE_CASE}"
 SECRET = "TOP-SECRET-OUTSIDE-THE-SERVED-FOLDERS"
 STACK_TIMEOUT = 900.0
+RUN_TIMEOUT = 900.0  # an upper bound for a loaded machine; a run takes about 30 s on an idle one
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# The use case whose loop the browser test walks, trimmed to run in about 30 s per DAG
+# run on two cores: 30 days of training data, two quick candidates, and no schedules,
+# so that only the test starts runs (monitoring's own trigger aside).
+LOOP_CONFIG: dict[str, Any] = {
+    "training": {"window": {"end": "2011-03-01", "days": 30}},
+    "candidates": [
+        {"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": [1.0]}},
+        {"name": "gradient_boosting", "estimator": "sklearn.ensemble.HistGradientBoostingRegressor",
+         "params": {"max_iter": [100], "learning_rate": [0.1]}},
+    ],
+    "schedule": {"training": None, "scoring": None, "monitoring": None},
+}  # fmt: skip
+FIRST_TRAINING_AS_OF = "2011-03-01"
+# Replayed traffic, one monitoring window (config: 14 days) each. Early March looks like
+# the winter the model learned; by late March spring has moved temperature and season,
+# and monitoring triggers the retraining itself.
+TRAFFIC_WINDOWS = (("2011-03-01", "2011-03-15"), ("2011-03-15", "2011-03-29"))
 
 # The use case whose promotions wait for a person. Breast cancer (569 rows, no time
 # window) trains in seconds, so a real run reaches the approval within minutes on two
@@ -76,10 +102,13 @@ class UIStack:
         return httpx.get(f"{self.base}{path}", headers=headers, cookies=cookies, timeout=60, **kwargs)
 
 
-def start_ui_stack(tmp: Path, config_changes: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[UIStack]:
+def start_ui_stack(
+    tmp: Path, config_changes: Mapping[str, Mapping[str, Any]] | None = None, *, seed: bool = True
+) -> Iterator[UIStack]:
     """Start the stack on free ports with MLOPS_HOME, configs and MLOPS_GE_DIR under `tmp`; stop it afterwards.
 
     `config_changes` maps a use case to the top-level keys its copied config gets instead.
+    `seed` writes `seed_stores`' fixed history; without it the stores start empty.
     """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(tmp / "home"))
@@ -103,7 +132,7 @@ def start_ui_stack(tmp: Path, config_changes: Mapping[str, Mapping[str, Any]] | 
             mp.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
             api = AirflowAPI(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
             token = login(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
-            seeded = seed_stores(settings, secret)
+            seeded = seed_stores(settings, secret) if seed else {}
             yield UIStack(settings, urls["airflow"], api, token, secret, seeded)
         finally:
             stack.down()
@@ -258,10 +287,80 @@ def start_approval_run(ui: UIStack, run_id: str) -> str:
     return ui.api.trigger(APPROVAL_DAG, conf={"reason": "ui test: a promotion that needs approval"}, run_id=run_id)
 
 
-def extra_links(ui: UIStack, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
-    result = ui.api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+def extra_links(ui: UIStack, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str | None]:
+    result = ui.api.request(
+        "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links", params={"map_index": map_index}
+    )
     links: dict[str, str | None] = result["extra_links"]
     return links
+
+
+def return_value(ui: UIStack, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+    """What a task returned, read back through Airflow's REST API."""
+    entry = ui.api.request(
+        "GET",
+        f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+        params={"map_index": map_index},
+    )
+    return entry["value"]
+
+
+def run_dag(ui: UIStack, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
+    """Trigger `dag_id` (unpaused) and wait until the stack's scheduler has run it; fails unless it succeeded."""
+    ui.api.wait_for_dag(dag_id, timeout=STACK_TIMEOUT)
+    ui.api.unpause(dag_id)
+    ui.api.trigger(dag_id, conf=conf, run_id=run_id)
+    wait_for_success(ui, dag_id, run_id)
+
+
+def wait_for_success(ui: UIStack, dag_id: str, run_id: str) -> None:
+    state = ui.api.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    if state != "success":
+        states = {f"{t['task_id']}[{t['map_index']}]": t["state"] for t in ui.api.task_instances(dag_id, run_id)}
+        pytest.fail(f"{dag_id}/{run_id} ended {state}: {states}; logs in {ui.settings.run_dir / 'logs'}")
+
+
+@dataclass(frozen=True)
+class LoopRuns:
+    """The DAG runs of one walk through the loop, with what monitoring decided."""
+
+    first_training: str
+    monitoring: list[str]
+    assessments: list[dict[str, Any]]
+    """`assess_window`'s return value of each monitoring run: the decision, report path, window end."""
+    retraining: str
+    """The training run monitoring triggered."""
+
+
+def run_the_loop(ui: UIStack) -> LoopRuns:
+    """Train, serve replayed traffic, monitor it, and let drift retrain: all through the stack's scheduler.
+
+    The first training run promotes a first champion. Each traffic window is scored
+    by batch (`mlops.replay`, the scoring path, with labels one simulated day later)
+    into the prediction log, then the monitoring DAG reads it, writes Evidently
+    reports and decides. The second window drifts: monitoring triggers training, and
+    the new model meets the gate against the first.
+    """
+    from mlops import replay
+
+    run_dag(ui, TRAIN_DAG, "ui_test_train", {"as_of": FIRST_TRAINING_AS_OF, "reason": "ui test: first champion"})
+    monitoring, assessments = [], []
+    for start, end in TRAFFIC_WINDOWS:
+        served = replay.replay(
+            USE_CASE, start, end, speed=0, via="batch", deliver_remaining_labels=True, progress=lambda _: None
+        )
+        assert served.rows > 0 and served.failed_rows == 0, served
+        known = {r["dag_run_id"] for r in ui.api.dag_runs(TRAIN_DAG)}
+        run_id = f"ui_test_monitor_{end}"
+        run_dag(ui, MONITOR_DAG, run_id, {"as_of": end})
+        monitoring.append(run_id)
+        assessments.append(return_value(ui, MONITOR_DAG, run_id, "assess_window"))
+    decisions = [a["decision"]["action"] for a in assessments]
+    assert decisions == ["none", "retrain"], f"monitoring decided {decisions}: {assessments}"
+    triggered = [r["dag_run_id"] for r in ui.api.dag_runs(TRAIN_DAG) if r["dag_run_id"] not in known]
+    assert len(triggered) == 1, f"monitoring should have triggered one training run, found {triggered}"
+    wait_for_success(ui, TRAIN_DAG, triggered[0])
+    return LoopRuns("ui_test_train", monitoring, assessments, triggered[0])
 
 
 def env_summary() -> str:
