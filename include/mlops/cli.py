@@ -1,4 +1,4 @@
-"""`mlops` command: the local stack, the demo, and the data and suite utilities.
+"""`mlops` command: the local stack, the demo, and the data, suite and config utilities.
 
 Subcommands import their modules lazily so `mlops stack down` stays instant.
 """
@@ -53,6 +53,29 @@ def _suite_bootstrap(args: argparse.Namespace) -> int:
     return validation.main(argv)
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    from mlops.config import ConfigError, check_hyperparameters, find_use_case, load_use_case
+    from mlops.settings import get_settings
+
+    directory = get_settings().configs_dir
+    failed = 0
+    for name in args.use_cases or sorted(p.stem for p in directory.glob("*.yaml")):
+        try:
+            use_case = find_use_case(name) if args.use_cases else load_use_case(directory / f"{name}.yaml")
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        problems = check_hyperparameters(use_case)
+        if problems:
+            lines = [f"invalid use-case config {directory / f'{name}.yaml'}:", *(f"  {p}" for p in problems)]
+            print("\n".join(lines), file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{directory / f'{name}.yaml'}: ok")
+    return 1 if failed else 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     from mlops import replay
 
@@ -91,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("use_case")
     bootstrap.add_argument("--reference", help="CSV or Parquet file; defaults to the use case's source")
     bootstrap.set_defaults(handler=_suite_bootstrap)
+
+    config = sub.add_parser("config", help="use-case configs")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    check = config_sub.add_parser(
+        "check", help="parse the configs and check every grid's parameter names against its estimator"
+    )
+    check.add_argument("use_cases", nargs="*", help="use case names; default: every file in the configs folder")
+    check.set_defaults(handler=_config_check)
 
     replay = sub.add_parser("replay", help="replay held-back data as production traffic", add_help=False)
     replay.add_argument("rest", nargs=argparse.REMAINDER)

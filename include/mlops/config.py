@@ -2,7 +2,9 @@
 
 A broken file must stop the parse with a message naming the file and the key, so
 the schema forbids unknown keys and the estimator check runs without importing
-scikit-learn (the parse-cost guard forbids heavy imports at parse time).
+scikit-learn (the parse-cost guard forbids heavy imports at parse time). For the same
+reason hyperparameter names are checked by `check_hyperparameters` (`mlops config
+check`), which imports scikit-learn, and not at parse time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ METRIC_DIRECTIONS = {**REGRESSION_METRICS, **CLASSIFICATION_METRICS}
 
 class ConfigError(ValueError):
     """A use-case file is invalid; the message names the file and the key."""
+
+
+class _Inconsistent(ValueError):
+    """Problems found across fields, each with the key it is about.
+
+    A model validator cannot set the location of its error (pydantic reports it at the
+    top level), so the keys travel with the error and `_format_error` prints them.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {message}" for key, message in problems))
+        self.problems = problems
 
 
 class _Strict(BaseModel):
@@ -149,6 +163,9 @@ class Approval(_Strict):
     timeout_hours: float = Field(default=24, gt=0)
 
 
+SOURCE_KINDS = ("files", "sql", "sklearn")
+
+
 class UseCase(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Id used in DAG ids and paths.")
     description: str = ""
@@ -170,14 +187,23 @@ class UseCase(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> UseCase:
         known = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
-        for metric in [self.gate.primary_metric, *self.gate.thresholds]:
-            if metric not in known:
-                raise ValueError(f"metric {metric!r} is not a {self.task} metric; use one of {sorted(known)}")
-        if self.target in self.features.all:
-            raise ValueError(f"target {self.target!r} is also listed as a feature")
-        names = [c.name for c in self.candidates]
-        if len(set(names)) != len(names):
-            raise ValueError(f"candidate names must be unique, got {names}")
+        problems: list[tuple[str, str]] = []
+        not_for_task = f"is not a {self.task} metric; use one of {sorted(known)}"
+        if self.gate.primary_metric not in known:
+            problems.append(("gate.primary_metric", f"{self.gate.primary_metric!r} {not_for_task}"))
+        problems += [(f"gate.thresholds.{m}", f"{m!r} {not_for_task}") for m in self.gate.thresholds if m not in known]
+        for kind in ("numeric", "categorical"):
+            for i, column in enumerate(getattr(self.features, kind)):
+                if column == self.target:
+                    problems.append((f"features.{kind}[{i}]", f"{column!r} is the target; a model cannot use it"))
+        first_with: dict[str, int] = {}
+        for i, candidate in enumerate(self.candidates):
+            if candidate.name in first_with:
+                taken = f"candidates[{first_with[candidate.name]}]"
+                problems.append((f"candidates[{i}].name", f"{candidate.name!r} is taken by {taken}; names are unique"))
+            first_with.setdefault(candidate.name, i)
+        if problems:
+            raise _Inconsistent(problems)
         return self
 
     @property
@@ -218,11 +244,67 @@ def check_estimator_path(dotted: str) -> None:
         raise ValueError(f"{module!r} has no estimator named {name!r}")
 
 
+def check_hyperparameters(use_case: UseCase) -> list[str]:
+    """The grid keys no candidate's estimator accepts, as `key: message` lines (empty when all are fine).
+
+    Not part of parsing: it imports scikit-learn, which the DAG parse must not (the
+    parse-cost guard and its 0.3 s budget), and reading each estimator's signature out
+    of scikit-learn's source instead would be slow and miss inherited ones. Run it with
+    `mlops config check`; otherwise a misspelt parameter shows only when that candidate
+    is fitted, after ingestion and validation.
+    """
+    import difflib
+    import importlib
+    import inspect
+
+    problems: list[str] = []
+    for i, candidate in enumerate(use_case.candidates):
+        module_name, _, class_name = candidate.estimator.rpartition(".")
+        estimator = getattr(importlib.import_module(module_name), class_name, None)
+        if not inspect.isclass(estimator):
+            problems.append(f"candidates[{i}].estimator: {candidate.estimator!r} is not a class in {module_name}")
+            continue
+        signature = inspect.signature(estimator.__init__)
+        accepted = sorted(
+            name
+            for name, parameter in signature.parameters.items()
+            if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        )
+        for name in candidate.params:
+            if name not in accepted:
+                close = difflib.get_close_matches(name, accepted, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.append(
+                    f"candidates[{i}].params.{name}: {class_name} has no parameter {name!r}; "
+                    f"{hint}it takes {', '.join(accepted)}"
+                )
+    return problems
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the YAML path a person looks for: `candidates[2].params`."""
+    key = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part.startswith(("function-after", "tagged-union")):
+            continue
+        elif i > 0 and loc[i - 1] == "source" and part in SOURCE_KINDS:
+            continue  # pydantic puts the union's tag in the path: `source.files.path` is `source.path`
+        else:
+            key += f".{part}" if key else part
+    return key
+
+
 def _format_error(path: Path, exc: ValidationError) -> str:
     lines = [f"invalid use-case config {path}:"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union")))
-        lines.append(f"  {key or '<top level>'}: {err['msg']}")
+        error = err.get("ctx", {}).get("error")
+        if isinstance(error, _Inconsistent):
+            lines += [f"  {key}: {message}" for key, message in error.problems]
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {_key(err['loc']) or '<top level>'}: {message}")
     return "\n".join(lines)
 
 

@@ -16,39 +16,65 @@ from mlops.config import ConfigError, check_estimator_path, load_all, load_use_c
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
-def _unknown_key(raw: dict[str, Any]) -> str:
+# Each mutation breaks one thing and returns (the key the message must name, what it must say there).
+Mutation = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+def _unknown_key(raw: dict[str, Any]) -> tuple[str, str]:
     raw["trainig"] = {"seed": 1}
-    return "trainig"
+    return "trainig", "Extra inputs are not permitted"
 
 
-def _missing_target(raw: dict[str, Any]) -> str:
+def _missing_target(raw: dict[str, Any]) -> tuple[str, str]:
     del raw["target"]
-    return "target"
+    return "target", "Field required"
 
 
-def _threshold_wrong_type(raw: dict[str, Any]) -> str:
+def _threshold_wrong_type(raw: dict[str, Any]) -> tuple[str, str]:
     metric = raw["gate"]["primary_metric"]
     raw["gate"]["thresholds"][metric] = {"max": "very low"}
-    return f"gate.thresholds.{metric}.max"
+    return f"gate.thresholds.{metric}.max", "Input should be a valid number"
 
 
-def _estimator_missing(raw: dict[str, Any]) -> str:
+def _estimator_missing(raw: dict[str, Any]) -> tuple[str, str]:
     raw["candidates"][0]["estimator"] = "sklearn.ensemble.RandomForestRegresor"
-    return "candidates.0.estimator"
+    return "candidates[0].estimator", "has no estimator named 'RandomForestRegresor'"
 
 
-def _unknown_metric(raw: dict[str, Any]) -> str:
+def _unknown_metric(raw: dict[str, Any]) -> tuple[str, str]:
     raw["gate"]["primary_metric"] = "accuracy_plus"
-    return "accuracy_plus"
+    return "gate.primary_metric", f"'accuracy_plus' is not a {raw['task']} metric"
 
 
-def _wrong_source_kind(raw: dict[str, Any]) -> str:
+def _threshold_on_unknown_metric(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["gate"]["thresholds"]["speed"] = {"max": 1.0}
+    return "gate.thresholds.speed", f"'speed' is not a {raw['task']} metric"
+
+
+def _target_as_feature(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["features"]["numeric"].append(raw["target"])
+    return f"features.numeric[{len(raw['features']['numeric']) - 1}]", "is the target"
+
+
+def _duplicate_candidate_name(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["candidates"].append(dict(raw["candidates"][0]))
+    return f"candidates[{len(raw['candidates']) - 1}].name", "is taken by candidates[0]"
+
+
+def _wrong_source_kind(raw: dict[str, Any]) -> tuple[str, str]:
     raw["source"] = {"kind": "ftp", "path": "x"}
-    return "source"
+    return "source", "does not match any of the expected tags"
 
 
-MUTATIONS: list[Callable[[dict[str, Any]], str]] = [
-    _unknown_key, _missing_target, _threshold_wrong_type, _estimator_missing, _unknown_metric, _wrong_source_kind,
+def _file_source_without_path(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["source"] = {"kind": "files"}
+    return "source.path", "Field required"
+
+
+MUTATIONS: list[Mutation] = [
+    _unknown_key, _missing_target, _threshold_wrong_type, _estimator_missing, _unknown_metric,
+    _threshold_on_unknown_metric, _target_as_feature, _duplicate_candidate_name, _wrong_source_kind,
+    _file_source_without_path,
 ]  # fmt: skip
 
 
@@ -59,18 +85,34 @@ def test_bundled_configs_parse() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda f: f.__name__.strip("_"))
-def test_mistakes_name_file_and_key(
-    config: Path, mutate: Callable[[dict[str, Any]], str], tmp_path: Path
-) -> None:
+def test_mistakes_name_file_and_key(config: Path, mutate: Mutation, tmp_path: Path) -> None:
     raw = copy.deepcopy(yaml.safe_load(config.read_text()))
-    key = mutate(raw)
+    key, says = mutate(raw)
     broken = tmp_path / config.name
     broken.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as error:
         load_use_case(broken)
-    message = str(error.value)
-    assert str(broken) in message
-    assert key in message
+    first, *lines = str(error.value).splitlines()
+    assert first == f"invalid use-case config {broken}:"
+    # The key starts its own line, followed by what is wrong there.
+    named = [line for line in lines if line.startswith(f"  {key}: ")]
+    assert named and says in named[0], f"no line '  {key}: ...{says}...' in {lines}"
+
+
+def test_several_inconsistencies_are_all_named(tmp_path: Path) -> None:
+    raw = yaml.safe_load(CONFIGS[0].read_text())
+    for mutate in (_unknown_metric, _target_as_feature, _duplicate_candidate_name):
+        mutate(raw)
+    broken = tmp_path / CONFIGS[0].name
+    broken.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as error:
+        load_use_case(broken)
+    keys = [line.split(": ")[0].strip() for line in str(error.value).splitlines()[1:]]
+    assert keys == [
+        "gate.primary_metric",
+        f"features.numeric[{len(raw['features']['numeric']) - 1}]",
+        f"candidates[{len(raw['candidates']) - 1}].name",
+    ]
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
