@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
 from mlops.config import METRIC_DIRECTIONS, UseCase
@@ -52,6 +52,10 @@ DECISION_TAG_PREFIXES = (
     "mlops.replaced", "mlops.rollback.", "mlops.rolled_back.",
 )  # fmt: skip
 DAG_PREFIXES = ("train_", "monitor_", "score_")
+# The monitoring windows' Data Docs site, a folder inside the served Data Docs root, and the
+# suffix of the suites validated there (mlops.validation; a unit test keeps them in step).
+WINDOW_DOCS_SITE = "monitoring_windows"
+WINDOW_SUITE_SUFFIX = "_features"
 # The Evidently report shown first when a run folder holds several.
 REPORT_ORDER = ("drift.html", "data_quality.html", "performance.html")
 
@@ -210,6 +214,48 @@ def use_case_of_dag(dag_id: str) -> str | None:
         if dag_id.startswith(prefix) and len(dag_id) > len(prefix):
             return dag_id[len(prefix) :]
     return None
+
+
+def use_case_dag_ids(use_case: str) -> tuple[str, str]:
+    """The DAGs whose runs wrote what the page shows of a use case.
+
+    Training registers the versions and asks for approvals; monitoring writes the
+    drift history and the reports. Reading the use case on the page takes reading both.
+    """
+    return f"train_{use_case}", f"monitor_{use_case}"
+
+
+DocsKind = Literal["shared", "index", "suite", "unknown"]
+
+
+def data_docs_file_kind(relative: str) -> tuple[DocsKind, str | None]:
+    """What a file under the Data Docs root is, and for a suite's page the suite it shows.
+
+    `shared`: styles, fonts and images (`static/`); `index`: a site's `index.html`, which
+    lists every suite; `suite`: a validation result or an expectation page of one suite
+    (pages of the monitoring windows' site name the use case's suite plus `_features`);
+    `unknown`: anything else.
+    """
+    parts = PurePosixPath(relative).parts
+    window = bool(parts) and parts[0] == WINDOW_DOCS_SITE
+    parts = parts[1:] if window else parts
+    if not parts:
+        return "unknown", None
+    if parts[0] == "static":
+        return "shared", None
+    if parts == ("index.html",):
+        return "index", None
+    if parts[0] == "validations" and len(parts) >= 3:
+        suite = parts[1]
+    elif parts[0] == "expectations" and len(parts) == 2 and parts[1].endswith(".html"):
+        suite = parts[1].removesuffix(".html")
+    else:
+        return "unknown", None
+    if window:
+        if not suite.endswith(WINDOW_SUITE_SUFFIX):
+            return "unknown", None
+        suite = suite.removesuffix(WINDOW_SUITE_SUFFIX)
+    return "suite", suite
 
 
 def run_key(dag_id: str, run_id: str) -> str:

@@ -4,6 +4,10 @@ Airflow mounts plugin apps with `app.mount()`, which inherits none of the core
 API's auth dependencies, so every route here checks the caller's Airflow JWT
 (Authorization: Bearer, or the UI's `_token` cookie) with Airflow's own
 `get_user` and auth manager. Anonymous callers get 401 and nothing else.
+Beyond that, a user sees a use case (its section, its DAG tabs, its reports and
+Data Docs pages) only if the auth manager lets them read its training and
+monitoring DAGs and their runs, asked the way Airflow's own routes ask it: a batch
+check per use case with each DAG's team (multi-team deployments restrict by team).
 
 Data comes from `mlops.ui_data` (MLflow and the project's folders, never XCom).
 Files (Evidently reports, Data Docs) are served only from their own folders via
@@ -19,6 +23,7 @@ may answer and records who did.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -100,15 +105,45 @@ def airflow_api_url() -> str:
 STATIC_FILES = {"mlops.css": "text/css", "mlops.js": "text/javascript"}
 
 
-def require_dag_access(request: Request, dag_id: str, user: Any) -> None:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+def may_read_dags(user: Any, dag_ids: list[list[str]]) -> list[bool]:
+    """For each group of DAG ids: may `user` read all of them and their runs?
 
-    allowed = get_auth_manager().is_authorized_dag(
-        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=dag_id), user=user
-    )
-    if not allowed:
-        raise HTTPException(403, f"Forbidden: no read access to DAG {dag_id}")
+    The auth manager's batch check, one batch per group, with each DAG's team as
+    Airflow's own routes look it up (`requires_access_dag`): without the team, a
+    multi-team auth manager would judge every DAG as belonging to no team.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.batch_apis import IsAuthorizedDagRequest
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.models.dag import DagModel
+
+    teams = DagModel.get_dag_id_to_team_name_mapping(sorted({d for group in dag_ids for d in group}))
+    manager = get_auth_manager()
+    answers = []
+    for group in dag_ids:
+        requests: list[IsAuthorizedDagRequest] = [
+            {"method": "GET", "access_entity": entity, "details": DagDetails(id=dag_id, team_name=teams.get(dag_id))}
+            for dag_id in group
+            for entity in (None, DagAccessEntity.RUN)
+        ]
+        answers.append(bool(manager.batch_is_authorized_dag(requests, user=user)))
+    return answers
+
+
+def readable_use_cases(user: Any, use_cases: list[UseCase]) -> list[UseCase]:
+    """The use cases whose training and monitoring DAGs `user` may read (see `ui_data.use_case_dag_ids`)."""
+    allowed = may_read_dags(user, [list(ui_data.use_case_dag_ids(uc.name)) for uc in use_cases])
+    return [uc for uc, ok in zip(use_cases, allowed, strict=True) if ok]
+
+
+def require_dag_access(dag_id: str, use_case: UseCase, user: Any) -> None:
+    """403 unless `user` may read `dag_id` and the use case it belongs to (its tab shows the whole use case)."""
+    if not all(may_read_dags(user, [[dag_id], list(ui_data.use_case_dag_ids(use_case.name))])):
+        raise HTTPException(403, f"Forbidden: no read access to DAG {dag_id} or to the DAGs of {use_case.name}")
+
+
+def all_use_cases() -> list[UseCase]:
+    return load_all(get_settings().configs_dir)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -124,12 +159,21 @@ def _page(request: Request, template: str, status_code: int = 200, **context: An
     return response
 
 
-def _serve(root: Path, path: str) -> Response:
+def _serve(root: Path, path: str, allowed: Callable[[str], bool]) -> Response:
+    """The file `path` names under `root`, if `allowed(its path relative to root)`; else 404.
+
+    `allowed` judges the resolved file, not the request, so no spelling of the path
+    (symlinks included) reaches a file of a use case the caller may not read.
+    A refusal is a 404, like a missing file: it does not confirm the file exists.
+    """
     try:
         file = ui_data.resolve_confined(root, path)
     except ui_data.PathRefused as exc:
         log.info("refused file request %r under %s: %s", path, root, exc)
         raise HTTPException(404, "Not found") from None
+    if not allowed(file.relative_to(root.resolve()).as_posix()):
+        log.info("refused file request %r under %s: the caller may not read its use case", path, root)
+        raise HTTPException(404, "Not found")
     response = FileResponse(file)
     response.headers["Content-Security-Policy"] = FILE_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -194,14 +238,19 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request, user: User) -> HTMLResponse:
-        views = [_gather(request, uc) for uc in load_all(get_settings().configs_dir)]
+        use_cases = all_use_cases()
+        views = [_gather(request, uc) for uc in readable_use_cases(user, use_cases)]
         charts = {v.name: ui_data.drift_chart_svg(v.drift, v.drift_threshold) for v in views}
-        return _page(request, "overview.html", views=views, charts=charts, aliases=ui_data.ALIASES)
+        return _page(
+            request, "overview.html", views=views, charts=charts, aliases=ui_data.ALIASES,
+            hidden=len(use_cases) - len(views),
+        )  # fmt: skip
 
     @app.get("/dag/{dag_id}", response_class=HTMLResponse)
     def dag_view(request: Request, dag_id: str, user: User) -> HTMLResponse:
-        require_dag_access(request, dag_id, user)
-        view = _gather(request, _use_case_of(dag_id))
+        use_case = _use_case_of(dag_id)
+        require_dag_access(dag_id, use_case, user)
+        view = _gather(request, use_case)
         chart = ui_data.drift_chart_svg(view.drift, view.drift_threshold)
         return _page(
             request, "overview.html", views=[view], charts={view.name: chart}, aliases=ui_data.ALIASES, dag_id=dag_id
@@ -209,8 +258,8 @@ def create_app() -> FastAPI:
 
     @app.get("/dag/{dag_id}/run/{run_id}", response_class=HTMLResponse)
     def run_view(request: Request, dag_id: str, run_id: str, user: User) -> HTMLResponse:
-        require_dag_access(request, dag_id, user)
         use_case = _use_case_of(dag_id)
+        require_dag_access(dag_id, use_case, user)
         run = ui_data.gather_run(use_case, dag_id, run_id, get_settings())
         _with_approvals(request, use_case, run.use_case)
         chart = ui_data.drift_chart_svg(run.use_case.drift, run.use_case.drift_threshold)
@@ -218,11 +267,28 @@ def create_app() -> FastAPI:
 
     @app.get("/reports/{path:path}")
     def report_file(path: str, user: User) -> Response:
-        return _serve(get_settings().reports_dir, path)
+        # Reports live in <use case>/<monitoring run>/: the first folder names the use case.
+        def allowed(relative: str) -> bool:
+            readable = {uc.name for uc in readable_use_cases(user, all_use_cases())}
+            return relative.split("/", 1)[0] in readable
+
+        return _serve(get_settings().reports_dir, path, allowed)
 
     @app.get("/data-docs/{path:path}")
     def data_docs_file(path: str, user: User) -> Response:
-        return _serve(get_settings().data_docs_dir, path)
+        def allowed(relative: str) -> bool:
+            kind, suite = ui_data.data_docs_file_kind(relative)
+            if kind == "shared":
+                return True
+            if kind == "unknown":
+                return False
+            use_cases = all_use_cases()
+            readable = readable_use_cases(user, use_cases)
+            if kind == "index":  # it lists the results of every suite
+                return len(readable) == len(use_cases)
+            return suite in {uc.suite_name for uc in readable}
+
+        return _serve(get_settings().data_docs_dir, path, allowed)
 
     return app
 

@@ -20,10 +20,13 @@ into the repo.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,13 @@ APPROVAL_CONFIG: dict[str, Any] = {
 BASELINE = {"name": "majority_baseline", "estimator": "sklearn.dummy.DummyClassifier",
             "params": {"strategy": "prior"}}  # fmt: skip
 
+# SimpleAuthManager's roles all read every DAG (viewer and up); the one thing that narrows
+# DAG access below a role is multi-team mode: a DAG bundle belongs to a team, and a
+# non-admin user reads only the DAGs of their own teams. With `teams=True` the stack puts
+# every DAG of the project in TEAM's bundle and adds two viewers, one in each team.
+TEAM, OTHER_TEAM = "mlops", "analytics"
+TEAM_USERS = {"bo": TEAM, "ana": OTHER_TEAM}
+
 
 @dataclass
 class UIStack:
@@ -91,6 +101,8 @@ class UIStack:
     token: str
     secret_file: Path
     seeded: dict[str, Any]
+    passwords: dict[str, str] = field(default_factory=dict)
+    """Passwords of the team users (`teams=True`), by user name."""
 
     def get(self, path: str, token: str | None = None, cookie: bool = False, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}))
@@ -103,12 +115,17 @@ class UIStack:
 
 
 def start_ui_stack(
-    tmp: Path, config_changes: Mapping[str, Mapping[str, Any]] | None = None, *, seed: bool = True
+    tmp: Path,
+    config_changes: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    seed: bool = True,
+    teams: bool = False,
 ) -> Iterator[UIStack]:
     """Start the stack on free ports with MLOPS_HOME, configs and MLOPS_GE_DIR under `tmp`; stop it afterwards.
 
     `config_changes` maps a use case to the top-level keys its copied config gets instead.
     `seed` writes `seed_stores`' fixed history; without it the stores start empty.
+    `teams` runs Airflow in multi-team mode with the users of TEAM_USERS (see there).
     """
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(tmp / "home"))
@@ -127,15 +144,53 @@ def start_ui_stack(
         # Something worth stealing next to the served folders: traversal must never reach it.
         secret = tmp / "secret.txt"
         secret.write_text(SECRET)
+        passwords = {user: secrets.token_urlsafe(12) for user in TEAM_USERS} if teams else {}
         try:
+            if teams:
+                mp.setattr(stack, "airflow_env", with_team_users(stack.airflow_env, passwords))
+                create_teams(settings)
             urls = stack.up(timeout=STACK_TIMEOUT)
             mp.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
             api = AirflowAPI(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
             token = login(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
             seeded = seed_stores(settings, secret) if seed else {}
-            yield UIStack(settings, urls["airflow"], api, token, secret, seeded)
+            yield UIStack(settings, urls["airflow"], api, token, secret, seeded, passwords)
         finally:
             stack.down()
+
+
+def with_team_users(
+    airflow_env: Callable[[Settings], dict[str, str]], passwords: Mapping[str, str]
+) -> Callable[[Settings], dict[str, str]]:
+    """`stack.airflow_env` plus multi-team mode, the project's DAGs in TEAM's bundle, and TEAM_USERS."""
+
+    def env(settings: Settings) -> dict[str, str]:
+        result = airflow_env(settings)
+        users = ",".join(f"{user}:viewer:{team}" for user, team in TEAM_USERS.items())
+        result["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] += f",{users}"
+        password_file = Path(result["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        password_file.write_text(json.dumps({**json.loads(password_file.read_text()), **passwords}))
+        result["AIRFLOW__CORE__MULTI_TEAM"] = "True"
+        # Airflow's default bundle (the DAGs folder), owned by TEAM.
+        bundle = {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                  "kwargs": {}, "team_name": TEAM}  # fmt: skip
+        result["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps([bundle])
+        return result
+
+    return env
+
+
+def create_teams(settings: Settings) -> None:
+    """Both teams in the metadata DB before Airflow starts: its API server refuses users of unknown teams."""
+    env = stack.airflow_env(settings)
+    log = settings.run_dir / "logs" / "airflow-teams.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    stack.migrate_airflow(env, log)
+    for team in (TEAM, OTHER_TEAM):
+        done = subprocess.run(
+            [str(stack.VENV_BIN / "airflow"), "teams", "create", team], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"`airflow teams create {team}` failed: {done.stdout}{done.stderr}"
 
 
 def copy_configs(target: Path, changes: Mapping[str, Mapping[str, Any]]) -> Path:
@@ -215,6 +270,10 @@ def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
     docs_page = settings.data_docs_dir / "validations" / USE_CASE / "ui_test_train" / "page.html"
     docs_page.parent.mkdir(parents=True)
     docs_page.write_text("<html><body><h1 id='data-docs'>Validation passed</h1></body></html>")
+    # The Data Docs site's index (lists every suite) and a stylesheet (shared by all pages).
+    (settings.data_docs_dir / "index.html").write_text("<html><body>bike_sharing breast_cancer</body></html>")
+    (settings.data_docs_dir / "static" / "styles").mkdir(parents=True)
+    (settings.data_docs_dir / "static" / "styles" / "data_docs.css").write_text("body { margin: 0 }")
     return {
         "run_ids": runs,
         "report_html": str(folder / "drift.html"),

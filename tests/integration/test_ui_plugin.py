@@ -1,7 +1,9 @@
 """The MLOps plugin inside a real Airflow API server: login required, champion shown, no file escapes.
 
-One stack for the whole module (starting it takes minutes on a busy machine).
-Traversal attempts go over a raw socket so no client library normalises `..` away.
+One stack for the whole module (starting it takes minutes on a busy machine), in
+Airflow's multi-team mode so that a viewer outside the project's team can log in
+and must see none of its use cases. Traversal attempts go over a raw socket so no
+client library normalises `..` away.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from ui_stack import (
     APPROVAL_CONFIG,
     APPROVAL_USE_CASE,
     MONITOR_DAG,
+    OTHER_TEAM,
     SECRET,
+    TEAM,
     TRAIN_DAG,
     USE_CASE,
     UIStack,
     create_task_results,
     extra_links,
+    login,
     start_ui_stack,
 )
 
@@ -34,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
-    yield from start_ui_stack(tmp_path_factory.mktemp("ui-plugin"), {APPROVAL_USE_CASE: APPROVAL_CONFIG})
+    yield from start_ui_stack(tmp_path_factory.mktemp("ui-plugin"), {APPROVAL_USE_CASE: APPROVAL_CONFIG}, teams=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +100,49 @@ def test_a_forged_token_is_refused(ui: UIStack) -> None:
 def test_anonymous_browser_gets_a_login_hint(ui: UIStack) -> None:
     response = ui.get("/mlops/", headers={"Accept": "text/html"})
     assert response.status_code == 401 and "Log in to Airflow" in response.text
+
+
+# --------------------------------------------------------------------------- who sees what
+
+
+def test_a_user_sees_only_use_cases_whose_dags_they_may_read(ui: UIStack) -> None:
+    # Two viewers: bo is in the team owning the project's DAGs, ana in another team.
+    tokens = {user: login(ui.base, user, password) for user, password in ui.passwords.items()}
+    outsider, member = tokens["ana"], tokens["bo"]
+
+    # The premise, from Airflow itself: ana may read no DAG of the project, bo all of them.
+    def readable_dags(token: str) -> set[str]:
+        response = ui.get("/api/v2/dags", token=token, params={"limit": 100})
+        assert response.status_code == 200, response.text[:300]
+        return {d["dag_id"] for d in response.json()["dags"]}
+
+    assert readable_dags(outsider) == set(), f"ana is in team {OTHER_TEAM}, the DAGs in team {TEAM}"
+    assert {TRAIN_DAG, MONITOR_DAG, f"train_{APPROVAL_USE_CASE}"} <= readable_dags(member)
+
+    # The page: nothing of either use case for ana, only that some are hidden; all of it for bo.
+    page = ui.get("/mlops/", token=outsider)
+    assert page.status_code == 200
+    assert "2 use cases not shown" in page.text
+    assert 'class="use-case"' not in page.text and ui.seeded["model_name"] not in page.text
+    assert USE_CASE not in page.text and APPROVAL_USE_CASE not in page.text
+    shown = ui.get("/mlops/", token=member).text
+    assert f'id="uc-{USE_CASE}"' in shown and f'id="uc-{APPROVAL_USE_CASE}"' in shown
+    assert "not shown" not in shown and 'class="alias-champion"' in shown
+
+    # The DAG and run tabs: 403 for ana, the page for bo.
+    for path in (f"/mlops/dag/{TRAIN_DAG}", f"/mlops/dag/{MONITOR_DAG}/run/ui_test_monitor"):
+        assert ui.get(path, token=outsider).status_code == 403
+        assert ui.get(path, token=member).status_code == 200
+
+    # Files of the use case: a 404 for ana, as if missing; served to bo. Shared styles serve both.
+    report = "/mlops/reports/" + Path(ui.seeded["report_html"]).relative_to(ui.settings.reports_dir).as_posix()
+    docs = "/mlops/data-docs/" + Path(ui.seeded["data_docs_page"]).relative_to(ui.settings.data_docs_dir).as_posix()
+    for path in (report, docs, "/mlops/data-docs/index.html"):
+        denied = ui.get(path, token=outsider)
+        assert denied.status_code == 404 and "evidently-report" not in denied.text and "data-docs" not in denied.text
+        assert ui.get(path, token=member).status_code == 200
+    for path in ("/mlops/data-docs/static/styles/data_docs.css", "/mlops/static/mlops.css"):
+        assert ui.get(path, token=outsider).status_code == 200
 
 
 # --------------------------------------------------------------------------- the page
