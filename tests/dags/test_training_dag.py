@@ -52,6 +52,29 @@ def _versions(model_name: str) -> list[Any]:
     return list(MlflowClient().search_model_versions(f"name='{model_name}'"))
 
 
+def _champion_events(use_case: UseCase) -> list[dict[str, Any]]:
+    """The extras of every event of the use case's champion Asset, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from mlops.orchestration.assets import champion_asset
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetModel.uri == champion_asset(use_case).uri)
+            .order_by(AssetEvent.id)
+        )
+        return [dict(extra or {}) for (extra,) in rows]
+
+
+def _requested_by(use_case: UseCase, version: str) -> str:
+    from mlflow import MlflowClient
+
+    return str(MlflowClient().get_model_version(use_case.model_name, version).tags["mlops.rollback.requested_by"])
+
+
 def _alias(model_name: str, alias: str) -> str | None:
     from mlops import registry
 
@@ -131,10 +154,15 @@ def test_rollback_dag_moves_the_champion_and_records_who_and_why(
 
     challenger = worse_run["challenger_after"]
     rollback = build_rollback_dag([bike])
+    events_before = _champion_events(bike)
 
     # To a given version (here: promoting the challenger by hand).
     run = rollback.test(run_conf={"model_name": bike.model_name, "version": challenger, "reason": "try the baseline"})
     assert str(run.state) == "success"
+    # Consumers of the champion Asset hear about a rollback as about a promotion.
+    (event,) = _champion_events(bike)[len(events_before) :]
+    assert event == {"action": "rollback", "champion": challenger, "replaced": first_champion,
+                     "reason": "try the baseline", "requested_by": _requested_by(bike, challenger)}  # fmt: skip
     assert _alias(bike.model_name, "champion") == challenger
     assert _alias(bike.model_name, "previous") == first_champion
     assert _alias(bike.model_name, "challenger") is None  # it is the champion now
@@ -149,6 +177,13 @@ def test_rollback_dag_moves_the_champion_and_records_who_and_why(
     run = rollback.test(run_conf={"model_name": bike.model_name, "version": None, "reason": "baseline is worse"})
     assert str(run.state) == "success"
     assert _alias(bike.model_name, "champion") == first_champion
+    assert _champion_events(bike)[-1]["champion"] == first_champion
+    assert len(_champion_events(bike)) == len(events_before) + 2
+
+    # Nothing to move (already @champion): no event.
+    run = rollback.test(run_conf={"model_name": bike.model_name, "version": first_champion, "reason": "again"})
+    assert str(run.state) == "success" and _xcom("rollback_model", "move_champion")["action"] == "unchanged"
+    assert len(_champion_events(bike)) == len(events_before) + 2
     assert _alias(bike.model_name, "previous") == challenger
     replaced = MlflowClient().get_model_version(bike.model_name, challenger).tags
     assert replaced["mlops.rolled_back.reason"] == "baseline is worse"

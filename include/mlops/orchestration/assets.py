@@ -6,18 +6,28 @@ scheme marks them as ours so Airflow does not try to normalise the URI.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 
 from mlops.config import UseCase
 
 
 def champion_asset(use_case: UseCase) -> Asset:
-    """Updated whenever `@champion` moves to a new version (promotion or rollback)."""
+    """Updated whenever `@champion` moves to a new version: by a promotion (the training DAG's
+    `publish_champion`) or a rollback (the rollback DAG's, through `champion_moves()`)."""
     return Asset(
         name=f"{use_case.name}.champion",
         uri=f"x-mlops://models/{use_case.model_name}/champion",
         group="model",
     )
+
+
+def champion_moves() -> AssetAlias:
+    """The outlet of a task that moves `@champion` of a model known only at run time (rollback).
+
+    The task adds an event for that use case's `champion_asset` only; DAGs scheduled on
+    the champion Asset wake up as they do after a promotion.
+    """
+    return AssetAlias(name="mlops.champion_moves", group="model")
 
 
 def snapshot_asset(use_case: UseCase) -> Asset:
@@ -27,9 +37,7 @@ def snapshot_asset(use_case: UseCase) -> Asset:
 
 def predictions_asset(use_case: UseCase) -> Asset:
     """Updated when a batch-scoring partition lands in the prediction log."""
-    return Asset(
-        name=f"{use_case.name}.predictions", uri=f"x-mlops://predictions/{use_case.name}", group="dataset"
-    )
+    return Asset(name=f"{use_case.name}.predictions", uri=f"x-mlops://predictions/{use_case.name}", group="dataset")
 
 
 def drift_report_asset(use_case: UseCase) -> Asset:
