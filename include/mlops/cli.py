@@ -46,11 +46,11 @@ def _data_restore(args: argparse.Namespace) -> int:
     return versioning.main(["restore", args.md5, args.destination])
 
 
-def _suite_bootstrap(args: argparse.Namespace) -> int:
+def _suite(args: argparse.Namespace) -> int:
     from mlops import validation
 
-    argv = ["bootstrap", args.use_case] + (["--reference", args.reference] if args.reference else [])
-    return validation.main(argv)
+    # One parser for `mlops suite ...` and `python -m mlops.validation ...`: the options cannot drift apart.
+    return validation.main(args.rest, prog="mlops suite")
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -108,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("destination")
     restore.set_defaults(handler=_data_restore)
 
-    suite = sub.add_parser("suite", help="Great Expectations suites")
-    suite_sub = suite.add_subparsers(dest="action", required=True)
-    bootstrap = suite_sub.add_parser("bootstrap", help="derive a use case's suite from reference data")
-    bootstrap.add_argument("use_case")
-    bootstrap.add_argument("--reference", help="CSV or Parquet file; defaults to the use case's source")
-    bootstrap.set_defaults(handler=_suite_bootstrap)
+    suite = sub.add_parser(
+        "suite",
+        help="Great Expectations suites: bootstrap <use_case> [--reference PATH] [--tolerance T]",
+        add_help=False,
+    )
+    suite.add_argument("rest", nargs=argparse.REMAINDER)
+    suite.set_defaults(handler=_suite)
 
     config = sub.add_parser("config", help="use-case configs")
     config_sub = config.add_subparsers(dest="action", required=True)

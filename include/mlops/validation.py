@@ -566,8 +566,9 @@ def load_reference(use_case: UseCase, reference: Path | None = None) -> pd.DataF
     raise ValueError(f"cannot load the source of {use_case.name!r} without mlops.ingestion; pass --reference PATH")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops.validation", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m mlops.validation") -> int:
+    """The suite command line; `mlops suite` is this same parser under another name."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     boot = commands.add_parser("bootstrap", help="derive a use case's suite from reference data and save it")
     boot.add_argument("use_case")

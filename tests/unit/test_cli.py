@@ -1,16 +1,19 @@
-"""The `mlops` command's config check, run as a person would: `mlops config check`."""
+"""The `mlops` command as a person runs it: `mlops config check`, `mlops suite bootstrap`."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mlops import cli
+from mlops import cli, validation
 from mlops.config import load_use_case
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
 
 
 def test_bundled_configs_pass_the_check(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,3 +47,39 @@ def test_a_misspelt_hyperparameter_is_named_with_its_key(
 def test_an_unknown_use_case_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["config", "check", "no_such_use_case"]) == 1
     assert "no use case 'no_such_use_case'" in capsys.readouterr().err
+
+
+def _ranges(ge_dir: Path, suite: str) -> dict[str, tuple[float, float]]:
+    """column -> (min, max) of the suite's value-range expectations."""
+    expectations = json.loads((ge_dir / "expectations" / f"{suite}.json").read_text())["expectations"]
+    return {
+        e["kwargs"]["column"]: (e["kwargs"]["min_value"], e["kwargs"]["max_value"])
+        for e in expectations
+        if e["type"] == "expect_column_values_to_be_between"
+    }
+
+
+def test_suite_bootstrap_takes_the_tolerance_like_the_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A copy of the committed context: bootstrapping rewrites the suite file.
+    ge_dir = tmp_path / "great_expectations"
+    shutil.copytree(PROJECT_ROOT / "great_expectations", ge_dir, ignore=shutil.ignore_patterns("uncommitted"))
+    monkeypatch.setenv("MLOPS_GE_DIR", str(ge_dir))
+
+    assert cli.main(["suite", "bootstrap", "breast_cancer", "--tolerance", "0"]) == 0
+    tight = _ranges(ge_dir, "breast_cancer")
+    assert cli.main(["suite", "bootstrap", "breast_cancer", "--tolerance", "0.5"]) == 0
+    wide = _ranges(ge_dir, "breast_cancer")
+    assert "suite 'breast_cancer': 569 reference rows" in capsys.readouterr().out
+    assert tight.keys() == wide.keys() and "mean_radius" in tight
+    # Half the observed span added on each side (never below 0 for a column never negative).
+    low, high = tight["mean_radius"]
+    assert wide["mean_radius"] == pytest.approx((max(0.0, low - (high - low) / 2), high + (high - low) / 2), rel=1e-4)
+    # One parser behind both commands: the same options, under each one's name.
+    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.validation", validation.main, [])]
+    for prog, main, prefix in commands:
+        with pytest.raises(SystemExit):
+            main([*prefix, "bootstrap", "--help"])
+        usage = capsys.readouterr().out
+        assert usage.startswith(f"usage: {prog} bootstrap") and "--reference" in usage and "--tolerance" in usage
