@@ -21,8 +21,24 @@ class CheckResult:
 
 
 def check_configs() -> CheckResult:
-    """Every use-case file parses (the DAG parse would already have failed otherwise)."""
-    names = [use_case.name for use_case in load_all()]
+    """Every use-case file parses, and every candidate's grid names parameters its estimator accepts.
+
+    The parse already refused a broken file; the grid check needs scikit-learn, which the
+    parse must not import, so a misspelt hyperparameter is caught here (daily, by
+    `platform_self_check`) rather than only when that candidate is fitted.
+    """
+    from mlops.config import check_hyperparameters
+
+    use_cases = load_all()
+    names = [use_case.name for use_case in use_cases]
+    problems = [f"{uc.name}: {line}" for uc in use_cases for line in check_hyperparameters(uc)]
+    if problems:
+        # A failure, not a report: the task fails and the failure alert names the keys.
+        raise ValueError(
+            "use-case configs name hyperparameters their estimators do not accept: "
+            + "; ".join(problems)
+            + ". Fix the keys in configs/ (`mlops config check` lists them)."
+        )
     return CheckResult("configs", bool(names), f"use cases: {', '.join(names) or 'none found'}")
 
 

@@ -44,6 +44,20 @@ def test_a_misspelt_hyperparameter_is_named_with_its_key(
     assert f"has no parameter {wrong!r}; did you mean {right!r}?" in line
 
 
+def test_the_self_check_fails_on_a_misspelt_hyperparameter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops import health
+
+    monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(tmp_path))
+    for config in CONFIGS:
+        shutil.copy(config, tmp_path / config.name)
+    assert health.check_configs().ok
+    raw = yaml.safe_load(CONFIGS[0].read_text())
+    raw["candidates"][0]["params"]["no_such_param"] = [1]
+    (tmp_path / CONFIGS[0].name).write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=rf"{CONFIGS[0].stem}: candidates\[0\]\.params\.no_such_param: .*mlops config check"):
+        health.check_configs()
+
+
 def test_an_unknown_use_case_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["config", "check", "no_such_use_case"]) == 1
     assert "no use case 'no_such_use_case'" in capsys.readouterr().err
