@@ -54,7 +54,8 @@ def test_the_self_check_fails_on_a_misspelt_hyperparameter(tmp_path: Path, monke
     raw = yaml.safe_load(CONFIGS[0].read_text())
     raw["candidates"][0]["params"]["no_such_param"] = [1]
     (tmp_path / CONFIGS[0].name).write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match=rf"{CONFIGS[0].stem}: candidates\[0\]\.params\.no_such_param: .*mlops config check"):
+    named = rf"{CONFIGS[0].stem}: candidates\[0\]\.params\.no_such_param: .*mlops config check"
+    with pytest.raises(ValueError, match=named):
         health.check_configs()
 
 
