@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from mlops import stack
@@ -87,9 +87,19 @@ def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], N
     say(f"timeline of {use_case.model_name}:")
     for version in versions:
         info = registry.version_info(use_case.model_name, str(version.version))
-        when = time.strftime("%H:%M:%S", time.localtime(int(version.creation_timestamp) / 1000))
+        # When the decision was applied (the alias moved); registration time for older versions.
+        decided_at = info.tags.get("mlops.promoted_at") or info.tags.get("mlops.rejected_at")
+        if decided_at:
+            when = time.strftime("%H:%M:%S", time.localtime(datetime.fromisoformat(decided_at).timestamp()))
+        else:
+            when = time.strftime("%H:%M:%S", time.localtime(int(version.creation_timestamp) / 1000))
         passed = info.tags.get("mlops.gate.passed") == "true"
-        outcome = "promoted" if info.tags.get("mlops.promoted_by") else ("rejected" if not passed else "passed")
+        if info.tags.get("mlops.promoted_by"):
+            outcome = "promoted"
+        elif info.tags.get("mlops.rejected_by") or not passed:
+            outcome = "rejected"
+        else:
+            outcome = "passed"
         aliases = " ".join(f"@{a}" for a in info.aliases)
         metric = use_case.gate.primary_metric
         score = f"{metric} {info.metrics[metric]:.3g}" if metric in info.metrics else ""
@@ -97,7 +107,8 @@ def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], N
         reason = info.lineage.get("reason", "?").split("; ")[0]
         say(f"  v{info.version:<3} {when} {outcome:<9} {score:<12} {aliases:<22} trained because: {reason}")
         if outcome == "rejected":
-            say(f"       rejected because: {info.tags.get('mlops.gate.reasons', '')[:160]}")
+            why = info.tags.get("mlops.rejection_reason") or info.tags.get("mlops.gate.reasons", "")
+            say(f"       rejected because: {why[:160]}")
 
 
 def run(keep_running: bool = True, fast: bool = False) -> int:
