@@ -37,6 +37,10 @@ TAG_RUN_KEY = "mlops.run_key"
 TAG_RUN_TYPE = "mlops.run_type"
 TAG_DAG_ID = "airflow_dag_id"
 TAG_DAG_RUN_ID = "airflow_run_id"
+TAG_DATA_DOCS_PAGE = "data_docs_page"
+"""On a training run's parent run: the Data Docs page of its validation (lineage)."""
+TAG_MONITORING_RUN_KEY = "run_key"
+"""On a monitoring run (mlops.monitoring.log_monitoring_run): the DAG run that logged it."""
 TAG_GATE_PASSED = "mlops.gate.passed"
 """`true`/`false`, on the model version (registry.apply_decision) and on the parent run (the gate)."""
 TAG_GATE_REASONS = "mlops.gate.reasons"
@@ -515,28 +519,40 @@ def gather_use_case(use_case: UseCase, settings: Settings | None = None, recent:
 def gather_run(use_case: UseCase, dag_id: str, dag_run_id: str, settings: Settings | None = None) -> RunView:
     """What the DAG run `dag_id/dag_run_id` registered, logged and reported.
 
-    Model versions and MLflow runs are matched by any tag or param whose value is
-    the run key or the Airflow run id, so the match does not depend on tag names.
+    Model versions by their `mlops.run_key` tag (mlops.registry), the training run's
+    parent and candidate runs by the DAG-run tags mlops.tracking writes, a monitoring
+    run by its `run_key` tag (mlops.monitoring), the report by its folder.
     """
     settings = settings or get_settings()
     base = settings.mlflow_ui_url or settings.mlflow_tracking_uri
     key = run_key(dag_id, dag_run_id)
     view = RunView(use_case=gather_use_case(use_case, settings), dag_id=dag_id, run_id=dag_run_id, run_key=key)
     view.report = report_in(settings.reports_dir, settings.reports_dir / use_case.name / safe_folder_name(key))
-    wanted = {key, dag_run_id}
+    if "'" in key:  # Airflow's run ids hold no quote; MLflow's filter strings could not express one
+        return view
     try:
         client = _client(settings)
-        _, versions = model_versions(client, use_case.model_name, base, recent=50)
-        view.versions = [v for v in versions if wanted & set(v.tags.values())]
-        experiments = client.search_experiments(filter_string=f"name LIKE '{use_case.name}%'")
-        ids = [e.experiment_id for e in experiments]
-        if ids:
-            for run in client.search_runs(ids, max_results=500, order_by=["attributes.start_time DESC"]):
-                values = {*run.data.tags.values(), *run.data.params.values()}
-                if wanted & values:
-                    view.mlflow_runs.append((run.info.run_name or run.info.run_id, run_url(base, run.info.run_id)))
-                    page = run.data.tags.get("data_docs_page") or run.data.params.get("data_docs_page")
-                    view.data_docs = view.data_docs or relative_to_root(settings.data_docs_dir, page)
+        found = client.search_model_versions(f"name = '{use_case.model_name}' and tags.`{TAG_RUN_KEY}` = '{key}'")
+        metrics: dict[str, dict[str, float]] = {}
+        for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True):
+            view.versions.append(
+                _version_view(client, client.get_model_version(use_case.model_name, mv.version), base, metrics)
+            )
+        searches = [
+            (use_case.name, f"tags.{TAG_DAG_ID} = '{dag_id}' and tags.{TAG_DAG_RUN_ID} = '{dag_run_id}'"),
+            (f"{use_case.name}-monitoring", f"tags.{TAG_MONITORING_RUN_KEY} = '{key}'"),
+        ]
+        for experiment_name, filter_string in searches:
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                continue
+            runs = client.search_runs(
+                [experiment.experiment_id], filter_string=filter_string, order_by=["attributes.start_time ASC"]
+            )
+            for run in runs:
+                view.mlflow_runs.append((run.info.run_name or run.info.run_id, run_url(base, run.info.run_id)))
+                page = run.data.tags.get(TAG_DATA_DOCS_PAGE)
+                view.data_docs = view.data_docs or relative_to_root(settings.data_docs_dir, page)
     except Exception as exc:
         view.errors.append(f"MLflow at {settings.mlflow_tracking_uri} could not be read: {type(exc).__name__}: {exc}")
     return view

@@ -327,14 +327,33 @@ def test_model_tab_of_a_dag_run(browser: WebDriver, ui: UIStack, loop: LoopRuns)
     browser.switch_to.frame(frame)
     try:
         this_run = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "section.run"), "the run's own section")
-        # The version this run registered, and the candidates it trained, with their MLflow runs.
-        assert f"v{champion.version}" in this_run.text
-        names = [li.text for li in this_run.find_elements(By.CSS_SELECTOR, "li")]
-        for index in range(len(LOOP_CONFIG["candidates"])):
-            assert return_value(ui, TRAIN_DAG, loop.retraining, "train_candidate", index)["key"] in names
+        # The version this run registered, its parent run and the candidates it trained, and
+        # the Data Docs page of its validation.
+        versions = this_run.find_elements(By.CSS_SELECTOR, "table.versions a.version")
+        assert [v.text for v in versions] == [f"v{champion.version}"]
+        names = [li.text for li in this_run.find_elements(By.CSS_SELECTOR, "ul.mlflow-runs li")]
+        keys = [
+            return_value(ui, TRAIN_DAG, loop.retraining, "train_candidate", i)["key"]
+            for i in range(len(LOOP_CONFIG["candidates"]))
+        ]
+        assert sorted(names) == sorted([f"{TRAIN_DAG}/{loop.retraining}", *keys])
+        assert this_run.find_element(By.CSS_SELECTOR, "a.data-docs").get_attribute("href").endswith(".html")
     finally:
         browser.switch_to.default_content()
     screenshot(browser, "model-tab")
+
+    # A monitoring run's tab: its MLflow run and its own report.
+    monitor_run = loop.monitoring[-1]
+    browser.get(f"{ui.base}/dags/{MONITOR_DAG}/runs/{monitor_run}/plugin/mlops-run")
+    browser.switch_to.frame(wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "iframe[title=Model]"), "tab"))
+    try:
+        this_run = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "section.run"), "the run's own section")
+        names = [li.text for li in this_run.find_elements(By.CSS_SELECTOR, "ul.mlflow-runs li")]
+        assert names == [f"monitor-{MONITOR_DAG}/{monitor_run}"]
+        report = this_run.find_element(By.CSS_SELECTOR, "iframe.report").get_attribute("src")
+        assert f"/{safe_folder_name(f'{MONITOR_DAG}/{monitor_run}')}/drift.html" in report
+    finally:
+        browser.switch_to.default_content()
 
 
 def review_pending_request(browser: WebDriver, ui: UIStack, run_id: str, champion: str, screenshot_name: str) -> str:

@@ -266,14 +266,25 @@ def test_gather_use_case_shows_aliases_metrics_reasons_and_drift(use_case: UseCa
 
 
 def test_gather_run_finds_what_the_dag_run_produced(use_case: UseCase) -> None:
+    from mlflow.tracking import MlflowClient
+
     seed_registry(use_case, "train_x/manual__1")
     run = ui_data.gather_run(use_case, "train_x", "manual__1")
     assert run.errors == []
-    assert {v.version for v in run.versions} == {"1", "2", "3"}
-    assert len(run.mlflow_runs) == 3 and all("/#/runs/" in url for _, url in run.mlflow_runs)
+    assert [v.version for v in run.versions] == ["3", "2", "1"]
+    assert [name for name, _ in run.mlflow_runs] == ["candidate-1", "candidate-2", "candidate-3"]
+    assert all("/#/runs/" in url for _, url in run.mlflow_runs)
 
     other = ui_data.gather_run(use_case, "train_x", "manual__2")
     assert other.versions == [] and other.mlflow_runs == []
+
+    # A monitoring run, tagged as mlops.monitoring tags it.
+    client = MlflowClient()
+    experiment = client.create_experiment(f"{use_case.name}-monitoring")
+    client.create_run(experiment, run_name="monitor-monitor_x/manual__1", tags={"run_key": "monitor_x/manual__1"})
+    client.create_run(experiment, run_name="monitor-monitor_x/manual__9", tags={"run_key": "monitor_x/manual__9"})
+    monitored = ui_data.gather_run(use_case, "monitor_x", "manual__1")
+    assert [name for name, _ in monitored.mlflow_runs] == ["monitor-monitor_x/manual__1"] and not monitored.versions
 
 
 def test_promotion_time_comes_from_its_tag(use_case: UseCase) -> None:
