@@ -204,12 +204,19 @@ def main() -> int:
                 served = httpx.get(f"http://127.0.0.1:{port}/models", timeout=30).json()["models"][0]
                 results.append({"server": label, "predict_path": served["predict_path"]})
                 log(f"{label}: predicts through {served['predict_path']}")
+            # Rows answered with a 2xx, warm-ups included: each must be in the prediction log. wrk
+            # does not count requests still in flight when it stops, which the server may answer
+            # and log too: at most `connections` requests per wrk run.
+            answered_rows = in_flight_rows = 0
             for rows in (1, 100):
                 for c in connections:
-                    wrk(url, bodies[(kind, rows)], c, 2)  # warm-up
+                    warm = wrk(url, bodies[(kind, rows)], c, 2)
                     result = {"server": label, "rows": rows, "connections": c}
                     cpu_before = group_cpu_seconds(process.pid)
                     result.update(wrk(url, bodies[(kind, rows)], c, args.duration))
+                    for run in (warm, result):
+                        answered_rows += (int(run["requests"]) - int(run["non_2xx"])) * rows
+                        in_flight_rows += c * rows
                     cpu = group_cpu_seconds(process.pid) - cpu_before
                     result["cpu_ms_per_request"] = 1000 * cpu / max(1, int(result["requests"]))
                     results.append(result)
@@ -224,8 +231,14 @@ def main() -> int:
             if kind == "ours":
                 time.sleep(0.5)
                 logged = len(read_predictions("breast_cancer", None, None, uri=str(tmp / f"log-{label.split()[1]}")))
-                log(f"{label}: {logged} predictions in the log after shutdown")
-                results.append({"server": label, "logged_rows": logged})
+                complete = answered_rows <= logged <= answered_rows + in_flight_rows
+                log(
+                    f"{label}: {logged} predictions in the log after shutdown, {answered_rows} answered rows "
+                    f"counted by wrk (+ up to {in_flight_rows} in flight): {'all logged' if complete else 'MISMATCH'}"
+                )
+                results.append(
+                    {"server": label, "logged_rows": logged, "answered_rows": answered_rows, "all_logged": complete}
+                )
     finally:
         for pid in pids:
             stop_process_group(pid)
@@ -251,7 +264,11 @@ def write_report(results: list[dict[str, object]], args: argparse.Namespace) -> 
             logged.append(f"- {r['server']}: predict path `{r['predict_path']}` (GET /models)")
             continue
         if "logged_rows" in r:
-            logged.append(f"- {r['server']}: {r['logged_rows']} predictions in the prediction log after shutdown")
+            verdict = "every answered row logged" if r.get("all_logged") else "**rows missing from the log**"
+            logged.append(
+                f"- {r['server']}: {r['logged_rows']} predictions in the prediction log after shutdown, "
+                f"{r.get('answered_rows')} rows answered with a 2xx as counted by wrk: {verdict}"
+            )
             continue
         # A cell with error answers measures an error page, not the model.
         flag = " (INVALID: error answers)" if r["non_2xx"] or r["socket_errors"] else ""
