@@ -85,6 +85,22 @@ def client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _resume_run(run_id: str, experiment_id: str | None = None) -> Any:
+    """`mlflow.start_run(run_id=...)` that works whatever experiment this process last set.
+
+    The fluent API refuses to resume a run whose experiment differs from the process's
+    active one ("active experiment ID does not match environment run ID"), and that state
+    outlives a task in any process that runs several: a Celery prefork worker, `dag.test()`.
+    Pointing it at the run's own experiment first makes resuming independent of history.
+    """
+    import mlflow
+
+    if experiment_id is None:
+        experiment_id = client().get_run(run_id).info.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return mlflow.start_run(run_id=run_id)
+
+
 def git_commit() -> str:
     """`git rev-parse HEAD` of the project root, or "unknown" outside a repository."""
     try:
@@ -355,7 +371,7 @@ def train_and_log_candidate(
         "mlops.use_case": uc.name,
     }
     run = mlflow_client.create_run(parent.info.experiment_id, run_name=spec.key, tags=tags)
-    with mlflow.start_run(run_id=run.info.run_id):
+    with _resume_run(run.info.run_id, run.info.experiment_id):
         mlflow.log_params({**{k: str(v) for k, v in spec.params.items()}, "estimator": spec.estimator,
                            "n_train": len(train_df), "n_holdout": len(holdout_df),
                            "seed": uc.training.seed})  # fmt: skip
@@ -518,7 +534,7 @@ def evaluate_against_champion(
         candidate_key=candidate.key,
     )
 
-    with mlflow.start_run(run_id=parent_run_id):
+    with _resume_run(parent_run_id):
         started = time.perf_counter()
         try:
             _log_evaluation(uc, holdout_df, scored.y_pred, "gate_candidate_")

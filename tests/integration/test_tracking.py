@@ -312,3 +312,25 @@ def test_parent_runs_are_per_dag_run(flow: Flow) -> None:
     assert MlflowClient().get_run(other).info.status == RunStatus.to_string(RunStatus.FINISHED)
     with pytest.raises(ValueError, match="single quote"):
         tracking.start_parent_run(flow.use_case, DAG_ID, "it's", {})
+
+
+def test_training_does_not_depend_on_the_experiment_this_process_set_last(
+    flow: Flow, mlflow_client: MlflowClient
+) -> None:
+    """A process that runs many tasks (a Celery prefork worker, dag.test) carries MLflow's active experiment
+    over from the last one; resuming a run of another experiment must not trip over it."""
+    import mlflow
+
+    mlflow.set_experiment("some-other-task-was-here")
+    try:
+        uc = make_use_case(MODEL, [{"name": "mean", "estimator": "sklearn.dummy.DummyRegressor"}])
+        parent = tracking.start_parent_run(uc, DAG_ID, "run-other-experiment", lineage(flow.snapshot))
+        (result,) = train_all(uc, flow.snapshot, parent, "run-other-experiment")
+        mlflow.set_experiment("some-other-task-was-here")
+        decision = tracking.evaluate_against_champion(uc, result, flow.holdout, parent)
+        experiment_id = mlflow_client.get_run(parent).info.experiment_id
+        assert mlflow_client.get_run(result.run_id).info.experiment_id == experiment_id
+        assert decision.champion_version == flow.version
+        tracking.end_parent_run(parent)
+    finally:
+        mlflow.set_experiment(experiment_id="0")
