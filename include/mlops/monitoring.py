@@ -693,17 +693,31 @@ class WindowValidation:
         return asdict(self)
 
 
+def read_window(use_case: UseCase, window_path: str | Path) -> pd.DataFrame:
+    """The window's columns monitoring uses: the features, `prediction` and `label`, where present.
+
+    The prediction log also holds request ids, model names and timestamps as strings; a
+    10M-row window read whole held 6.2 GB, most of it those Python strings, which no
+    report needs (benchmarks/drift/step.py).
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    wanted = [*use_case.features.all, PREDICTION, LABEL]
+    present = set(pq.read_schema(window_path).names)
+    return pd.read_parquet(window_path, columns=[c for c in wanted if c in present])
+
+
 def validate_window(use_case: UseCase, window_path: str, run_id: str | None = None) -> WindowValidation:
     """Great Expectations on the window's features: a failure is a data bug, not drift.
 
     `run_id` names the validation run in Data Docs; by default the window file's folder,
     which `collect_window` already names after the run.
     """
-    import pandas as pd
 
     from mlops import validation
 
-    frame = pd.read_parquet(window_path)
+    frame = read_window(use_case, window_path)
     if frame.empty:
         return WindowValidation(None, "empty window: nothing to validate")
     missing = [c for c in use_case.features.all if c not in frame.columns]
@@ -734,7 +748,6 @@ class Assessment:
 
 def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: str) -> Assessment:
     """Reports against the champion's training data, the decision, and their MLflow record."""
-    import pandas as pd
 
     from mlops import registry
 
@@ -747,7 +760,7 @@ def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: 
         )  # fmt: skip
         return Assessment(decision, None, None, None, None, window_end)
     reference = read_reference(reference_from_lineage({**champion.lineage, **champion.tags}))
-    current = pd.read_parquet(window_path)
+    current = read_window(use_case, window_path)
     summary = run_monitoring(use_case, current, reference, run_key, champion_metrics=champion.metrics)
     decision = decide(use_case, summary, guards)
     directory = summary.report_dir

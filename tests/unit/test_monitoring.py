@@ -404,3 +404,14 @@ def test_window_without_the_features_or_rows(ge_dir: Path, tmp_path: Path, febru
     empty_path = logged_window(tmp_path, "empty", february.iloc[0:0])
     empty = validate_window(BIKE, empty_path)
     assert empty.passed is None and empty.details == "empty window: nothing to validate"
+
+
+def test_the_window_is_read_without_the_log_columns_no_report_uses(tmp_path: Path) -> None:
+    from mlops.monitoring import read_window
+
+    log = prediction_log(bike_frame(50, seed=7), label_share=0.5, noise=10, seed=8)
+    path = tmp_path / "window.parquet"
+    log.drop(columns=["windspeed"]).to_parquet(path)  # a feature the log lacks is not asked for
+    window = read_window(BIKE, path)
+    assert list(window.columns) == [c for c in [*BIKE.features.all, "prediction", "label"] if c != "windspeed"]
+    assert len(window) == 50 and window["label"].isna().sum() == log["label"].isna().sum()
