@@ -92,3 +92,16 @@ def copy_project_file(relative: str, destination: Path) -> Path:
     target = destination / Path(relative).name
     shutil.copy(PROJECT_ROOT / relative, target)
     return target
+
+
+@pytest.fixture(scope="module")
+def ge_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the committed Great Expectations context for one module, as `MLOPS_GE_DIR`,
+    so validation results and Data Docs never dirty the repo."""
+    target = tmp_path_factory.mktemp("ge") / "great_expectations"
+    shutil.copytree(PROJECT_ROOT / "great_expectations", target, ignore=shutil.ignore_patterns("uncommitted"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_GE_DIR", str(target))
+        import great_expectations  # noqa: F401  -- pay the slow import once, in the fixture
+
+        yield target

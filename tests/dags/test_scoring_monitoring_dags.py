@@ -15,7 +15,6 @@ ones the training DAG calls), with a random 30 % of its hours held out. Then:
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -26,7 +25,8 @@ import pytest
 
 from mlops.config import FileSource, UseCase, find_use_case
 
-pytestmark = pytest.mark.integration
+# Every test here validates windows against a copy of the committed suites.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ge_dir")]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RAW = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
@@ -44,16 +44,6 @@ def _held_out(frame: Any) -> Any:
     in_period = (frame["dteday"] >= TRAINING_PERIOD[0]) & (frame["dteday"] < TRAINING_PERIOD[1])
     draw = np.random.default_rng(HELD_OUT_SEED).random(len(frame)) < HELD_OUT_SHARE
     return in_period & draw
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ge_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A copy of the committed context, so validation results and Data Docs never dirty the repo."""
-    target = tmp_path_factory.mktemp("ge") / "great_expectations"
-    shutil.copytree(PROJECT_ROOT / "great_expectations", target, ignore=shutil.ignore_patterns("uncommitted"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_GE_DIR", str(target))
-        yield target
 
 
 class _Hook(BaseHTTPRequestHandler):

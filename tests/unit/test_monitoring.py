@@ -7,8 +7,6 @@ scenario once and the tests read their results.
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -319,16 +317,6 @@ def test_classification_window_performance() -> None:
 
 
 # --------------------------------------------------------------------------- window validation (Great Expectations)
-
-
-@pytest.fixture(scope="module")
-def ge_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A copy of the committed context, so validation results and Data Docs never dirty the repo."""
-    target = tmp_path_factory.mktemp("ge") / "great_expectations"
-    shutil.copytree(PROJECT_ROOT / "great_expectations", target, ignore=shutil.ignore_patterns("uncommitted"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_GE_DIR", str(target))
-        yield target
 
 
 def logged_window(tmp_path: Path, run_key: str, frame: pd.DataFrame) -> str:

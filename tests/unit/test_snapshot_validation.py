@@ -6,8 +6,6 @@ copy of the committed Great Expectations context (results and Data Docs stay out
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -20,15 +18,6 @@ from mlops.config import UseCase, find_use_case
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
 MAX_DATE_CHECK = "expect_column_max_to_be_between(dteday)"
-
-
-@pytest.fixture(scope="module")
-def ge_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("ge") / "great_expectations"
-    shutil.copytree(PROJECT_ROOT / "great_expectations", target, ignore=shutil.ignore_patterns("uncommitted"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_GE_DIR", str(target))
-        yield target
 
 
 @pytest.fixture(scope="module")

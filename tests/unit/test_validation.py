@@ -8,11 +8,10 @@ Importing GX takes seconds, so the context is shared by the whole module.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -27,17 +26,6 @@ from mlops.validation import DataValidationError, ValidationOutcome, ensure_vali
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
-
-
-@pytest.fixture(scope="module")
-def ge_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("ge") / "great_expectations"
-    shutil.copytree(PROJECT_ROOT / "great_expectations", target, ignore=shutil.ignore_patterns("uncommitted"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_GE_DIR", str(target))
-        import great_expectations  # noqa: F401  -- pay the slow import once, in the fixture
-
-        yield target
 
 
 @pytest.fixture(scope="module")
