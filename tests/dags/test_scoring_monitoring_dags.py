@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_xcom import task_xcom
 
 from mlops.config import FileSource, UseCase, find_use_case
 
@@ -119,19 +120,6 @@ def _serve_window(use_case: UseCase, start: str, end: str) -> None:
     predictionlog.write_labels(use_case, ids, frame[use_case.target].tolist(), frame[use_case.time_column].tolist())
 
 
-def _return_value(dag_id: str, run_id: str, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key="return_value")
-            .first()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
-
-
 def _training_runs(dag_id: str) -> list[Any]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
@@ -155,7 +143,7 @@ def test_batch_scoring_replaces_its_partition(bike: UseCase) -> None:
     batch = logged[logged["source"] == "batch"]
     assert len(batch) == 24  # one day of hourly rows, once, after two runs
     assert batch["model_version"].nunique() == 1 and batch["prediction"].notna().all()
-    result = _return_value(dag.dag_id, dag_run.run_id, "score_landed_partition")
+    result = task_xcom(dag.dag_id, "score_landed_partition", dag_run.run_id)
     assert result["rows"] == 24 and result["replaced_rows"] == 24
 
 
@@ -176,7 +164,7 @@ def test_drifted_window_triggers_training_with_reason(bike: UseCase) -> None:
     before = {r.run_id for r in _training_runs(training_dag_id(bike))}
     dag_run = dag.test(run_conf={"as_of": "2011-07-15"})
     assert str(dag_run.state) == "success"
-    assessment = _return_value(dag.dag_id, dag_run.run_id, "assess_window")
+    assessment = task_xcom(dag.dag_id, "assess_window", dag_run.run_id)
     assert assessment["decision"]["action"] == "retrain", assessment["decision"]
     assert assessment["decision"]["drift_share"] >= bike.monitoring.drift_share_threshold
     assert Path(assessment["report_html"]).is_file()
@@ -187,13 +175,13 @@ def test_drifted_window_triggers_training_with_reason(bike: UseCase) -> None:
 
     # The triggered run is still queued (nothing executes it here): the cooldown guard holds.
     again = dag.test(run_conf={"as_of": "2011-07-15"})
-    decision = _return_value(dag.dag_id, again.run_id, "assess_window")["decision"]
+    decision = task_xcom(dag.dag_id, "assess_window", again.run_id)["decision"]
     assert decision["action"] == "cooldown", decision
     assert len([r for r in _training_runs(training_dag_id(bike)) if r.run_id not in before]) == 1
 
 
 def _decision(dag_id: str, run_id: str) -> dict[str, Any]:
-    decision: dict[str, Any] = _return_value(dag_id, run_id, "assess_window")["decision"]
+    decision: dict[str, Any] = task_xcom(dag_id, "assess_window", run_id)["decision"]
     return decision
 
 
@@ -214,7 +202,7 @@ def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[
 
     dag_run = dag.test(run_conf={"as_of": "2011-09-15"})
     assert str(dag_run.state) == "success"
-    validation = _return_value(dag.dag_id, dag_run.run_id, "validate_window")
+    validation = task_xcom(dag.dag_id, "validate_window", dag_run.run_id)
     assert validation["passed"] is False
     assert f"expect_column_values_to_be_between(hum): {broken.sum()} unexpected values" in validation["details"]
     assert Path(validation["data_docs_page"]).is_file()
@@ -279,9 +267,9 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
     before = len(_training_runs(training_dag_id(bike)))
     dag_run = dag.test(run_conf={"as_of": TRAINING_PERIOD[1]})
     assert str(dag_run.state) == "success"
-    window = _return_value(dag.dag_id, dag_run.run_id, "collect_window")
+    window = task_xcom(dag.dag_id, "collect_window", dag_run.run_id)
     assert window["rows"] == window["labelled_rows"] == len(held_out)
-    assert _return_value(dag.dag_id, dag_run.run_id, "validate_window")["passed"] is True
+    assert task_xcom(dag.dag_id, "validate_window", dag_run.run_id)["passed"] is True
     decision = _decision(dag.dag_id, dag_run.run_id)
     assert decision["action"] == "none", decision
     assert decision["drift_share"] < bike.monitoring.drift_share_threshold

@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
+from airflow_xcom import task_xcom
 
 from mlops.config import UseCase, find_use_case
 
@@ -55,19 +55,6 @@ def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
     return use_case
 
 
-def _return_value(dag_id: str, run_id: str, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key="return_value")
-            .first()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
-
-
 def test_a_run_without_logical_date_scores_the_day_it_ran_after(
     bike: UseCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,7 +69,7 @@ def test_a_run_without_logical_date_scores_the_day_it_ran_after(
     dag_run = dag.test(logical_date=None, run_after=datetime(2011, 4, 9, 18, 30, tzinfo=UTC))
     assert dag_run.logical_date is None
     assert str(dag_run.state) == "success"
-    result = _return_value(dag.dag_id, dag_run.run_id, "score_landed_partition")
+    result = task_xcom(dag.dag_id, "score_landed_partition", dag_run.run_id)
     assert result["partition"] == "2011-04-09" and result["rows"] == 24
     logged = predictionlog.read_predictions(bike, "2011-04-09", "2011-04-10")
     assert len(logged) == 24 and set(logged["batch_partition"]) == {"2011-04-09"}

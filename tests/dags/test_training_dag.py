@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_xcom import task_xcom
 
 from mlops.config import UseCase, find_use_case
 
@@ -30,20 +31,6 @@ def _run(use_case: UseCase, conf: dict[str, Any] | None = None) -> tuple[str, di
     for ti in dag_run.get_task_instances():
         states[ti.task_id] = str(ti.state)
     return str(dag_run.state), states
-
-
-def _xcom(dag_id: str, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.dag_id == dag_id, XComModel.task_id == task_id, XComModel.key == "return_value")
-            .order_by(XComModel.timestamp.desc())
-            .first()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
 
 
 def _versions(model_name: str) -> list[Any]:
@@ -111,7 +98,7 @@ def test_first_model_is_promoted_with_lineage(bike: UseCase, first_champion: str
     for key in ("dvc_md5", "git_commit", "uv_lock_sha256", "airflow_dag_id", "airflow_run_id"):
         assert any(k.endswith(key) for k in tags), f"missing lineage tag {key}: {sorted(tags)}"
     assert run.inputs.dataset_inputs, "the training dataset is logged with mlflow.log_input"
-    promotion = _xcom("train_bike_sharing", "publish_champion")
+    promotion = task_xcom("train_bike_sharing", "publish_champion")
     assert promotion["action"] == "promoted" and promotion["version"] == first_champion
 
 
@@ -129,7 +116,7 @@ def worse_run(bike: UseCase, first_champion: str) -> dict[str, Any]:
         "tasks": tasks,
         "versions_before": before,
         "versions_after": len(_versions(bike.model_name)),
-        "promotion": _xcom("train_bike_sharing", "promote_candidate"),
+        "promotion": task_xcom("train_bike_sharing", "promote_candidate"),
         "champion_after": _alias(bike.model_name, "champion"),
         "challenger_after": _alias(bike.model_name, "challenger"),
     }
@@ -170,7 +157,7 @@ def test_rollback_dag_moves_the_champion_and_records_who_and_why(
     assert tags["mlops.rollback.reason"] == "try the baseline"
     assert tags["mlops.rollback.from_version"] == first_champion
     assert tags["mlops.rollback.requested_by"]  # dag.test has no user: recorded as "unknown", never blank
-    moved = _xcom("rollback_model", "move_champion")
+    moved = task_xcom("rollback_model", "move_champion")
     assert moved["action"] == "rolled_back" and moved["champion"] == challenger
 
     # Without a version: back to @previous, which restores the first champion.
@@ -182,7 +169,7 @@ def test_rollback_dag_moves_the_champion_and_records_who_and_why(
 
     # Nothing to move (already @champion): no event.
     run = rollback.test(run_conf={"model_name": bike.model_name, "version": first_champion, "reason": "again"})
-    assert str(run.state) == "success" and _xcom("rollback_model", "move_champion")["action"] == "unchanged"
+    assert str(run.state) == "success" and task_xcom("rollback_model", "move_champion")["action"] == "unchanged"
     assert len(_champion_events(bike)) == len(events_before) + 2
     assert _alias(bike.model_name, "previous") == challenger
     replaced = MlflowClient().get_model_version(bike.model_name, challenger).tags

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pandas as pd
 import pytest
+from airflow_xcom import task_xcom
 
 from mlops.config import Approval, FileSource, UseCase, find_use_case
 
@@ -39,20 +40,6 @@ def _run(use_case: UseCase, conf: dict[str, Any], *, up_to: str | None = None) -
         dag = dag.partial_subset(task_ids=[up_to], include_upstream=True, include_downstream=False)
     dag_run = dag.test(run_conf=conf)
     return dag_run.run_id, str(dag_run.state), {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-
-
-def _xcom(run_id: str, task_id: str, key: str = "return_value") -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.dag_id == DAG_ID, XComModel.run_id == run_id)
-            .filter(XComModel.task_id == task_id, XComModel.key == key)
-            .first()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +71,7 @@ def test_a_failed_validation_keeps_its_data_docs_link(failed_validation: dict[st
 
     from mlops.orchestration.links import DataDocsLink
 
-    outcome = _xcom(failed_validation["run_id"], "validate_snapshot")
+    outcome = task_xcom(DAG_ID, "validate_snapshot", failed_validation["run_id"])
     assert outcome is not None, "a failed validate_snapshot must still leave its outcome in XCom"
     assert outcome["success"] is False and outcome["suite"] == "bike_sharing"
     assert any(f["column"] == "cnt" for f in outcome["failed"]), outcome["failed"]
