@@ -364,7 +364,9 @@ def ingest_snapshot(
 
     Re-running for the same run id overwrites the snapshot; with unchanged source
     data the bytes and the md5 are the same. Rows whose time is missing fall in no window.
-    A source with rows dated after `today` (default: the machine's date) is refused.
+    A source with rows dated after `today` is refused; the DAG passes the day its run was
+    due (`run_after`), so the verdict does not change on a re-run; the default, the
+    machine's date, is for calling it by hand.
     """
     df = load_source(use_case, sql_uri_resolver)
     where = _describe_source(use_case)

@@ -230,9 +230,14 @@ def apply_decision(
 
     if gate.passed:
         if champion == version:
-            return PromotionResult(
-                "unchanged", version, champion, previous, [*reasons, f"v{version} is already @champion"]
-            )
+            # This run key moved @champion here but died before its mark below (nothing else
+            # points @champion at a version this run registered and has not marked): finish
+            # the promotion, so the version says when and by whom and the Asset event goes out.
+            done = {"mlops.replaced": previous or "none", "mlops.promoted_at": _now(), TAG_PROMOTED_BY: run_key}
+            _set_tags(mlflow_client, name, version, done)
+            log.info("%s v%s: finished an interrupted promotion to @champion", name, version)
+            note = f"v{version} was already @champion: finished the interrupted promotion"
+            return PromotionResult("promoted", version, version, previous, [*reasons, note])
         if champion is not None:
             # @previous first: a crash between the two calls leaves @champion untouched,
             # and the re-run sets the same @previous again.

@@ -111,6 +111,31 @@ def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.Ca
     assert json.loads(json.dumps(info.to_dict()))["model_uri"] == f"models:/{uc.model_name}/3"
 
 
+def test_a_promotion_interrupted_after_the_alias_moved_is_finished_on_retry(
+    trained: tuple[tracking.CandidateResult, str],
+) -> None:
+    """The task died between moving @champion and writing its mark: the retry completes the record."""
+    candidate, _ = trained
+    uc = make_use_case("it_registry_interrupted")
+    client = MlflowClient()
+    v1 = registry.register_candidate(uc, candidate, "dag/r1")
+    assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
+    v2 = registry.register_candidate(uc, candidate, "dag/r2")
+    # What apply_decision had done for r2 when it was killed: @previous, then @champion, no mark yet.
+    client.set_registered_model_alias(uc.model_name, "previous", v1)
+    client.set_registered_model_alias(uc.model_name, "champion", v2)
+
+    started = datetime.now(UTC)
+    retry = registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2")
+    assert (retry.action, retry.champion, retry.previous) == ("promoted", v2, v1)
+    tags = client.get_model_version(uc.model_name, v2).tags
+    assert tags["mlops.promoted_by"] == "dag/r2" and tags["mlops.replaced"] == v1
+    assert_written_between(tags["mlops.promoted_at"], started, datetime.now(UTC))
+    assert aliases(uc.model_name) == {"champion": v2, "previous": v1}
+    # And once finished, a further retry is a no-op like any replay.
+    assert registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2").action == "unchanged"
+
+
 def test_a_failed_gate_never_demotes_the_champion(trained: tuple[tracking.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_no_demotion")

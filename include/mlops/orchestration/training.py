@@ -172,8 +172,14 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
 
             context["ti"].xcom_push(key=QUEUE_XCOM_KEY, value=claim_training_slot(use_case, context))
             try:
+                # "The future" is judged against when this run was due, not the worker's clock,
+                # so a re-run of the same DAG run reaches the same verdict.
                 snapshot = ingestion.ingest_snapshot(
-                    use_case, run_id=context["run_id"], as_of=context["params"].get("as_of"), sql_uri_resolver=sql_uri
+                    use_case,
+                    run_id=context["run_id"],
+                    as_of=context["params"].get("as_of"),
+                    sql_uri_resolver=sql_uri,
+                    today=context["dag_run"].run_after.date(),
                 )
             except ingestion.IngestionError as exc:
                 # Bad data (empty, truncated, undecodable, an empty window) will not change on
