@@ -83,3 +83,33 @@ def test_a_failing_store_keeps_the_rows_and_retries_them(writer: PredictionLogWr
     _wait(lambda: writer.written_rows == 2, "the held rows after the store recovered")
     assert not writer.failing and writer.pending_rows == 0 and writer.rejected_rows == 0
     assert sorted(read_predictions("bike", None, None, uri=writer.uri)["request_id"]) == ["held-1", "held-2"]
+
+
+def test_an_unexpected_error_in_writing_is_retried_and_the_writer_lives_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a PredictionLogError (a bug, a bad URI): the rows wait and the thread keeps serving."""
+    from mlops.serving import logwriter
+
+    real_append = logwriter.append_frame
+    calls = {"n": 0}
+
+    def flaky_append(*args: object, **kwargs: object) -> int:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise KeyError("something nobody expected")
+        return real_append(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logwriter, "append_frame", flaky_append)
+    writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, retry_seconds=0.05)
+    writer.start()
+    try:
+        writer.submit(_entry("first", datetime(2011, 5, 1, 8)))
+        _wait(lambda: writer.written_rows == 1, "the row written once the error stops")
+        assert "something nobody expected" in (writer.stats()["last_error"] or "")
+        writer.submit(_entry("second", datetime(2011, 5, 1, 9)))
+        _wait(lambda: writer.written_rows == 2, "a later row, so the thread is still alive")
+    finally:
+        writer.stop(timeout=5)
+    assert sorted(read_predictions("bike", None, None, uri=writer.uri)["request_id"]) == ["first", "second"]
+    assert writer.stats()["failing"] is False

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops.predictionlog import PredictionBatch, PredictionLogError, append_frame, build_frame
+from mlops.predictionlog import PredictionBatch, append_frame, build_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,7 +173,10 @@ class PredictionLogWriter:
                 continue
             try:
                 self.written_rows += append_frame(use_case, frame, uri=self.uri)
-            except PredictionLogError as exc:  # the store failed: keep the rows, report, retry
+            # The store failed (PredictionLogError), or anything else went wrong in writing: keep
+            # the rows, report, retry. The thread must outlive every error; if it died, the queue
+            # would fill and every later prediction would be dropped.
+            except Exception as exc:
                 failed.extend(entries)
                 self.last_error = str(exc)[:500]
                 self.last_error_at = datetime.now(UTC)
