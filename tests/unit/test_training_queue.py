@@ -15,8 +15,8 @@ def test_a_run_held_behind_another_names_it_and_the_wait() -> None:
     assert record == {
         "queued_seconds": "36.4",
         "queued_behind": "manual_trigger",
-        "queue_reason": "queued 36 s: train_bike runs one run at a time (max_active_runs=1) and waited for "
-        "manual_trigger (started 2026-11-26T12:00:01+00:00)",
+        "queue_reason": "queued 36 s: train_bike runs one run at a time (max_active_runs=1); the run started "
+        "before it is manual_trigger (started 2026-11-26T12:00:01+00:00)",
     }
 
 

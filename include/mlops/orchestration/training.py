@@ -92,8 +92,10 @@ def queue_wait(
 
     Airflow keeps both times but not the reason: with `max_active_runs=1` a run asked for
     while another runs (two triggers at once, or a trigger during a run) stays queued until
-    that one ends. `previous` is the run that started before this one, so the one it waited for.
-    A cleared run's start is measured from its original request, so it says nothing.
+    that one ends. `previous` is the run that started before this one: the one it waited for
+    in that case. Airflow's API does not give tasks the end of another run, so a delay for
+    another reason (a full pool, a slow scheduler) would name it too; the wording says only
+    what is known. A cleared run's start is measured from its original request, so it says nothing.
     """
     if cleared or previous is None or previous.get("run_id") == run_id:
         return {}
@@ -104,8 +106,8 @@ def queue_wait(
         "queued_seconds": f"{waited:.1f}",
         "queued_behind": str(previous["run_id"]),
         "queue_reason": (
-            f"queued {waited:.0f} s: {dag_id} runs one run at a time (max_active_runs={MAX_ACTIVE_RUNS}) "
-            f"and waited for {previous['run_id']} (started {previous.get('started')})"
+            f"queued {waited:.0f} s: {dag_id} runs one run at a time (max_active_runs={MAX_ACTIVE_RUNS}); "
+            f"the run started before it is {previous['run_id']} (started {previous.get('started')})"
         ),
     }
 
