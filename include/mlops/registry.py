@@ -346,7 +346,8 @@ def apply_approval(
     """Record the answer to a passed candidate's promotion request; on a rejection or time-out keep the champion.
 
     The answer goes to its own tags (`mlops.approval.decision`, `.by`, `.at`, `.reason`);
-    the gate's tags say what the gate decided (it passed) and are never rewritten here.
+    the gate's tags say what the gate decided (it passed): written here only when the
+    promotion was skipped, since `apply_decision`, which writes them otherwise, never ran.
     Rejected or timed out: `@champion` stays and the version becomes `@challenger`, its
     `mlops.rejection_reason` saying who rejected it or that nobody answered. Approved:
     `apply_decision` has already moved `@champion`; only the answer is recorded.
