@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from test_serving import register, regressor, start_service, wait_until, write_configs
+from polling import wait_until
+from test_serving import register, regressor, start_service, write_configs
 
 from mlops.config import load_use_case
 from mlops.predictionlog import read_predictions, write_labels

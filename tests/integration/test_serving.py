@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from polling import wait_until
 
 from mlops.config import load_use_case
 from mlops.predictionlog import read_predictions
@@ -158,15 +159,6 @@ def start_service(
         stop_process_group(process.pid)
         raise
     return Service(url, process.pid, log_dir, process, log_file)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class RegistryProxy:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_serving import bc_record, breast_cancer_frame, classifier, register, start_service, wait_until, write_configs
+from polling import wait_until
+from test_serving import bc_record, breast_cancer_frame, classifier, register, start_service, write_configs
 
 from mlops.predictionlog import read_predictions
 from mlops.serving.logwriter import LogEntry, PredictionLogWriter

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 
 from mlops.predictionlog import read_predictions
 from mlops.serving.logwriter import LogEntry, PredictionLogWriter
@@ -27,15 +27,6 @@ def _entry(request_id: str, event_time: datetime, temp: float = 10.0) -> LogEntr
     )
 
 
-def _wait(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def writer(tmp_path: Path):
     writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, retry_seconds=0.05)
@@ -51,7 +42,7 @@ def test_an_entry_that_cannot_become_log_rows_is_rejected_alone(writer: Predicti
     writer.submit(_entry("poison", datetime(3000, 1, 1)))
     writer.submit(_entry("good-2", datetime(2011, 5, 2, 9)))
     writer.start()
-    _wait(lambda: writer.written_rows == 2, "the two good rows in the log")
+    wait_until(lambda: writer.written_rows == 2, 10, "the two good rows in the log")
 
     logged = read_predictions("bike", None, None, uri=writer.uri)
     assert sorted(logged["request_id"]) == ["good-1", "good-2"]
@@ -62,7 +53,7 @@ def test_an_entry_that_cannot_become_log_rows_is_rejected_alone(writer: Predicti
 
     # The log keeps flowing after the rejection.
     writer.submit(_entry("good-3", datetime(2011, 5, 3, 10)))
-    _wait(lambda: writer.written_rows == 3, "a later entry in the log")
+    wait_until(lambda: writer.written_rows == 3, 10, "a later entry in the log")
     assert writer.rejected_rows == 1
 
 
@@ -74,13 +65,13 @@ def test_a_failing_store_keeps_the_rows_and_retries_them(writer: PredictionLogWr
     writer.submit(_entry("held-1", datetime(2011, 5, 1, 8)))
     writer.submit(_entry("held-2", datetime(2011, 5, 1, 9)))
     writer.start()
-    _wait(lambda: writer.failing and writer.pending_rows == 2, "the writer to hold both rows")
+    wait_until(lambda: writer.failing and writer.pending_rows == 2, 10, "the writer to hold both rows")
     time.sleep(0.3)  # several retries
     assert writer.failing and writer.pending_rows == 2 and writer.written_rows == 0
     assert writer.rejected_rows == 0 and writer.dropped_rows == 0
 
     blocker.unlink()
-    _wait(lambda: writer.written_rows == 2, "the held rows after the store recovered")
+    wait_until(lambda: writer.written_rows == 2, 10, "the held rows after the store recovered")
     assert not writer.failing and writer.pending_rows == 0 and writer.rejected_rows == 0
     assert sorted(read_predictions("bike", None, None, uri=writer.uri)["request_id"]) == ["held-1", "held-2"]
 
@@ -105,10 +96,10 @@ def test_an_unexpected_error_in_writing_is_retried_and_the_writer_lives_on(
     writer.start()
     try:
         writer.submit(_entry("first", datetime(2011, 5, 1, 8)))
-        _wait(lambda: writer.written_rows == 1, "the row written once the error stops")
+        wait_until(lambda: writer.written_rows == 1, 10, "the row written once the error stops")
         assert "something nobody expected" in (writer.stats()["last_error"] or "")
         writer.submit(_entry("second", datetime(2011, 5, 1, 9)))
-        _wait(lambda: writer.written_rows == 2, "a later row, so the thread is still alive")
+        wait_until(lambda: writer.written_rows == 2, 10, "a later row, so the thread is still alive")
     finally:
         writer.stop(timeout=5)
     assert sorted(read_predictions("bike", None, None, uri=writer.uri)["request_id"]) == ["first", "second"]

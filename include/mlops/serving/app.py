@@ -262,6 +262,7 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
         config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds
     )
     batchers = {u.name: MicroBatcher(cache, u.name, config.batch_window_ms / 1000) for u in use_cases}
+    served = sorted(batchers)  # fixed for the life of the app; named in every refusal of a use case
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -326,7 +327,7 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
     }
 
     def unknown_use_case(loc: list[str], name: str, status: int) -> Response:
-        msg = f"unknown use case {name!r}; served: {sorted(batchers)}"
+        msg = f"unknown use case {name!r}; served: {served}"
         return _json(status, {"detail": [{"loc": loc, "msg": msg, "type": "not_found"}]})
 
     async def answer(use_case: str, model: LoadedModel, payload: Any) -> Response:
@@ -381,7 +382,7 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
     async def predict_any(request: Request) -> Response:
         try:
             payload = parse_json(await _read_body(request, config.max_body_bytes))
-            use_case = _use_case_of(payload, sorted(batchers))
+            use_case = _use_case_of(payload, served)
         except RequestError as exc:
             return _json(exc.status, exc.body())
         if use_case not in batchers:
