@@ -67,12 +67,12 @@ def child(engine: str, rows: int, scenario: str, evidently_max_rows: int) -> dic
     if sampled:
         current = current.sample(n=evidently_max_rows, random_state=0)
     # Imports are paid once per process and not part of a check: Evidently's alone takes ~9-20 s here.
-    from mlops.drift import check_drift
+    from mlops.monitoring.drift import check_drift
 
     if engine == "evidently":
         import evidently  # noqa: F401
 
-        from mlops.monitoring import evidently_drift
+        from mlops.monitoring.steps import evidently_drift
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if engine == "fast":

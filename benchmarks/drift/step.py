@@ -2,7 +2,7 @@
 
 `run.py` times the drift check alone on frames already in memory. This times what
 `assess_window` does after it has found the champion: read the window's Parquet file,
-read the champion's training snapshot, and `monitoring.run_monitoring` (drift decision,
+read the champion's training snapshot, and `steps.run_monitoring` (drift decision,
 Evidently drift / data-summary / performance reports, files written). Side by side with
 the alternative: the same function made to run Evidently on the whole window
 (`fast_path_rows` and `report_sample_rows` above the window size), at 1M rows only —
@@ -77,17 +77,17 @@ def child(engine: str, window: Path, reference: Path, reports: Path) -> dict[str
     # Imports are paid once per task process (the scheduler preloads them); not timed.
     import evidently  # noqa: F401
 
-    from mlops import monitoring
     from mlops.config import find_use_case
+    from mlops.monitoring import steps
 
     use_case = find_use_case("bike_sharing")
     baseline = peak_rss_mb()
     start = time.perf_counter()
-    current = monitoring.read_window(use_case, window)
-    ref = monitoring.read_reference(reference)
+    current = steps.read_window(use_case, window)
+    ref = steps.read_reference(reference)
     read_seconds = time.perf_counter() - start
     whole = {"fast_path_rows": 10**9, "report_sample_rows": 10**9} if engine == "evidently" else {}
-    summary = monitoring.run_monitoring(use_case, current, ref, f"bench-{engine}", reports_root=reports, **whole)
+    summary = steps.run_monitoring(use_case, current, ref, f"bench-{engine}", reports_root=reports, **whole)
     elapsed = time.perf_counter() - start
     return {
         "engine": "run_monitoring" + (" (Evidently on the whole window)" if engine == "evidently" else ""),

@@ -38,9 +38,9 @@ def main() -> int:
     from soak import run_soak
     from test_serving import bc_record, breast_cancer_frame, classifier, register, start_service, write_configs
 
-    from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
+    from mlops.platform.processes import free_port, start_process_group, stop_process_group, wait_for_http
+    from mlops.platform.stack import services
     from mlops.settings import get_settings
-    from mlops.stack import services
 
     os.environ["MLOPS_MLFLOW_PORT"] = str(free_port())
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -34,8 +34,10 @@ HERE = Path(__file__).resolve().parent
 
 def plain_script(use_case_name: str, as_of: str) -> float:
     """The training DAG's steps, in order, in this process; returns seconds (imports excluded)."""
-    from mlops import ingestion, registry, tracking, training, validation
     from mlops.config import find_use_case
+    from mlops.data import ingestion, validation
+    from mlops.mlflow import registry
+    from mlops.training import candidates, runs
 
     use_case = find_use_case(use_case_name)
     # Its own registered model, so the DAG run's gate is not compared with this one.
@@ -47,14 +49,14 @@ def plain_script(use_case_name: str, as_of: str) -> float:
     outcome = validation.validate(use_case, frame, run_id=run_id)
     validation.ensure_valid(outcome)
     lineage = {"snapshot_path": snapshot.path, "dvc_md5": snapshot.md5, "reason": "benchmark"}
-    parent = tracking.start_parent_run(use_case, "plain_script", run_id, lineage)
+    parent = runs.start_parent_run(use_case, "plain_script", run_id, lineage)
     results = [
-        tracking.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
-        for spec in training.expand_candidates(use_case)
+        runs.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
+        for spec in candidates.expand_candidates(use_case)
     ]
-    best = tracking.select_best(use_case, results)
+    best = runs.select_best(use_case, results)
     _, holdout = ingestion.split_holdout(use_case, frame)
-    decision = tracking.evaluate_against_champion(use_case, best, holdout, parent)
+    decision = runs.evaluate_against_champion(use_case, best, holdout, parent)
     version = registry.register_candidate(use_case, best, f"plain_script/{run_id}")
     registry.apply_decision(use_case, version, decision, f"plain_script/{run_id}")
     return time.perf_counter() - start
@@ -130,8 +132,8 @@ def task_timings(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_without_preload(dag_id: str, as_of: str, scheduler_pid: int) -> dict[str, Any]:
     """The same DAG, once, on a scheduler restarted with MLOPS_SCHEDULER_PRELOAD empty,
     next to one more script run so that both see the same load."""
-    from mlops import stack
-    from mlops.airflow_api import AirflowAPI
+    from mlops.platform import stack
+    from mlops.platform.airflow_api import AirflowAPI
     from mlops.settings import get_settings
 
     print("without preload: restarting the stack with MLOPS_SCHEDULER_PRELOAD='' ...", flush=True)
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_script(args.use_case, args.as_of)
         return 0
 
-    from mlops.processes import free_port
+    from mlops.platform.processes import free_port
 
     home = Path(tempfile.mkdtemp(prefix="mlops-bench-training-"))
     os.environ["MLOPS_HOME"] = str(home)
@@ -206,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = str(free_port())
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-    from mlops import stack
-    from mlops.airflow_api import AirflowAPI
+    from mlops.platform import stack
+    from mlops.platform.airflow_api import AirflowAPI
     from mlops.settings import get_settings
 
     settings = get_settings()

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mlops import stack
-from mlops.airflow_api import AirflowAPI, AirflowAPIError
+from mlops.platform import stack
+from mlops.platform.airflow_api import AirflowAPI, AirflowAPIError
 
 HERE = Path(__file__).resolve().parent
 DAG_ID = "train_bike_sharing"

@@ -29,26 +29,26 @@ from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS, RUN_FAIL
 def platform_self_check() -> None:
     @task
     def check_configs() -> dict[str, object]:
-        from mlops import health
+        from mlops.platform import health
 
         return health.check_configs().to_dict()
 
     @task
     def check_mlflow() -> dict[str, object]:
-        from mlops import health
+        from mlops.platform import health
 
         return health.check_mlflow().to_dict()
 
     @task
     def check_state_dir() -> dict[str, object]:
-        from mlops import health
+        from mlops.platform import health
 
         return health.check_state_dir().to_dict()
 
     @task
     def check_warm_start() -> dict[str, object]:
         # Must run before this task imports anything heavy itself: health imports only config.
-        from mlops import health
+        from mlops.platform import health
 
         return health.check_warm_start().to_dict()
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 
 def _stack_up(args: argparse.Namespace) -> int:
-    from mlops import stack
+    from mlops.platform import stack
 
     for name, url in stack.up().items():
         print(f"{name:>20}: {url}")
@@ -20,7 +20,7 @@ def _stack_up(args: argparse.Namespace) -> int:
 
 
 def _stack_down(args: argparse.Namespace) -> int:
-    from mlops import stack
+    from mlops.platform import stack
 
     stopped = stack.down()
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -28,28 +28,28 @@ def _stack_down(args: argparse.Namespace) -> int:
 
 
 def _stack_status(args: argparse.Namespace) -> int:
-    from mlops import stack
+    from mlops.platform import stack
 
     print(json.dumps(stack.status(), indent=2))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mlops import demo
+    from mlops.platform import demo
 
     return demo.run(keep_running=not args.stop_after, fast=args.fast)
 
 
 def _data_restore(args: argparse.Namespace) -> int:
-    from mlops import versioning
+    from mlops.data import versioning
 
     return versioning.main(["restore", args.md5, args.destination])
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from mlops import validation
+    from mlops.data import validation
 
-    # One parser for `mlops suite ...` and `python -m mlops.validation ...`: the options cannot drift apart.
+    # One parser for `mlops suite ...` and `python -m mlops.data.validation ...`: the options cannot drift apart.
     return validation.main(args.rest, prog="mlops suite")
 
 
@@ -77,7 +77,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from mlops import replay
+    from mlops.platform import replay
 
     return replay.main(args.rest)
 

@@ -11,7 +11,7 @@ check per use case with each DAG's team (multi-team deployments restrict by team
 
 Data comes from `mlops.ui_data` (MLflow and the project's folders, never XCom).
 Files (Evidently reports, Data Docs) are served only from their own folders via
-`ui_data.resolve_confined`, and sandboxed with a CSP so a report's scripts run
+`ui_views.resolve_confined`, and sandboxed with a CSP so a report's scripts run
 in an opaque origin, away from the Airflow session.
 
 Promotions waiting for a person come from Airflow's REST API (open human-in-the-loop
@@ -33,10 +33,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlops import ui_data
-from mlops.airflow_api import AirflowAPI
 from mlops.config import ConfigError, UseCase, find_use_case, load_all
+from mlops.platform.airflow_api import AirflowAPI
 from mlops.settings import get_settings
+from mlops.ui import views as ui_views
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +131,14 @@ def may_read_dags(user: Any, dag_ids: list[list[str]]) -> list[bool]:
 
 
 def readable_use_cases(user: Any, use_cases: list[UseCase]) -> list[UseCase]:
-    """The use cases whose training and monitoring DAGs `user` may read (see `ui_data.use_case_dag_ids`)."""
-    allowed = may_read_dags(user, [list(ui_data.use_case_dag_ids(uc.name)) for uc in use_cases])
+    """The use cases whose training and monitoring DAGs `user` may read (see `ui_views.use_case_dag_ids`)."""
+    allowed = may_read_dags(user, [list(ui_views.use_case_dag_ids(uc.name)) for uc in use_cases])
     return [uc for uc, ok in zip(use_cases, allowed, strict=True) if ok]
 
 
 def require_dag_access(dag_id: str, use_case: UseCase, user: Any) -> None:
     """403 unless `user` may read `dag_id` and the use case it belongs to (its tab shows the whole use case)."""
-    if not all(may_read_dags(user, [[dag_id], list(ui_data.use_case_dag_ids(use_case.name))])):
+    if not all(may_read_dags(user, [[dag_id], list(ui_views.use_case_dag_ids(use_case.name))])):
         raise HTTPException(403, f"Forbidden: no read access to DAG {dag_id} or to the DAGs of {use_case.name}")
 
 
@@ -167,8 +167,8 @@ def _serve(root: Path, path: str, allowed: Callable[[str], bool]) -> Response:
     A refusal is a 404, like a missing file: it does not confirm the file exists.
     """
     try:
-        file = ui_data.resolve_confined(root, path)
-    except ui_data.PathRefused as exc:
+        file = ui_views.resolve_confined(root, path)
+    except ui_views.PathRefused as exc:
         log.info("refused file request %r under %s: %s", path, root, exc)
         raise HTTPException(404, "Not found") from None
     if not allowed(file.relative_to(root.resolve()).as_posix()):
@@ -180,7 +180,7 @@ def _serve(root: Path, path: str, allowed: Callable[[str], bool]) -> Response:
     return response
 
 
-def _with_approvals(request: Request, use_case: UseCase, view: ui_data.UseCaseView) -> ui_data.UseCaseView:
+def _with_approvals(request: Request, use_case: UseCase, view: ui_views.UseCaseView) -> ui_views.UseCaseView:
     """Add the promotions of `use_case` that wait for a person; failures become a note on the page."""
     if not use_case.approval.required:
         return view
@@ -192,14 +192,14 @@ def _with_approvals(request: Request, use_case: UseCase, view: ui_data.UseCaseVi
         view.errors.append(f"Airflow's REST API did not list the approval requests of {dag_id}: {exc}")
         return view
     try:
-        view.pending = ui_data.pending_approvals(use_case, requests, get_settings())
+        view.pending = ui_views.pending_approvals(use_case, requests, get_settings())
     except Exception as exc:
         view.errors.append(f"MLflow could not explain the approval requests of {dag_id}: {type(exc).__name__}: {exc}")
     return view
 
 
-def _gather(request: Request, use_case: UseCase) -> ui_data.UseCaseView:
-    return _with_approvals(request, use_case, ui_data.gather_use_case(use_case, get_settings()))
+def _gather(request: Request, use_case: UseCase) -> ui_views.UseCaseView:
+    return _with_approvals(request, use_case, ui_views.gather_use_case(use_case, get_settings()))
 
 
 def _airflow_root(request: Request) -> str:
@@ -208,7 +208,7 @@ def _airflow_root(request: Request) -> str:
 
 
 def _use_case_of(dag_id: str) -> UseCase:
-    name = ui_data.use_case_of_dag(dag_id)
+    name = ui_views.use_case_of_dag(dag_id)
     if name is None:
         raise HTTPException(404, f"DAG {dag_id} belongs to no use case (expected train_/monitor_/score_<use case>)")
     try:
@@ -240,9 +240,9 @@ def create_app() -> FastAPI:
     def overview(request: Request, user: User) -> HTMLResponse:
         use_cases = all_use_cases()
         views = [_gather(request, uc) for uc in readable_use_cases(user, use_cases)]
-        charts = {v.name: ui_data.drift_chart_svg(v.drift, v.drift_threshold) for v in views}
+        charts = {v.name: ui_views.drift_chart_svg(v.drift, v.drift_threshold) for v in views}
         return _page(
-            request, "overview.html", views=views, charts=charts, aliases=ui_data.ALIASES,
+            request, "overview.html", views=views, charts=charts, aliases=ui_views.ALIASES,
             hidden=len(use_cases) - len(views),
         )  # fmt: skip
 
@@ -251,19 +251,19 @@ def create_app() -> FastAPI:
         use_case = _use_case_of(dag_id)
         require_dag_access(dag_id, use_case, user)
         view = _gather(request, use_case)
-        chart = ui_data.drift_chart_svg(view.drift, view.drift_threshold)
+        chart = ui_views.drift_chart_svg(view.drift, view.drift_threshold)
         return _page(
-            request, "overview.html", views=[view], charts={view.name: chart}, aliases=ui_data.ALIASES, dag_id=dag_id
+            request, "overview.html", views=[view], charts={view.name: chart}, aliases=ui_views.ALIASES, dag_id=dag_id
         )
 
     @app.get("/dag/{dag_id}/run/{run_id}", response_class=HTMLResponse)
     def run_view(request: Request, dag_id: str, run_id: str, user: User) -> HTMLResponse:
         use_case = _use_case_of(dag_id)
         require_dag_access(dag_id, use_case, user)
-        run = ui_data.gather_run(use_case, dag_id, run_id, get_settings())
+        run = ui_views.gather_run(use_case, dag_id, run_id, get_settings())
         _with_approvals(request, use_case, run.use_case)
-        chart = ui_data.drift_chart_svg(run.use_case.drift, run.use_case.drift_threshold)
-        return _page(request, "run.html", run=run, view=run.use_case, chart=chart, aliases=ui_data.ALIASES)
+        chart = ui_views.drift_chart_svg(run.use_case.drift, run.use_case.drift_threshold)
+        return _page(request, "run.html", run=run, view=run.use_case, chart=chart, aliases=ui_views.ALIASES)
 
     @app.get("/reports/{path:path}")
     def report_file(path: str, user: User) -> Response:
@@ -277,7 +277,7 @@ def create_app() -> FastAPI:
     @app.get("/data-docs/{path:path}")
     def data_docs_file(path: str, user: User) -> Response:
         def allowed(relative: str) -> bool:
-            kind, suite = ui_data.data_docs_file_kind(relative)
+            kind, suite = ui_views.data_docs_file_kind(relative)
             if kind == "shared":
                 return True
             if kind == "unknown":

@@ -43,7 +43,7 @@ from ui_stack import (
 )
 
 from mlops.config import find_use_case
-from mlops.ui_data import safe_folder_name
+from mlops.ui.views import safe_folder_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -146,7 +146,7 @@ def screenshot(driver: WebDriver, name: str, for_docs: bool = False) -> Path:
 
 
 def log_in(driver: WebDriver, ui: UIStack) -> None:
-    from mlops import stack
+    from mlops.platform import stack
 
     driver.get(f"{ui.base}/")
     username = wait_for(lambda: driver.find_element(By.NAME, "username"), "the Airflow login form")
@@ -411,7 +411,7 @@ def answer_in_airflow(browser: WebDriver, ui: UIStack, run_id: str, option: str,
 def test_approve_a_pending_promotion_moves_the_alias(browser: WebDriver, ui: UIStack, approval_run: str) -> None:
     from mlflow import MlflowClient
 
-    from mlops import stack
+    from mlops.platform import stack
 
     client = MlflowClient(ui.settings.mlflow_tracking_uri)
     model = find_use_case(APPROVAL_USE_CASE).model_name
@@ -452,7 +452,7 @@ def test_reject_a_pending_promotion_keeps_the_champion(browser: WebDriver, ui: U
     """A second run of the same candidate passes the gate (no worse than the champion); a person says no."""
     from mlflow import MlflowClient
 
-    from mlops import stack
+    from mlops.platform import stack
 
     client = MlflowClient(ui.settings.mlflow_tracking_uri)
     model = find_use_case(APPROVAL_USE_CASE).model_name

@@ -35,11 +35,11 @@ import httpx
 import pytest
 import yaml
 
-from mlops import stack
-from mlops.airflow_api import AirflowAPI
 from mlops.config import UseCase, find_use_case
-from mlops.monitoring import report_dir
-from mlops.processes import free_port
+from mlops.monitoring.steps import report_dir
+from mlops.platform import stack
+from mlops.platform.airflow_api import AirflowAPI
+from mlops.platform.processes import free_port
 from mlops.settings import Settings, get_settings
 
 USE_CASE = "bike_sharing"
@@ -222,8 +222,8 @@ def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from mlops import registry
-    from mlops.evaluation import check_gate
+    from mlops.evaluation.gate import check_gate
+    from mlops.mlflow import registry
 
     use_case = find_use_case(USE_CASE)
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
@@ -314,21 +314,23 @@ def seed_baseline_champion(use_case: UseCase) -> str:
     Runs in the test process against the stack's MLflow: seconds, where a second
     DAG run would cost minutes. The approval run is then judged against a champion.
     """
-    from mlops import ingestion, registry, tracking
-    from mlops.evaluation import GateDecision
-    from mlops.training import CandidateSpec, candidate_key
+    from mlops.data import ingestion
+    from mlops.evaluation.gate import GateDecision
+    from mlops.mlflow import registry
+    from mlops.training import runs as training_runs
+    from mlops.training.candidates import CandidateSpec, candidate_key
 
     dag_id, run_id = f"train_{use_case.name}", "ui_test_baseline"
     key = f"{dag_id}/{run_id}"
     snapshot = ingestion.ingest_snapshot(use_case, run_id=run_id)
-    parent = tracking.start_parent_run(
+    parent = training_runs.start_parent_run(
         use_case, dag_id, run_id, {"snapshot_path": snapshot.path, "reason": "ui test: a weak champion to beat"}
     )
     spec = CandidateSpec(**BASELINE, key=candidate_key(BASELINE["name"], BASELINE["params"]))
-    result = tracking.train_and_log_candidate(
+    result = training_runs.train_and_log_candidate(
         use_case, spec.to_dict(), snapshot.path, parent, {"dag_id": dag_id, "run_id": run_id}
     )
-    tracking.end_parent_run(parent)
+    training_runs.end_parent_run(parent)
     version = registry.register_candidate(use_case, result, key)
     decision = GateDecision(
         passed=True, reasons=["seeded baseline for the approval test"], candidate_metrics=result.metrics,
@@ -400,7 +402,7 @@ def run_the_loop(ui: UIStack) -> LoopRuns:
     reports and decides. The second window drifts: monitoring triggers training, and
     the new model meets the gate against the first.
     """
-    from mlops import replay
+    from mlops.platform import replay
 
     run_dag(ui, TRAIN_DAG, "ui_test_train", {"as_of": FIRST_TRAINING_AS_OF, "reason": "ui test: first champion"})
     monitoring, assessments = [], []

@@ -78,7 +78,10 @@ def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPa
     """A champion trained on Jan–Feb 2011 minus the held-out hours, under a model name of this module's own."""
     import pandas as pd
 
-    from mlops import ingestion, registry, tracking, training
+    from mlops.data import ingestion
+    from mlops.mlflow import registry
+    from mlops.training import candidates as training_candidates
+    from mlops.training import runs as training_runs
 
     raw = pd.read_csv(RAW)
     source = tmp_path_factory.mktemp("source") / "bike_sharing_hourly.csv"
@@ -93,11 +96,11 @@ def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPa
     )
     snapshot = ingestion.ingest_snapshot(use_case, run_id="monitoring_fixture", as_of="2011-03-01")
     lineage = {"snapshot_path": snapshot.path, "dvc_md5": snapshot.md5, "reason": "fixture"}
-    parent = tracking.start_parent_run(use_case, "fixture", "monitoring_fixture", lineage)
-    spec = training.expand_candidates(use_case)[0]
-    result = tracking.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
+    parent = training_runs.start_parent_run(use_case, "fixture", "monitoring_fixture", lineage)
+    spec = training_candidates.expand_candidates(use_case)[0]
+    result = training_runs.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
     _, holdout = ingestion.split_holdout(use_case, ingestion.read_snapshot(snapshot.path))
-    decision = tracking.evaluate_against_champion(use_case, result, holdout, parent)
+    decision = training_runs.evaluate_against_champion(use_case, result, holdout, parent)
     version = registry.register_candidate(use_case, result, "fixture/monitoring")
     assert registry.apply_decision(use_case, version, decision, "fixture/monitoring").action == "promoted"
     return use_case
@@ -112,12 +115,13 @@ def _rows(start: str, end: str) -> Any:
 
 def _serve_window(use_case: UseCase, start: str, end: str) -> None:
     """Score a period as production traffic and deliver its labels."""
-    from mlops import predictionlog, scoring
+    from mlops.predictionlog import stores
+    from mlops.serving import batch as serving_batch
 
     frame = _rows(start, end)
     ids = [f"{start}-{i}" for i in range(len(frame))]
-    scoring.score_partition(use_case, f"traffic-{start}", frame, ids=ids, source="replay")
-    predictionlog.write_labels(use_case, ids, frame[use_case.target].tolist(), frame[use_case.time_column].tolist())
+    serving_batch.score_partition(use_case, f"traffic-{start}", frame, ids=ids, source="replay")
+    stores.write_labels(use_case, ids, frame[use_case.target].tolist(), frame[use_case.time_column].tolist())
 
 
 def _training_runs(dag_id: str) -> list[Any]:
@@ -131,15 +135,16 @@ def _training_runs(dag_id: str) -> list[Any]:
 
 
 def test_batch_scoring_replaces_its_partition(bike: UseCase) -> None:
-    from mlops import predictionlog, scoring
     from mlops.orchestration.scoring import build_scoring_dag
+    from mlops.predictionlog import stores
+    from mlops.serving import batch as serving_batch
 
-    scoring.land_partition(bike, "2011-04-02", _rows("2011-04-02", "2011-04-03"))
+    serving_batch.land_partition(bike, "2011-04-02", _rows("2011-04-02", "2011-04-03"))
     dag = build_scoring_dag(bike)
     for _ in range(2):
         dag_run = dag.test(run_conf={"partition": "2011-04-02"})
         assert str(dag_run.state) == "success"
-    logged = predictionlog.read_predictions(bike, "2011-04-02", "2011-04-03")
+    logged = stores.read_predictions(bike, "2011-04-02", "2011-04-03")
     batch = logged[logged["source"] == "batch"]
     assert len(batch) == 24  # one day of hourly rows, once, after two runs
     assert batch["model_version"].nunique() == 1 and batch["prediction"].notna().all()
@@ -187,16 +192,17 @@ def _decision(dag_id: str, run_id: str) -> dict[str, Any]:
 
 def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[str, Any]]) -> None:
     """A feed that starts sending -999 for an unknown humidity breaks the suite: a data bug, not drift."""
-    from mlops import predictionlog, scoring
     from mlops.orchestration.monitoring import build_monitoring_dag
     from mlops.orchestration.training import training_dag_id
+    from mlops.predictionlog import stores
+    from mlops.serving import batch as serving_batch
 
     frame = _rows("2011-09-01", "2011-09-15")
     broken = frame.index % 5 == 0
     frame.loc[broken, "hum"] = -999.0
     ids = [f"bug-{i}" for i in range(len(frame))]
-    scoring.score_partition(bike, "traffic-bug", frame, ids=ids, source="replay")
-    predictionlog.write_labels(bike, ids, frame[bike.target].tolist(), frame[bike.time_column].tolist())
+    serving_batch.score_partition(bike, "traffic-bug", frame, ids=ids, source="replay")
+    stores.write_labels(bike, ids, frame[bike.target].tolist(), frame[bike.time_column].tolist())
     dag = build_monitoring_dag(bike)
     before = len(_training_runs(training_dag_id(bike)))
 
@@ -233,7 +239,7 @@ def test_too_little_data_decides_nothing(bike: UseCase, webhook: list[dict[str, 
     assert rows < bike.monitoring.min_rows
     assert decision["action"] == "insufficient_data", decision
     assert decision["reasons"] == [
-        f"only {rows} rows in the window (< monitoring.min_rows = {bike.monitoring.min_rows}): nothing decided"
+        f"only {rows} rows in the window (< steps.min_rows = {bike.monitoring.min_rows}): nothing decided"
     ]
     assert webhook == []  # nothing to tell anyone
     states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
@@ -245,20 +251,23 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
     """The held-out hours of the training period: the same world, data the champion never saw."""
     import pandas as pd
 
-    from mlops import monitoring, predictionlog, registry, scoring
+    from mlops.mlflow import registry
+    from mlops.monitoring import steps
     from mlops.orchestration.monitoring import build_monitoring_dag
     from mlops.orchestration.training import training_dag_id
+    from mlops.predictionlog import stores
+    from mlops.serving import batch as serving_batch
 
     raw = pd.read_csv(RAW)
     held_out = raw[_held_out(raw)].reset_index(drop=True)
     champion = registry.champion(bike.model_name)
     assert champion is not None
-    reference = monitoring.read_reference(monitoring.reference_from_lineage({**champion.lineage, **champion.tags}))
+    reference = steps.read_reference(steps.reference_from_lineage({**champion.lineage, **champion.tags}))
     keys = ["dteday", "hr"]
     assert reference.merge(held_out[keys], on=keys).empty  # none of them is in the champion's data
     ids = [f"held-out-{i}" for i in range(len(held_out))]
-    scoring.score_partition(bike, "traffic-held-out", held_out, ids=ids, source="replay")
-    predictionlog.write_labels(bike, ids, held_out[bike.target].tolist(), held_out[bike.time_column].tolist())
+    serving_batch.score_partition(bike, "traffic-held-out", held_out, ids=ids, source="replay")
+    stores.write_labels(bike, ids, held_out[bike.target].tolist(), held_out[bike.time_column].tolist())
 
     # The window spans the whole training period, so it holds exactly the held-out hours.
     days = (pd.Timestamp(TRAINING_PERIOD[1]) - pd.Timestamp(TRAINING_PERIOD[0])).days

@@ -34,12 +34,12 @@ def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from mlops import training
+    from mlops.training import candidates
 
     use_case = find_use_case("bike_sharing")
     use_case = use_case.model_copy(update={"model_name": f"bike_sharing_no_logical_date_{uuid.uuid4().hex[:8]}"})
-    features, target = training.features_and_target(use_case, _rows("2011-01-01", "2011-03-01"))
-    pipeline = training.build_pipeline(use_case, training.expand_candidates(use_case)[0]).fit(features, target)
+    features, target = candidates.features_and_target(use_case, _rows("2011-01-01", "2011-03-01"))
+    pipeline = candidates.build_pipeline(use_case, candidates.expand_candidates(use_case)[0]).fit(features, target)
     mlflow.set_experiment(f"tests-{use_case.model_name}")
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
@@ -58,12 +58,13 @@ def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
 def test_a_run_without_logical_date_scores_the_day_it_ran_after(
     bike: UseCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops import predictionlog, scoring
     from mlops.orchestration.scoring import build_scoring_dag
+    from mlops.predictionlog import stores
+    from mlops.serving import batch
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))  # landing folder and prediction log of this test only
     monkeypatch.delenv("MLOPS_PREDICTION_LOG_URI", raising=False)
-    scoring.land_partition(bike, "2011-04-09", _rows("2011-04-09", "2011-04-10"))
+    batch.land_partition(bike, "2011-04-09", _rows("2011-04-09", "2011-04-10"))
     dag = build_scoring_dag(bike)
 
     dag_run = dag.test(logical_date=None, run_after=datetime(2011, 4, 9, 18, 30, tzinfo=UTC))
@@ -71,7 +72,7 @@ def test_a_run_without_logical_date_scores_the_day_it_ran_after(
     assert str(dag_run.state) == "success"
     result = task_xcom(dag.dag_id, "score_landed_partition", dag_run.run_id)
     assert result["partition"] == "2011-04-09" and result["rows"] == 24
-    logged = predictionlog.read_predictions(bike, "2011-04-09", "2011-04-10")
+    logged = stores.read_predictions(bike, "2011-04-09", "2011-04-10")
     assert len(logged) == 24 and set(logged["batch_partition"]) == {"2011-04-09"}
 
     # A day with nothing landed skips, as a run with a logical date does.

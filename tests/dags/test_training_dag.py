@@ -63,7 +63,7 @@ def _requested_by(use_case: UseCase, version: str) -> str:
 
 
 def _alias(model_name: str, alias: str) -> str | None:
-    from mlops import registry
+    from mlops.mlflow import registry
 
     return registry.alias_version(model_name, alias)
 
@@ -89,7 +89,7 @@ def first_champion(bike: UseCase) -> str:
 def test_first_model_is_promoted_with_lineage(bike: UseCase, first_champion: str) -> None:
     from mlflow import MlflowClient
 
-    from mlops import registry
+    from mlops.mlflow import registry
 
     info = registry.champion(bike.model_name)
     assert info is not None and info.version == first_champion
@@ -183,7 +183,7 @@ def test_classification_use_case_from_config_only(mlflow_server: str, airflow_ho
     assert state == "success", tasks
     version = _alias(use_case.model_name, "champion")
     assert version is not None
-    from mlops import registry
+    from mlops.mlflow import registry
 
     info = registry.champion(use_case.model_name)
     assert info is not None and info.metrics["f1"] >= 0.9

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops import stack
-from mlops.airflow_api import AirflowAPI
-from mlops.processes import PortInUseError, free_port, group_alive
+from mlops.platform import stack
+from mlops.platform.airflow_api import AirflowAPI
+from mlops.platform.processes import PortInUseError, free_port, group_alive
 from mlops.settings import get_settings
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops.drift import ColumnDrift, DriftResult
-from mlops.monitoring import MonitoringDecision, MonitoringSummary, log_monitoring_run, write_atomic
+from mlops.monitoring.drift import ColumnDrift, DriftResult
+from mlops.monitoring.steps import MonitoringDecision, MonitoringSummary, log_monitoring_run, write_atomic
 
 pytestmark = pytest.mark.integration
 

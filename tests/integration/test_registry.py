@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mlops import registry, tracking
 from mlops.config import UseCase, find_use_case
-from mlops.evaluation import GateDecision, check_gate
+from mlops.evaluation.gate import GateDecision, check_gate
+from mlops.mlflow import registry
+from mlops.training import runs as training_runs
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +34,17 @@ def make_use_case(model_name: str, thresholds: dict[str, dict[str, float]] | Non
 
 
 @pytest.fixture(scope="module")
-def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[tracking.CandidateResult, str]:
+def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[training_runs.CandidateResult, str]:
     """One logged candidate (model URI + metrics) and the snapshot it was trained on."""
     uc = make_use_case("it_registry_seed")
     path = tmp_path_factory.mktemp("registry") / "bike.parquet"
     pd.read_csv(PROJECT_ROOT / "data/raw/bike_sharing_hourly.csv", nrows=300).to_parquet(path, index=False)
-    parent = tracking.start_parent_run(uc, DAG_ID, "seed", {"snapshot_path": str(path)})
+    parent = training_runs.start_parent_run(uc, DAG_ID, "seed", {"snapshot_path": str(path)})
     spec = {"name": "ridge", "estimator": "sklearn.linear_model.Ridge", "params": {"alpha": 1.0}, "key": "ridge"}
-    return tracking.train_and_log_candidate(uc, spec, str(path), parent, {}), str(path)
+    return training_runs.train_and_log_candidate(uc, spec, str(path), parent, {}), str(path)
 
 
-def passed(uc: UseCase, candidate: tracking.CandidateResult) -> GateDecision:
+def passed(uc: UseCase, candidate: training_runs.CandidateResult) -> GateDecision:
     return check_gate(uc, candidate.metrics, None)
 
 
@@ -62,12 +63,12 @@ def assert_written_between(stamp: str, earliest: datetime, latest: datetime) -> 
     assert earliest.replace(microsecond=0) <= when <= latest
 
 
-def test_first_model_below_thresholds_is_not_promoted(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_first_model_below_thresholds_is_not_promoted(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, snapshot = trained
     uc = make_use_case("it_registry_strict", thresholds={"rmse": {"max": 1.0}})
-    parent = tracking.start_parent_run(uc, DAG_ID, "strict", {"snapshot_path": snapshot})
-    _, holdout = tracking.load_train_holdout(uc, snapshot)
-    decision = tracking.evaluate_against_champion(uc, candidate, holdout, parent)
+    parent = training_runs.start_parent_run(uc, DAG_ID, "strict", {"snapshot_path": snapshot})
+    _, holdout = training_runs.load_train_holdout(uc, snapshot)
+    decision = training_runs.evaluate_against_champion(uc, candidate, holdout, parent)
     assert not decision.passed and decision.champion_version is None
     assert decision.reasons == [f"rmse {candidate.metrics['rmse']:.4g} > max 1"]
 
@@ -84,7 +85,7 @@ def test_first_model_below_thresholds_is_not_promoted(trained: tuple[tracking.Ca
     assert_written_between(tags["mlops.rejected_at"], started, datetime.now(UTC))
 
 
-def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_promote")
     v1 = registry.register_candidate(uc, candidate, "dag/r1")
@@ -112,7 +113,7 @@ def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[tracking.Ca
 
 
 def test_a_promotion_interrupted_after_the_alias_moved_is_finished_on_retry(
-    trained: tuple[tracking.CandidateResult, str],
+    trained: tuple[training_runs.CandidateResult, str],
 ) -> None:
     """The task died between moving @champion and writing its mark: the retry completes the record."""
     candidate, _ = trained
@@ -136,7 +137,7 @@ def test_a_promotion_interrupted_after_the_alias_moved_is_finished_on_retry(
     assert registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2").action == "unchanged"
 
 
-def test_a_failed_gate_never_demotes_the_champion(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_a_failed_gate_never_demotes_the_champion(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_no_demotion")
     v1 = registry.register_candidate(uc, candidate, "dag/r1")
@@ -148,7 +149,7 @@ def test_a_failed_gate_never_demotes_the_champion(trained: tuple[tracking.Candid
     assert "mlops.rejection_reason" not in MlflowClient().get_model_version(uc.model_name, v1).tags
 
 
-def test_a_replayed_decision_moves_no_alias(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_a_replayed_decision_moves_no_alias(trained: tuple[training_runs.CandidateResult, str]) -> None:
     """Run A promoted v1, run B then promoted v2; clearing A's promotion must not bring v1 back."""
     candidate, _ = trained
     uc = make_use_case("it_registry_replay")
@@ -173,7 +174,7 @@ def test_a_replayed_decision_moves_no_alias(trained: tuple[tracking.CandidateRes
     assert tags_before[v1]["mlops.promoted_by"] == "dag/A" and tags_before[v3]["mlops.rejected_by"] == "dag/C"
 
 
-def test_register_is_idempotent_per_run_key(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_register_is_idempotent_per_run_key(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_idem")
     first = registry.register_candidate(uc, candidate, "dag/same")
@@ -183,7 +184,7 @@ def test_register_is_idempotent_per_run_key(trained: tuple[tracking.CandidateRes
     assert registry.register_candidate(uc, candidate, "dag/other") != first
 
 
-def test_rollback_to_previous_and_to_a_given_version(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_rollback_to_previous_and_to_a_given_version(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_rollback")
     v1, v2, v3 = (registry.register_candidate(uc, candidate, f"dag/r{i}") for i in (1, 2, 3))
@@ -213,7 +214,7 @@ def test_rollback_to_previous_and_to_a_given_version(trained: tuple[tracking.Can
     assert same.action == "unchanged" and aliases(uc.model_name) == {"champion": v3, "previous": v1}
 
 
-def test_rollback_errors_are_clear(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_rollback_errors_are_clear(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_single")
     v1 = registry.register_candidate(uc, candidate, "dag/only")
@@ -243,7 +244,7 @@ REJECTION_REASONS = {
 
 @pytest.mark.parametrize("answer", sorted(ANSWERS))
 def test_a_rejected_or_timed_out_promotion_keeps_the_champion(
-    trained: tuple[tracking.CandidateResult, str], answer: str
+    trained: tuple[training_runs.CandidateResult, str], answer: str
 ) -> None:
     """record_approval_outcome's logic: Airflow's answer read as the task reads it, then recorded."""
     candidate, _ = trained
@@ -283,7 +284,7 @@ def test_a_rejected_or_timed_out_promotion_keeps_the_champion(
     assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
 
 
-def test_an_approved_promotion_records_who_approved(trained: tuple[tracking.CandidateResult, str]) -> None:
+def test_an_approved_promotion_records_who_approved(trained: tuple[training_runs.CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_approved")
     v1 = registry.register_candidate(uc, candidate, "dag/A")

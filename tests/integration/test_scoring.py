@@ -19,9 +19,9 @@ from polling import wait_until
 from test_serving import register, regressor, start_service, write_configs
 
 from mlops.config import load_use_case
-from mlops.predictionlog import read_predictions, write_labels
-from mlops.replay import replay
-from mlops.scoring import land_partition, read_landed_partition, score_partition
+from mlops.platform.replay import replay
+from mlops.predictionlog.stores import read_predictions, write_labels
+from mlops.serving.batch import land_partition, read_landed_partition, score_partition
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

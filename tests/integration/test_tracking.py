@@ -18,10 +18,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from mlops import registry, tracking
 from mlops.config import UseCase, find_use_case
-from mlops.evaluation import GateDecision
-from mlops.training import expand_candidates
+from mlops.evaluation.gate import GateDecision
+from mlops.mlflow import registry
+from mlops.training import runs as training_runs
+from mlops.training.candidates import expand_candidates
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +65,8 @@ class Flow:
     use_case: UseCase
     snapshot: str
     parent_run_id: str
-    results: list[tracking.CandidateResult]
-    best: tracking.CandidateResult
+    results: list[training_runs.CandidateResult]
+    best: training_runs.CandidateResult
     holdout: pd.DataFrame
     decision: GateDecision
     version: str
@@ -81,12 +82,12 @@ def run_key(run_id: str) -> str:
     return f"{DAG_ID}/{run_id}"
 
 
-def train_all(uc: UseCase, snapshot: str, parent: str, run_id: str) -> list[tracking.CandidateResult]:
+def train_all(uc: UseCase, snapshot: str, parent: str, run_id: str) -> list[training_runs.CandidateResult]:
     # As the DAG does it: specs and results cross XCom as dicts.
     task_lineage = {"dvc_md5": lineage(snapshot)["dvc_md5"], "dag_id": DAG_ID, "run_id": run_id}
     return [
-        tracking.CandidateResult.from_dict(
-            tracking.train_and_log_candidate(uc, spec.to_dict(), snapshot, parent, task_lineage).to_dict()
+        training_runs.CandidateResult.from_dict(
+            training_runs.train_and_log_candidate(uc, spec.to_dict(), snapshot, parent, task_lineage).to_dict()
         )
         for spec in expand_candidates(uc)
     ]
@@ -101,7 +102,7 @@ def mlflow_client(mlflow_server: str) -> MlflowClient:
 def flow(mlflow_client: MlflowClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
     uc = make_use_case(MODEL, TINY)
     snapshot = write_snapshot(tmp_path_factory.mktemp("snapshots") / "bike.parquet")
-    parent = tracking.start_parent_run(uc, DAG_ID, "run-1", lineage(snapshot))
+    parent = training_runs.start_parent_run(uc, DAG_ID, "run-1", lineage(snapshot))
 
     # A killed earlier attempt left a half-written child for the first candidate.
     first_key = expand_candidates(uc)[0].key
@@ -112,9 +113,9 @@ def flow(mlflow_client: MlflowClient, tmp_path_factory: pytest.TempPathFactory) 
     mlflow_client.set_terminated(half.info.run_id, status="FAILED")
 
     results = train_all(uc, snapshot, parent, "run-1")
-    best = tracking.select_best(uc, [r.to_dict() for r in results])
-    _, holdout = tracking.load_train_holdout(uc, snapshot)
-    decision = tracking.evaluate_against_champion(uc, best, holdout, parent)
+    best = training_runs.select_best(uc, [r.to_dict() for r in results])
+    _, holdout = training_runs.load_train_holdout(uc, snapshot)
+    decision = training_runs.evaluate_against_champion(uc, best, holdout, parent)
     version = registry.register_candidate(uc, best, run_key("run-1"))
     promotion = registry.apply_decision(uc, version, GateDecision.from_dict(decision.to_dict()), run_key("run-1"))
     yield Flow(uc, snapshot, parent, results, best, holdout, decision, version, promotion, half.info.run_id)
@@ -202,7 +203,7 @@ def test_half_written_child_run_is_replaced(flow: Flow, mlflow_client: MlflowCli
 
 
 def test_rerun_of_the_same_dag_run_creates_nothing_and_moves_no_alias(flow: Flow, mlflow_client: MlflowClient) -> None:
-    assert tracking.start_parent_run(flow.use_case, DAG_ID, "run-1", lineage(flow.snapshot)) == flow.parent_run_id
+    assert training_runs.start_parent_run(flow.use_case, DAG_ID, "run-1", lineage(flow.snapshot)) == flow.parent_run_id
     again = train_all(flow.use_case, flow.snapshot, flow.parent_run_id, "run-1")
     assert [r.run_id for r in again] == [r.run_id for r in flow.results]
     assert [r.model_uri for r in again] == [r.model_uri for r in flow.results]
@@ -214,7 +215,7 @@ def test_rerun_of_the_same_dag_run_creates_nothing_and_moves_no_alias(flow: Flow
     assert len(parents) == 1
 
     # Re-evaluating compares the champion with itself: it still passes.
-    decision = tracking.evaluate_against_champion(flow.use_case, again[1], flow.holdout, flow.parent_run_id)
+    decision = training_runs.evaluate_against_champion(flow.use_case, again[1], flow.holdout, flow.parent_run_id)
     assert decision.passed and decision.champion_version == flow.version
     assert any("equals champion" in r for r in decision.reasons)
 
@@ -230,32 +231,38 @@ def test_rerun_of_the_same_dag_run_creates_nothing_and_moves_no_alias(flow: Flow
 def test_a_rerun_on_changed_data_does_not_reuse_the_old_models(flow: Flow, mlflow_client: MlflowClient) -> None:
     """The source changed between two attempts of one DAG run: its models belong to the old snapshot."""
     changed = {**lineage(flow.snapshot), "dvc_md5": "fedcba9876543210fedcba9876543210"}
-    with pytest.raises(tracking.SnapshotChangedError, match="md5 0123456789abcdef0123456789abcdef, but this attempt"):
-        tracking.start_parent_run(flow.use_case, DAG_ID, "run-1", changed)
+    with pytest.raises(
+        training_runs.SnapshotChangedError, match="md5 0123456789abcdef0123456789abcdef, but this attempt"
+    ):
+        training_runs.start_parent_run(flow.use_case, DAG_ID, "run-1", changed)
     # The parent's lineage still describes the models under it.
     assert mlflow_client.get_run(flow.parent_run_id).data.tags["dvc_md5"] == lineage(flow.snapshot)["dvc_md5"]
 
     spec = expand_candidates(flow.use_case)[0]
     task_lineage = {"dvc_md5": changed["dvc_md5"], "dag_id": DAG_ID, "run_id": "run-1"}
-    with pytest.raises(tracking.SnapshotChangedError, match=f"already trained {spec.key} .* trigger a new DAG run"):
-        tracking.train_and_log_candidate(flow.use_case, spec.to_dict(), flow.snapshot, flow.parent_run_id, task_lineage)
+    with pytest.raises(
+        training_runs.SnapshotChangedError, match=f"already trained {spec.key} .* trigger a new DAG run"
+    ):
+        training_runs.train_and_log_candidate(
+            flow.use_case, spec.to_dict(), flow.snapshot, flow.parent_run_id, task_lineage
+        )
     assert len(child_runs(mlflow_client, flow.parent_run_id)) == len(flow.results)
 
 
 def test_a_parent_with_nothing_trained_yet_takes_the_new_snapshot(flow: Flow, mlflow_client: MlflowClient) -> None:
     # An attempt that died before any candidate finished has no models to protect.
-    first = tracking.start_parent_run(flow.use_case, DAG_ID, "run-early-crash", lineage(flow.snapshot))
+    first = training_runs.start_parent_run(flow.use_case, DAG_ID, "run-early-crash", lineage(flow.snapshot))
     changed = {**lineage(flow.snapshot), "dvc_md5": "fedcba9876543210fedcba9876543210"}
-    assert tracking.start_parent_run(flow.use_case, DAG_ID, "run-early-crash", changed) == first
+    assert training_runs.start_parent_run(flow.use_case, DAG_ID, "run-early-crash", changed) == first
     assert mlflow_client.get_run(first).data.tags["dvc_md5"] == changed["dvc_md5"]
-    tracking.end_parent_run(first)
+    training_runs.end_parent_run(first)
 
 
 def test_worse_model_becomes_challenger_with_the_reason(flow: Flow, mlflow_client: MlflowClient) -> None:
     uc = make_use_case(MODEL, [{"name": "mean", "estimator": "sklearn.dummy.DummyRegressor"}])
-    parent = tracking.start_parent_run(uc, DAG_ID, "run-2", lineage(flow.snapshot))
+    parent = training_runs.start_parent_run(uc, DAG_ID, "run-2", lineage(flow.snapshot))
     (result,) = train_all(uc, flow.snapshot, parent, "run-2")
-    decision = tracking.evaluate_against_champion(uc, result, flow.holdout, parent)
+    decision = training_runs.evaluate_against_champion(uc, result, flow.holdout, parent)
     champion_rmse = flow.best.metrics["rmse"]
     assert not decision.passed
     assert decision.champion_version == flow.version
@@ -283,10 +290,10 @@ def test_champion_that_cannot_score_the_new_schema_blocks_promotion(
     # The source lost a column the champion needs; the new candidate does without it.
     uc = make_use_case(MODEL, [TINY[0]], drop_features=("hum",))
     snapshot = write_snapshot(tmp_path / "no-hum.parquet", drop=("hum",))
-    parent = tracking.start_parent_run(uc, DAG_ID, "run-3", lineage(snapshot))
+    parent = training_runs.start_parent_run(uc, DAG_ID, "run-3", lineage(snapshot))
     (result,) = train_all(uc, snapshot, parent, "run-3")
-    _, holdout = tracking.load_train_holdout(uc, snapshot)
-    decision = tracking.evaluate_against_champion(uc, result, holdout, parent)
+    _, holdout = training_runs.load_train_holdout(uc, snapshot)
+    decision = training_runs.evaluate_against_champion(uc, result, holdout, parent)
     assert not decision.passed
     assert decision.champion_version == flow.version and decision.champion_metrics is None
     assert decision.champion_error is not None
@@ -296,22 +303,25 @@ def test_champion_that_cannot_score_the_new_schema_blocks_promotion(
 
 
 def test_select_best_follows_the_metric_direction_and_rejects_no_metric(flow: Flow) -> None:
-    a = tracking.CandidateResult("a", "r1", "models:/m-1", {"rmse": 10.0})
-    b = tracking.CandidateResult("b", "r2", "models:/m-2", {"rmse": 9.0})
-    assert tracking.select_best(flow.use_case, [a, b]).key == "b"
-    assert tracking.select_best(flow.use_case, [b, tracking.CandidateResult("a", "r", "u", {"rmse": 9.0})]).key == "a"
+    a = training_runs.CandidateResult("a", "r1", "models:/m-1", {"rmse": 10.0})
+    b = training_runs.CandidateResult("b", "r2", "models:/m-2", {"rmse": 9.0})
+    assert training_runs.select_best(flow.use_case, [a, b]).key == "b"
+    assert (
+        training_runs.select_best(flow.use_case, [b, training_runs.CandidateResult("a", "r", "u", {"rmse": 9.0})]).key
+        == "a"
+    )
     with pytest.raises(ValueError, match="no candidate has the primary metric 'rmse'"):
-        tracking.select_best(flow.use_case, [tracking.CandidateResult("c", "r", "u", {"mae": 1.0})])
+        training_runs.select_best(flow.use_case, [training_runs.CandidateResult("c", "r", "u", {"mae": 1.0})])
 
 
 def test_parent_runs_are_per_dag_run(flow: Flow) -> None:
-    other = tracking.start_parent_run(flow.use_case, DAG_ID, "run-other", lineage(flow.snapshot))
+    other = training_runs.start_parent_run(flow.use_case, DAG_ID, "run-other", lineage(flow.snapshot))
     assert other != flow.parent_run_id
-    assert tracking.find_parent_run(flow.use_case, DAG_ID, "run-other") == other
-    tracking.end_parent_run(other)
+    assert training_runs.find_parent_run(flow.use_case, DAG_ID, "run-other") == other
+    training_runs.end_parent_run(other)
     assert MlflowClient().get_run(other).info.status == RunStatus.to_string(RunStatus.FINISHED)
     with pytest.raises(ValueError, match="single quote"):
-        tracking.start_parent_run(flow.use_case, DAG_ID, "it's", {})
+        training_runs.start_parent_run(flow.use_case, DAG_ID, "it's", {})
 
 
 def test_training_does_not_depend_on_the_experiment_this_process_set_last(
@@ -324,13 +334,13 @@ def test_training_does_not_depend_on_the_experiment_this_process_set_last(
     mlflow.set_experiment("some-other-task-was-here")
     try:
         uc = make_use_case(MODEL, [{"name": "mean", "estimator": "sklearn.dummy.DummyRegressor"}])
-        parent = tracking.start_parent_run(uc, DAG_ID, "run-other-experiment", lineage(flow.snapshot))
+        parent = training_runs.start_parent_run(uc, DAG_ID, "run-other-experiment", lineage(flow.snapshot))
         (result,) = train_all(uc, flow.snapshot, parent, "run-other-experiment")
         mlflow.set_experiment("some-other-task-was-here")
-        decision = tracking.evaluate_against_champion(uc, result, flow.holdout, parent)
+        decision = training_runs.evaluate_against_champion(uc, result, flow.holdout, parent)
         experiment_id = mlflow_client.get_run(parent).info.experiment_id
         assert mlflow_client.get_run(result.run_id).info.experiment_id == experiment_id
         assert decision.champion_version == flow.version
-        tracking.end_parent_run(parent)
+        training_runs.end_parent_run(parent)
     finally:
         mlflow.set_experiment(experiment_id="0")

@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from mlops import registry
-from mlops.predictionlog import read_predictions
+from mlops.mlflow import registry
+from mlops.predictionlog.stores import read_predictions
 
 USE_CASE = "breast_cancer"
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from mlops.config import find_use_case
-from mlops.monitoring import ReportWriteError, run_monitoring
-from mlops.ui_data import latest_report
+from mlops.monitoring.steps import ReportWriteError, run_monitoring
+from mlops.ui.views import latest_report
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

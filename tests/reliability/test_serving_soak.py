@@ -47,7 +47,7 @@ def test_promotion_restart_and_rollback_under_load_fail_no_request_and_lose_no_p
     assert result.missing_from_log == 0 and result.duplicate_log_rows == 0
     assert result.logged_rows == result.ok
 
-    from mlops import registry
+    from mlops.mlflow import registry
 
     # The registry records who moved the alias and why, both times.
     assert registry.alias_version(model_name, "champion") == v1

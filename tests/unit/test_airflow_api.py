@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mlops import airflow_api
-from mlops.airflow_api import AirflowAPI, AirflowAPIError
+from mlops.platform import airflow_api
+from mlops.platform.airflow_api import AirflowAPI, AirflowAPIError
 
 DATABASE_ERROR = {"detail": {"reason": "Database error", "statement": "hidden", "orig_error": "hidden"}}
 

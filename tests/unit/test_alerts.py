@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from mlops import alerts
-from mlops.processes import free_port
+from mlops.platform import alerts
+from mlops.platform.processes import free_port
 from mlops.settings import get_settings
 
 
@@ -93,7 +93,7 @@ def configured(monkeypatch: pytest.MonkeyPatch, smtp_sink: Any, http_sink: Any) 
 def test_log_only_by_default(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     for name in ("MLOPS_ALERT_SMTP_HOST", "MLOPS_ALERT_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
-    with caplog.at_level("WARNING", logger="mlops.alerts"):
+    with caplog.at_level("WARNING", logger="mlops.platform.alerts"):
         deliveries = alerts.send_alert("drift on bike", "body text", "warning")
     assert [(d.channel, d.ok) for d in deliveries] == [("log", True)]
     assert "drift on bike" in caplog.text and "body text" in caplog.text
@@ -116,7 +116,7 @@ def test_delivery_failures_are_reported_not_raised(
 ) -> None:
     monkeypatch.setenv("MLOPS_ALERT_SMTP_PORT", str(free_port()))  # nobody listens there
     http_sink.status = 500
-    with caplog.at_level("ERROR", logger="mlops.alerts"):
+    with caplog.at_level("ERROR", logger="mlops.platform.alerts"):
         deliveries = alerts.send_alert("s", "b", settings=get_settings(), timeout=5)
     by_channel = {d.channel: d for d in deliveries}
     assert not by_channel["smtp"].ok and "could not send mail via 127.0.0.1" in by_channel["smtp"].detail

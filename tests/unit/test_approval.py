@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mlops import registry, tracking, ui_data
-from mlops.registry import approval_outcome
+from mlops.mlflow import registry
+from mlops.mlflow.registry import approval_outcome
+from mlops.training import runs as training_runs
+from mlops.ui import views
 
 
 def test_a_persons_approval_names_them() -> None:
@@ -39,8 +41,8 @@ def test_no_answer_at_all_is_said_so() -> None:
 
 
 def test_the_page_says_who_answered() -> None:
-    def version(tags: dict[str, str]) -> ui_data.VersionView:
-        return ui_data.VersionView("2", [], None, None, None, {}, None, [], {}, tags, "", None)
+    def version(tags: dict[str, str]) -> views.VersionView:
+        return views.VersionView("2", [], None, None, None, {}, None, [], {}, tags, "", None)
 
     assert version({}).approval is None
     approved = {"mlops.approval.decision": "approved", "mlops.approval.by": "ana", "mlops.approval.at": "T"}
@@ -51,15 +53,15 @@ def test_the_page_says_who_answered() -> None:
 
 
 def test_review_link_is_airflows_required_actions_tab() -> None:
-    path = ui_data.required_action_path("train_uc", "manual__2026-01-01T00:00:00+00:00", "approve_promotion")
+    path = views.required_action_path("train_uc", "manual__2026-01-01T00:00:00+00:00", "approve_promotion")
     run = "manual__2026-01-01T00%3A00%3A00%2B00%3A00"
     assert path == f"/dags/train_uc/runs/{run}/tasks/approve_promotion/required_actions"
-    assert ui_data.required_action_path("d", "r", "t", map_index=3).endswith("/tasks/t/mapped/3/required_actions")
+    assert views.required_action_path("d", "r", "t", map_index=3).endswith("/tasks/t/mapped/3/required_actions")
 
 
 def test_page_tag_names_match_the_writers() -> None:
     # ui_data may not import tracking/registry (scikit-learn in the API server), so it repeats these.
-    assert ui_data.TAG_RUN_KEY == registry.TAG_RUN_KEY
-    assert (ui_data.TAG_RUN_TYPE, ui_data.TAG_DAG_ID, ui_data.TAG_DAG_RUN_ID) == (
-        tracking.TAG_RUN_TYPE, tracking.TAG_DAG_ID, tracking.TAG_DAG_RUN_ID,
+    assert views.TAG_RUN_KEY == registry.TAG_RUN_KEY
+    assert (views.TAG_RUN_TYPE, views.TAG_DAG_ID, views.TAG_DAG_RUN_ID) == (
+        training_runs.TAG_RUN_TYPE, training_runs.TAG_DAG_ID, training_runs.TAG_DAG_RUN_ID,
     )  # fmt: skip

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops import cli, validation
+from mlops import cli
 from mlops.config import load_use_case
+from mlops.data import validation
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
@@ -45,7 +46,7 @@ def test_a_misspelt_hyperparameter_is_named_with_its_key(
 
 
 def test_the_self_check_fails_on_a_misspelt_hyperparameter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops import health
+    from mlops.platform import health
 
     monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(tmp_path))
     for config in CONFIGS:
@@ -92,7 +93,7 @@ def test_suite_bootstrap_takes_the_tolerance_like_the_module(
     low, high = tight["mean_radius"]
     assert wide["mean_radius"] == pytest.approx((max(0.0, low - (high - low) / 2), high + (high - low) / 2), rel=1e-4)
     # One parser behind both commands: the same options, under each one's name.
-    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.validation", validation.main, [])]
+    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.data.validation", validation.main, [])]
     for prog, main, prefix in commands:
         with pytest.raises(SystemExit):
             main([*prefix, "bootstrap", "--help"])

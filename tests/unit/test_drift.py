@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import drift
-from mlops.drift import ParquetColumns, check_drift, column_drift
+from mlops.monitoring import drift
+from mlops.monitoring.drift import ParquetColumns, check_drift, column_drift
 
 NUMERIC = [f"n{i}" for i in range(7)]
 CATEGORICAL = [f"c{i}" for i in range(4)]
@@ -43,7 +43,7 @@ def make_frame(rows: int, seed: int, scenario: str = "none") -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def evidently_results() -> dict[tuple[int, str], Any]:
-    from mlops.monitoring import evidently_drift
+    from mlops.monitoring.steps import evidently_drift
 
     results = {}
     for rows in (5000, 600):  # 5000: Wasserstein / Jensen-Shannon; 600 (<= 1000): K-S / chi-square / Z

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops.config import METRIC_DIRECTIONS, UseCase, find_use_case
-from mlops.evaluation import GateDecision, check_gate, fmt, is_better, relative_loss
+from mlops.evaluation.gate import GateDecision, check_gate, fmt, is_better, relative_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

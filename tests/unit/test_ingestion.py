@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mlops.config import UseCase
-from mlops.ingestion import (
+from mlops.data.ingestion import (
     IngestionError,
     Snapshot,
     ingest_snapshot,
@@ -25,8 +25,8 @@ from mlops.ingestion import (
     resolve_window,
     split_holdout,
 )
+from mlops.data.versioning import restore
 from mlops.settings import get_settings
-from mlops.versioning import restore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
@@ -304,7 +304,7 @@ def test_restore_after_source_changed(tmp_path: Path, bike_slice: Path) -> None:
 
 
 def test_read_missing_snapshot_says_how_to_restore(tmp_path: Path) -> None:
-    with pytest.raises(IngestionError, match="python -m mlops.versioning restore"):
+    with pytest.raises(IngestionError, match="mlops data restore"):
         read_snapshot(str(tmp_path / "gone.parquet"))
 
 

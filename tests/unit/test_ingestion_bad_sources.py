@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlops.config import UseCase
-from mlops.ingestion import IngestionError, ingest_snapshot
+from mlops.data.ingestion import IngestionError, ingest_snapshot
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from mlops.config import find_use_case
-from mlops.drift import DriftResult
-from mlops.monitoring import (
+from mlops.monitoring.drift import DriftResult
+from mlops.monitoring.steps import (
     Guards,
     LineageError,
     MonitoringSummary,
@@ -181,7 +181,7 @@ def test_decide_on_the_runs(runs: dict[str, MonitoringSummary]) -> None:
 
 def summary_with(share_drifted: int, performance: dict[str, float], champion: dict[str, float],
                  rows: int = 1000, labelled: int = 1000) -> MonitoringSummary:  # fmt: skip
-    from mlops.drift import ColumnDrift
+    from mlops.monitoring.drift import ColumnDrift
 
     columns = [ColumnDrift(f"c{i}", "numeric", "wasserstein", 0.5 if i < share_drifted else 0.0, 0.1,
                            i < share_drifted) for i in range(10)]  # fmt: skip
@@ -307,7 +307,7 @@ def test_atomic_write_names_the_path_on_failure(tmp_path: Path) -> None:
 
 
 def test_classification_window_performance() -> None:
-    from mlops.monitoring import window_performance
+    from mlops.monitoring.steps import window_performance
 
     labels = [0, 1, 1, 0, 1, 1]
     as_labels = window_performance("classification", [float(v) for v in labels], [0, 1, 0, 0, 1, 1])
@@ -340,8 +340,8 @@ def february() -> pd.DataFrame:
 def test_a_clean_window_passes_validation_with_a_data_docs_page(
     ge_dir: Path, tmp_path: Path, february: pd.DataFrame
 ) -> None:
-    from mlops.ui_data import relative_to_root
-    from mlops.validation import window_docs_dir
+    from mlops.data.validation import window_docs_dir
+    from mlops.ui.views import relative_to_root
 
     result = validate_window(BIKE, logged_window(tmp_path, "monitor_bike_sharing__clean", february))
     assert result.passed is True and result.details == ""
@@ -373,7 +373,7 @@ def test_a_broken_window_fails_naming_the_expectation(ge_dir: Path, tmp_path: Pa
 
 
 def test_validate_features_checks_only_the_feature_expectations(ge_dir: Path, february: pd.DataFrame) -> None:
-    from mlops.validation import validate_features
+    from mlops.data.validation import validate_features
 
     # A path separator in the run id (the results store refuses it) becomes part of the folder name.
     outcome = validate_features(BIKE, february[BIKE.features.all], run_id="features/manual__2011-03-01T00:00:00")
@@ -395,7 +395,7 @@ def test_window_without_the_features_or_rows(ge_dir: Path, tmp_path: Path, febru
 
 
 def test_the_window_is_read_without_the_log_columns_no_report_uses(tmp_path: Path) -> None:
-    from mlops.monitoring import read_window
+    from mlops.monitoring.steps import read_window
 
     log = prediction_log(bike_frame(50, seed=7), label_share=0.5, noise=10, seed=8)
     path = tmp_path / "window.parquet"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import predictionlog as pl
-from mlops.predictionlog import PredictionBatch
+from mlops.predictionlog import stores as pl
+from mlops.predictionlog.stores import PredictionBatch
 
 
 def _batch(ids: list[str], days: list[str], version: str = "1", source: str = "online", partition: str | None = None):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mlops.scoring import run_partition
+from mlops.serving.batch import run_partition
 
 LOGICAL = datetime(2011, 5, 1, tzinfo=UTC)
 RUN_AFTER = datetime(2011, 5, 2, 6, 0, tzinfo=UTC)

@@ -11,9 +11,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from mlops.config import load_all
-from mlops.ingestion import load_source
+from mlops.data.ingestion import load_source
 from mlops.serving.fastpath import NotArrayReady, compile_array_predictor
-from mlops.training import build_pipeline, expand_candidates, features_and_target
+from mlops.training.candidates import build_pipeline, expand_candidates, features_and_target
 
 USE_CASES = {uc.name: uc for uc in load_all()}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import validation
 from mlops.config import UseCase, find_use_case
+from mlops.data import validation
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"

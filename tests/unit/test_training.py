@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, UseCase, find_use_case
-from mlops.training import (
+from mlops.training.candidates import (
     CandidateSpec,
     FitResult,
     build_pipeline,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mlops import ui_data, validation
+from mlops.data import validation
+from mlops.ui import views
 
 
 def test_a_use_case_is_read_through_its_training_and_monitoring_dags() -> None:
-    assert ui_data.use_case_dag_ids("bike_sharing") == ("train_bike_sharing", "monitor_bike_sharing")
+    assert views.use_case_dag_ids("bike_sharing") == ("train_bike_sharing", "monitor_bike_sharing")
 
 
 @pytest.mark.parametrize(
@@ -32,9 +33,9 @@ def test_a_use_case_is_read_through_its_training_and_monitoring_dags() -> None:
     ],
 )
 def test_data_docs_files_are_told_apart(relative: str, expected: tuple[str, str | None]) -> None:
-    assert ui_data.data_docs_file_kind(relative) == expected
+    assert views.data_docs_file_kind(relative) == expected
 
 
 def test_window_site_name_matches_validation() -> None:
     # ui_data may not import validation in the API server (Great Expectations), so it repeats the name.
-    assert ui_data.WINDOW_DOCS_SITE == validation.WINDOW_DOCS_SITE
+    assert views.WINDOW_DOCS_SITE == validation.WINDOW_DOCS_SITE

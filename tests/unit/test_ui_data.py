@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops import ui_data
 from mlops.config import UseCase, load_use_case
-from mlops.monitoring import report_dir
+from mlops.monitoring.steps import report_dir
 from mlops.settings import get_settings
+from mlops.ui import views
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,12 +34,12 @@ def served(tmp_path: Path) -> Path:
 
 
 def test_confined_file_is_served(served: Path) -> None:
-    assert ui_data.resolve_confined(served, "uc/run1/drift.html") == (served / "uc/run1/drift.html").resolve()
+    assert views.resolve_confined(served, "uc/run1/drift.html") == (served / "uc/run1/drift.html").resolve()
 
 
 def test_a_file_whose_name_contains_percent_escapes_is_found(served: Path) -> None:
     # The web server decoded %253A once to %3A: that is the literal name on disk.
-    found = ui_data.resolve_confined(served, "uc/manual__2026-01-01T00%3A00/page.html")
+    found = views.resolve_confined(served, "uc/manual__2026-01-01T00%3A00/page.html")
     assert found.read_text() == "encoded name"
 
 
@@ -69,38 +69,38 @@ def test_a_file_whose_name_contains_percent_escapes_is_found(served: Path) -> No
     ],
 )
 def test_traversal_and_non_files_are_refused(served: Path, attempt: str) -> None:
-    with pytest.raises(ui_data.PathRefused):
-        ui_data.resolve_confined(served, attempt)
+    with pytest.raises(views.PathRefused):
+        views.resolve_confined(served, attempt)
 
 
 def test_relative_to_root_only_inside(served: Path, tmp_path: Path) -> None:
-    assert ui_data.relative_to_root(served, served / "uc/run1/drift.html") == "uc/run1/drift.html"
-    assert ui_data.relative_to_root(served, tmp_path / "secret.txt") is None
-    assert ui_data.relative_to_root(served, served / "uc" / "escape.html") is None
-    assert ui_data.relative_to_root(served, None) is None
+    assert views.relative_to_root(served, served / "uc/run1/drift.html") == "uc/run1/drift.html"
+    assert views.relative_to_root(served, tmp_path / "secret.txt") is None
+    assert views.relative_to_root(served, served / "uc" / "escape.html") is None
+    assert views.relative_to_root(served, None) is None
 
 
 # --------------------------------------------------------------------------- pure helpers
 
 
 def test_gate_facts_reads_the_tags_the_registry_writes() -> None:
-    passed, reasons, decision = ui_data.gate_facts(
+    passed, reasons, decision = views.gate_facts(
         {"mlops.gate.passed": "false", "mlops.gate.reasons": "rmse 130 > max 120; r2 0.4 < min 0.5",
          "mlops.run_key": "train_x/r1", "mlops.rejection_reason": "rmse 130 > max 120", "mlops.metric.rmse": "130"}
     )  # fmt: skip
     assert passed is False and reasons == ["rmse 130 > max 120; r2 0.4 < min 0.5"]
     assert set(decision) == {"mlops.gate.passed", "mlops.gate.reasons", "mlops.rejection_reason"}
 
-    passed, reasons, _ = ui_data.gate_facts({"mlops.gate.passed": "true", "mlops.gate.reasons": "rmse 90 <= max 120"})
+    passed, reasons, _ = views.gate_facts({"mlops.gate.passed": "true", "mlops.gate.reasons": "rmse 90 <= max 120"})
     assert passed is True and reasons == ["rmse 90 <= max 120"]
     # A version the gate has not judged (registered, evaluation still running) says nothing.
-    assert ui_data.gate_facts({"mlops.run_key": "train_x/r1"}) == (None, [], {})
+    assert views.gate_facts({"mlops.run_key": "train_x/r1"}) == (None, [], {})
 
 
 def test_a_rejection_is_shown_when_it_says_more_than_the_gate() -> None:
-    def version(tags: dict[str, str]) -> ui_data.VersionView:
-        passed, reasons, decision = ui_data.gate_facts(tags)
-        return ui_data.VersionView("2", [], None, None, None, {}, passed, reasons, decision, tags, "", None)
+    def version(tags: dict[str, str]) -> views.VersionView:
+        passed, reasons, decision = views.gate_facts(tags)
+        return views.VersionView("2", [], None, None, None, {}, passed, reasons, decision, tags, "", None)
 
     gate = {"mlops.gate.passed": "false", "mlops.gate.reasons": "rmse 130 > max 120; r2 0.4 < min 0.5"}
     assert version({**gate, "mlops.rejection_reason": "rmse 130 > max 120; r2 0.4 < min 0.5"}).rejection is None
@@ -111,31 +111,31 @@ def test_a_rejection_is_shown_when_it_says_more_than_the_gate() -> None:
 
 def test_urls_and_dag_names() -> None:
     base = "http://mlflow:5000/"
-    assert ui_data.run_url(base, "abc") == "http://mlflow:5000/#/runs/abc"
-    assert ui_data.model_version_url(base, "m/x", "3") == "http://mlflow:5000/#/models/m%2Fx/versions/3"
-    assert ui_data.use_case_of_dag("train_bike_sharing") == "bike_sharing"
-    assert ui_data.use_case_of_dag("monitor_breast_cancer") == "breast_cancer"
-    assert ui_data.use_case_of_dag("rollback_model") is None
-    assert ui_data.use_case_of_dag("train_") is None
+    assert views.run_url(base, "abc") == "http://mlflow:5000/#/runs/abc"
+    assert views.model_version_url(base, "m/x", "3") == "http://mlflow:5000/#/models/m%2Fx/versions/3"
+    assert views.use_case_of_dag("train_bike_sharing") == "bike_sharing"
+    assert views.use_case_of_dag("monitor_breast_cancer") == "breast_cancer"
+    assert views.use_case_of_dag("rollback_model") is None
+    assert views.use_case_of_dag("train_") is None
 
 
 def test_folder_naming_matches_monitoring() -> None:
     key = "monitor_bike_sharing/scheduled__2026-01-01T00:00:00+00:00"
-    assert report_dir("bike_sharing", key, Path("/r")).name == ui_data.safe_folder_name(key)
+    assert report_dir("bike_sharing", key, Path("/r")).name == views.safe_folder_name(key)
 
 
 def test_drift_chart_has_one_point_per_run_and_the_threshold() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    points = [ui_data.DriftPoint(start + timedelta(days=i), v, "none", f"http://m/#/runs/{i}") for i, v in
+    points = [views.DriftPoint(start + timedelta(days=i), v, "none", f"http://m/#/runs/{i}") for i, v in
               enumerate([0.1, 0.3, 0.7])]  # fmt: skip
-    svg = ui_data.drift_chart_svg(points, threshold=0.5)
+    svg = views.drift_chart_svg(points, threshold=0.5)
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert svg.count('class="point"') == 3
     assert 'class="threshold"' in svg and "retraining threshold 0.5" in svg
     assert "2026-01-01" in svg and "2026-01-03" in svg
     assert svg.count("#c0392b") >= 2  # the point above the threshold is drawn in the alert colour
-    assert ui_data.drift_chart_svg([], 0.5) == ""
-    single = ui_data.drift_chart_svg(points[:1], 0.5)
+    assert views.drift_chart_svg([], 0.5) == ""
+    single = views.drift_chart_svg(points[:1], 0.5)
     assert single.count('class="point"') == 1
 
 
@@ -151,20 +151,20 @@ def test_latest_report_skips_incomplete_runs(tmp_path: Path) -> None:
     (unfinished / "drift.html").write_text("half")  # no summary.json: still being written
     os.utime(old / "summary.json", (1, 1))
 
-    report = ui_data.latest_report(root, "uc")
+    report = views.latest_report(root, "uc")
     assert report is not None and report.folder == "old"
     assert report.html == "uc/old/drift.html"
     assert report.files == ["uc/old/drift.html", "uc/old/data_quality.html"]
-    assert ui_data.latest_report(root, "other") is None
+    assert views.latest_report(root, "other") is None
 
 
 def test_latest_data_docs_page(tmp_path: Path) -> None:
     docs = tmp_path / "local_site"
-    assert ui_data.latest_data_docs_page(docs, "uc") is None
+    assert views.latest_data_docs_page(docs, "uc") is None
     page_dir = docs / "validations" / "uc" / "run" / "20260101T000000Z"
     page_dir.mkdir(parents=True)
     (page_dir / "a.html").write_text("a")
-    assert ui_data.latest_data_docs_page(docs, "uc") == "validations/uc/run/20260101T000000Z/a.html"
+    assert views.latest_data_docs_page(docs, "uc") == "validations/uc/run/20260101T000000Z/a.html"
 
 
 # --------------------------------------------------------------------------- against MLflow
@@ -184,8 +184,8 @@ def seed_registry(use_case: UseCase, dag_run_key: str) -> dict[str, str]:
     """Three versions judged and moved by the registry's own functions: v1 @previous, v2 @champion, v3 @challenger."""
     from mlflow.tracking import MlflowClient
 
-    from mlops import registry
-    from mlops.evaluation import check_gate
+    from mlops.evaluation.gate import check_gate
+    from mlops.mlflow import registry
 
     client = MlflowClient()
     experiment = client.create_experiment(use_case.name)
@@ -238,7 +238,7 @@ def test_gather_use_case_shows_aliases_metrics_reasons_and_drift(use_case: UseCa
     (report / "drift.html").write_text("<html>evidently</html>")
     (report / "summary.json").write_text("{}")
 
-    view = ui_data.gather_use_case(use_case, settings)
+    view = views.gather_use_case(use_case, settings)
 
     assert view.errors == []
     assert {alias: v.version for alias, v in view.by_alias.items()} == {
@@ -262,20 +262,20 @@ def test_gather_use_case_shows_aliases_metrics_reasons_and_drift(use_case: UseCa
     assert view.monitoring_url is not None and view.monitoring_url.startswith(f"{mlflow_server}/#/experiments/")
 
     assert view.report is not None and view.report.html == f"{use_case.name}/{report.name}/drift.html"
-    assert ui_data.resolve_confined(settings.reports_dir, view.report.html).read_text() == "<html>evidently</html>"
+    assert views.resolve_confined(settings.reports_dir, view.report.html).read_text() == "<html>evidently</html>"
 
 
 def test_gather_run_finds_what_the_dag_run_produced(use_case: UseCase) -> None:
     from mlflow.tracking import MlflowClient
 
     seed_registry(use_case, "train_x/manual__1")
-    run = ui_data.gather_run(use_case, "train_x", "manual__1")
+    run = views.gather_run(use_case, "train_x", "manual__1")
     assert run.errors == []
     assert [v.version for v in run.versions] == ["3", "2", "1"]
     assert [name for name, _ in run.mlflow_runs] == ["candidate-1", "candidate-2", "candidate-3"]
     assert all("/#/runs/" in url for _, url in run.mlflow_runs)
 
-    other = ui_data.gather_run(use_case, "train_x", "manual__2")
+    other = views.gather_run(use_case, "train_x", "manual__2")
     assert other.versions == [] and other.mlflow_runs == []
 
     # A monitoring run, tagged as mlops.monitoring tags it.
@@ -283,7 +283,7 @@ def test_gather_run_finds_what_the_dag_run_produced(use_case: UseCase) -> None:
     experiment = client.create_experiment(f"{use_case.name}-monitoring")
     client.create_run(experiment, run_name="monitor-monitor_x/manual__1", tags={"run_key": "monitor_x/manual__1"})
     client.create_run(experiment, run_name="monitor-monitor_x/manual__9", tags={"run_key": "monitor_x/manual__9"})
-    monitored = ui_data.gather_run(use_case, "monitor_x", "manual__1")
+    monitored = views.gather_run(use_case, "monitor_x", "manual__1")
     assert [name for name, _ in monitored.mlflow_runs] == ["monitor-monitor_x/manual__1"] and not monitored.versions
 
 
@@ -292,23 +292,23 @@ def test_promotion_time_comes_from_its_tag(use_case: UseCase) -> None:
 
     seed_registry(use_case, "train_x/manual__1")
     MlflowClient().set_model_version_tag(use_case.model_name, "2", "mlops.promoted_at", "2026-01-02T04:04:05+01:00")
-    view = ui_data.gather_use_case(use_case)
+    view = views.gather_use_case(use_case)
     assert view.by_alias["champion"].promoted_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert view.by_alias["champion"].created != view.by_alias["champion"].promoted_at
 
 
 def test_unregistered_model_shows_empty_not_an_error(use_case: UseCase) -> None:
-    view = ui_data.gather_use_case(use_case)
+    view = views.gather_use_case(use_case)
     assert view.errors == [] and view.by_alias == {} and view.recent == [] and view.drift == []
 
 
 def test_mlflow_down_is_reported_on_the_page(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops.processes import free_port
+    from mlops.platform.processes import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    view = ui_data.gather_use_case(use_case)
+    view = views.gather_use_case(use_case)
     assert len(view.errors) == 1 and "could not be read" in view.errors[0]
     assert view.by_alias == {}
 
@@ -316,5 +316,5 @@ def test_mlflow_down_is_reported_on_the_page(use_case: UseCase, monkeypatch: pyt
 def test_mlflow_ui_url_overrides_links(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
     seed_registry(use_case, "train_x/manual__1")
     monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "https://mlflow.example.org/")
-    view = ui_data.gather_use_case(use_case)
+    view = views.gather_use_case(use_case)
     assert view.by_alias["champion"].version_url.startswith("https://mlflow.example.org/#/models/")

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import validation
 from mlops.config import UseCase, find_use_case
+from mlops.data import validation
+from mlops.data.validation import DataValidationError, ValidationOutcome, ensure_valid, validate
 from mlops.settings import get_settings
-from mlops.validation import DataValidationError, ValidationOutcome, ensure_valid, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
@@ -122,7 +122,7 @@ def test_bad_input_fails_with_named_expectation_and_docs_page(
     assert expectation_type in message
     assert column is None or f"({column}" in message
     assert outcome.data_docs_page in message
-    assert "python -m mlops.validation bootstrap bike_sharing" in message
+    assert "mlops suite bootstrap bike_sharing" in message
     assert raised.value.outcome is outcome
 
 
@@ -195,7 +195,7 @@ def test_bootstrap_writes_suite_from_explicit_reference(ge_dir: Path, tmp_path: 
 
 
 def test_validate_without_suite_says_how_to_create_it(ge_dir: Path, bike: UseCase, clean_bike: pd.DataFrame) -> None:
-    with pytest.raises(LookupError, match=r"python -m mlops.validation bootstrap no_suite_yet"):
+    with pytest.raises(LookupError, match=r"mlops suite bootstrap no_suite_yet"):
         validate(bike.model_copy(update={"name": "no_suite_yet"}), clean_bike, run_id="x")
 
 
@@ -232,7 +232,7 @@ def test_parallel_validations_leave_the_context_intact(ge_dir: Path, clean_bike:
         f"""
         import sys, pandas as pd
         from mlops.config import find_use_case
-        from mlops.validation import validate
+        from mlops.data.validation import validate
         outcome = validate(find_use_case("bike_sharing"), pd.read_parquet({str(data)!r}), run_id=sys.argv[1])
         sys.exit(0 if outcome.success and outcome.data_docs_page else 1)
         """

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops.data.versioning import TrackedFile, VersioningError, main, restore, track
 from mlops.settings import get_settings
-from mlops.versioning import TrackedFile, VersioningError, main, restore, track
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE_CSV = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
@@ -135,7 +135,7 @@ def test_cli_restore(snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_concurrent_init_and_a_user_default_remote(snapshot: Path, tmp_path: Path) -> None:
     """Two processes create the repo at once; then the documented `dvc` commands work on it."""
-    cmd = [sys.executable, "-m", "mlops.versioning", "init"]
+    cmd = [sys.executable, "-m", "mlops.data.versioning", "init"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     assert [r[2] for r in results] == [0, 0], results

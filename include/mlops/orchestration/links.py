@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-from mlops import ui_data
 from mlops.settings import get_settings
+from mlops.ui import views
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -55,7 +55,7 @@ def airflow_base_url() -> str:
 
 def plugin_file_url(kind: str, root: Path, path: object) -> str:
     """URL of a file the plugin serves from `root` (kind `reports` or `data-docs`); '' if outside it."""
-    relative = ui_data.relative_to_root(root, str(path)) if isinstance(path, str) and path else None
+    relative = views.relative_to_root(root, str(path)) if isinstance(path, str) and path else None
     if relative is None:
         return ""
     return f"{airflow_base_url()}{PLUGIN_PREFIX}/{kind}/{quote(relative)}"
@@ -95,7 +95,7 @@ class MlflowRunLink(_ReturnValueLink):
 
     def url_for(self, ti_key: TaskInstanceKey, value: Any) -> str:
         run_id = value if isinstance(value, str) else value["run_id"]
-        return ui_data.run_url(get_settings().mlflow_ui_url, str(run_id)) if run_id else ""
+        return views.run_url(get_settings().mlflow_ui_url, str(run_id)) if run_id else ""
 
 
 class DataDocsLink(_ReturnValueLink):
@@ -128,11 +128,11 @@ class ModelVersionLink(_ReturnValueLink):
         from mlops.config import find_use_case
 
         version = value if isinstance(value, (str, int)) else value.get("version")
-        use_case = ui_data.use_case_of_dag(ti_key.dag_id)
+        use_case = views.use_case_of_dag(ti_key.dag_id)
         if version in (None, "") or use_case is None:
             return ""
         model_name = find_use_case(use_case).model_name
-        return ui_data.model_version_url(get_settings().mlflow_ui_url, model_name, str(version))
+        return views.model_version_url(get_settings().mlflow_ui_url, model_name, str(version))
 
 
 def all_links() -> list[BaseOperatorLink]:

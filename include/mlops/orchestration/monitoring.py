@@ -72,36 +72,36 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
     def monitoring() -> None:
         @task(**NETWORK_BOUND)
         def collect_window(**context: Any) -> dict[str, Any]:
-            from mlops import monitoring
+            from mlops.monitoring import steps
 
             end = _window_end(context)
-            window = monitoring.collect_window(
+            window = steps.collect_window(
                 use_case, end - timedelta(days=cfg.window_days), end, run_key(context["dag"].dag_id, context["run_id"])
             )
             return window.to_dict()
 
         @task(**GATE)
         def validate_window(window: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from mlops import monitoring
+            from mlops.monitoring import steps
 
             # A failed validation is recorded, not raised: the decision turns it into a data-bug alert.
-            return monitoring.validate_window(use_case, window["path"], context["run_id"]).to_dict()
+            return steps.validate_window(use_case, window["path"], context["run_id"]).to_dict()
 
         @task(**GATE, outlets=[drift_report_asset(use_case)])
         def assess_window(window: dict[str, Any], validation: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from mlops import monitoring
+            from mlops.monitoring import steps
             from mlops.orchestration.notifiers import MlopsNotifier
 
             ti = context["ti"]
             last = Variable.get(last_trigger_variable(use_case), default=None)
-            guards = monitoring.Guards(
+            guards = steps.Guards(
                 now=_window_end(context),
                 training_active=ti.get_dr_count(dag_id=training_dag_id(use_case), states=["queued", "running"]) > 0,
                 last_triggered_at=datetime.fromisoformat(last) if last else None,
                 validation_passed=validation["passed"],
                 validation_details=validation["details"],
             )
-            assessment = monitoring.assess_window(
+            assessment = steps.assess_window(
                 use_case, window["path"], guards, run_key(context["dag"].dag_id, context["run_id"])
             )
             if assessment.decision.alert:

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from mlops import alerts
+from mlops.platform import alerts
 
 
 class MlopsNotifier(BaseNotifier):  # type: ignore[misc]

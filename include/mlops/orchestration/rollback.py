@@ -49,7 +49,7 @@ def build_rollback_dag(use_cases: list[UseCase]) -> DAG:
     def rollback_model() -> None:
         @task(**REGISTRY)
         def move_champion(**context: Any) -> dict[str, Any]:
-            from mlops import registry
+            from mlops.mlflow import registry
 
             params = context["params"]
             requested_by = context["dag_run"].triggering_user_name or "unknown"

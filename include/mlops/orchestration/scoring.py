@@ -52,18 +52,18 @@ triggered without one, the date it ran after).
     def scoring() -> None:
         @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)])
         def score_landed_partition(**context: Any) -> dict[str, Any]:
-            from mlops import scoring
+            from mlops.serving import batch as serving_batch
 
             # `ds` exists only for runs with a logical date; a REST trigger may have none.
-            partition = scoring.run_partition(
+            partition = serving_batch.run_partition(
                 context["params"].get("partition"),
                 context.get("logical_date"),
                 getattr(context.get("dag_run"), "run_after", None),
             )
-            frame = scoring.read_landed_partition(use_case, partition)
+            frame = serving_batch.read_landed_partition(use_case, partition)
             if frame is None:
                 raise AirflowSkipException(f"nothing landed for {use_case.name} partition {partition}")
-            return scoring.score_partition(use_case, partition, frame).to_dict()
+            return serving_batch.score_partition(use_case, partition, frame).to_dict()
 
         score_landed_partition()
 

@@ -170,7 +170,7 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
     def training() -> None:
         @task(**NETWORK_BOUND)
         def ingest_snapshot(**context: Any) -> dict[str, Any]:
-            from mlops import ingestion
+            from mlops.data import ingestion
 
             context["ti"].xcom_push(key=QUEUE_XCOM_KEY, value=claim_training_slot(use_case, context))
             try:
@@ -191,7 +191,7 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
 
         @task(**GATE)
         def validate_snapshot(snapshot: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from mlops import ingestion, validation
+            from mlops.data import ingestion, validation
 
             frame = ingestion.read_snapshot(snapshot["path"])
             outcome = validation.validate_snapshot(use_case, frame, context["run_id"], snapshot.get("window_end"))
@@ -204,7 +204,7 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
 
         @task(**NETWORK_BOUND)
         def start_tracking_run(snapshot: dict[str, Any], validation: dict[str, Any], **context: Any) -> str:
-            from mlops import tracking
+            from mlops.training import runs as training_runs
 
             params = context["params"]
             lineage = {
@@ -220,22 +220,22 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
                 **(context["ti"].xcom_pull(task_ids="ingest_snapshot", key=QUEUE_XCOM_KEY) or {}),
             }
             try:
-                return tracking.start_parent_run(use_case, context["dag"].dag_id, context["run_id"], lineage)
-            except tracking.SnapshotChangedError as exc:
+                return training_runs.start_parent_run(use_case, context["dag"].dag_id, context["run_id"], lineage)
+            except training_runs.SnapshotChangedError as exc:
                 raise AirflowFailException(str(exc)) from exc  # the data will not change back on retry
 
         @task
         def list_candidates() -> list[dict[str, Any]]:
-            from mlops import training
+            from mlops.training import candidates as training_candidates
 
-            return [spec.to_dict() for spec in training.expand_candidates(use_case)]
+            return [spec.to_dict() for spec in training_candidates.expand_candidates(use_case)]
 
         # Two cores: more concurrent fits only slow each other down.
         @task(**COMPUTE_BOUND, max_active_tis_per_dag=2)
         def train_candidate(
             spec: dict[str, Any], snapshot: dict[str, Any], parent_run_id: str, **context: Any
         ) -> dict[str, Any]:
-            from mlops import tracking
+            from mlops.training import runs as training_runs
 
             lineage = {
                 "dvc_md5": snapshot["md5"],
@@ -245,8 +245,8 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
                 "reason": str(context["params"].get("reason")),
             }
             try:
-                result = tracking.train_and_log_candidate(use_case, spec, snapshot["path"], parent_run_id, lineage)
-            except tracking.SnapshotChangedError as exc:
+                result = training_runs.train_and_log_candidate(use_case, spec, snapshot["path"], parent_run_id, lineage)
+            except training_runs.SnapshotChangedError as exc:
                 raise AirflowFailException(str(exc)) from exc
             return result.to_dict()
 
@@ -254,26 +254,28 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
         def evaluate_candidate(
             results: list[dict[str, Any]], snapshot: dict[str, Any], parent_run_id: str
         ) -> dict[str, Any]:
-            from mlops import ingestion, tracking
+            from mlops.data import ingestion
+            from mlops.training import runs as training_runs
 
-            candidates = [tracking.CandidateResult.from_dict(r) for r in results]
-            best = tracking.select_best(use_case, candidates)
+            candidates = [training_runs.CandidateResult.from_dict(r) for r in results]
+            best = training_runs.select_best(use_case, candidates)
             _, holdout = ingestion.split_holdout(use_case, ingestion.read_snapshot(snapshot["path"]))
-            decision = tracking.evaluate_against_champion(use_case, best, holdout, parent_run_id)
+            decision = training_runs.evaluate_against_champion(use_case, best, holdout, parent_run_id)
             return {"candidate": best.to_dict(), "decision": decision.to_dict()}
 
         @task(**REGISTRY)
         def register_candidate(evaluation: dict[str, Any], **context: Any) -> str:
-            from mlops import registry, tracking
+            from mlops.mlflow import registry
+            from mlops.training import runs as training_runs
 
-            candidate = tracking.CandidateResult.from_dict(evaluation["candidate"])
+            candidate = training_runs.CandidateResult.from_dict(evaluation["candidate"])
             return registry.register_candidate(use_case, candidate, run_key(context["dag"].dag_id, context["run_id"]))
 
         # With approval, promotion follows either the branch or the approval: run on whichever came.
         @task(**REGISTRY, trigger_rule="none_failed_min_one_success")
         def promote_candidate(evaluation: dict[str, Any], version: str, **context: Any) -> dict[str, Any]:
-            from mlops import registry
-            from mlops.evaluation import GateDecision
+            from mlops.evaluation.gate import GateDecision
+            from mlops.mlflow import registry
             from mlops.orchestration.notifiers import MlopsNotifier
 
             decision = GateDecision.from_dict(evaluation["decision"])
@@ -358,7 +360,7 @@ def _wire_approval(use_case: UseCase, evaluation: Any, version: Any, promotion: 
     # this task skips instead of failing a second time on the missing XCom.
     @task(**REGISTRY, trigger_rule="all_done")
     def record_approval_outcome(**context: Any) -> dict[str, Any]:
-        from mlops import registry
+        from mlops.mlflow import registry
 
         ti = context["ti"]
         evaluation = ti.xcom_pull(task_ids="evaluate_candidate")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops.predictionlog import PredictionBatch, append_frame, build_frame
+from mlops.predictionlog.stores import PredictionBatch, append_frame, build_frame
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -278,8 +278,8 @@ def restore(md5: str, destination: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mlops.versioning restore <md5> <dest>`."""
-    parser = argparse.ArgumentParser(prog="python -m mlops.versioning", description=__doc__.splitlines()[0])
+    """`mlops data restore <md5> <dest>`."""
+    parser = argparse.ArgumentParser(prog="python -m mlops.data.versioning", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     restore_cmd = commands.add_parser("restore", help="write the exact bytes of a versioned snapshot to a file")
     restore_cmd.add_argument("md5", help="content hash recorded with the snapshot (Snapshot.md5, the MLflow run)")

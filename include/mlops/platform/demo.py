@@ -15,9 +15,9 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from mlops import stack
-from mlops.airflow_api import AirflowAPI
 from mlops.config import UseCase, find_use_case
+from mlops.platform import stack
+from mlops.platform.airflow_api import AirflowAPI
 from mlops.settings import Settings, get_settings
 
 USE_CASE = "bike_sharing"
@@ -80,7 +80,7 @@ def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], N
     """Which versions became champion, when, and why (read back from the registry)."""
     from mlflow import MlflowClient
 
-    from mlops import registry
+    from mlops.mlflow import registry
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     versions = sorted(client.search_model_versions(f"name='{use_case.model_name}'"), key=lambda v: int(v.version))
@@ -112,7 +112,7 @@ def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], N
 
 
 def run(keep_running: bool = True, fast: bool = False) -> int:
-    from mlops import replay
+    from mlops.platform import replay
 
     settings = get_settings()
     use_case = find_use_case(USE_CASE)

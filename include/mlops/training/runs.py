@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import METRIC_DIRECTIONS, UseCase
-from mlops.evaluation import GateDecision, check_gate, is_better
+from mlops.evaluation.gate import GateDecision, check_gate, is_better
 from mlops.settings import get_settings
-from mlops.training import CandidateSpec, resolve_use_case
+from mlops.training.candidates import CandidateSpec, resolve_use_case
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -258,7 +258,7 @@ def end_parent_run(parent_run_id: str, status: str = "FINISHED") -> None:
 
 def load_train_holdout(use_case: UseCase, snapshot_path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The snapshot split exactly as every step splits it (mlops.ingestion owns the rule)."""
-    from mlops.ingestion import read_snapshot, split_holdout
+    from mlops.data.ingestion import read_snapshot, split_holdout
 
     return split_holdout(use_case, read_snapshot(snapshot_path))
 
@@ -334,7 +334,7 @@ def train_and_log_candidate(
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
-    from mlops.training import diagnostic_figures, feature_importance, features_and_target, fit_candidate
+    from mlops.training.candidates import diagnostic_figures, feature_importance, features_and_target, fit_candidate
 
     uc = resolve_use_case(use_case)
     spec = CandidateSpec.from_dict(dict(spec_dict))
@@ -459,8 +459,8 @@ def _score_champion(uc: UseCase, holdout_df: pd.DataFrame) -> _ChampionScore:
     from mlflow.exceptions import MlflowException
     from threadpoolctl import threadpool_limits
 
-    from mlops.registry import alias_version
-    from mlops.training import THREADS_PER_TASK, compute_metrics, model_input
+    from mlops.mlflow.registry import alias_version
+    from mlops.training.candidates import THREADS_PER_TASK, compute_metrics, model_input
 
     version = alias_version(uc.model_name, "champion")
     if version is None:
@@ -517,7 +517,7 @@ def evaluate_against_champion(
     import mlflow
     import mlflow.sklearn
 
-    from mlops.training import compute_metrics, predict
+    from mlops.training.candidates import compute_metrics, predict
 
     uc = resolve_use_case(use_case)
     client()

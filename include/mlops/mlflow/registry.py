@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlops.config import METRIC_DIRECTIONS, UseCase
-from mlops.evaluation import GateDecision
-from mlops.training import resolve_use_case
+from mlops.evaluation.gate import GateDecision
+from mlops.training.candidates import resolve_use_case
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mlops.tracking import CandidateResult
+    from mlops.training.runs import CandidateResult
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class RollbackResult:
 
 
 def _client() -> MlflowClient:
-    from mlops.tracking import client
+    from mlops.training.runs import client
 
     return client()
 
@@ -148,7 +148,7 @@ def _ensure_registered_model(mlflow_client: MlflowClient, uc: UseCase) -> None:
 
 def find_version_by_run_key(model_name: str, run_key: str) -> str | None:
     """The version an earlier attempt of this DAG run registered, if any."""
-    from mlops.tracking import filter_literal
+    from mlops.training.runs import filter_literal
 
     name_filter = f"name = {filter_literal(model_name, 'model name')}"
     versions = _client().search_model_versions(
@@ -163,7 +163,7 @@ def register_candidate(use_case: UseCase | str, candidate: CandidateResult | dic
     """Register the candidate's model once per run key; returns the version."""
     import mlflow
 
-    from mlops.tracking import CandidateResult
+    from mlops.training.runs import CandidateResult
 
     uc = resolve_use_case(use_case)
     cand = candidate if isinstance(candidate, CandidateResult) else CandidateResult.from_dict(candidate)
@@ -397,7 +397,7 @@ def _version_exists(mlflow_client: MlflowClient, name: str, version: str) -> boo
 
 
 def _known_versions(mlflow_client: MlflowClient, name: str) -> list[str]:
-    from mlops.tracking import filter_literal
+    from mlops.training.runs import filter_literal
 
     versions = mlflow_client.search_model_versions(f"name = {filter_literal(name, 'model name')}")
     return sorted((str(v.version) for v in versions), key=int)

@@ -9,7 +9,7 @@ the pandas datasource, validation definitions and checkpoints are created by `bo
 and committed; `validate` only reads them, so parallel runs never rewrite shared files
 (validation results and Data Docs pages are per run, under `uncommitted/`).
 
-    python -m mlops.validation bootstrap <use_case> [--reference PATH] [--tolerance 0.1]
+    mlops suite bootstrap <use_case> [--reference PATH] [--tolerance 0.1]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def ensure_valid(outcome: ValidationOutcome) -> None:
         *(f"  - {f.describe()}" for f in outcome.failed),
         f"Data Docs: {outcome.data_docs_page or 'not built (see the task log)'}",
         "Fix the input data and re-run; if the change is intended, re-bootstrap the suite with "
-        f"`python -m mlops.validation bootstrap {outcome.suite}` and commit it.",
+        f"`mlops suite bootstrap {outcome.suite}` and commit it.",
     ]
     raise DataValidationError("\n".join(lines), outcome)
 
@@ -353,7 +353,7 @@ def _get_or_create_checkpoint(context: Any, use_case: UseCase) -> Any:
     except DataContextError:
         raise LookupError(
             f"no expectation suite {use_case.suite_name!r} in {get_settings().great_expectations_dir}; "
-            f"create it with `python -m mlops.validation bootstrap {use_case.name}` and commit it"
+            f"create it with `mlops suite bootstrap {use_case.name}` and commit it"
         ) from None
     with _context_lock():
         # Another process may have created it while we waited; get_context re-reads the files.
@@ -549,7 +549,7 @@ def load_reference(use_case: UseCase, reference: Path | None = None) -> pd.DataF
     if reference is not None:
         return pd.read_parquet(reference) if reference.suffix == ".parquet" else pd.read_csv(reference)
     try:
-        from mlops import ingestion
+        from mlops.data import ingestion
     except ImportError:
         pass  # fall back below to the two source kinds that need no connection
     else:
@@ -566,7 +566,7 @@ def load_reference(use_case: UseCase, reference: Path | None = None) -> pd.DataF
     raise ValueError(f"cannot load the source of {use_case.name!r} without mlops.ingestion; pass --reference PATH")
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m mlops.validation") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m mlops.data.validation") -> int:
     """The suite command line; `mlops suite` is this same parser under another name."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

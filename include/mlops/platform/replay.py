@@ -171,7 +171,7 @@ class _BatchSender:
         self.cache = ModelCache([use_case], tracking_uri=tracking_uri)
 
     def send(self, rows: pd.DataFrame) -> tuple[int, Counter[str], str | None]:
-        from mlops.scoring import score_partition
+        from mlops.serving.batch import score_partition
 
         self.cache.refresh()
         model = self.cache.get(self.use_case.name)
@@ -223,7 +223,7 @@ def replay(
     partition `replay-<date>` (idempotent: a re-run replaces it).
     """
     from mlops.config import find_use_case
-    from mlops.predictionlog import write_labels
+    from mlops.predictionlog.stores import write_labels
 
     uc = find_use_case(use_case) if isinstance(use_case, str) else use_case
     first, stop = _as_date(start), _as_date(end)

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.predictionlog import PredictionBatch, prediction_store, replace_batch_partition, to_timestamp
+from mlops.predictionlog.stores import PredictionBatch, prediction_store, replace_batch_partition, to_timestamp
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:

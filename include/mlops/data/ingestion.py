@@ -25,8 +25,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import versioning
 from mlops.config import FileSource, SklearnSource, SqlSource, UseCase
+from mlops.data import versioning
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -408,7 +408,7 @@ def read_snapshot(path: str) -> pd.DataFrame:
 
     if not Path(path).is_file():
         raise IngestionError(
-            f"snapshot {path} does not exist; restore it with `python -m mlops.versioning restore <md5> {path}` "
+            f"snapshot {path} does not exist; restore it with `mlops data restore <md5> {path}` "
             "using the md5 recorded with the run"
         )
     return pd.read_parquet(path)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlops.config import UseCase
-from mlops.drift import ColumnDrift, DriftResult, SkippedColumn
-from mlops.evaluation import relative_loss
+from mlops.evaluation.gate import relative_loss
+from mlops.monitoring.drift import ColumnDrift, DriftResult, SkippedColumn
 from mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -269,7 +269,7 @@ def window_performance(task: str, y_true: Sequence[Any], y_pred: Sequence[Any]) 
     import numpy as np
     import pandas as pd
 
-    from mlops.training import compute_metrics
+    from mlops.training.candidates import compute_metrics
 
     truth, pred = pd.Series(list(y_true)), pd.Series(list(y_pred))
     if truth.empty:
@@ -358,7 +358,7 @@ def run_monitoring(
     """
     import pandas as pd
 
-    from mlops import drift as fast
+    from mlops.monitoring import drift as fast
 
     directory = report_dir(use_case.name, run_key, reports_root)
     numeric, categorical = use_case.features.numeric, use_case.features.categorical
@@ -669,9 +669,9 @@ def window_file(use_case: str, run_key: str) -> Path:
 
 def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: str) -> Window:
     """Copy the prediction log's window [start, end), with the labels so far, to a run-keyed file."""
-    from mlops import predictionlog
+    from mlops.predictionlog import stores
 
-    frame = predictionlog.read_predictions(use_case, start, end, with_labels=True)
+    frame = stores.read_predictions(use_case, start, end, with_labels=True)
     path = window_file(use_case.name, run_key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
@@ -715,7 +715,7 @@ def validate_window(use_case: UseCase, window_path: str, run_id: str | None = No
     which `collect_window` already names after the run.
     """
 
-    from mlops import validation
+    from mlops.data import validation
 
     frame = read_window(use_case, window_path)
     if frame.empty:
@@ -749,7 +749,7 @@ class Assessment:
 def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: str) -> Assessment:
     """Reports against the champion's training data, the decision, and their MLflow record."""
 
-    from mlops import registry
+    from mlops.mlflow import registry
 
     window_end = guards.now.date().isoformat()
     champion = registry.champion(use_case.model_name)

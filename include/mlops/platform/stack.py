@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.processes import (
+from mlops.platform.processes import (
     free_port,
     group_alive,
     require_free_port,
@@ -31,7 +31,7 @@ from mlops.processes import (
 from mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from mlops.airflow_api import AirflowAPI
+    from mlops.platform.airflow_api import AirflowAPI
 
 AIRFLOW_USER = "admin"
 STARTUP_TIMEOUT_SECONDS = 240.0
@@ -287,7 +287,7 @@ def service_pid(name: str, settings: Settings | None = None) -> int:
 
 def airflow_api(settings: Settings | None = None) -> AirflowAPI:
     """A REST client for the stack's Airflow, logged in as its admin user."""
-    from mlops.airflow_api import AirflowAPI
+    from mlops.platform.airflow_api import AirflowAPI
 
     settings = settings or get_settings()
     return AirflowAPI(urls(settings)["airflow"], AIRFLOW_USER, airflow_password(settings))
