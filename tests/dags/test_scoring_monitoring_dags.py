@@ -161,19 +161,19 @@ def test_nothing_landed_skips(bike: UseCase) -> None:
 
 
 def test_drifted_window_triggers_training_with_reason(bike: UseCase) -> None:
+    from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
-    from mlops.orchestration.training import training_dag_id
 
     _serve_window(bike, "2011-07-01", "2011-07-15")
     dag = build_monitoring_dag(bike)
-    before = {r.run_id for r in _training_runs(training_dag_id(bike))}
+    before = {r.run_id for r in _training_runs(training_dag_id(bike.name))}
     dag_run = dag.test(run_conf={"as_of": "2011-07-15"})
     assert str(dag_run.state) == "success"
     assessment = task_xcom(dag.dag_id, "assess_window", dag_run.run_id)
     assert assessment["decision"]["action"] == "retrain", assessment["decision"]
     assert assessment["decision"]["drift_share"] >= bike.monitoring.drift_share_threshold
     assert Path(assessment["report_html"]).is_file()
-    new = [r for r in _training_runs(training_dag_id(bike)) if r.run_id not in before]
+    new = [r for r in _training_runs(training_dag_id(bike.name)) if r.run_id not in before]
     assert len(new) == 1
     conf = new[0].conf
     assert "drift" in conf["reason"] and conf["as_of"] == "2011-07-15" and conf["report"].endswith("drift.html")
@@ -182,7 +182,7 @@ def test_drifted_window_triggers_training_with_reason(bike: UseCase) -> None:
     again = dag.test(run_conf={"as_of": "2011-07-15"})
     decision = task_xcom(dag.dag_id, "assess_window", again.run_id)["decision"]
     assert decision["action"] == "cooldown", decision
-    assert len([r for r in _training_runs(training_dag_id(bike)) if r.run_id not in before]) == 1
+    assert len([r for r in _training_runs(training_dag_id(bike.name)) if r.run_id not in before]) == 1
 
 
 def _decision(dag_id: str, run_id: str) -> dict[str, Any]:
@@ -192,8 +192,8 @@ def _decision(dag_id: str, run_id: str) -> dict[str, Any]:
 
 def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[str, Any]]) -> None:
     """A feed that starts sending -999 for an unknown humidity breaks the suite: a data bug, not drift."""
+    from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
-    from mlops.orchestration.training import training_dag_id
     from mlops.predictionlog import stores
     from mlops.serving import batch as serving_batch
 
@@ -204,7 +204,7 @@ def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[
     serving_batch.score_partition(bike, "traffic-bug", frame, ids=ids, source="replay")
     stores.write_labels(bike, ids, frame[bike.target].tolist(), frame[bike.time_column].tolist())
     dag = build_monitoring_dag(bike)
-    before = len(_training_runs(training_dag_id(bike)))
+    before = len(_training_runs(training_dag_id(bike.name)))
 
     dag_run = dag.test(run_conf={"as_of": "2011-09-15"})
     assert str(dag_run.state) == "success"
@@ -221,16 +221,16 @@ def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[
     assert "Action: data_bug" in alert["body"] and "expect_column_values_to_be_between(hum)" in alert["body"]
     states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
     assert states["trigger_retraining"] == "skipped"
-    assert len(_training_runs(training_dag_id(bike))) == before
+    assert len(_training_runs(training_dag_id(bike.name))) == before
 
 
 def test_too_little_data_decides_nothing(bike: UseCase, webhook: list[dict[str, Any]]) -> None:
+    from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
-    from mlops.orchestration.training import training_dag_id
 
     _serve_window(bike, "2011-10-01", "2011-10-05")  # four days of a 14-day window: < min_rows
     dag = build_monitoring_dag(bike)
-    before = len(_training_runs(training_dag_id(bike)))
+    before = len(_training_runs(training_dag_id(bike.name)))
 
     dag_run = dag.test(run_conf={"as_of": "2011-10-15"})
     assert str(dag_run.state) == "success"
@@ -244,7 +244,7 @@ def test_too_little_data_decides_nothing(bike: UseCase, webhook: list[dict[str, 
     assert webhook == []  # nothing to tell anyone
     states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
     assert states["trigger_retraining"] == "skipped"
-    assert len(_training_runs(training_dag_id(bike))) == before
+    assert len(_training_runs(training_dag_id(bike.name))) == before
 
 
 def test_clean_window_triggers_nothing(bike: UseCase) -> None:
@@ -253,8 +253,8 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
 
     from mlops.mlflow import registry
     from mlops.monitoring import steps
+    from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
-    from mlops.orchestration.training import training_dag_id
     from mlops.predictionlog import stores
     from mlops.serving import batch as serving_batch
 
@@ -273,7 +273,7 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
     days = (pd.Timestamp(TRAINING_PERIOD[1]) - pd.Timestamp(TRAINING_PERIOD[0])).days
     whole_period = bike.model_copy(update={"monitoring": bike.monitoring.model_copy(update={"window_days": days})})
     dag = build_monitoring_dag(whole_period)
-    before = len(_training_runs(training_dag_id(bike)))
+    before = len(_training_runs(training_dag_id(bike.name)))
     dag_run = dag.test(run_conf={"as_of": TRAINING_PERIOD[1]})
     assert str(dag_run.state) == "success"
     window = task_xcom(dag.dag_id, "collect_window", dag_run.run_id)
@@ -286,4 +286,4 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
     assert any(r.startswith("rmse") and "within allowed" in r for r in decision["reasons"]), decision["reasons"]
     states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
     assert states["trigger_retraining"] == "skipped"
-    assert len(_training_runs(training_dag_id(bike))) == before
+    assert len(_training_runs(training_dag_id(bike.name))) == before

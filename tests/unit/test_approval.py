@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mlops.mlflow import registry
 from mlops.mlflow.registry import approval_outcome
-from mlops.training import runs as training_runs
 from mlops.ui import views
 
 
@@ -57,11 +55,3 @@ def test_review_link_is_airflows_required_actions_tab() -> None:
     run = "manual__2026-01-01T00%3A00%3A00%2B00%3A00"
     assert path == f"/dags/train_uc/runs/{run}/tasks/approve_promotion/required_actions"
     assert views.required_action_path("d", "r", "t", map_index=3).endswith("/tasks/t/mapped/3/required_actions")
-
-
-def test_page_tag_names_match_the_writers() -> None:
-    # ui_data may not import tracking/registry (scikit-learn in the API server), so it repeats these.
-    assert views.TAG_RUN_KEY == registry.TAG_RUN_KEY
-    assert (views.TAG_RUN_TYPE, views.TAG_DAG_ID, views.TAG_DAG_RUN_ID) == (
-        training_runs.TAG_RUN_TYPE, training_runs.TAG_DAG_ID, training_runs.TAG_DAG_RUN_ID,
-    )  # fmt: skip

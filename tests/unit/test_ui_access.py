@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from mlops.data import validation
 from mlops.ui import views
 
 
@@ -34,8 +33,3 @@ def test_a_use_case_is_read_through_its_training_and_monitoring_dags() -> None:
 )
 def test_data_docs_files_are_told_apart(relative: str, expected: tuple[str, str | None]) -> None:
     assert views.data_docs_file_kind(relative) == expected
-
-
-def test_window_site_name_matches_validation() -> None:
-    # ui_data may not import validation in the API server (Great Expectations), so it repeats the name.
-    assert views.WINDOW_DOCS_SITE == validation.WINDOW_DOCS_SITE

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops import naming
 from mlops.config import UseCase, load_use_case
 from mlops.monitoring.steps import report_dir
 from mlops.settings import get_settings
@@ -113,10 +114,10 @@ def test_urls_and_dag_names() -> None:
     base = "http://mlflow:5000/"
     assert views.run_url(base, "abc") == "http://mlflow:5000/#/runs/abc"
     assert views.model_version_url(base, "m/x", "3") == "http://mlflow:5000/#/models/m%2Fx/versions/3"
-    assert views.use_case_of_dag("train_bike_sharing") == "bike_sharing"
-    assert views.use_case_of_dag("monitor_breast_cancer") == "breast_cancer"
-    assert views.use_case_of_dag("rollback_model") is None
-    assert views.use_case_of_dag("train_") is None
+    assert naming.use_case_of_dag("train_bike_sharing") == "bike_sharing"
+    assert naming.use_case_of_dag("monitor_breast_cancer") == "breast_cancer"
+    assert naming.use_case_of_dag("rollback_model") is None
+    assert naming.use_case_of_dag("train_") is None
 
 
 def test_folder_naming_matches_monitoring() -> None:

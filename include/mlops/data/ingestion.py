@@ -16,15 +16,14 @@ import csv
 import glob
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops._io import atomic_path
 from mlops.config import FileSource, SklearnSource, SqlSource, UseCase
 from mlops.data import versioning
 from mlops.settings import get_settings
@@ -342,14 +341,8 @@ def snapshot_dir(use_case: UseCase, run_id: str) -> Path:
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write atomically; pyarrow's output depends only on the frame, so equal input gives equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp_name, engine="pyarrow", index=False, compression="snappy")
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, engine="pyarrow", index=False, compression="snappy")
 
 
 def ingest_snapshot(

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from mlops._io import file_lock
 from mlops.config import FileSource, SklearnSource, UseCase, find_use_case
+from mlops.naming import WINDOW_DOCS_SITE, WINDOW_SUITE_SUFFIX
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 DATASOURCE = "mlops_pandas"
 BATCH_DEFINITION = "whole_dataframe"
 DATA_DOCS_SITE = "local_site"
-# Monitoring windows' validation pages: a site of their own inside local_site's folder (see validate_features).
-WINDOW_DOCS_SITE = "monitoring_windows"
 MAX_DATE_PARAMETER = "max_date"
 MIN_ROWS_PARAMETER = "min_rows"
 DEFAULT_TOLERANCE = 0.1
@@ -191,7 +190,7 @@ def validate_features(use_case: UseCase, df: pd.DataFrame, run_id: str = "window
     features = set(use_case.features.all)
     committed = _context().suites.get(use_case.suite_name)
     context = _window_context()
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{use_case.suite_name}_features"))
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{use_case.suite_name}{WINDOW_SUITE_SUFFIX}"))
     for expectation in committed.expectations:
         if expectation.configuration.kwargs.get("column") in features:
             suite.add_expectation(expectation.copy(update={"id": None}))
@@ -328,17 +327,9 @@ def _context() -> Any:
     return gx.get_context(mode="file", context_root_dir=str(root))
 
 
-@contextlib.contextmanager
-def _context_lock() -> Iterator[None]:
+def _context_lock() -> contextlib.AbstractContextManager[None]:
     """Serialise writes to the context's shared files across processes."""
-    lock_dir = get_settings().great_expectations_dir / "uncommitted"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / ".mlops.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(get_settings().great_expectations_dir / "uncommitted" / ".mlops.lock")
 
 
 def _get_or_create_checkpoint(context: Any, use_case: UseCase) -> Any:

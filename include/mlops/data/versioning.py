@@ -14,19 +14,18 @@ timings in docs/data-versioning.md).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops._io import atomic_path, file_lock
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -52,15 +51,9 @@ class TrackedFile:
     size: int
 
 
-@contextmanager
-def _repo_lock(data_dir: Path) -> Iterator[None]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / _LOCK_NAME, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _repo_lock(data_dir: Path) -> AbstractContextManager[None]:
+    """One writer at a time in the DVC repository (tasks run in separate processes)."""
+    return file_lock(data_dir / _LOCK_NAME)
 
 
 def _site_cache_dir(data_dir: Path) -> Path:
@@ -217,11 +210,7 @@ def _fetch_verified(odb: Any, md5: str, destination: Path, origin: str) -> None:
 
     A failed or corrupt transfer never leaves a half-written destination.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(destination) as tmp:
         odb.fs.get_file(odb.oid_to_path(md5), str(tmp))
         actual = _md5_of(tmp)
         if actual != md5:
@@ -230,9 +219,6 @@ def _fetch_verified(odb: Any, md5: str, destination: Path, origin: str) -> None:
                 "delete it there and push the snapshot again from another copy"
             )
         tmp.chmod(0o644)  # cache objects are read-only; the restored file is the user's
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def restore(md5: str, destination: Path) -> Path:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mlops.config import METRIC_DIRECTIONS, UseCase
 from mlops.evaluation.gate import GateDecision
+from mlops.mlflow.client import filter_literal, fluent_client, is_already_existing, is_missing
+from mlops.naming import CHALLENGER, CHAMPION, PREVIOUS, TAG_PROMOTED_BY, TAG_REJECTED_BY, TAG_RUN_KEY
 from mlops.training.candidates import resolve_use_case
 
 if TYPE_CHECKING:
@@ -33,13 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-PREVIOUS = "previous"
-CHALLENGER = "challenger"
-TAG_RUN_KEY = "mlops.run_key"
-# Which DAG run promoted the version, or kept it as challenger: a replay of that run moves nothing.
-TAG_PROMOTED_BY = "mlops.promoted_by"
-TAG_REJECTED_BY = "mlops.rejected_by"
 # Model-version tag values are capped by the server; reasons are cut, never rejected.
 _MAX_TAG = 5000
 
@@ -97,19 +92,7 @@ class RollbackResult:
 
 
 def _client() -> MlflowClient:
-    from mlops.training.runs import client
-
-    return client()
-
-
-def _is_missing(exc: Exception) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(exc, MlflowException) and exc.error_code in (
-        "RESOURCE_DOES_NOT_EXIST",
-        "INVALID_PARAMETER_VALUE",
-        "NOT_FOUND",
-    )
+    return fluent_client()
 
 
 def alias_version(model_name: str, alias: str) -> str | None:
@@ -117,7 +100,7 @@ def alias_version(model_name: str, alias: str) -> str | None:
     try:
         mv = _client().get_model_version_by_alias(model_name, alias)
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return None
         raise
     return str(mv.version)
@@ -132,7 +115,7 @@ def _ensure_registered_model(mlflow_client: MlflowClient, uc: UseCase) -> None:
     try:
         mlflow_client.get_registered_model(uc.model_name)
     except Exception as exc:
-        if not _is_missing(exc):
+        if not is_missing(exc):
             raise
         try:
             mlflow_client.create_registered_model(
@@ -140,16 +123,12 @@ def _ensure_registered_model(mlflow_client: MlflowClient, uc: UseCase) -> None:
             )
         except Exception as create_exc:
             # Created concurrently by another task: fine, it exists now.
-            from mlflow.exceptions import MlflowException
-
-            if not (isinstance(create_exc, MlflowException) and create_exc.error_code == "RESOURCE_ALREADY_EXISTS"):
+            if not is_already_existing(create_exc):
                 raise
 
 
 def find_version_by_run_key(model_name: str, run_key: str) -> str | None:
     """The version an earlier attempt of this DAG run registered, if any."""
-    from mlops.training.runs import filter_literal
-
     name_filter = f"name = {filter_literal(model_name, 'model name')}"
     versions = _client().search_model_versions(
         f"{name_filter} and tags.`{TAG_RUN_KEY}` = {filter_literal(run_key, 'run key')}"
@@ -390,15 +369,13 @@ def _version_exists(mlflow_client: MlflowClient, name: str, version: str) -> boo
     try:
         mlflow_client.get_model_version(name, version)
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return False
         raise
     return True
 
 
 def _known_versions(mlflow_client: MlflowClient, name: str) -> list[str]:
-    from mlops.training.runs import filter_literal
-
     versions = mlflow_client.search_model_versions(f"name = {filter_literal(name, 'model name')}")
     return sorted((str(v.version) for v in versions), key=int)
 
@@ -453,7 +430,7 @@ def _model_exists(mlflow_client: MlflowClient, name: str) -> bool:
     try:
         mlflow_client.get_registered_model(name)
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return False
         raise
     return True
@@ -469,7 +446,7 @@ def version_info(model_name: str, version: str) -> ModelVersionInfo:
         try:
             run = mlflow_client.get_run(mv.run_id)
         except Exception as exc:
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise
         else:
             metrics = {k: float(v) for k, v in run.data.metrics.items() if k in METRIC_DIRECTIONS}

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlops._io import atomic_path, atomic_write_text
 from mlops.config import UseCase
 from mlops.evaluation.gate import relative_loss
 from mlops.monitoring.drift import ColumnDrift, DriftResult, SkippedColumn
+from mlops.naming import monitoring_experiment
 from mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -115,21 +115,12 @@ def read_reference(path: Path, columns: Sequence[str] | None = None) -> pd.DataF
 def write_atomic(path: Path, text: str) -> Path:
     """Write `text` to `path` via a temp file and rename, so a half-written file never looks complete."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return atomic_write_text(path, text)
     except OSError as exc:
         raise ReportWriteError(
             f"could not write monitoring report {path}: {exc.strerror or exc}. "
             f"Check that {path.parent} is writable (reports live under MLOPS_HOME/reports)."
         ) from exc
-    return path
 
 
 def report_dir(use_case: str, run_key: str, root: Path | None = None) -> Path:
@@ -586,10 +577,6 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
 # --------------------------------------------------------------------------- MLflow
 
 
-def monitoring_experiment(use_case: str) -> str:
-    return f"{use_case}-monitoring"
-
-
 def log_monitoring_run(
     summary: MonitoringSummary,
     decision: MonitoringDecision,
@@ -673,10 +660,8 @@ def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: s
 
     frame = stores.read_predictions(use_case, start, end, with_labels=True)
     path = window_file(use_case.name, run_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)  # a re-run overwrites; a crash never leaves a half file under the real name
+    with atomic_path(path) as tmp:  # a re-run overwrites; a crash never leaves a half file under the real name
+        frame.to_parquet(tmp, index=False)
     labelled = int(frame["label"].notna().sum()) if "label" in frame.columns else 0
     return Window(str(path), len(frame), labelled, start.isoformat(), end.isoformat())
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from mlops.naming import use_case_of_dag
 from mlops.settings import get_settings
 from mlops.ui import views
 
@@ -128,7 +129,7 @@ class ModelVersionLink(_ReturnValueLink):
         from mlops.config import find_use_case
 
         version = value if isinstance(value, (str, int)) else value.get("version")
-        use_case = views.use_case_of_dag(ti_key.dag_id)
+        use_case = use_case_of_dag(ti_key.dag_id)
         if version in (None, "") or use_case is None:
             return ""
         model_name = find_use_case(use_case).model_name

@@ -14,17 +14,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, Param, Variable, dag, task
 
 from mlops.config import UseCase
+from mlops.naming import last_trigger_variable, monitoring_dag_id, run_key, training_dag_id
 from mlops.orchestration.assets import drift_report_asset
 from mlops.orchestration.defaults import DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, RUN_FAILURE_CALLBACK
-from mlops.orchestration.training import START_DATE, run_key, training_dag_id
-
-
-def monitoring_dag_id(use_case: UseCase) -> str:
-    return f"monitor_{use_case.name}"
-
-
-def last_trigger_variable(use_case: UseCase) -> str:
-    return f"mlops_last_retrain_trigger__{use_case.name}"
+from mlops.orchestration.training import START_DATE
 
 
 def _window_end(context: dict[str, Any]) -> datetime:
@@ -48,7 +41,7 @@ Reads the last {cfg.window_days} days of the prediction log (with the labels tha
 validates the window with Great Expectations (a failure is a *data bug*: alert, no retraining),
 compares it with the champion's training data (found through the champion's lineage) in
 Evidently drift, data-quality and performance reports, stores the reports (folder + MLflow
-experiment `{use_case.name}-monitoring`), and triggers `{training_dag_id(use_case)}` when the
+experiment `{use_case.name}-monitoring`), and triggers `{training_dag_id(use_case.name)}` when the
 drift share reaches {cfg.drift_share_threshold} or performance degrades by more than
 {cfg.performance_degradation:.0%}. Guards: fewer than {cfg.min_rows} rows, a training run
 already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger, with the reason.
@@ -57,7 +50,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
 """
 
     @dag(
-        dag_id=monitoring_dag_id(use_case),
+        dag_id=monitoring_dag_id(use_case.name),
         schedule=use_case.schedule.monitoring,
         start_date=START_DATE,
         catchup=False,
@@ -93,10 +86,11 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
             from mlops.orchestration.notifiers import MlopsNotifier
 
             ti = context["ti"]
-            last = Variable.get(last_trigger_variable(use_case), default=None)
+            last = Variable.get(last_trigger_variable(use_case.name), default=None)
             guards = steps.Guards(
                 now=_window_end(context),
-                training_active=ti.get_dr_count(dag_id=training_dag_id(use_case), states=["queued", "running"]) > 0,
+                training_active=ti.get_dr_count(dag_id=training_dag_id(use_case.name), states=["queued", "running"])
+                > 0,
                 last_triggered_at=datetime.fromisoformat(last) if last else None,
                 validation_passed=validation["passed"],
                 validation_details=validation["details"],
@@ -114,7 +108,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
 
         trigger_retraining = TriggerDagRunOperator(
             task_id="trigger_retraining",
-            trigger_dag_id=training_dag_id(use_case),
+            trigger_dag_id=training_dag_id(use_case.name),
             conf={
                 "reason": "{{ ti.xcom_pull(task_ids='assess_window')['trigger_reason'] }}",
                 "report": "{{ ti.xcom_pull(task_ids='assess_window')['report_html'] }}",
@@ -127,7 +121,7 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         @task(**NETWORK_BOUND)
         def record_trigger(**context: Any) -> str:
             when = _window_end(context).isoformat()
-            Variable.set(last_trigger_variable(use_case), when)
+            Variable.set(last_trigger_variable(use_case.name), when)
             return when
 
         window = collect_window()

@@ -14,13 +14,10 @@ from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops.config import UseCase
+from mlops.naming import scoring_dag_id
 from mlops.orchestration.assets import predictions_asset
 from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, MAX_ACTIVE_RUNS, RUN_FAILURE_CALLBACK
 from mlops.orchestration.training import START_DATE
-
-
-def scoring_dag_id(use_case: UseCase) -> str:
-    return f"score_{use_case.name}"
 
 
 def build_scoring_dag(use_case: UseCase) -> DAG:
@@ -37,7 +34,7 @@ triggered without one, the date it ran after).
 """
 
     @dag(
-        dag_id=scoring_dag_id(use_case),
+        dag_id=scoring_dag_id(use_case.name),
         schedule=use_case.schedule.scoring,
         start_date=START_DATE,
         catchup=False,

@@ -16,6 +16,7 @@ from airflow.sdk import DAG, Param, Variable, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.config import UseCase
+from mlops.naming import run_key, training_dag_id, training_slot_variable
 from mlops.orchestration.assets import champion_asset
 from mlops.orchestration.defaults import (
     COMPUTE_BOUND,
@@ -71,20 +72,6 @@ def sqlalchemy_url(connection: Any) -> str:
     return str(url.render_as_string(hide_password=False))
 
 
-def run_key(dag_id: str, run_id: str) -> str:
-    """The idempotency key of everything a DAG run writes to MLflow."""
-    return f"{dag_id}/{run_id}"
-
-
-def training_dag_id(use_case: UseCase) -> str:
-    return f"train_{use_case.name}"
-
-
-def training_slot_variable(use_case: UseCase) -> str:
-    """The Variable naming the training run of `use_case` that started last."""
-    return f"mlops_training_slot__{use_case.name}"
-
-
 def queue_wait(
     dag_id: str, run_id: str, asked_at: datetime, started_at: datetime, cleared: bool, previous: dict[str, Any] | None
 ) -> dict[str, str]:
@@ -118,13 +105,13 @@ def claim_training_slot(use_case: UseCase, context: Any) -> dict[str, str]:
     Idempotent per run: a retry or a re-run of the first task keeps what the first attempt found.
     """
     dag_run = context["dag_run"]
-    name = training_slot_variable(use_case)
+    name = training_slot_variable(use_case.name)
     held = Variable.get(name, default=None, deserialize_json=True)
     if held and held.get("run_id") == dag_run.run_id:
         return dict(held.get("queue") or {})
     started = dag_run.start_date or pendulum.now("UTC")
     wait = queue_wait(
-        training_dag_id(use_case), dag_run.run_id, dag_run.run_after, started, bool(dag_run.clear_number), held
+        training_dag_id(use_case.name), dag_run.run_id, dag_run.run_after, started, bool(dag_run.clear_number), held
     )
     record = {"run_id": dag_run.run_id, "started": started.isoformat(), "queue": wait}
     Variable.set(name, record, serialize_json=True)
@@ -151,7 +138,7 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
 """
 
     @dag(
-        dag_id=training_dag_id(use_case),
+        dag_id=training_dag_id(use_case.name),
         schedule=use_case.schedule.training,
         start_date=START_DATE,
         catchup=False,

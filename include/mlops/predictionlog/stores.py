@@ -19,19 +19,19 @@ Heavy imports sit inside the functions: DAG files import this module at parse ti
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlops._io import file_lock
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -113,12 +113,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text)[:40] or "x"
 
 
-_REPLACE_LOCKS: dict[Path, threading.Lock] = {}
-_REPLACE_LOCKS_GUARD = threading.Lock()
-
-
-@contextmanager
-def _replace_lock(folder: Path) -> Iterator[None]:
+def _replace_lock(folder: Path) -> AbstractContextManager[None]:
     """Hold one use case's folder for a partition replacement, against threads and processes alike.
 
     Why: a replacement lists the partition's old files, deletes them and renames the new
@@ -129,16 +124,7 @@ def _replace_lock(folder: Path) -> Iterator[None]:
     `<folder>/.replace.lock`) covers the separate processes Airflow runs tasks in, e.g. a
     retry racing a manual re-run of the same partition.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    key = folder.resolve()
-    with _REPLACE_LOCKS_GUARD:
-        lock = _REPLACE_LOCKS.setdefault(key, threading.Lock())
-    with lock, open(key / ".replace.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(folder / ".replace.lock")
 
 
 class ParquetStore:

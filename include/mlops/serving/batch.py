@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops._io import atomic_path
 from mlops.predictionlog.stores import PredictionBatch, prediction_store, replace_batch_partition, to_timestamp
 from mlops.settings import get_settings
 
@@ -51,16 +52,13 @@ def landing_dir(use_case: UseCase | str, partition: str) -> Path:
 
 def land_partition(use_case: UseCase | str, partition: str, frame: pd.DataFrame) -> Path:
     """Drop `frame` into the landing folder of `partition` (replacing what was there); returns the file."""
-    import os
-
     folder = landing_dir(use_case, partition)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
-    tmp = folder / ".tmp-rows.parquet"
-    frame.to_parquet(tmp, index=False)
     final = folder / "rows.parquet"
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        frame.to_parquet(tmp, index=False)
     return final
 
 

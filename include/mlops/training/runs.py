@@ -24,6 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.config import METRIC_DIRECTIONS, UseCase
 from mlops.evaluation.gate import GateDecision, check_gate, is_better
+from mlops.mlflow.client import filter_literal, fluent_client, resume_run
+from mlops.naming import (
+    TAG_CANDIDATE_KEY,
+    TAG_DAG_ID,
+    TAG_DAG_RUN_ID,
+    TAG_DVC_MD5,
+    TAG_MODEL_URI,
+    TAG_PARENT,
+    TAG_RUN_TYPE,
+)
 from mlops.settings import get_settings
 from mlops.training.candidates import CandidateSpec, resolve_use_case
 
@@ -34,19 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAG_RUN_TYPE = "mlops.run_type"
-TAG_CANDIDATE_KEY = "mlops.candidate_key"
-TAG_MODEL_URI = "mlops.model_uri"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_DAG_ID = "airflow_dag_id"
-TAG_DAG_RUN_ID = "airflow_run_id"
 # Lineage keys the DAG passes, renamed so they cannot be mistaken for MLflow's own ids.
 _LINEAGE_RENAMES = {"dag_id": TAG_DAG_ID, "run_id": TAG_DAG_RUN_ID}
 # A child copies its parent's lineage tags, but not these (run machinery, MLflow's own).
 _NOT_INHERITED_PREFIXES = ("mlops.", "mlflow.")
-
-
-TAG_DVC_MD5 = "dvc_md5"
 
 
 class SnapshotChangedError(RuntimeError):
@@ -74,33 +75,6 @@ class CandidateResult:
 # ----------------------------------------------------------------------------- connection and lineage
 
 
-def client() -> MlflowClient:
-    """A client for the configured server; also points the fluent API at it (read at call time, not import)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = get_settings().mlflow_tracking_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _resume_run(run_id: str, experiment_id: str | None = None) -> Any:
-    """`mlflow.start_run(run_id=...)` that works whatever experiment this process last set.
-
-    The fluent API refuses to resume a run whose experiment differs from the process's
-    active one ("active experiment ID does not match environment run ID"), and that state
-    outlives a task in any process that runs several: a Celery prefork worker, `dag.test()`.
-    Pointing it at the run's own experiment first makes resuming independent of history.
-    """
-    import mlflow
-
-    if experiment_id is None:
-        experiment_id = client().get_run(run_id).info.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return mlflow.start_run(run_id=run_id)
-
-
 def git_commit() -> str:
     """`git rev-parse HEAD` of the project root, or "unknown" outside a repository."""
     try:
@@ -124,14 +98,6 @@ def uv_lock_sha256() -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return "unknown"
-
-
-def filter_literal(value: str, what: str) -> str:
-    """`value` as a quoted literal for an MLflow search filter."""
-    # MLflow's filter grammar has no escape for quotes inside a string literal.
-    if "'" in value:
-        raise ValueError(f"{what} {value!r} contains a single quote, which MLflow search filters cannot express")
-    return f"'{value}'"
 
 
 def _lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
@@ -165,7 +131,7 @@ def _experiment_id(mlflow_client: MlflowClient, use_case: UseCase) -> str:
 def find_parent_run(use_case: UseCase | str, dag_id: str, run_id: str) -> str | None:
     """The parent run of this DAG run, if an earlier attempt created it."""
     uc = resolve_use_case(use_case)
-    mlflow_client = client()
+    mlflow_client = fluent_client()
     experiment = mlflow_client.get_experiment_by_name(uc.name)
     if experiment is None:
         return None
@@ -190,7 +156,7 @@ def start_parent_run(use_case: UseCase | str, dag_id: str, run_id: str, lineage:
     from mlflow.entities import RunStatus
 
     uc = resolve_use_case(use_case)
-    mlflow_client = client()
+    mlflow_client = fluent_client()
     experiment_id = _experiment_id(mlflow_client, uc)
     tags = {
         **_lineage_tags(lineage),
@@ -250,7 +216,7 @@ def _snapshot_changed(run_key: str, trained: Run, md5: str | None) -> SnapshotCh
 
 def end_parent_run(parent_run_id: str, status: str = "FINISHED") -> None:
     """Close the parent run (evaluation also closes it when it logs there)."""
-    client().set_terminated(parent_run_id, status=status)
+    fluent_client().set_terminated(parent_run_id, status=status)
 
 
 # ----------------------------------------------------------------------------- candidate runs
@@ -338,7 +304,7 @@ def train_and_log_candidate(
 
     uc = resolve_use_case(use_case)
     spec = CandidateSpec.from_dict(dict(spec_dict))
-    mlflow_client = client()
+    mlflow_client = fluent_client()
     parent = mlflow_client.get_run(parent_run_id)
     # The child's md5 as it is written below: the task's lineage, else inherited from the parent.
     md5 = str(lineage[TAG_DVC_MD5]) if lineage.get(TAG_DVC_MD5) is not None else parent.data.tags.get(TAG_DVC_MD5)
@@ -371,7 +337,7 @@ def train_and_log_candidate(
         "mlops.use_case": uc.name,
     }
     run = mlflow_client.create_run(parent.info.experiment_id, run_name=spec.key, tags=tags)
-    with _resume_run(run.info.run_id, run.info.experiment_id):
+    with resume_run(run.info.run_id, run.info.experiment_id):
         mlflow.log_params({**{k: str(v) for k, v in spec.params.items()}, "estimator": spec.estimator,
                            "n_train": len(train_df), "n_holdout": len(holdout_df),
                            "seed": uc.training.seed})  # fmt: skip
@@ -520,7 +486,7 @@ def evaluate_against_champion(
     from mlops.training.candidates import compute_metrics, predict
 
     uc = resolve_use_case(use_case)
-    client()
+    fluent_client()
     model = mlflow.sklearn.load_model(candidate.model_uri)
     scored = predict(uc, model, holdout_df)
     candidate_metrics = compute_metrics(uc.task, scored.y_true, scored.y_pred, scored.y_proba, scored.labels)
@@ -534,7 +500,7 @@ def evaluate_against_champion(
         candidate_key=candidate.key,
     )
 
-    with _resume_run(parent_run_id):
+    with resume_run(parent_run_id):
         started = time.perf_counter()
         try:
             _log_evaluation(uc, holdout_df, scored.y_pred, "gate_candidate_")

@@ -25,41 +25,32 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
 from mlops.config import METRIC_DIRECTIONS, UseCase
+from mlops.naming import (
+    ALIASES,
+    APPROVAL_TAGS,
+    DECISION_TAG_PREFIXES,
+    TAG_DAG_ID,
+    TAG_DAG_RUN_ID,
+    TAG_DATA_DOCS_PAGE,
+    TAG_GATE_PASSED,
+    TAG_GATE_REASONS,
+    TAG_MONITORING_RUN_KEY,
+    TAG_PROMOTED_AT,
+    TAG_REJECTION_REASON,
+    TAG_RUN_KEY,
+    TAG_RUN_TYPE,
+    WINDOW_DOCS_SITE,
+    WINDOW_SUITE_SUFFIX,
+    monitoring_dag_id,
+    monitoring_experiment,
+    run_key,
+    training_dag_id,
+)
 from mlops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-ALIASES = ("champion", "previous", "challenger")
-# Tag names written by mlops.registry and mlops.tracking, which this module may not
-# import (they import scikit-learn); unit tests keep them in step with the writers.
-TAG_RUN_KEY = "mlops.run_key"
-TAG_RUN_TYPE = "mlops.run_type"
-TAG_DAG_ID = "airflow_dag_id"
-TAG_DAG_RUN_ID = "airflow_run_id"
-TAG_DATA_DOCS_PAGE = "data_docs_page"
-"""On a training run's parent run: the Data Docs page of its validation (lineage)."""
-TAG_MONITORING_RUN_KEY = "run_key"
-"""On a monitoring run (mlops.monitoring.log_monitoring_run): the DAG run that logged it."""
-TAG_GATE_PASSED = "mlops.gate.passed"
-"""`true`/`false`, on the model version (registry.apply_decision) and on the parent run (the gate)."""
-TAG_GATE_REASONS = "mlops.gate.reasons"
-"""The gate's reasons joined with `; `, a separator some reasons also contain ("...; allowed 5.0%")."""
-TAG_REJECTION_REASON = "mlops.rejection_reason"
-TAG_PROMOTED_AT = "mlops.promoted_at"
-"""When `@champion` moved to the version (ISO time); versions promoted before the tag existed lack it."""
-APPROVAL_TAGS = ("mlops.approval.decision", "mlops.approval.by", "mlops.approval.at")
-# Tags about the gate, a promotion, a rejection, an approval or a rollback: the page lists
-# them as recorded. Not the run key or the copied metrics, which say nothing about a decision.
-DECISION_TAG_PREFIXES = (
-    "mlops.gate.", "mlops.approval.", "mlops.rejection_reason", "mlops.rejected", "mlops.promoted",
-    "mlops.replaced", "mlops.rollback.", "mlops.rolled_back.",
-)  # fmt: skip
-DAG_PREFIXES = ("train_", "monitor_", "score_")
-# The monitoring windows' Data Docs site, a folder inside the served Data Docs root, and the
-# suffix of the suites validated there (mlops.validation; a unit test keeps them in step).
-WINDOW_DOCS_SITE = "monitoring_windows"
-WINDOW_SUITE_SUFFIX = "_features"
 # The Evidently report shown first when a run folder holds several.
 REPORT_ORDER = ("drift.html", "data_quality.html", "performance.html")
 
@@ -212,21 +203,13 @@ def required_action_path(dag_id: str, dag_run_id: str, task_id: str, map_index: 
     return f"/dags/{parts[0]}/runs/{parts[1]}/tasks/{parts[2]}{mapped}/required_actions"
 
 
-def use_case_of_dag(dag_id: str) -> str | None:
-    """`train_bike_sharing` -> `bike_sharing`; None for DAGs that belong to no use case."""
-    for prefix in DAG_PREFIXES:
-        if dag_id.startswith(prefix) and len(dag_id) > len(prefix):
-            return dag_id[len(prefix) :]
-    return None
-
-
 def use_case_dag_ids(use_case: str) -> tuple[str, str]:
     """The DAGs whose runs wrote what the page shows of a use case.
 
     Training registers the versions and asks for approvals; monitoring writes the
     drift history and the reports. Reading the use case on the page takes reading both.
     """
-    return f"train_{use_case}", f"monitor_{use_case}"
+    return training_dag_id(use_case), monitoring_dag_id(use_case)
 
 
 DocsKind = Literal["shared", "index", "suite", "unknown"]
@@ -260,11 +243,6 @@ def data_docs_file_kind(relative: str) -> tuple[DocsKind, str | None]:
             return "unknown", None
         suite = suite.removesuffix(WINDOW_SUITE_SUFFIX)
     return "suite", suite
-
-
-def run_key(dag_id: str, run_id: str) -> str:
-    """Same key as `mlops.orchestration.training.run_key` (which this module may not import)."""
-    return f"{dag_id}/{run_id}"
 
 
 # --------------------------------------------------------------------------- file guard
@@ -413,7 +391,7 @@ def drift_history(
     The x value is the metric's own timestamp (the monitored window's end), so a
     replay of past windows plots in data time, not in wall-clock time.
     """
-    experiment = client.get_experiment_by_name(f"{use_case}-monitoring")
+    experiment = client.get_experiment_by_name(monitoring_experiment(use_case))
     if experiment is None:
         return [], None
     runs = client.search_runs(
@@ -540,7 +518,7 @@ def gather_run(use_case: UseCase, dag_id: str, dag_run_id: str, settings: Settin
             )
         searches = [
             (use_case.name, f"tags.{TAG_DAG_ID} = '{dag_id}' and tags.{TAG_DAG_RUN_ID} = '{dag_run_id}'"),
-            (f"{use_case.name}-monitoring", f"tags.{TAG_MONITORING_RUN_KEY} = '{key}'"),
+            (monitoring_experiment(use_case.name), f"tags.{TAG_MONITORING_RUN_KEY} = '{key}'"),
         ]
         for experiment_name, filter_string in searches:
             experiment = client.get_experiment_by_name(experiment_name)

@@ -1,0 +1,133 @@
+"""Every name the platform writes and later looks up: DAG ids, run keys, experiments, aliases, tags.
+
+One place, with no dependencies, so the writers (training, registry, monitoring) and the
+readers (the UI plugin, the demo, the tests) cannot spell a name two ways; the UI imports
+this module without pulling in scikit-learn or MLflow.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- DAGs and runs
+
+TRAINING_DAG_PREFIX = "train_"
+MONITORING_DAG_PREFIX = "monitor_"
+SCORING_DAG_PREFIX = "score_"
+DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX)
+ROLLBACK_DAG_ID = "rollback_model"
+SELF_CHECK_DAG_ID = "platform_self_check"
+
+
+def training_dag_id(use_case: str) -> str:
+    return f"{TRAINING_DAG_PREFIX}{use_case}"
+
+
+def monitoring_dag_id(use_case: str) -> str:
+    return f"{MONITORING_DAG_PREFIX}{use_case}"
+
+
+def scoring_dag_id(use_case: str) -> str:
+    return f"{SCORING_DAG_PREFIX}{use_case}"
+
+
+def use_case_of_dag(dag_id: str) -> str | None:
+    """`train_bike_sharing` -> `bike_sharing`; None for DAGs that belong to no use case."""
+    for prefix in DAG_PREFIXES:
+        if dag_id.startswith(prefix) and len(dag_id) > len(prefix):
+            return dag_id[len(prefix) :]
+    return None
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    """The idempotency key of everything a DAG run writes: a re-run finds its own earlier writes by it."""
+    return f"{dag_id}/{run_id}"
+
+
+def training_slot_variable(use_case: str) -> str:
+    """The Airflow Variable naming the training run of `use_case` that started last."""
+    return f"mlops_training_slot__{use_case}"
+
+
+def last_trigger_variable(use_case: str) -> str:
+    """The Airflow Variable holding when monitoring last triggered a retraining of `use_case`."""
+    return f"mlops_last_retrain_trigger__{use_case}"
+
+
+# --------------------------------------------------------------------------- MLflow experiments
+
+
+def training_experiment(use_case: str) -> str:
+    return use_case
+
+
+def monitoring_experiment(use_case: str) -> str:
+    return f"{use_case}-monitoring"
+
+
+# --------------------------------------------------------------------------- registry aliases
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+CHALLENGER = "challenger"
+ALIASES = (CHAMPION, PREVIOUS, CHALLENGER)
+
+# --------------------------------------------------------------------------- tags on training runs
+
+# Lineage keys are plain (monitoring reads `snapshot_path` to find the reference data);
+# machinery keys start with `mlops.`.
+TAG_RUN_TYPE = "mlops.run_type"
+"""`parent` on the run of a DAG run, `candidate` on each child."""
+TAG_CANDIDATE_KEY = "mlops.candidate_key"
+TAG_MODEL_URI = "mlops.model_uri"
+"""Written last on a candidate run: its presence means the run is complete."""
+TAG_PARENT = "mlflow.parentRunId"
+TAG_DAG_ID = "airflow_dag_id"
+TAG_DAG_RUN_ID = "airflow_run_id"
+TAG_DVC_MD5 = "dvc_md5"
+TAG_SNAPSHOT_PATH = "snapshot_path"
+TAG_DATA_DOCS_PAGE = "data_docs_page"
+"""On a training run's parent run: the Data Docs page of its validation."""
+TAG_USE_CASE = "mlops.use_case"
+TAG_MODEL_NAME = "mlops.model_name"
+
+# --------------------------------------------------------------------------- tags on monitoring runs
+
+TAG_MONITORING_RUN_KEY = "run_key"
+"""On a monitoring run: the DAG run that logged it."""
+
+# --------------------------------------------------------------------------- tags on model versions
+
+TAG_RUN_KEY = "mlops.run_key"
+"""The DAG run that registered the version (one version per run key)."""
+TAG_PROMOTED_BY = "mlops.promoted_by"
+"""The run key whose decision moved `@champion` here, written last: a replay of that run moves nothing."""
+TAG_REJECTED_BY = "mlops.rejected_by"
+TAG_PROMOTED_AT = "mlops.promoted_at"
+"""When `@champion` moved to the version (ISO time, UTC, to the second)."""
+TAG_REJECTED_AT = "mlops.rejected_at"
+TAG_REJECTION_REASON = "mlops.rejection_reason"
+TAG_REPLACED = "mlops.replaced"
+TAG_GATE_PASSED = "mlops.gate.passed"
+"""`true`/`false`, on the model version and on the parent run."""
+TAG_GATE_REASONS = "mlops.gate.reasons"
+"""The gate's reasons joined with `; `, a separator some reasons also contain ("...; allowed 5.0%")."""
+TAG_GATE_CHECKS = "mlops.gate.checks"
+TAG_GATE_CHAMPION_VERSION = "mlops.gate.champion_version"
+TAG_GATE_RUN_KEY = "mlops.gate.run_key"
+TAG_APPROVAL_DECISION = "mlops.approval.decision"
+TAG_APPROVAL_BY = "mlops.approval.by"
+TAG_APPROVAL_AT = "mlops.approval.at"
+TAG_APPROVAL_REASON = "mlops.approval.reason"
+APPROVAL_TAGS = (TAG_APPROVAL_DECISION, TAG_APPROVAL_BY, TAG_APPROVAL_AT)
+# Tags about the gate, a promotion, a rejection, an approval or a rollback: the page lists
+# them as recorded. Not the run key or the copied metrics, which say nothing about a decision.
+DECISION_TAG_PREFIXES = (
+    "mlops.gate.", "mlops.approval.", TAG_REJECTION_REASON, "mlops.rejected", "mlops.promoted",
+    TAG_REPLACED, "mlops.rollback.", "mlops.rolled_back.",
+)  # fmt: skip
+
+# --------------------------------------------------------------------------- Great Expectations
+
+WINDOW_DOCS_SITE = "monitoring_windows"
+"""The Data Docs site of the monitoring windows' validations (beside the snapshots' `local_site`)."""
+WINDOW_SUITE_SUFFIX = "_features"
+"""A window is validated against `<use case>_features`: the suite without the target's expectations."""
