@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.platform.processes import free_port, start_process_group, stop_process_group, wait_for_http
+from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -38,8 +38,8 @@ def main() -> int:
     from soak import run_soak
     from test_serving import bc_record, breast_cancer_frame, classifier, register, start_service, write_configs
 
-    from mlops.platform.processes import free_port, start_process_group, stop_process_group, wait_for_http
     from mlops.platform.stack import services
+    from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
     from mlops.settings import get_settings
 
     os.environ["MLOPS_MLFLOW_PORT"] = str(free_port())

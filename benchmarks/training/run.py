@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_script(args.use_case, args.as_of)
         return 0
 
-    from mlops.platform.processes import free_port
+    from mlops.processes import free_port
 
     home = Path(tempfile.mkdtemp(prefix="mlops-bench-training-"))
     os.environ["MLOPS_HOME"] = str(home)

@@ -39,7 +39,7 @@ from mlops.config import UseCase, find_use_case
 from mlops.monitoring.steps import report_dir
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
-from mlops.platform.processes import free_port
+from mlops.processes import free_port
 from mlops.settings import Settings, get_settings
 
 USE_CASE = "bike_sharing"

@@ -30,7 +30,7 @@ import pytest
 from mlops.monitoring import steps as monitoring_steps
 from mlops.platform import scaleout
 from mlops.platform.airflow_api import AirflowAPI
-from mlops.platform.processes import group_alive
+from mlops.processes import group_alive
 from mlops.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(3600)]

@@ -14,7 +14,7 @@ import pytest
 
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
-from mlops.platform.processes import PortInUseError, free_port, group_alive
+from mlops.processes import PortInUseError, free_port, group_alive
 from mlops.settings import get_settings
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ import yaml
 from polling import wait_until
 
 from mlops.config import load_use_case
-from mlops.platform.processes import free_port, start_process_group, stop_process_group, wait_for_http
 from mlops.predictionlog.stores import read_predictions
+from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

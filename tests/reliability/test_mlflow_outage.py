@@ -31,7 +31,7 @@ from test_tracking import TINY, lineage, make_use_case, write_snapshot
 
 from mlops.evaluation.gate import GateDecision
 from mlops.mlflow import registry
-from mlops.platform.processes import free_port, start_process_group, stop_process_group, wait_for_http
+from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 from mlops.training import runs
 from mlops.training.candidates import expand_candidates
 

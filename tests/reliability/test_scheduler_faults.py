@@ -42,7 +42,7 @@ from mlops.monitoring.steps import Assessment, MonitoringDecision
 from mlops.orchestration.training import QUEUE_XCOM_KEY
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
-from mlops.platform.processes import group_alive, stop_process_group
+from mlops.processes import group_alive, stop_process_group
 from mlops.settings import Settings
 from mlops.training.candidates import CandidateSpec
 from mlops.training.runs import TAG_CANDIDATE_KEY, TAG_DAG_RUN_ID, TAG_MODEL_URI, TAG_RUN_TYPE

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mlops.platform import alerts
-from mlops.platform.processes import free_port
+from mlops.processes import free_port
 from mlops.settings import get_settings
 
 

@@ -304,7 +304,7 @@ def test_unregistered_model_shows_empty_not_an_error(use_case: UseCase) -> None:
 
 
 def test_mlflow_down_is_reported_on_the_page(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops.platform.processes import free_port
+    from mlops.processes import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

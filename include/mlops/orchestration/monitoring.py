@@ -16,8 +16,7 @@ from airflow.sdk import DAG, Param, Variable, dag, task
 from mlops.config import UseCase
 from mlops.naming import last_trigger_variable, monitoring_dag_id, run_key, training_dag_id
 from mlops.orchestration.assets import drift_report_asset
-from mlops.orchestration.defaults import DAG_DEFAULTS, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, RUN_FAILURE_CALLBACK
-from mlops.orchestration.training import START_DATE
+from mlops.orchestration.defaults import GATE, NETWORK_BOUND, dag_kwargs
 
 
 def _window_end(context: dict[str, Any]) -> datetime:
@@ -50,17 +49,15 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
 """
 
     @dag(
-        dag_id=monitoring_dag_id(use_case.name),
         schedule=use_case.schedule.monitoring,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=MAX_ACTIVE_RUNS,
-        default_args={**DAG_DEFAULTS, "owner": use_case.owner},
-        dagrun_timeout=timedelta(hours=2),
-        on_failure_callback=RUN_FAILURE_CALLBACK,
-        tags=["monitoring", use_case.name, *use_case.tags],
-        doc_md=doc,
-        params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},
+        **dag_kwargs(
+            monitoring_dag_id(use_case.name),
+            tags=["monitoring", use_case.name, *use_case.tags],
+            doc_md=doc,
+            dagrun_timeout=timedelta(hours=2),
+            owner=use_case.owner,
+            params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},
+        ),
     )
     def monitoring() -> None:
         @task(**NETWORK_BOUND)

@@ -10,8 +10,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops.config import UseCase
 from mlops.orchestration.assets import champion_asset, champion_moves
-from mlops.orchestration.defaults import DAG_DEFAULTS, MAX_ACTIVE_RUNS, REGISTRY, RUN_FAILURE_CALLBACK
-from mlops.orchestration.training import START_DATE
+from mlops.orchestration.defaults import REGISTRY, dag_kwargs
 
 DOC = """
 ### Roll back a model
@@ -30,21 +29,18 @@ def build_rollback_dag(use_cases: list[UseCase]) -> DAG:
     champion_assets = {name: [champion_asset(uc) for uc in use_cases if uc.model_name == name] for name in model_names}
 
     @dag(
-        dag_id="rollback_model",
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=MAX_ACTIVE_RUNS,
-        default_args=DAG_DEFAULTS,
-        dagrun_timeout=timedelta(minutes=30),
-        on_failure_callback=RUN_FAILURE_CALLBACK,
-        tags=["registry", "rollback"],
-        doc_md=DOC,
-        params={
-            "model_name": Param(model_names[0], type="string", enum=model_names),
-            "version": Param(None, type=["null", "string"], description="Target version; default @previous"),
-            "reason": Param("", type="string", minLength=3, description="Why roll back (recorded)"),
-        },
+        **dag_kwargs(
+            "rollback_model",
+            tags=["registry", "rollback"],
+            doc_md=DOC,
+            dagrun_timeout=timedelta(minutes=30),
+            params={
+                "model_name": Param(model_names[0], type="string", enum=model_names),
+                "version": Param(None, type=["null", "string"], description="Target version; default @previous"),
+                "reason": Param("", type="string", minLength=3, description="Why roll back (recorded)"),
+            },
+        ),
     )
     def rollback_model() -> None:
         @task(**REGISTRY)

@@ -16,8 +16,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mlops.config import UseCase
 from mlops.naming import scoring_dag_id
 from mlops.orchestration.assets import predictions_asset
-from mlops.orchestration.defaults import COMPUTE_BOUND, DAG_DEFAULTS, MAX_ACTIVE_RUNS, RUN_FAILURE_CALLBACK
-from mlops.orchestration.training import START_DATE
+from mlops.orchestration.defaults import COMPUTE_BOUND, dag_kwargs
 
 
 def build_scoring_dag(use_case: UseCase) -> DAG:
@@ -34,17 +33,15 @@ triggered without one, the date it ran after).
 """
 
     @dag(
-        dag_id=scoring_dag_id(use_case.name),
         schedule=use_case.schedule.scoring,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=MAX_ACTIVE_RUNS,
-        default_args={**DAG_DEFAULTS, "owner": use_case.owner},
-        dagrun_timeout=timedelta(hours=2),
-        on_failure_callback=RUN_FAILURE_CALLBACK,
-        tags=["inference", use_case.name, *use_case.tags],
-        doc_md=doc,
-        params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
+        **dag_kwargs(
+            scoring_dag_id(use_case.name),
+            tags=["inference", use_case.name, *use_case.tags],
+            doc_md=doc,
+            dagrun_timeout=timedelta(hours=2),
+            owner=use_case.owner,
+            params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
+        ),
     )
     def scoring() -> None:
         @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)])

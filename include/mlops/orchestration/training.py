@@ -18,17 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from mlops.config import UseCase
 from mlops.naming import run_key, training_dag_id, training_slot_variable
 from mlops.orchestration.assets import champion_asset
-from mlops.orchestration.defaults import (
-    COMPUTE_BOUND,
-    DAG_DEFAULTS,
-    GATE,
-    MAX_ACTIVE_RUNS,
-    NETWORK_BOUND,
-    REGISTRY,
-    RUN_FAILURE_CALLBACK,
-)
+from mlops.orchestration.defaults import COMPUTE_BOUND, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, REGISTRY, dag_kwargs
 
-START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 # A run that starts within this long of being asked for did not wait for another one:
 # a free slot is taken within a scheduler loop or two, even on a loaded machine.
 QUEUE_NOTICE_SECONDS = 10.0
@@ -138,21 +129,19 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
 """
 
     @dag(
-        dag_id=training_dag_id(use_case.name),
         schedule=use_case.schedule.training,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=MAX_ACTIVE_RUNS,
-        default_args={**DAG_DEFAULTS, "owner": use_case.owner},
-        dagrun_timeout=timedelta(hours=3),
-        on_failure_callback=RUN_FAILURE_CALLBACK,
-        tags=["training", use_case.name, *use_case.tags],
-        doc_md=doc,
-        params={
-            "as_of": Param(None, type=["null", "string"], description="Exclusive end of the window, YYYY-MM-DD"),
-            "reason": Param("scheduled or manual run", type="string", description="Why training runs"),
-            "report": Param(None, type=["null", "string"], description="Monitoring report that asked for it"),
-        },
+        **dag_kwargs(
+            training_dag_id(use_case.name),
+            tags=["training", use_case.name, *use_case.tags],
+            doc_md=doc,
+            dagrun_timeout=timedelta(hours=3),
+            owner=use_case.owner,
+            params={
+                "as_of": Param(None, type=["null", "string"], description="Exclusive end of the window, YYYY-MM-DD"),
+                "reason": Param("scheduled or manual run", type="string", description="Why training runs"),
+                "report": Param(None, type=["null", "string"], description="Monitoring report that asked for it"),
+            },
+        ),
     )
     def training() -> None:
         @task(**NETWORK_BOUND)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mlops.platform import stack
-from mlops.platform.processes import free_port, start_process_group, stop_process_group, wait_for_http
+from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 from mlops.settings import Settings
 
 WORKER_NAME_ENV = "MLOPS_WORKER_NAME"

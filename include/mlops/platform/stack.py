@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.platform.processes import (
+from mlops.processes import (
     free_port,
     group_alive,
     require_free_port,

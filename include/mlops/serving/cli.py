@@ -6,7 +6,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from mlops.platform.processes import require_free_port
+from mlops.processes import require_free_port
 from mlops.settings import get_settings
 
 
