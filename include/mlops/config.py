@@ -330,6 +330,11 @@ def load_all(configs_dir: Path | None = None) -> list[UseCase]:
     return [load_use_case(p) for p in sorted(directory.glob("*.yaml"))]
 
 
+def resolve_use_case(use_case: UseCase | str) -> UseCase:
+    """Accept a loaded use case or its name (task arguments arrive as names)."""
+    return use_case if isinstance(use_case, UseCase) else find_use_case(use_case)
+
+
 def find_use_case(name: str, configs_dir: Path | None = None) -> UseCase:
     directory = configs_dir or get_settings().configs_dir
     path = directory / f"{name}.yaml"

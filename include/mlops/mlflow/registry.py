@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops.config import METRIC_DIRECTIONS, UseCase
+from mlops.config import METRIC_DIRECTIONS, UseCase, resolve_use_case
 from mlops.evaluation.gate import GateDecision
 from mlops.mlflow.client import filter_literal, fluent_client, is_already_existing, is_missing
 from mlops.naming import CHALLENGER, CHAMPION, PREVIOUS, TAG_PROMOTED_BY, TAG_REJECTED_BY, TAG_RUN_KEY
-from mlops.training.candidates import resolve_use_case
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops._io import atomic_path
+from mlops.config import UseCase, resolve_use_case
 from mlops.predictionlog.stores import PredictionBatch, prediction_store, replace_batch_partition, to_timestamp
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops.config import UseCase
     from mlops.serving.models import LoadedModel
 
 
@@ -99,12 +99,6 @@ def run_partition(partition: str | None, logical_date: datetime | None, run_afte
     )
 
 
-def _resolve_use_case(use_case: UseCase | str) -> UseCase:
-    from mlops.config import find_use_case
-
-    return find_use_case(use_case) if isinstance(use_case, str) else use_case
-
-
 def prepare_features(use_case: UseCase, frame: pd.DataFrame) -> pd.DataFrame:
     """The feature columns in config order, categoricals as strings (NaN when missing), numerics as floats."""
     import numpy as np
@@ -176,7 +170,7 @@ def score_partition(
     """
     from mlops.serving.models import load_alias
 
-    uc = _resolve_use_case(use_case)
+    uc = resolve_use_case(use_case)
     if not partition or len(partition) > 200:
         raise ValueError("partition must be a non-empty label of at most 200 characters, e.g. a date 2011-05-01")
     if source not in ("batch", "replay"):

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from mlops.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, UseCase, find_use_case
+from mlops.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, UseCase, resolve_use_case
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,11 +38,6 @@ IMPORTANCE_REPEATS = 5
 # HistGradientBoosting on 480 bike rows took 28 s with 2 threads on a busy
 # 2-core host and 0.7 s with 1.
 THREADS_PER_TASK = 1
-
-
-def resolve_use_case(use_case: UseCase | str) -> UseCase:
-    """Accept a loaded use case or its name (task arguments arrive as names)."""
-    return use_case if isinstance(use_case, UseCase) else find_use_case(use_case)
 
 
 @dataclass(frozen=True)

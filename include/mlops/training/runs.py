@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlops.config import METRIC_DIRECTIONS, UseCase
+from mlops.config import METRIC_DIRECTIONS, UseCase, resolve_use_case
 from mlops.evaluation.gate import GateDecision, check_gate, is_better
+from mlops.mlflow import runs as mlflow_runs
 from mlops.mlflow.client import filter_literal, fluent_client, resume_run
 from mlops.naming import (
     TAG_CANDIDATE_KEY,
@@ -35,7 +36,7 @@ from mlops.naming import (
     TAG_RUN_TYPE,
 )
 from mlops.settings import get_settings
-from mlops.training.candidates import CandidateSpec, resolve_use_case
+from mlops.training.candidates import CandidateSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,22 +130,9 @@ def _experiment_id(mlflow_client: MlflowClient, use_case: UseCase) -> str:
 
 
 def find_parent_run(use_case: UseCase | str, dag_id: str, run_id: str) -> str | None:
-    """The parent run of this DAG run, if an earlier attempt created it."""
-    uc = resolve_use_case(use_case)
-    mlflow_client = fluent_client()
-    experiment = mlflow_client.get_experiment_by_name(uc.name)
-    if experiment is None:
-        return None
-    runs = mlflow_client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`{TAG_RUN_TYPE}` = 'parent' and tags.{TAG_DAG_ID} = {filter_literal(dag_id, 'dag_id')} "
-            f"and tags.{TAG_DAG_RUN_ID} = {filter_literal(run_id, 'run_id')}"
-        ),
-        order_by=["attributes.start_time ASC"],
-        max_results=10,
-    )
-    return str(runs[0].info.run_id) if runs else None
+    """The parent run id of this DAG run, if an earlier attempt created it."""
+    found = mlflow_runs.find_parent_run(resolve_use_case(use_case).name, dag_id, run_id, fluent_client())
+    return found.run_id if found else None
 
 
 def start_parent_run(use_case: UseCase | str, dag_id: str, run_id: str, lineage: Mapping[str, Any]) -> str:
