@@ -1,4 +1,4 @@
-"""Drift check at scale: mlops.drift versus a full Evidently DataDriftPreset run, side by side.
+"""Drift check at scale: mlops.monitoring.drift versus a full Evidently DataDriftPreset run, side by side.
 
 Each (engine, size, scenario) runs in its own subprocess so its time and peak RSS
 are its own (resource.getrusage of the child). Data generation is excluded from the
@@ -72,13 +72,13 @@ def child(engine: str, rows: int, scenario: str, evidently_max_rows: int) -> dic
     if engine == "evidently":
         import evidently  # noqa: F401
 
-        from mlops.monitoring.steps import evidently_drift
+        from mlops.monitoring.reports import evidently_drift
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if engine == "fast":
         result = check_drift(reference, current, NUMERIC, CATEGORICAL, 0.5)
     else:
-        result, _, _ = evidently_drift(reference, current, NUMERIC, CATEGORICAL, 0.5)
+        result = evidently_drift(reference, current, NUMERIC, CATEGORICAL, 0.5).drift
     elapsed = time.perf_counter() - start
     return {
         "engine": engine + (f" ({evidently_max_rows} sample)" if sampled else ""),

@@ -2,7 +2,7 @@
 
 `run.py` times the drift check alone on frames already in memory. This times what
 `assess_window` does after it has found the champion: read the window's Parquet file,
-read the champion's training snapshot, and `steps.run_monitoring` (drift decision,
+read the champion's training snapshot, and `run_monitoring` (drift decision,
 Evidently drift / data-summary / performance reports, files written). Side by side with
 the alternative: the same function made to run Evidently on the whole window
 (`fast_path_rows` and `report_sample_rows` above the window size), at 1M rows only —
@@ -78,16 +78,18 @@ def child(engine: str, window: Path, reference: Path, reports: Path) -> dict[str
     import evidently  # noqa: F401
 
     from mlops.config import find_use_case
-    from mlops.monitoring import steps
+    from mlops.monitoring.reference import read_reference
+    from mlops.monitoring.run import run_monitoring
+    from mlops.monitoring.window import read_window
 
     use_case = find_use_case("bike_sharing")
     baseline = peak_rss_mb()
     start = time.perf_counter()
-    current = steps.read_window(use_case, window)
-    ref = steps.read_reference(reference)
+    current = read_window(use_case, window)
+    ref = read_reference(reference)
     read_seconds = time.perf_counter() - start
     whole = {"fast_path_rows": 10**9, "report_sample_rows": 10**9} if engine == "evidently" else {}
-    summary = steps.run_monitoring(use_case, current, ref, f"bench-{engine}", reports_root=reports, **whole)
+    summary = run_monitoring(use_case, current, ref, f"bench-{engine}", reports_root=reports, **whole)
     elapsed = time.perf_counter() - start
     return {
         "engine": "run_monitoring" + (" (Evidently on the whole window)" if engine == "evidently" else ""),

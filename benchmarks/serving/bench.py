@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from mlops.predictionlog.stores import read_predictions
+from mlops.predictionlog.predictions import read_predictions
 from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -93,6 +93,12 @@ TAG_MODEL_NAME = "mlops.model_name"
 
 TAG_MONITORING_RUN_KEY = "run_key"
 """On a monitoring run: the DAG run that logged it."""
+TAG_MONITORING_USE_CASE = "use_case"
+TAG_MONITORING_ACTION = "monitoring.action"
+"""The decision's action: retrain, none, insufficient_data, data_bug or cooldown."""
+TAG_MONITORING_DRIFT_ENGINE = "monitoring.drift_engine"
+TAG_MONITORING_CHAMPION_VERSION = "champion_version"
+"""The model version whose training data was the reference."""
 
 # --------------------------------------------------------------------------- tags on model versions
 

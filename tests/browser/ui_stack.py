@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from mlops.config import UseCase, find_use_case
-from mlops.monitoring.steps import report_dir
+from mlops.monitoring.reports import report_dir
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.processes import free_port

@@ -115,13 +115,13 @@ def _rows(start: str, end: str) -> Any:
 
 def _serve_window(use_case: UseCase, start: str, end: str) -> None:
     """Score a period as production traffic and deliver its labels."""
-    from mlops.predictionlog import stores
+    from mlops.predictionlog.labels import write_labels
     from mlops.serving import batch as serving_batch
 
     frame = _rows(start, end)
     ids = [f"{start}-{i}" for i in range(len(frame))]
     serving_batch.score_partition(use_case, f"traffic-{start}", frame, ids=ids, source="replay")
-    stores.write_labels(use_case, ids, frame[use_case.target].tolist(), frame[use_case.time_column].tolist())
+    write_labels(use_case, ids, frame[use_case.target].tolist(), frame[use_case.time_column].tolist())
 
 
 def _training_runs(dag_id: str) -> list[Any]:
@@ -136,7 +136,7 @@ def _training_runs(dag_id: str) -> list[Any]:
 
 def test_batch_scoring_replaces_its_partition(bike: UseCase) -> None:
     from mlops.orchestration.scoring import build_scoring_dag
-    from mlops.predictionlog import stores
+    from mlops.predictionlog.predictions import read_predictions
     from mlops.serving import batch as serving_batch
 
     serving_batch.land_partition(bike, "2011-04-02", _rows("2011-04-02", "2011-04-03"))
@@ -144,7 +144,7 @@ def test_batch_scoring_replaces_its_partition(bike: UseCase) -> None:
     for _ in range(2):
         dag_run = dag.test(run_conf={"partition": "2011-04-02"})
         assert str(dag_run.state) == "success"
-    logged = stores.read_predictions(bike, "2011-04-02", "2011-04-03")
+    logged = read_predictions(bike, "2011-04-02", "2011-04-03")
     batch = logged[logged["source"] == "batch"]
     assert len(batch) == 24  # one day of hourly rows, once, after two runs
     assert batch["model_version"].nunique() == 1 and batch["prediction"].notna().all()
@@ -194,7 +194,7 @@ def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[
     """A feed that starts sending -999 for an unknown humidity breaks the suite: a data bug, not drift."""
     from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
-    from mlops.predictionlog import stores
+    from mlops.predictionlog.labels import write_labels
     from mlops.serving import batch as serving_batch
 
     frame = _rows("2011-09-01", "2011-09-15")
@@ -202,7 +202,7 @@ def test_data_bug_alerts_and_does_not_retrain(bike: UseCase, webhook: list[dict[
     frame.loc[broken, "hum"] = -999.0
     ids = [f"bug-{i}" for i in range(len(frame))]
     serving_batch.score_partition(bike, "traffic-bug", frame, ids=ids, source="replay")
-    stores.write_labels(bike, ids, frame[bike.target].tolist(), frame[bike.time_column].tolist())
+    write_labels(bike, ids, frame[bike.target].tolist(), frame[bike.time_column].tolist())
     dag = build_monitoring_dag(bike)
     before = len(_training_runs(training_dag_id(bike.name)))
 
@@ -239,7 +239,7 @@ def test_too_little_data_decides_nothing(bike: UseCase, webhook: list[dict[str, 
     assert rows < bike.monitoring.min_rows
     assert decision["action"] == "insufficient_data", decision
     assert decision["reasons"] == [
-        f"only {rows} rows in the window (< steps.min_rows = {bike.monitoring.min_rows}): nothing decided"
+        f"only {rows} rows in the window (< monitoring.min_rows = {bike.monitoring.min_rows}): nothing decided"
     ]
     assert webhook == []  # nothing to tell anyone
     states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
@@ -252,22 +252,22 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
     import pandas as pd
 
     from mlops.mlflow import registry
-    from mlops.monitoring import steps
+    from mlops.monitoring.reference import read_reference, reference_from_lineage
     from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
-    from mlops.predictionlog import stores
+    from mlops.predictionlog.labels import write_labels
     from mlops.serving import batch as serving_batch
 
     raw = pd.read_csv(RAW)
     held_out = raw[_held_out(raw)].reset_index(drop=True)
     champion = registry.champion(bike.model_name)
     assert champion is not None
-    reference = steps.read_reference(steps.reference_from_lineage({**champion.lineage, **champion.tags}))
+    reference = read_reference(reference_from_lineage({**champion.lineage, **champion.tags}))
     keys = ["dteday", "hr"]
     assert reference.merge(held_out[keys], on=keys).empty  # none of them is in the champion's data
     ids = [f"held-out-{i}" for i in range(len(held_out))]
     serving_batch.score_partition(bike, "traffic-held-out", held_out, ids=ids, source="replay")
-    stores.write_labels(bike, ids, held_out[bike.target].tolist(), held_out[bike.time_column].tolist())
+    write_labels(bike, ids, held_out[bike.target].tolist(), held_out[bike.time_column].tolist())
 
     # The window spans the whole training period, so it holds exactly the held-out hours.
     days = (pd.Timestamp(TRAINING_PERIOD[1]) - pd.Timestamp(TRAINING_PERIOD[0])).days

@@ -59,7 +59,7 @@ def test_a_run_without_logical_date_scores_the_day_it_ran_after(
     bike: UseCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlops.orchestration.scoring import build_scoring_dag
-    from mlops.predictionlog import stores
+    from mlops.predictionlog.predictions import read_predictions
     from mlops.serving import batch
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))  # landing folder and prediction log of this test only
@@ -72,7 +72,7 @@ def test_a_run_without_logical_date_scores_the_day_it_ran_after(
     assert str(dag_run.state) == "success"
     result = task_xcom(dag.dag_id, "score_landed_partition", dag_run.run_id)
     assert result["partition"] == "2011-04-09" and result["rows"] == 24
-    logged = stores.read_predictions(bike, "2011-04-09", "2011-04-10")
+    logged = read_predictions(bike, "2011-04-09", "2011-04-10")
     assert len(logged) == 24 and set(logged["batch_partition"]) == {"2011-04-09"}
 
     # A day with nothing landed skips, as a run with a logical date does.

@@ -27,7 +27,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from mlops.monitoring import steps as monitoring_steps
+from mlops.monitoring.reports import report_dir
+from mlops.naming import monitoring_experiment
 from mlops.platform import scaleout
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.processes import group_alive
@@ -363,7 +364,7 @@ def test_scoring_and_monitoring_reports_stored(lifecycle: dict[str, DagRun], inf
     run = lifecycle["monitor"]
     # Unpausing also starts today's scheduled run (an empty window): look at ours by its run key.
     run_key = f"{run.dag_id}/{run.run_id}"
-    folder = monitoring_steps.report_dir(USE_CASE, run_key, infra.home / "reports")
+    folder = report_dir(USE_CASE, run_key, infra.home / "reports")
     assert (folder / "summary.json").exists(), f"no monitoring summary in {folder}"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["rows"] == 24 * len(PARTITIONS), summary  # both scored days reached monitoring
@@ -372,7 +373,7 @@ def test_scoring_and_monitoring_reports_stored(lifecycle: dict[str, DagRun], inf
     running = infra.running
     assert running is not None
     client = MlflowClient(tracking_uri=running.topology.mlflow_url)
-    experiment = client.get_experiment_by_name(monitoring_steps.monitoring_experiment(USE_CASE))
+    experiment = client.get_experiment_by_name(monitoring_experiment(USE_CASE))
     assert experiment is not None, "monitoring logged no experiment to the remote MLflow"
     ours = client.search_runs([experiment.experiment_id], filter_string=f"tags.run_key = '{run_key}'")
     assert len(ours) == 1, f"{len(ours)} monitoring runs tagged {run_key}"

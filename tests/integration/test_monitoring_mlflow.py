@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from mlops.monitoring.assessment import record_monitoring_run
+from mlops.monitoring.decision import MonitoringDecision
 from mlops.monitoring.drift import ColumnDrift, DriftResult
-from mlops.monitoring.steps import MonitoringDecision, MonitoringSummary, log_monitoring_run, write_atomic
+from mlops.monitoring.reports import write_atomic
+from mlops.monitoring.run import MonitoringSummary
 
 pytestmark = pytest.mark.integration
 
 
-def test_log_monitoring_run(mlflow_server: str, tmp_path: Path) -> None:
+def test_record_monitoring_run(mlflow_server: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     report_dir = tmp_path / "bike_sharing" / "w1"
@@ -26,7 +29,7 @@ def test_log_monitoring_run(mlflow_server: str, tmp_path: Path) -> None:
     decision = MonitoringDecision("bike_sharing", "retrain", ["drift share 0.50 >= 0.5"], 0.5, ["temp"],
                                   {"rmse": 55.0}, "rmse", 0.3)  # fmt: skip
     window_end = datetime(2011, 5, 15, tzinfo=UTC)
-    run_id = log_monitoring_run(summary, decision, window_end, tags={"champion_version": "2"})
+    run_id = record_monitoring_run(summary, decision, window_end, tags={"champion_version": "2"})
 
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(run_id)

@@ -20,7 +20,8 @@ from test_serving import register, regressor, start_service, write_configs
 
 from mlops.config import load_use_case
 from mlops.platform.replay import replay
-from mlops.predictionlog.stores import read_predictions, write_labels
+from mlops.predictionlog.labels import write_labels
+from mlops.predictionlog.predictions import read_predictions
 from mlops.serving.batch import land_partition, read_landed_partition, score_partition
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ import yaml
 from polling import wait_until
 
 from mlops.config import load_use_case
-from mlops.predictionlog.stores import read_predictions
+from mlops.predictionlog.predictions import read_predictions
 from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from mlops.mlflow import registry
-from mlops.predictionlog.stores import read_predictions
+from mlops.predictionlog.predictions import read_predictions
 
 USE_CASE = "breast_cancer"
 

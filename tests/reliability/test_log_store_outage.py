@@ -23,7 +23,7 @@ import pytest
 from polling import wait_until
 from test_serving import bc_record, breast_cancer_frame, classifier, register, start_service, write_configs
 
-from mlops.predictionlog.stores import read_predictions
+from mlops.predictionlog.predictions import read_predictions
 from mlops.serving.logwriter import LogEntry, PredictionLogWriter
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 
 from mlops.config import find_use_case
-from mlops.monitoring.steps import ReportWriteError, run_monitoring
+from mlops.monitoring.reports import ReportWriteError
+from mlops.monitoring.run import run_monitoring
 from mlops.ui.views import latest_report
 
 pytestmark = pytest.mark.integration

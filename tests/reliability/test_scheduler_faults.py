@@ -38,7 +38,8 @@ from mlflow.exceptions import MlflowException
 
 from mlops.config import find_use_case
 from mlops.mlflow.registry import TAG_RUN_KEY
-from mlops.monitoring.steps import Assessment, MonitoringDecision
+from mlops.monitoring.assessment import Assessment
+from mlops.monitoring.decision import MonitoringDecision
 from mlops.orchestration.training import QUEUE_XCOM_KEY
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI

@@ -43,14 +43,14 @@ def make_frame(rows: int, seed: int, scenario: str = "none") -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def evidently_results() -> dict[tuple[int, str], Any]:
-    from mlops.monitoring.steps import evidently_drift
+    from mlops.monitoring.reports import evidently_drift
 
     results = {}
     for rows in (5000, 600):  # 5000: Wasserstein / Jensen-Shannon; 600 (<= 1000): K-S / chi-square / Z
         reference = make_frame(rows, seed=1)
         for scenario in SCENARIOS:
             current = make_frame(rows, seed=2, scenario=scenario)
-            result, _, _ = evidently_drift(reference, current, NUMERIC, CATEGORICAL, 0.5)
+            result = evidently_drift(reference, current, NUMERIC, CATEGORICAL, 0.5).drift
             results[(rows, scenario)] = (reference, current, result)
     return results
 

@@ -16,19 +16,12 @@ import pandas as pd
 import pytest
 
 from mlops.config import find_use_case
+from mlops.monitoring.decision import Guards, decide
 from mlops.monitoring.drift import DriftResult
-from mlops.monitoring.steps import (
-    Guards,
-    LineageError,
-    MonitoringSummary,
-    ReportWriteError,
-    decide,
-    read_reference,
-    reference_from_lineage,
-    run_monitoring,
-    validate_window,
-    write_atomic,
-)
+from mlops.monitoring.reference import LineageError, read_reference, reference_from_lineage
+from mlops.monitoring.reports import ReportWriteError, write_atomic
+from mlops.monitoring.run import MonitoringSummary, run_monitoring
+from mlops.monitoring.window import validate_window
 from mlops.settings import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -259,8 +252,8 @@ def test_cooldown_guard_by_hours(hours_ago: float, expected: str) -> None:
 
 def test_a_trigger_after_the_window_is_no_cooldown() -> None:
     """A backfill, or a second demo on the same MLOPS_HOME, decides a window that ends before the
-    recorded trigger. The negative interval used to count as "inside the cooldown", so nothing
-    retrained again; only a trigger in the cooldown hours before the window's end holds it back."""
+    recorded trigger. That negative interval is not "inside the cooldown" (else nothing would
+    retrain again); only a trigger in the cooldown hours before the window's end holds it back."""
     later = NOW + timedelta(days=45)
     decision = decide(BIKE, DRIFTED, Guards(now=NOW, last_triggered_at=later))
     assert decision.action == "retrain", decision.reasons
@@ -307,7 +300,7 @@ def test_atomic_write_names_the_path_on_failure(tmp_path: Path) -> None:
 
 
 def test_classification_window_performance() -> None:
-    from mlops.monitoring.steps import window_performance
+    from mlops.monitoring.performance import window_performance
 
     labels = [0, 1, 1, 0, 1, 1]
     as_labels = window_performance("classification", [float(v) for v in labels], [0, 1, 0, 0, 1, 1])
@@ -395,7 +388,7 @@ def test_window_without_the_features_or_rows(ge_dir: Path, tmp_path: Path, febru
 
 
 def test_the_window_is_read_without_the_log_columns_no_report_uses(tmp_path: Path) -> None:
-    from mlops.monitoring.steps import read_window
+    from mlops.monitoring.window import read_window
 
     log = prediction_log(bike_frame(50, seed=7), label_share=0.5, noise=10, seed=8)
     path = tmp_path / "window.parquet"

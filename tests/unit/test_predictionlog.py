@@ -9,8 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.predictionlog import stores as pl
-from mlops.predictionlog.stores import PredictionBatch
+from mlops.predictionlog.frames import META_COLUMNS, PredictionBatch, build_frame
+from mlops.predictionlog.labels import write_labels
+from mlops.predictionlog.predictions import append_predictions, read_predictions, replace_batch_partition
+from mlops.predictionlog.stores import PredictionLogError
 
 
 def _batch(ids: list[str], days: list[str], version: str = "1", source: str = "online", partition: str | None = None):
@@ -37,26 +39,26 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
 
 def test_append_and_read_window_on_event_time(stores: tuple[str, str]) -> None:
     uri, _ = stores
-    pl.append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
-    pl.append_predictions("bike", [_batch(["c"], ["2011-05-03T10:00"], version="2")], uri=uri)
+    append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
+    append_predictions("bike", [_batch(["c"], ["2011-05-03T10:00"], version="2")], uri=uri)
 
-    everything = pl.read_predictions("bike", None, None, uri=uri)
+    everything = read_predictions("bike", None, None, uri=uri)
     assert list(everything["request_id"]) == ["a", "b", "c"]
-    assert set(pl.META_COLUMNS) <= set(everything.columns)
+    assert set(META_COLUMNS) <= set(everything.columns)
     assert {"temp", "season"} <= set(everything.columns)
     assert list(everything["model_version"]) == ["1", "1", "2"]
     assert everything["season"].iloc[1] is None or pd.isna(everything["season"].iloc[1])
 
     # [start, end) on event time, whatever the logging time was.
-    window = pl.read_predictions("bike", "2011-05-02", "2011-05-03", uri=uri)
+    window = read_predictions("bike", "2011-05-02", "2011-05-03", uri=uri)
     assert list(window["request_id"]) == ["b"]
-    assert pl.read_predictions("bike", "2012-01-01", "2012-02-01", uri=uri).empty
-    assert pl.read_predictions("unknown_use_case", None, None, uri=uri).empty
+    assert read_predictions("bike", "2012-01-01", "2012-02-01", uri=uri).empty
+    assert read_predictions("unknown_use_case", None, None, uri=uri).empty
 
 
 def test_parquet_layout_is_partitioned_by_event_date(tmp_path: Path) -> None:
     uri = str(tmp_path / "log")
-    pl.append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
+    append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
     folders = sorted(p.name for p in (tmp_path / "log" / "bike").iterdir())
     assert folders == ["date=2011-05-01", "date=2011-05-02"]
     assert not list((tmp_path / "log").rglob(".tmp-*"))
@@ -66,15 +68,15 @@ def test_batch_partition_rerun_replaces_instead_of_appending(stores: tuple[str, 
     uri, _ = stores
     days = ["2011-05-01T00:00", "2011-05-01T01:00", "2011-05-02T00:00"]
     first = _batch(["x1", "x2", "x3"], days, source="batch", partition="2011-05-01")
-    assert pl.replace_batch_partition("bike", "2011-05-01", first, uri=uri) == 0
+    assert replace_batch_partition("bike", "2011-05-01", first, uri=uri) == 0
     other = _batch(["y1"], ["2011-05-01T05:00"], source="batch", partition="2011-05-01-other")
-    pl.replace_batch_partition("bike", "2011-05-01-other", other, uri=uri)
-    pl.append_predictions("bike", [_batch(["o1"], ["2011-05-01T03:00"])], uri=uri)
+    replace_batch_partition("bike", "2011-05-01-other", other, uri=uri)
+    append_predictions("bike", [_batch(["o1"], ["2011-05-01T03:00"])], uri=uri)
 
     again = _batch(["x1", "x2", "x3"], days, version="2", source="batch", partition="2011-05-01")
-    assert pl.replace_batch_partition("bike", "2011-05-01", again, uri=uri) == 3
+    assert replace_batch_partition("bike", "2011-05-01", again, uri=uri) == 3
 
-    frame = pl.read_predictions("bike", None, None, uri=uri)
+    frame = read_predictions("bike", None, None, uri=uri)
     assert sorted(frame["request_id"]) == ["o1", "x1", "x2", "x3", "y1"]
     assert set(frame.loc[frame["batch_partition"] == "2011-05-01", "model_version"]) == {"2"}
 
@@ -82,13 +84,11 @@ def test_batch_partition_rerun_replaces_instead_of_appending(stores: tuple[str, 
 def test_labels_join_by_id_and_latest_arrival_wins(stores: tuple[str, str], tmp_path: Path, monkeypatch) -> None:
     uri, labels_uri = stores
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))  # settings.labels_dir for the Parquet case
-    pl.append_predictions("bike", [_batch(["a", "b", "c"], ["2011-05-01T08:00"] * 3)], uri=uri)
-    pl.write_labels(
-        "bike", ["a", "b"], [5, 7], ["2011-05-01T08:00"] * 2, uri=labels_uri, arrived_at=datetime(2011, 5, 2)
-    )
-    pl.write_labels("bike", ["b"], [8], ["2011-05-01T08:00"], uri=labels_uri, arrived_at=datetime(2011, 5, 3))
+    append_predictions("bike", [_batch(["a", "b", "c"], ["2011-05-01T08:00"] * 3)], uri=uri)
+    write_labels("bike", ["a", "b"], [5, 7], ["2011-05-01T08:00"] * 2, uri=labels_uri, arrived_at=datetime(2011, 5, 2))
+    write_labels("bike", ["b"], [8], ["2011-05-01T08:00"], uri=labels_uri, arrived_at=datetime(2011, 5, 3))
 
-    frame = pl.read_predictions("bike", "2011-05-01", "2011-05-02", with_labels=True, uri=uri, labels_uri=labels_uri)
+    frame = read_predictions("bike", "2011-05-01", "2011-05-02", with_labels=True, uri=uri, labels_uri=labels_uri)
     labels = dict(zip(frame["request_id"], frame["label"], strict=True))
     assert labels["a"] == 5 and labels["b"] == 8 and math.isnan(labels["c"])
     assert frame["label"].dtype.kind == "f"
@@ -97,27 +97,27 @@ def test_labels_join_by_id_and_latest_arrival_wins(stores: tuple[str, str], tmp_
 def test_labels_default_to_settings_labels_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLOPS_PREDICTION_LOG_URI", raising=False)
-    pl.append_predictions("bike", [_batch(["a"], ["2011-05-01T08:00"])])
-    pl.write_labels("bike", ["a"], [3.0], ["2011-05-01T08:00"])
+    append_predictions("bike", [_batch(["a"], ["2011-05-01T08:00"])])
+    write_labels("bike", ["a"], [3.0], ["2011-05-01T08:00"])
     assert (tmp_path / "home" / "labels" / "bike" / "date=2011-05-01").is_dir()
     assert (tmp_path / "home" / "predictions" / "bike" / "date=2011-05-01").is_dir()
-    assert pl.read_predictions("bike", "2011-05-01", "2011-05-02", with_labels=True)["label"].tolist() == [3.0]
+    assert read_predictions("bike", "2011-05-01", "2011-05-02", with_labels=True)["label"].tolist() == [3.0]
 
 
 def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="differ in length"):
-        pl.write_labels("bike", ["a", "b"], [1], ["2011-05-01"], uri=str(tmp_path))
+        write_labels("bike", ["a", "b"], [1], ["2011-05-01"], uri=str(tmp_path))
     with pytest.raises(ValueError, match="source must be one of"):
-        pl.append_predictions("bike", [_batch(["a"], ["2011-05-01"], source="nightly")], uri=str(tmp_path))
+        append_predictions("bike", [_batch(["a"], ["2011-05-01"], source="nightly")], uri=str(tmp_path))
     with pytest.raises(ValueError, match="ISO date"):
-        pl.read_predictions("bike", "yesterday", None, uri=str(tmp_path))
+        read_predictions("bike", "yesterday", None, uri=str(tmp_path))
 
 
 def test_unwritable_store_raises_prediction_log_error(tmp_path: Path) -> None:
     blocker = tmp_path / "log"
     blocker.write_text("a file where the log folder should be")
-    with pytest.raises(pl.PredictionLogError, match="cannot write 1 predictions of bike"):
-        pl.append_predictions("bike", [_batch(["a"], ["2011-05-01"])], uri=str(blocker))
+    with pytest.raises(PredictionLogError, match="cannot write 1 predictions of bike"):
+        append_predictions("bike", [_batch(["a"], ["2011-05-01"])], uri=str(blocker))
 
 
 def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) -> None:
@@ -146,9 +146,9 @@ def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) 
         hour=8,
     )
     second = batch({"temp": [4.0, 5.0, 6.0]}, [1, 0, 1], hour=9)
-    frame = pl.build_frame([first, second], datetime(2026, 11, 23))
+    frame = build_frame([first, second], datetime(2026, 11, 23))
 
-    assert list(frame.columns[: len(pl.META_COLUMNS)]) == list(pl.META_COLUMNS)
+    assert list(frame.columns[: len(META_COLUMNS)]) == list(META_COLUMNS)
     dtypes = {name: str(frame[name].dtype) for name in frame.columns}
     assert {name: dtypes[name] for name in ("temp", "count", "flag", "mixed", "prediction")} == dict.fromkeys(
         ("temp", "count", "flag", "mixed", "prediction"), "float64"
@@ -168,18 +168,18 @@ def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) 
     assert frame["temp"].tolist()[3:] == [4.0, 5.0, 6.0]
 
     labels = batch({"temp": [1.0, 2.0, 3.0]}, ["yes", "no", "yes"], hour=10)
-    assert pl.build_frame([labels], datetime(2026, 11, 23))["prediction"].tolist() == ["yes", "no", "yes"]
+    assert build_frame([labels], datetime(2026, 11, 23))["prediction"].tolist() == ["yes", "no", "yes"]
 
     # Two appends of the same shape read back as one table with these types.
     uri = str(tmp_path / "predictions")
-    pl.append_predictions("uc", [second], uri=uri)
-    pl.append_predictions("uc", [batch({"temp": [None, 8.0, 9.0]}, [1, 1, 0], hour=11)], uri=uri)
-    back = pl.read_predictions("uc", None, None, uri=uri)
+    append_predictions("uc", [second], uri=uri)
+    append_predictions("uc", [batch({"temp": [None, 8.0, 9.0]}, [1, 1, 0], hour=11)], uri=uri)
+    back = read_predictions("uc", None, None, uri=uri)
     assert len(back) == 6 and str(back["temp"].dtype) == "float64" and back["temp"].isna().sum() == 1
 
 
 def _replace_slowly(uri: str, partition: str, ids: list[str]) -> None:
-    pl.replace_batch_partition("bike", partition, _batch(ids, ["2011-05-01"] * len(ids), source="batch",
+    replace_batch_partition("bike", partition, _batch(ids, ["2011-05-01"] * len(ids), source="batch",
                                                          partition=partition), uri=uri)  # fmt: skip
 
 
@@ -216,5 +216,5 @@ def test_overlapping_replacements_of_one_partition_leave_it_once(
     if runner == "processes":
         assert [w.exitcode for w in workers] == [0, 0]
 
-    logged = pl.read_predictions("bike", None, None, uri=uri)
+    logged = read_predictions("bike", None, None, uri=uri)
     assert sorted(logged["request_id"]) in (["a", "b"], ["c", "d"]), sorted(logged["request_id"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from polling import wait_until
 
-from mlops.predictionlog.stores import read_predictions
+from mlops.predictionlog.predictions import read_predictions
 from mlops.serving.logwriter import LogEntry, PredictionLogWriter
 
 

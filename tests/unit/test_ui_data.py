@@ -11,7 +11,7 @@ import pytest
 
 from mlops import naming
 from mlops.config import UseCase, load_use_case
-from mlops.monitoring.steps import report_dir
+from mlops.monitoring.reports import report_dir
 from mlops.settings import get_settings
 from mlops.ui import views
 

@@ -130,8 +130,8 @@ class ParquetColumns:
         return column.to_pandas().rename(name)
 
 
-def _clean(values: pd.Series) -> pd.Series:
-    """Drop missing and infinite values, as Evidently does before every test."""
+def usable_values(values: pd.Series) -> pd.Series:
+    """The values a drift test uses: missing and infinite ones dropped, as Evidently does before every test."""
     if pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype):
         array = values.to_numpy(dtype="float64", na_value=np.nan)
         return pd.Series(array[np.isfinite(array)], name=values.name, copy=False)
@@ -200,7 +200,7 @@ def column_drift(reference: pd.Series, current: pd.Series, kind: ColumnKind, nam
     columns; `check_drift` does so and reports why).
     """
     column = name or str(reference.name)
-    ref, cur = _clean(reference), _clean(current)
+    ref, cur = usable_values(reference), usable_values(current)
     if ref.empty or cur.empty:
         side = "reference" if ref.empty else "window"
         raise ValueError(f"column {column!r} has no non-missing values in the {side}")
@@ -257,7 +257,7 @@ def usable_columns(
             skipped.append(SkippedColumn(name, "absent from the reference data"))
         elif name not in current_columns:
             skipped.append(SkippedColumn(name, "absent from the window"))
-        elif _clean(reference[name]).empty:
+        elif usable_values(reference[name]).empty:
             skipped.append(SkippedColumn(name, "all values missing in the reference data"))
         elif kind == "numeric" and not pd.api.types.is_numeric_dtype(reference[name].dtype):
             skipped.append(SkippedColumn(name, f"declared numeric but the reference holds {reference[name].dtype}"))
@@ -284,7 +284,7 @@ def check_drift(
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(values.dtype):
             skipped.append(SkippedColumn(name, f"declared numeric but the window holds {values.dtype}"))
             continue
-        if _clean(values).empty:
+        if usable_values(values).empty:
             skipped.append(SkippedColumn(name, "all values missing in the window"))
             continue
         results.append(column_drift(reference[name], values, kind, name))

@@ -1,6 +1,6 @@
 """Build the monitoring DAG of one use case: window → validation → Evidently reports → decision → retrain.
 
-The decision itself is pure (`mlops.monitoring.decide`); this file gathers the
+The decision itself is pure (`mlops.monitoring.decision.decide`); this file gathers the
 facts only Airflow knows (is a training run active? when was the last trigger?)
 and turns a "retrain" decision into a triggered training run with its reason.
 """
@@ -8,7 +8,7 @@ and turns a "retrain" decision into a triggered training run with its reason.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param, Variable, dag, task
@@ -17,6 +17,12 @@ from mlops.config import UseCase
 from mlops.naming import last_trigger_variable, monitoring_dag_id, run_key, training_dag_id
 from mlops.orchestration.assets import drift_report_asset
 from mlops.orchestration.defaults import GATE, NETWORK_BOUND, dag_kwargs
+
+if TYPE_CHECKING:
+    from mlops.monitoring.decision import Guards
+
+# A queued training run counts as active: it will retrain anyway, so another trigger adds nothing.
+_ACTIVE_STATES = ["queued", "running"]
 
 
 def _window_end(context: dict[str, Any]) -> datetime:
@@ -31,9 +37,28 @@ def _window_end(context: dict[str, Any]) -> datetime:
     return moment
 
 
-def build_monitoring_dag(use_case: UseCase) -> DAG:
+def _run_key(context: dict[str, Any]) -> str:
+    return run_key(context["dag"].dag_id, context["run_id"])
+
+
+def _guards(use_case: UseCase, validation: dict[str, Any], context: dict[str, Any]) -> Guards:
+    """What the decision needs from Airflow: the run's time, active training runs, the last trigger."""
+    from mlops.monitoring.decision import Guards
+
+    last = Variable.get(last_trigger_variable(use_case.name), default=None)
+    active = context["ti"].get_dr_count(dag_id=training_dag_id(use_case.name), states=_ACTIVE_STATES)
+    return Guards(
+        now=_window_end(context),
+        training_active=active > 0,
+        last_triggered_at=datetime.fromisoformat(last) if last else None,
+        validation_passed=validation["passed"],
+        validation_details=validation["details"],
+    )
+
+
+def _doc(use_case: UseCase) -> str:
     cfg = use_case.monitoring
-    doc = f"""
+    return f"""
 ### Monitor `{use_case.name}`
 
 Reads the last {cfg.window_days} days of the prediction log (with the labels that have arrived),
@@ -48,12 +73,31 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
 **Params**: `as_of` (window end, `YYYY-MM-DD`; default: the data interval end).
 """
 
+
+def _trigger_retraining(use_case: UseCase) -> TriggerDagRunOperator:
+    """Start the training DAG with the assessment's reason, report and window end as its conf."""
+    return TriggerDagRunOperator(
+        task_id="trigger_retraining",
+        trigger_dag_id=training_dag_id(use_case.name),
+        conf={
+            "reason": "{{ ti.xcom_pull(task_ids='assess_window')['trigger_reason'] }}",
+            "report": "{{ ti.xcom_pull(task_ids='assess_window')['report_html'] }}",
+            "as_of": "{{ ti.xcom_pull(task_ids='assess_window')['window_end'] }}",
+        },
+        wait_for_completion=False,
+        **NETWORK_BOUND,
+    )
+
+
+def build_monitoring_dag(use_case: UseCase) -> DAG:
+    window_days = use_case.monitoring.window_days
+
     @dag(
         schedule=use_case.schedule.monitoring,
         **dag_kwargs(
             monitoring_dag_id(use_case.name),
             tags=["monitoring", use_case.name, *use_case.tags],
-            doc_md=doc,
+            doc_md=_doc(use_case),
             dagrun_timeout=timedelta(hours=2),
             owner=use_case.owner,
             params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},
@@ -62,58 +106,33 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
     def monitoring() -> None:
         @task(**NETWORK_BOUND)
         def collect_window(**context: Any) -> dict[str, Any]:
-            from mlops.monitoring import steps
+            from mlops.monitoring import window as monitoring_window
 
             end = _window_end(context)
-            window = steps.collect_window(
-                use_case, end - timedelta(days=cfg.window_days), end, run_key(context["dag"].dag_id, context["run_id"])
-            )
-            return window.to_dict()
+            start = end - timedelta(days=window_days)
+            return monitoring_window.collect_window(use_case, start, end, _run_key(context)).to_dict()
 
         @task(**GATE)
         def validate_window(window: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from mlops.monitoring import steps
+            from mlops.monitoring import window as monitoring_window
 
             # A failed validation is recorded, not raised: the decision turns it into a data-bug alert.
-            return steps.validate_window(use_case, window["path"], context["run_id"]).to_dict()
+            return monitoring_window.validate_window(use_case, window["path"], context["run_id"]).to_dict()
 
         @task(**GATE, outlets=[drift_report_asset(use_case)])
         def assess_window(window: dict[str, Any], validation: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from mlops.monitoring import steps
+            from mlops.monitoring import assessment
             from mlops.orchestration.notifiers import MlopsNotifier
 
-            ti = context["ti"]
-            last = Variable.get(last_trigger_variable(use_case.name), default=None)
-            guards = steps.Guards(
-                now=_window_end(context),
-                training_active=ti.get_dr_count(dag_id=training_dag_id(use_case.name), states=["queued", "running"])
-                > 0,
-                last_triggered_at=datetime.fromisoformat(last) if last else None,
-                validation_passed=validation["passed"],
-                validation_details=validation["details"],
-            )
-            assessment = steps.assess_window(
-                use_case, window["path"], guards, run_key(context["dag"].dag_id, context["run_id"])
-            )
-            if assessment.decision.alert:
-                MlopsNotifier.for_monitoring(assessment.decision.to_dict(), assessment.report_dir)(context)
-            return assessment.to_dict()
+            result = assessment.assess_window(use_case, window["path"], _guards(use_case, validation, context),
+                                              _run_key(context))  # fmt: skip
+            if result.decision.alert:
+                MlopsNotifier.for_monitoring(result.decision.to_dict(), result.report_dir)(context)
+            return result.to_dict()
 
         @task.short_circuit(**GATE)
         def should_retrain(assessment: dict[str, Any]) -> bool:
             return bool(assessment["decision"]["action"] == "retrain")
-
-        trigger_retraining = TriggerDagRunOperator(
-            task_id="trigger_retraining",
-            trigger_dag_id=training_dag_id(use_case.name),
-            conf={
-                "reason": "{{ ti.xcom_pull(task_ids='assess_window')['trigger_reason'] }}",
-                "report": "{{ ti.xcom_pull(task_ids='assess_window')['report_html'] }}",
-                "as_of": "{{ ti.xcom_pull(task_ids='assess_window')['window_end'] }}",
-            },
-            wait_for_completion=False,
-            **NETWORK_BOUND,
-        )
 
         @task(**NETWORK_BOUND)
         def record_trigger(**context: Any) -> str:
@@ -124,6 +143,6 @@ already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger
         window = collect_window()
         validation = validate_window(window)
         assessment = assess_window(window, validation)
-        should_retrain(assessment) >> trigger_retraining >> record_trigger()
+        should_retrain(assessment) >> _trigger_retraining(use_case) >> record_trigger()
 
     return monitoring()

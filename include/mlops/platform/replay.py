@@ -223,7 +223,7 @@ def replay(
     partition `replay-<date>` (idempotent: a re-run replaces it).
     """
     from mlops.config import find_use_case
-    from mlops.predictionlog.stores import write_labels
+    from mlops.predictionlog.labels import write_labels
 
     uc = find_use_case(use_case) if isinstance(use_case, str) else use_case
     first, stop = _as_date(start), _as_date(end)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlops._io import atomic_path
 from mlops.config import UseCase, resolve_use_case
-from mlops.predictionlog.stores import PredictionBatch, prediction_store, replace_batch_partition, to_timestamp
+from mlops.predictionlog.frames import PredictionBatch, to_timestamp
+from mlops.predictionlog.predictions import replace_batch_partition
+from mlops.predictionlog.stores import prediction_store
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:

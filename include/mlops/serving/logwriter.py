@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops.predictionlog.stores import PredictionBatch, append_frame, build_frame
+from mlops.predictionlog.frames import PredictionBatch, build_frame
+from mlops.predictionlog.predictions import append_frame
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,128 @@
+"""The monitoring DAG's decisive step: a window against the champion's training data, decided and recorded.
+
+`assess_window` chains the stages: the champion and its reference data (lineage),
+the reports (`run_monitoring`), the pure decision (`decide`), and the record of both
+in the report folder and in MLflow. It returns a small dataclass for XCom.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from mlops.config import UseCase
+from mlops.monitoring.decision import Guards, MonitoringDecision, decide
+from mlops.monitoring.reference import read_reference, reference_from_lineage
+from mlops.monitoring.reports import write_atomic
+from mlops.monitoring.run import MonitoringSummary, run_monitoring
+from mlops.monitoring.window import read_window
+from mlops.naming import (
+    TAG_MONITORING_ACTION,
+    TAG_MONITORING_CHAMPION_VERSION,
+    TAG_MONITORING_DRIFT_ENGINE,
+    TAG_MONITORING_RUN_KEY,
+    TAG_MONITORING_USE_CASE,
+)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    decision: MonitoringDecision
+    champion_version: str | None
+    report_dir: str | None
+    report_html: str | None
+    mlflow_run_id: str | None
+    window_end: str
+
+    @property
+    def trigger_reason(self) -> str:
+        return f"monitoring found {self.decision.action}: " + "; ".join(self.decision.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "decision": self.decision.to_dict(), "trigger_reason": self.trigger_reason}
+
+
+def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: str) -> Assessment:
+    """Reports against the champion's training data, the decision, and their MLflow record."""
+    from mlops.mlflow import registry
+
+    window_end = guards.now.date().isoformat()
+    champion = registry.champion(use_case.model_name)
+    if champion is None:
+        return Assessment(_no_champion(use_case), None, None, None, None, window_end)
+    reference = read_reference(reference_from_lineage({**champion.lineage, **champion.tags}))
+    current = read_window(use_case, window_path)
+    summary = run_monitoring(use_case, current, reference, run_key, champion_metrics=champion.metrics)
+    decision = decide(use_case, summary, guards)
+    directory = summary.report_dir
+    if directory is not None:
+        write_atomic(directory / "decision.json", json.dumps(decision.to_dict(), indent=2, default=str))
+    run_id = record_monitoring_run(
+        summary,
+        decision,
+        guards.now,
+        tags={TAG_MONITORING_CHAMPION_VERSION: champion.version, TAG_MONITORING_RUN_KEY: run_key},
+    )
+    html = directory / "drift.html" if directory is not None else None
+    return Assessment(
+        decision,
+        champion.version,
+        str(directory) if directory else None,
+        str(html) if html is not None and html.exists() else None,
+        run_id,
+        window_end,
+    )
+
+
+def _no_champion(use_case: UseCase) -> MonitoringDecision:
+    return MonitoringDecision(
+        use_case.name, "insufficient_data", [f"no @champion of {use_case.model_name} yet: train one first"],
+        0.0, [], {}, use_case.gate.primary_metric, None,
+    )  # fmt: skip
+
+
+def headline_metrics(summary: MonitoringSummary, decision: MonitoringDecision) -> dict[str, float]:
+    """The numbers a monitoring run is charted by: drift, rows, window performance (`perf_<metric>`), degradation."""
+    values = {
+        "drift_share": summary.drift.share_of_drifted_columns,
+        "drifted_columns": float(summary.drift.number_of_drifted_columns),
+        "rows": float(summary.rows),
+        "labelled_rows": float(summary.labelled_rows),
+        **{f"perf_{k}": v for k, v in summary.performance.items()},
+    }
+    if decision.degradation is not None:
+        values["degradation"] = decision.degradation
+    if summary.prediction_drift is not None:
+        values["prediction_drift_score"] = summary.prediction_drift.score
+    return values
+
+
+def record_monitoring_run(
+    summary: MonitoringSummary,
+    decision: MonitoringDecision,
+    window_end: datetime,
+    tags: Mapping[str, str] | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """Log the reports as artifacts and the headline numbers as metrics of a run in
+    `<use_case>-monitoring`; returns the MLflow run id."""
+    from mlops.mlflow.monitoring import log_monitoring_run
+
+    return log_monitoring_run(
+        summary.use_case,
+        f"monitor-{summary.run_key}",
+        window_end=window_end,
+        metrics=headline_metrics(summary, decision),
+        tags={
+            TAG_MONITORING_USE_CASE: summary.use_case,
+            TAG_MONITORING_ACTION: decision.action,
+            TAG_MONITORING_DRIFT_ENGINE: summary.drift_engine,
+            **(tags or {}),
+        },
+        decision=decision.to_dict(),
+        report_dir=summary.report_dir,
+        tracking_uri=tracking_uri,
+    )

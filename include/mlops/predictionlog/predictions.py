@@ -1,0 +1,120 @@
+"""The prediction log's API: append predictions, replace a batch partition, read a window (with its labels).
+
+Batch scoring, the online service and the replay all write through these functions,
+and monitoring reads back with `read_predictions`. A store failure raises
+`PredictionLogError` naming the store, so a caller can tell it from bad data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from mlops.predictionlog.frames import META_COLUMNS, PredictionBatch, TimeLike, build_frame, to_timestamp, utc_now
+from mlops.predictionlog.labels import read_labels
+from mlops.predictionlog.stores import PredictionLogError, is_sql_uri, prediction_store, use_case_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.config import UseCase
+
+
+def append_predictions(
+    use_case: UseCase | str,
+    batches: Sequence[PredictionBatch],
+    *,
+    uri: str | None = None,
+    logged_at: datetime | None = None,
+) -> int:
+    """Append prediction rows to the log; returns the number of rows written."""
+    return append_frame(use_case, build_frame(batches, logged_at or utc_now()), uri=uri)
+
+
+def append_frame(use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | None = None) -> int:
+    """Append rows made by `build_frame`; a store failure raises PredictionLogError.
+
+    Separate from `append_predictions` so that a caller holding rows (the service's log
+    writer) can tell a batch that cannot become rows (`build_frame` raised: the data is
+    wrong and retrying will not help) from a store that cannot take them now (retry).
+    """
+    name = use_case_name(use_case)
+    store = prediction_store(uri)
+    try:
+        store.append(name, frame)
+    except Exception as exc:
+        raise PredictionLogError(
+            f"cannot write {len(frame)} predictions of {name} to {store.describe()}: {exc}"
+        ) from exc
+    return len(frame)
+
+
+def replace_batch_partition(
+    use_case: UseCase | str,
+    partition: str,
+    batch: PredictionBatch,
+    *,
+    uri: str | None = None,
+    logged_at: datetime | None = None,
+) -> int:
+    """Write a batch-scoring partition, replacing whatever an earlier run wrote for it; returns rows replaced."""
+    if batch.batch_partition != partition:
+        raise ValueError(f"batch.batch_partition {batch.batch_partition!r} must equal partition {partition!r}")
+    frame = build_frame([batch], logged_at or utc_now())
+    name = use_case_name(use_case)
+    store = prediction_store(uri)
+    try:
+        return store.replace_partition(name, partition, frame)
+    except Exception as exc:
+        raise PredictionLogError(
+            f"cannot replace partition {partition!r} of {name} in {store.describe()}: {exc}"
+        ) from exc
+
+
+def read_predictions(
+    use_case: UseCase | str,
+    start: TimeLike | None,
+    end: TimeLike | None,
+    with_labels: bool = False,
+    *,
+    uri: str | None = None,
+    labels_uri: str | None = None,
+) -> pd.DataFrame:
+    """Predictions whose event time lies in [start, end), oldest first.
+
+    `start`/`end` take dates, datetimes or ISO strings; None leaves that side open.
+    `with_labels` adds a `label` column (NaN where the label has not arrived yet).
+    """
+    import numpy as np
+    import pandas as pd
+
+    lo = to_timestamp(start) if start is not None else None
+    hi = to_timestamp(end) if end is not None else None
+    name = use_case_name(use_case)
+    store = prediction_store(uri)
+    try:
+        frame = store.read(name, lo, hi)
+    except Exception as exc:
+        raise PredictionLogError(f"cannot read predictions of {name} from {store.describe()}: {exc}") from exc
+    if frame.empty:
+        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in META_COLUMNS})
+        frame["event_time"] = pd.Series(dtype="datetime64[ns]")
+    else:
+        frame = frame.sort_values(["event_time", "logged_at"], kind="stable").reset_index(drop=True)
+    if with_labels:
+        labels = read_labels(name, lo, hi, uri=labels_uri or _labels_beside(uri))
+        mapping = dict(zip(labels["request_id"], labels["label"], strict=True))
+        frame["label"] = [mapping.get(i, np.nan) for i in frame["request_id"]]
+        if frame["label"].dtype == object:
+            numeric = pd.to_numeric(frame["label"], errors="coerce")
+            if numeric.notna().sum() == frame["label"].notna().sum():
+                frame["label"] = numeric
+    return frame
+
+
+def _labels_beside(log_uri: str | None) -> str | None:
+    """The labels store that goes with an explicit log URI: an SQL log keeps its labels in the same database."""
+    if log_uri and is_sql_uri(log_uri):
+        return log_uri
+    return None
