@@ -182,6 +182,7 @@ def _not_loaded(state: ServiceState, use_case: str) -> Response:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body; a 413 as soon as its declared or streamed size passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -276,6 +277,7 @@ def _drop_use_case_matching(payload: Any, use_case: str) -> None:
 def _log(
     writer: PredictionLogWriter, model: LoadedModel, parsed: ParsedRequest, ids: list[str], predictions: list[Any]
 ) -> None:
+    """Queue the answered rows for the prediction log; event times default to now (UTC)."""
     times = parsed.event_times
     if times is None:
         now = datetime.now(UTC).replace(tzinfo=None)
