@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from mlops.serving.app import MicroBatcher
+from mlops.serving.microbatch import MicroBatcher
 from mlops.serving.models import LoadedModel
 from mlops.serving.schema import InputSchema
 

@@ -20,7 +20,37 @@ from mlops.orchestration.defaults import COMPUTE_BOUND, dag_kwargs
 
 
 def build_scoring_dag(use_case: UseCase) -> DAG:
-    doc = f"""
+    """`score_<use case>`: one task, scoring the partition of the run's date into the prediction log."""
+
+    @dag(
+        schedule=use_case.schedule.scoring,
+        **dag_kwargs(
+            scoring_dag_id(use_case.name),
+            tags=["inference", use_case.name, *use_case.tags],
+            doc_md=_doc(use_case),
+            dagrun_timeout=timedelta(hours=2),
+            owner=use_case.owner,
+            params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
+        ),
+    )
+    def scoring() -> None:
+        @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)])
+        def score_landed_partition(**context: Any) -> dict[str, Any]:
+            from mlops.serving import batch as serving_batch
+
+            partition = _partition_of(context)
+            frame = serving_batch.read_landed_partition(use_case, partition)
+            if frame is None:
+                raise AirflowSkipException(f"nothing landed for {use_case.name} partition {partition}")
+            return serving_batch.score_partition(use_case, partition, frame).to_dict()
+
+        score_landed_partition()
+
+    return scoring()
+
+
+def _doc(use_case: UseCase) -> str:
+    return f"""
 ### Batch scoring of `{use_case.name}`
 
 Scores the partition `date=<partition>` landed in `$MLOPS_HOME/landing/{use_case.name}/`
@@ -32,33 +62,14 @@ A re-run replaces the partition. Skips when nothing has landed for the partition
 triggered without one, the date it ran after).
 """
 
-    @dag(
-        schedule=use_case.schedule.scoring,
-        **dag_kwargs(
-            scoring_dag_id(use_case.name),
-            tags=["inference", use_case.name, *use_case.tags],
-            doc_md=doc,
-            dagrun_timeout=timedelta(hours=2),
-            owner=use_case.owner,
-            params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
-        ),
+
+def _partition_of(context: dict[str, Any]) -> str:
+    """The partition a run scores: its `partition` param, else its logical date, else the date it ran after."""
+    from mlops.serving.batch import run_partition
+
+    # `ds` exists only for runs with a logical date; a REST trigger may have none.
+    return run_partition(
+        context["params"].get("partition"),
+        context.get("logical_date"),
+        getattr(context.get("dag_run"), "run_after", None),
     )
-    def scoring() -> None:
-        @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)])
-        def score_landed_partition(**context: Any) -> dict[str, Any]:
-            from mlops.serving import batch as serving_batch
-
-            # `ds` exists only for runs with a logical date; a REST trigger may have none.
-            partition = serving_batch.run_partition(
-                context["params"].get("partition"),
-                context.get("logical_date"),
-                getattr(context.get("dag_run"), "run_after", None),
-            )
-            frame = serving_batch.read_landed_partition(use_case, partition)
-            if frame is None:
-                raise AirflowSkipException(f"nothing landed for {use_case.name} partition {partition}")
-            return serving_batch.score_partition(use_case, partition, frame).to_dict()
-
-        score_landed_partition()
-
-    return scoring()

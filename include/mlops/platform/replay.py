@@ -6,7 +6,7 @@ times, and their true targets are delivered as labels `label_delay` simulated da
 later. The bike data drifts with the seasons, so drift and decay show up in
 monitoring by themselves. `speed` is simulated days per wall-clock second.
 
-    python -m mlops.replay --start 2011-03-01 --end 2011-07-01 --speed 30 --via http
+    mlops replay --start 2011-03-01 --end 2011-07-01 --speed 30 --via http
 """
 
 from __future__ import annotations
@@ -223,7 +223,6 @@ def replay(
     partition `replay-<date>` (idempotent: a re-run replaces it).
     """
     from mlops.config import find_use_case
-    from mlops.predictionlog.labels import write_labels
 
     uc = find_use_case(use_case) if isinstance(use_case, str) else use_case
     first, stop = _as_date(start), _as_date(end)
@@ -235,38 +234,13 @@ def replay(
     rows = load_replay_rows(uc, first, stop)
     if rows.empty:
         raise ValueError(f"no rows of {uc.name} between {first} and {stop}; the data covers other dates")
-    settings = get_settings()
-    sender: _HttpSender | _BatchSender
-    if via == "http":
-        sender = _HttpSender(uc, url or f"http://{settings.host}:{settings.serving_port}", rows_per_request, timeout)
-    elif via == "batch":
-        sender = _BatchSender(uc, log_uri, tracking_uri)
-    else:
-        raise ValueError(f"via must be 'http' or 'batch', got {via!r}")
-
-    in_flight: list[tuple[datetime, pd.DataFrame]] = []
-    delivered = failed = 0
+    sender = _open_sender(uc, via, url, rows_per_request, timeout, log_uri, tracking_uri)
+    labels = _LabelsInFlight(uc, labels_uri)
+    failed = 0
     versions: Counter[str] = Counter()
-    month_rows = 0
-    month_versions: Counter[str] = Counter()
-    wall_start = time.monotonic()
+    month = _MonthTally()
+    pace = _Pace(first, speed, sleep)
     by_day = dict(tuple(rows.groupby(rows["event_time"].dt.date, sort=True)))
-
-    def deliver(until: datetime | None) -> int:
-        due = [(t, f) for t, f in in_flight if until is None or t <= until]
-        in_flight[:] = [(t, f) for t, f in in_flight if not (until is None or t <= until)]
-        count = 0
-        for _, frame in due:
-            write_labels(
-                uc,
-                frame["request_id"].tolist(),
-                frame[uc.target].tolist(),
-                frame["event_time"].tolist(),
-                uri=labels_uri,
-            )
-            count += len(frame)
-        return count
-
     try:
         day = first
         while day < stop:
@@ -275,40 +249,118 @@ def replay(
                 bad, answered, error = sender.send(day_rows)
                 failed += bad
                 versions.update(answered)
-                month_versions.update(answered)
-                month_rows += len(day_rows)
+                month.add(len(day_rows), answered)
                 if error:
                     progress(f"  {day}: {bad} rows failed: {error}")
                 # Ground truth arrives whether or not the prediction call worked.
-                for arrival, frame in day_rows.groupby(day_rows["event_time"] + delay):
-                    in_flight.append((arrival.to_pydatetime(), frame))
-            sim_now = datetime.combine(day + timedelta(days=1), datetime.min.time())
-            delivered += deliver(sim_now)
+                labels.add(day_rows, delay)
             next_day = day + timedelta(days=1)
+            labels.deliver(datetime.combine(next_day, datetime.min.time()))
             if next_day.month != day.month or next_day >= stop:
-                models = ", ".join(f"v{v}: {n}" for v, n in sorted(month_versions.items())) or "none"
-                progress(f"replaying {day:%Y-%m} ... {month_rows} rows (model {models}; labels delivered: {delivered})")
-                month_rows, month_versions = 0, Counter()
-            if speed > 0:
-                target = (next_day - first).days / speed
-                lag = target - (time.monotonic() - wall_start)
-                if lag > 0:
-                    sleep(lag)
+                progress(month.report(day, labels.delivered))
+                month = _MonthTally()
+            pace.wait_until(next_day)
             day = next_day
         if deliver_remaining_labels:
-            delivered += deliver(None)
+            labels.deliver(None)
     finally:
         sender.close()
-    pending = sum(len(f) for _, f in in_flight)
     progress(
         f"replay of {uc.name} {first}..{stop} via {via}: {len(rows)} rows, {failed} failed, "
-        f"{delivered} labels delivered, {pending} still in flight"
+        f"{labels.delivered} labels delivered, {labels.pending} still in flight"
     )
-    return ReplayResult(uc.name, str(first), str(stop), via, len(rows), failed, delivered, pending, dict(versions))
+    return ReplayResult(
+        uc.name, str(first), str(stop), via, len(rows), failed, labels.delivered, labels.pending, dict(versions)
+    )
+
+
+def _open_sender(
+    use_case: UseCase,
+    via: str,
+    url: str | None,
+    rows_per_request: int,
+    timeout: float,
+    log_uri: str | None,
+    tracking_uri: str | None,
+) -> _HttpSender | _BatchSender:
+    if via == "http":
+        settings = get_settings()
+        return _HttpSender(
+            use_case, url or f"http://{settings.host}:{settings.serving_port}", rows_per_request, timeout
+        )
+    if via == "batch":
+        return _BatchSender(use_case, log_uri, tracking_uri)
+    raise ValueError(f"via must be 'http' or 'batch', got {via!r}")
+
+
+class _LabelsInFlight:
+    """Ground truth on its way: written to the labels store once its arrival time has passed."""
+
+    def __init__(self, use_case: UseCase, labels_uri: str | None) -> None:
+        self.use_case = use_case
+        self.labels_uri = labels_uri
+        self._in_flight: list[tuple[datetime, pd.DataFrame]] = []
+        self.delivered = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(frame) for _, frame in self._in_flight)
+
+    def add(self, rows: pd.DataFrame, delay: timedelta) -> None:
+        for arrival, frame in rows.groupby(rows["event_time"] + delay):
+            self._in_flight.append((arrival.to_pydatetime(), frame))
+
+    def deliver(self, until: datetime | None) -> None:
+        """Write the labels that arrive by `until` (None: all of them)."""
+        from mlops.predictionlog.labels import write_labels
+
+        due = [(t, f) for t, f in self._in_flight if until is None or t <= until]
+        self._in_flight = [(t, f) for t, f in self._in_flight if not (until is None or t <= until)]
+        for _, frame in due:
+            write_labels(
+                self.use_case,
+                frame["request_id"].tolist(),
+                frame[self.use_case.target].tolist(),
+                frame["event_time"].tolist(),
+                uri=self.labels_uri,
+            )
+            self.delivered += len(frame)
+
+
+class _MonthTally:
+    """Rows sent and model versions that answered in one simulated month, for the progress line."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.versions: Counter[str] = Counter()
+
+    def add(self, rows: int, versions: Counter[str]) -> None:
+        self.rows += rows
+        self.versions.update(versions)
+
+    def report(self, day: date, labels_delivered: int) -> str:
+        models = ", ".join(f"v{v}: {n}" for v, n in sorted(self.versions.items())) or "none"
+        return f"replaying {day:%Y-%m} ... {self.rows} rows (model {models}; labels delivered: {labels_delivered})"
+
+
+class _Pace:
+    """Holds simulated day k back until k / speed wall-clock seconds after the start (speed 0: no waiting)."""
+
+    def __init__(self, first: date, speed: float, sleep: Callable[[float], None]) -> None:
+        self.first = first
+        self.speed = speed
+        self.sleep = sleep
+        self.started = time.monotonic()
+
+    def wait_until(self, day: date) -> None:
+        if self.speed > 0:
+            lag = (day - self.first).days / self.speed - (time.monotonic() - self.started)
+            if lag > 0:
+                self.sleep(lag)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mlops.replay", description="Replay bundled data as production traffic.")
+    p = argparse.ArgumentParser(prog="mlops replay", description="Replay bundled data as production traffic.")
     p.add_argument("--use-case", default="bike_sharing")
     p.add_argument("--start", default="2011-03-01", help="first simulated day (inclusive)")
     p.add_argument("--end", default="2011-07-01", help="last simulated day (exclusive)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ScoringResult:
+    """What one scoring run wrote: the partition, the model version that scored it, and where."""
+
     use_case: str
     partition: str
     model_name: str
@@ -41,8 +43,6 @@ class ScoringResult:
     log_location: str
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -173,22 +173,10 @@ def score_partition(
     from mlops.serving.models import load_alias
 
     uc = resolve_use_case(use_case)
-    if not partition or len(partition) > 200:
-        raise ValueError("partition must be a non-empty label of at most 200 characters, e.g. a date 2011-05-01")
-    if source not in ("batch", "replay"):
-        raise ValueError(f"batch scoring writes source 'batch' or 'replay', got {source!r}")
+    _check_partition_and_source(partition, source)
     logged_at = scored_at or datetime.now(UTC).replace(tzinfo=None)
     features = prepare_features(uc, frame)
-    if ids is not None:
-        row_ids = [str(i) for i in ids]
-    elif id_column is not None:
-        if id_column not in frame.columns:
-            raise ValueError(f"id_column {id_column!r} is not a column of the frame")
-        row_ids = [str(i) for i in frame[id_column]]
-    else:
-        row_ids = [f"{partition}:{i}" for i in range(len(frame))]
-    if len(row_ids) != len(frame):
-        raise ValueError(f"ids has {len(row_ids)} entries for {len(frame)} rows")
+    row_ids = _row_ids(partition, frame, ids, id_column)
     times = _event_times(uc, partition, frame, event_times, logged_at)
 
     loaded = model or load_alias(uc, alias, tracking_uri)
@@ -217,6 +205,28 @@ def score_partition(
         prediction_mean=sum(numeric) / len(numeric) if numeric else None,
         log_location=prediction_store(log_uri).describe(),
     )
+
+
+def _check_partition_and_source(partition: str, source: str) -> None:
+    if not partition or len(partition) > 200:
+        raise ValueError("partition must be a non-empty label of at most 200 characters, e.g. a date 2011-05-01")
+    if source not in ("batch", "replay"):
+        raise ValueError(f"batch scoring writes source 'batch' or 'replay', got {source!r}")
+
+
+def _row_ids(partition: str, frame: pd.DataFrame, ids: Sequence[Any] | None, id_column: str | None) -> list[str]:
+    """`ids`, else `frame[id_column]`, else `<partition>:<row number>`, all as text, one per row."""
+    if ids is not None:
+        row_ids = [str(i) for i in ids]
+    elif id_column is not None:
+        if id_column not in frame.columns:
+            raise ValueError(f"id_column {id_column!r} is not a column of the frame")
+        row_ids = [str(i) for i in frame[id_column]]
+    else:
+        row_ids = [f"{partition}:{i}" for i in range(len(frame))]
+    if len(row_ids) != len(frame):
+        raise ValueError(f"ids has {len(row_ids)} entries for {len(frame)} rows")
+    return row_ids
 
 
 def _missing(value: Any) -> bool:

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
-    from mlops.serving.app import CONFIG_ENV, ServingConfig
+    from mlops.serving.config import CONFIG_ENV, ServingConfig
 
     args = build_parser().parse_args(argv)
     config = ServingConfig(

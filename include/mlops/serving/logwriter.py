@@ -53,7 +53,7 @@ class LogEntry:
 def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
     """One batch per model version, source and column set, whatever the number of requests.
 
-    Why: at a thousand single-row requests a second, converting entry by entry cost the
+    Why: at a thousand single-row requests a second, converting entry by entry costs the
     writer thread ~0.2 s of Python per flush, taken from the event loop under the GIL;
     one `zip(*rows)` per group does the transposition in C.
     """
@@ -80,6 +80,8 @@ def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
 
 
 class PredictionLogWriter:
+    """The bounded queue requests submit to, and the thread that appends it to the prediction log."""
+
     def __init__(
         self,
         uri: str | None = None,
@@ -196,10 +198,10 @@ class PredictionLogWriter:
         """Log rows for one use case's entries, and the entries they hold.
 
         A batch that cannot become rows (say an event time pandas cannot hold) fails the
-        same way on every retry. Treated as a store failure it held back every later
-        entry of its use case for good, so here it is a data error: each entry is built
-        on its own, the ones that fail are rejected (counted, logged, shown in /health)
-        and the rest are written.
+        same way on every retry; treated as a store failure it would hold back every later
+        entry of its use case for good. So it is a data error: each entry is built on its
+        own, the ones that fail are rejected (counted, logged, shown in /health) and the
+        rest are written.
         """
         import pandas as pd
 

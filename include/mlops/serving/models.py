@@ -1,10 +1,11 @@
-"""Models from the MLflow registry, and the cache that follows an alias.
+"""Loaded model versions, and the cache that follows a registry alias.
 
-This is the only serving module that talks to MLflow. A poller thread resolves
-`@champion` (or another alias) every few seconds; when the version changes it
-loads the new version completely and only then swaps the reference, so a request
-in flight keeps the model object it started with. Loaded versions stay cached,
-so a rollback to the previous champion swaps back at once.
+A poller thread resolves `@champion` (or another alias) every few seconds; when the
+version changes it loads the new version completely and only then swaps the reference,
+so a request in flight keeps the model object it started with. Loaded versions stay
+cached, so a rollback to the previous champion swaps back at once. The registry is
+read through `mlops.mlflow.models`; this module adds the compiled input schema and
+the array fast path (serving/fastpath.py) to what it returns.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops.mlflow.models import (
+    DownloadedVersion,
+    ModelNotFoundError,
+    VersionInfo,
+    download_version,
+    load_input_example,
+    load_sklearn_model,
+    resolve_alias,
+)
 from mlops.serving.fastpath import ArrayPredictor, compile_array_predictor
 from mlops.serving.schema import InputSchema
-from mlops.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,18 +38,6 @@ if TYPE_CHECKING:
     from mlops.config import UseCase
 
 log = logging.getLogger("mlops.serving")
-
-
-class ModelNotFoundError(LookupError):
-    """The registry has no version under the requested alias."""
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    name: str
-    version: str
-    run_id: str | None
-    aliases: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -84,27 +81,6 @@ class LoadedModel:
         }
 
 
-def _tracking_uri(tracking_uri: str | None) -> str:
-    return tracking_uri or get_settings().mlflow_tracking_uri
-
-
-def resolve_alias(model_name: str, alias: str = "champion", tracking_uri: str | None = None) -> VersionInfo:
-    """The version an alias points at now; ModelNotFoundError when the alias is not set."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=_tracking_uri(tracking_uri), registry_uri=_tracking_uri(tracking_uri))
-    try:
-        mv = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise ModelNotFoundError(
-                f"registered model {model_name!r} has no @{alias} version yet; train and promote a model first"
-            ) from exc
-        raise
-    return VersionInfo(model_name, str(mv.version), mv.run_id, tuple(getattr(mv, "aliases", ()) or ()))
-
-
 def load_version(
     use_case: UseCase,
     info: VersionInfo,
@@ -114,19 +90,11 @@ def load_version(
 ) -> LoadedModel:
     """Download and load one registered version, compile its input schema and, unless told not to,
     its array predictor."""
-    import mlflow
-    from mlflow.models import Model
-
-    uri = _tracking_uri(tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    model_uri = f"models:/{info.name}/{info.version}"
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    meta = Model.load(local)
-    signature = meta.signature.to_dict() if meta.signature is not None else None
-    inputs = meta.signature.inputs.to_dict() if meta.signature is not None and meta.signature.inputs else None
-    schema = InputSchema.from_signature(inputs, use_case.features.numeric, use_case.features.categorical)
-    model = load_sklearn_model(local, meta)
+    downloaded = download_version(info, tracking_uri)
+    schema = InputSchema.from_signature(
+        downloaded.input_columns, use_case.features.numeric, use_case.features.categorical
+    )
+    model = load_sklearn_model(downloaded)
     return LoadedModel(
         use_case=use_case.name,
         model_name=info.name,
@@ -134,18 +102,18 @@ def load_version(
         alias=alias,
         run_id=info.run_id,
         aliases=info.aliases,
-        signature=signature,
+        signature=downloaded.signature,
         schema=schema,
         model=model,
         loaded_at=datetime.now(UTC),
-        array_predictor=_array_predictor(model, schema, meta, local, model_uri) if array_predict else None,
+        array_predictor=_array_predictor(model, schema, downloaded) if array_predict else None,
     )
 
 
-def _array_predictor(model: Any, schema: InputSchema, meta: Any, local: str, model_uri: str) -> ArrayPredictor | None:
+def _array_predictor(model: Any, schema: InputSchema, downloaded: DownloadedVersion) -> ArrayPredictor | None:
     """The array path, checked against Pipeline.predict on the version's input example plus a row of nulls."""
     try:
-        example = meta.load_input_example(local)
+        example = load_input_example(downloaded)
         if example is None:
             raise ValueError("the version has no input example to check the array path against")
         example = example[schema.names].astype(object)
@@ -153,39 +121,8 @@ def _array_predictor(model: Any, schema: InputSchema, meta: Any, local: str, mod
         rows.append([None if column.nullable else rows[0][j] for j, column in enumerate(schema.columns)])
         return compile_array_predictor(model, schema.to_frame(rows))
     except Exception as exc:
-        log.warning("%s predicts through Pipeline.predict: %s", model_uri, exc)
+        log.warning("%s predicts through Pipeline.predict: %s", downloaded.uri, exc)
         return None
-
-
-SAFE_TYPE_PREFIXES = ("numpy.", "scipy.", "sklearn.")
-
-
-def load_sklearn_model(local_dir: str, meta: Any) -> Any:
-    """Load the sklearn flavor without trusting the artifact's own allow-list.
-
-    MLflow gates every format behind MLFLOW_ALLOW_PICKLE_DESERIALIZATION because a
-    skops file's trusted types are read from the model itself. We load skops files
-    directly and trust only numpy/scipy/scikit-learn types, which is all our
-    pipelines hold; pickle formats still need that variable set on purpose.
-    """
-    import os
-
-    flavor = meta.flavors.get("sklearn")
-    if flavor is None:
-        raise ValueError(f"the model at {local_dir} has no sklearn flavor; the service serves scikit-learn pipelines")
-    if flavor.get("serialization_format") == "skops":
-        import skops.io
-
-        declared = flavor.get("skops_trusted_types") or []
-        unsafe = [t for t in declared if not t.startswith(SAFE_TYPE_PREFIXES)]
-        if unsafe:
-            raise ValueError(
-                f"refusing to load {local_dir}: it asks to trust types outside numpy/scipy/sklearn: {unsafe}"
-            )
-        return skops.io.load(os.path.join(local_dir, flavor["pickled_model"]), trusted=declared)
-    import mlflow.sklearn
-
-    return mlflow.sklearn.load_model(local_dir)
 
 
 def load_alias(use_case: UseCase, alias: str = "champion", tracking_uri: str | None = None) -> LoadedModel:
@@ -229,38 +166,46 @@ class ModelCache:
         """One polling round: load any version the alias moved to, then swap."""
         for name, use_case in self.use_cases.items():
             try:
-                info = resolve_alias(use_case.model_name, self.alias, self.tracking_uri)
-                current = self._current.get(name)
-                if current is not None and current.version == info.version:
-                    if current.aliases != info.aliases:  # e.g. @previous moved; keep /models truthful
-                        self._current[name] = _with_aliases(current, info.aliases)
-                    self._errors.pop(name, None)
-                    continue
-                cached = self._loaded[name].get(info.version)
-                loaded = (
-                    _with_aliases(cached, info.aliases)
-                    if cached
-                    else load_version(use_case, info, self.alias, self.tracking_uri, self.array_predict)
-                )
-                self._loaded[name][info.version] = loaded
-                self._loaded[name].move_to_end(info.version)
-                while len(self._loaded[name]) > self.keep_versions:
-                    self._loaded[name].popitem(last=False)
-                self._current[name] = loaded
+                self._follow_alias(name, use_case)
                 self._errors.pop(name, None)
-                if not cached:
-                    # Everything loaded so far (libraries, the model) lives as long as the
-                    # process: freezing it keeps the cyclic GC from walking those millions
-                    # of objects in the middle of a request (pauses of tens of ms at p99).
-                    gc.freeze()
-                old = current.version if current else None
-                log.warning("use case %s now serves %s version %s (was %s)", name, info.name, info.version, old)
             except ModelNotFoundError as exc:
                 self._errors[name] = str(exc)
             except Exception as exc:  # the registry may be down; keep serving what we have
                 self._errors[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("polling @%s of %s failed: %s", self.alias, use_case.model_name, exc)
         self._last_poll = datetime.now(UTC)
+
+    def _follow_alias(self, name: str, use_case: UseCase) -> None:
+        """Serve the version the alias points at, loading it unless it is current or cached."""
+        info = resolve_alias(use_case.model_name, self.alias, self.tracking_uri)
+        current = self._current.get(name)
+        if current is not None and current.version == info.version:
+            if current.aliases != info.aliases:  # e.g. @previous moved; keep /models truthful
+                self._current[name] = replace(current, aliases=info.aliases)
+            return
+        cached = self._loaded[name].get(info.version)
+        loaded = (
+            replace(cached, aliases=info.aliases)
+            if cached
+            else load_version(use_case, info, self.alias, self.tracking_uri, self.array_predict)
+        )
+        self._keep_loaded(name, loaded)
+        self._current[name] = loaded
+        if not cached:
+            # Everything loaded so far (libraries, the model) lives as long as the
+            # process: freezing it keeps the cyclic GC from walking those millions
+            # of objects in the middle of a request (pauses of tens of ms at p99).
+            gc.freeze()
+        old = current.version if current else None
+        log.warning("use case %s now serves %s version %s (was %s)", name, info.name, info.version, old)
+
+    def _keep_loaded(self, name: str, loaded: LoadedModel) -> None:
+        """Remember `loaded` as the most recent version of `name`, forgetting the oldest past keep_versions."""
+        versions = self._loaded[name]
+        versions[loaded.version] = loaded
+        versions.move_to_end(loaded.version)
+        while len(versions) > self.keep_versions:
+            versions.popitem(last=False)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -288,9 +233,3 @@ class ModelCache:
             "last_poll": self._last_poll.isoformat() if self._last_poll else None,
             "errors": dict(self._errors),
         }
-
-
-def _with_aliases(model: LoadedModel, aliases: tuple[str, ...]) -> LoadedModel:
-    from dataclasses import replace
-
-    return replace(model, aliases=aliases)

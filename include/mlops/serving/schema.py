@@ -347,8 +347,8 @@ def _check_id(value: Any) -> tuple[Any, str | None]:
 
 
 # Event times the log accepts. The prediction log keeps times as pandas datetime64[ns],
-# which holds 1677-09-21..2262-04-11 only; a time outside it was answered 200 and then
-# failed every write of its log batch. The narrower bound also catches typos (3011 for
+# which holds 1677-09-21..2262-04-11 only; a time outside it would be answered 200 and
+# then fail every write of its log batch. The narrower bound also catches typos (3011 for
 # 2011) while leaving any real business time, historical or planned, well inside.
 EARLIEST_EVENT_TIME = datetime(1900, 1, 1)
 LATEST_EVENT_TIME = datetime(2200, 1, 1)

@@ -1,0 +1,297 @@
+"""Predictions: `POST /predict/{use_case}`, and `POST /predict` with the use case in the body.
+
+The hot path reads the body with a size cap, decodes it with orjson, validates it with
+the model's compiled schema and joins a micro-batch (serving/microbatch.py): every
+request of the batch window is predicted with one `pipeline.predict` call, because a
+scikit-learn pipeline costs nearly the same for 1 row as for 100. The prediction is then
+queued for the log writer thread and the response goes out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from mlops.serving.logwriter import LogEntry
+from mlops.serving.microbatch import VersionChanged
+from mlops.serving.routes import json_response
+from mlops.serving.schema import RequestError, parse_json
+from mlops.serving.state import service_state
+
+if TYPE_CHECKING:
+    from mlops.serving.logwriter import PredictionLogWriter
+    from mlops.serving.models import LoadedModel
+    from mlops.serving.schema import ParsedRequest
+    from mlops.serving.state import ServiceState
+
+router = APIRouter()
+
+_PREDICT_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Either `records` (a batch) or `record` (one). Feature names and types: GET /models (signature).",
+    "properties": {
+        "use_case": {
+            "type": "string",
+            "description": "POST /predict only: the use case whose @champion answers; optional when the service "
+            "serves one use case. On /predict/{use_case} it may repeat the path's.",
+        },
+        "records": {"type": "array", "items": {"type": "object"}, "description": "Feature objects, one per row."},
+        "record": {"type": "object", "description": "One feature object."},
+        "ids": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Optional request ids, one per record (joins labels later).",
+        },
+        "id": {"type": "string"},
+        "event_times": {
+            "type": "array",
+            "items": {"type": "string", "format": "date-time"},
+            "description": "Optional business time per record (monitoring windows use it); default: now.",
+        },
+        "event_time": {"type": "string", "format": "date-time"},
+        "source": {"type": "string", "enum": ["online", "replay"], "default": "online"},
+    },
+}
+_PREDICT_EXAMPLE = {
+    "records": [
+        {
+            "temp": 12.3,
+            "atemp": 11.0,
+            "hum": 60.0,
+            "windspeed": 11.0,
+            "season": "spring",
+            "hr": "8am",
+            "holiday": "No",
+            "weekday": "Mon",
+            "workingday": "Yes",
+            "weathersit": "Clear",
+        }
+    ],
+    "ids": ["r-1"],
+    "event_times": ["2011-05-02T08:00:00"],
+}
+_PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "`{use_case, model_name, model_version, ids, predictions}`"},
+    400: {"description": "Malformed or too deeply nested JSON"},
+    413: {"description": "Body or batch too large"},
+    422: {"description": "Invalid fields; `detail[].loc` names each one"},
+    503: {"description": "No model loaded yet for this use case"},
+}
+
+
+@router.post(
+    "/predict",
+    summary="Predict one record or a batch; the body's `use_case` names the model (optional with one use case)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": _PREDICT_BODY_SCHEMA,
+                    "example": {"use_case": "bike_sharing", **_PREDICT_EXAMPLE},
+                }
+            },
+        }
+    },
+    responses=_PREDICT_RESPONSES,
+)
+async def predict_any(request: Request) -> Response:
+    state = service_state(request)
+    try:
+        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        use_case = _use_case_of(payload, state.served)
+    except RequestError as exc:
+        return json_response(exc.status, exc.body())
+    if use_case not in state.batchers:
+        return _unknown_use_case(state, ["body", "use_case"], use_case, 422)
+    model = state.cache.get(use_case)
+    if model is None:
+        return _not_loaded(state, use_case)
+    return await _answer(state, use_case, model, payload)
+
+
+@router.post(
+    "/predict/{use_case}",
+    summary="Predict one record or a batch with the use case's @champion",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _PREDICT_BODY_SCHEMA, "example": _PREDICT_EXAMPLE}},
+        }
+    },
+    responses={**_PREDICT_RESPONSES, 404: {"description": "Unknown use case"}},
+)
+async def predict(use_case: str, request: Request) -> Response:
+    state = service_state(request)
+    if use_case not in state.batchers:
+        return _unknown_use_case(state, ["path", "use_case"], use_case, 404)
+    model = state.cache.get(use_case)
+    if model is None:
+        return _not_loaded(state, use_case)
+    try:
+        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        _drop_use_case_matching(payload, use_case)
+    except RequestError as exc:
+        return json_response(exc.status, exc.body())
+    return await _answer(state, use_case, model, payload)
+
+
+async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> Response:
+    """Validate, predict (micro-batched), queue for the log, answer."""
+    try:
+        parsed = model.schema.parse(payload, state.config.max_records)
+    except RequestError as exc:
+        return json_response(exc.status, exc.body())
+    try:
+        used, predictions = await state.batchers[use_case].predict(model, parsed.rows)
+    except VersionChanged:
+        return json_response(503, {"detail": "the model changed its input columns during this request; retry"})
+    except (ValueError, TypeError, KeyError) as exc:
+        # The pipeline refused values the signature allowed (e.g. an unknown category).
+        return json_response(
+            422,
+            {"detail": [{"loc": ["body"], "msg": f"the model rejected the input: {exc}", "type": "model_error"}]},
+        )
+    ids = parsed.ids or [uuid.uuid4().hex for _ in parsed.rows]
+    _log(state.writer, used, parsed, ids, predictions)
+    return json_response(
+        200,
+        {
+            "use_case": use_case,
+            "model_name": used.model_name,
+            "model_version": used.version,
+            "ids": ids,
+            "predictions": predictions,
+        },
+    )
+
+
+def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: int) -> Response:
+    msg = f"unknown use case {name!r}; served: {state.served}"
+    return json_response(status, {"detail": [{"loc": loc, "msg": msg, "type": "not_found"}]})
+
+
+def _not_loaded(state: ServiceState, use_case: str) -> Response:
+    reason = state.cache.status()["errors"].get(use_case, "the model is still loading")
+    return json_response(503, {"detail": f"no @{state.config.alias} model loaded for {use_case}: {reason}"})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body; a 413 as soon as its declared or streamed size passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise RequestError(
+                400, [{"loc": ["header", "content-length"], "msg": "not an integer", "type": "value_error"}]
+            ) from None
+        if size > limit:
+            raise RequestError(
+                413,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"body of {size} bytes exceeds the limit of {limit} bytes; split the batch",
+                        "type": "too_large",
+                    }
+                ],
+            )
+        return await request.body()
+    chunks = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise RequestError(
+                413,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"body exceeds the limit of {limit} bytes; split the batch",
+                        "type": "too_large",
+                    }
+                ],
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _use_case_of(payload: Any, served: list[str]) -> str:
+    """The use case a `POST /predict` body names (removing the key), or the only one served."""
+    if type(payload) is not dict:
+        raise RequestError(
+            422,
+            [
+                {
+                    "loc": ["body"],
+                    "msg": 'send a JSON object: {"use_case": "...", "records": [{...}]} or {"record": {...}}',
+                    "type": "dict_type",
+                }
+            ],
+        )
+    if "use_case" not in payload:
+        if len(served) == 1:
+            return served[0]
+        raise RequestError(
+            422,
+            [
+                {
+                    "loc": ["body", "use_case"],
+                    "msg": f"field required: this service serves several use cases, name one of {served} "
+                    "(or POST to /predict/<use_case>)",
+                    "type": "missing",
+                }
+            ],
+        )
+    named = payload.pop("use_case")
+    if type(named) is not str:
+        raise RequestError(
+            422, [{"loc": ["body", "use_case"], "msg": f"must be one of {served}", "type": "string_type"}]
+        )
+    return named
+
+
+def _drop_use_case_matching(payload: Any, use_case: str) -> None:
+    """Remove the `use_case` a `POST /predict/{use_case}` body may repeat; naming another is a 422."""
+    if type(payload) is dict and "use_case" in payload:
+        named = payload.pop("use_case")
+        if named != use_case:
+            raise RequestError(
+                422,
+                [
+                    {
+                        "loc": ["body", "use_case"],
+                        "msg": f"names {named!r} but the path names {use_case!r}; drop one",
+                        "type": "value_error",
+                    }
+                ],
+            )
+
+
+def _log(
+    writer: PredictionLogWriter, model: LoadedModel, parsed: ParsedRequest, ids: list[str], predictions: list[Any]
+) -> None:
+    """Queue the answered rows for the prediction log; event times default to now (UTC)."""
+    times = parsed.event_times
+    if times is None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        times = [now] * len(ids)
+    writer.submit(
+        LogEntry(
+            use_case=model.use_case,
+            model_name=model.model_name,
+            model_version=model.version,
+            source=parsed.source,
+            ids=ids,
+            event_times=times,
+            names=model.schema.names,
+            rows=parsed.rows,
+            predictions=predictions,
+        )
+    )
