@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlops.config import find_use_case
 from mlops.monitoring.steps import Assessment, MonitoringDecision
 from mlops.naming import TAG_CANDIDATE_KEY, TAG_DAG_RUN_ID, TAG_MODEL_URI, TAG_RUN_KEY, TAG_RUN_TYPE
-from mlops.orchestration.training import QUEUE_XCOM_KEY
+from mlops.orchestration.training_slot import QUEUE_XCOM_KEY
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.processes import group_alive, stop_process_group

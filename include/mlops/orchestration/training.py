@@ -5,117 +5,28 @@ training and to evaluation alike, and each stage reads the frames it needs from 
 Each task calls a stage module of the package; this file decides only order, retries
 and triggers. Every task is keyed on the DAG run, so clearing and re-running one is safe.
 
-`build_training_dag` wires the steps; each `_step` helper below it defines one task and
-applies it to its inputs, in the order the DAG runs them.
+`build_training_dag` wires the steps; each helper below it defines one task and applies
+it to its inputs, in the order the DAG runs them. The optional approval step is
+`orchestration.approval`, the training slot `orchestration.training_slot`.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import pendulum
-from airflow.sdk import DAG, Param, Variable, dag, task
+from airflow.sdk import DAG, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.config import UseCase
-from mlops.naming import run_key, training_dag_id, training_slot_variable
+from mlops.naming import run_key, training_dag_id
 from mlops.orchestration.assets import champion_asset
-from mlops.orchestration.defaults import COMPUTE_BOUND, GATE, MAX_ACTIVE_RUNS, NETWORK_BOUND, REGISTRY, dag_kwargs
-
-# A run that starts within this long of being asked for did not wait for another one:
-# a free slot is taken within a scheduler loop or two, even on a loaded machine.
-QUEUE_NOTICE_SECONDS = 10.0
-QUEUE_XCOM_KEY = "queue_wait"
+from mlops.orchestration.connections import sql_uri
+from mlops.orchestration.defaults import COMPUTE_BOUND, GATE, NETWORK_BOUND, REGISTRY, dag_kwargs
+from mlops.orchestration.training_slot import QUEUE_XCOM_KEY, claim_training_slot
 
 # What calling a TaskFlow task inside a DAG gives: an XComArg to wire on (Airflow leaves it untyped).
 TaskOutput = Any
-
-log = logging.getLogger(__name__)
-
-
-def sql_uri(conn_id: str) -> str:
-    """Resolve a SQL source's Airflow connection to an SQLAlchemy URL, at run time only."""
-    from airflow.sdk import Connection
-
-    return sqlalchemy_url(Connection.get(conn_id))
-
-
-def sqlalchemy_url(connection: Any) -> str:
-    """The SQLAlchemy URL of an Airflow connection, as the connection type's provider hook builds it.
-
-    Not `Connection.get_uri()`: that is Airflow's own URI format, whose `postgres://`
-    SQLAlchemy 2 refuses and whose sqlite path is percent-escaped. The provider's
-    `DbApiHook.sqlalchemy_url` is the documented way (for Postgres it picks the installed
-    driver: `postgresql+psycopg://`). SQLite needs no provider (none is installed): Airflow
-    keeps the database file in the connection's host, as the sqlite provider's hook reads it.
-    """
-    from airflow.sdk.exceptions import AirflowException
-    from sqlalchemy.engine import URL
-
-    if connection.conn_type == "sqlite":
-        return URL.create("sqlite", database=connection.host).render_as_string(hide_password=False)
-    try:
-        # DbApiHook takes the connection itself, so it is not looked up a second time.
-        url = connection.get_hook(hook_params={"connection": connection}).sqlalchemy_url
-    except (AirflowException, ImportError, TypeError, NotImplementedError) as exc:
-        # An unknown type (no provider), a hook that is no DbApiHook (TypeError on `connection`),
-        # or one that builds no SQLAlchemy URL: a retry will not change any of them.
-        raise AirflowFailException(
-            f"connection {connection.conn_id!r} of type {connection.conn_type!r}: no installed Airflow provider "
-            f"builds an SQLAlchemy URL for it ({type(exc).__name__}: {exc}). Install the type's provider package "
-            "(postgres: `uv sync --extra production`), or use a postgres or sqlite connection"
-        ) from exc
-    return str(url.render_as_string(hide_password=False))
-
-
-def queue_wait(
-    dag_id: str, run_id: str, asked_at: datetime, started_at: datetime, cleared: bool, previous: dict[str, Any] | None
-) -> dict[str, str]:
-    """Why a run started later than it was asked for, if it did; empty when it did not wait.
-
-    Airflow keeps both times but not the reason: with `max_active_runs=1` a run asked for
-    while another runs (two triggers at once, or a trigger during a run) stays queued until
-    that one ends. `previous` is the run that started before this one: the one it waited for
-    in that case. Airflow's API does not give tasks the end of another run, so a delay for
-    another reason (a full pool, a slow scheduler) would name it too; the wording says only
-    what is known. A cleared run's start is measured from its original request, so it says nothing.
-    """
-    if cleared or previous is None or previous.get("run_id") == run_id:
-        return {}
-    waited = (started_at - asked_at).total_seconds()
-    if waited < QUEUE_NOTICE_SECONDS:
-        return {}
-    return {
-        "queued_seconds": f"{waited:.1f}",
-        "queued_behind": str(previous["run_id"]),
-        "queue_reason": (
-            f"queued {waited:.0f} s: {dag_id} runs one run at a time (max_active_runs={MAX_ACTIVE_RUNS}); "
-            f"the run started before it is {previous['run_id']} (started {previous.get('started')})"
-        ),
-    }
-
-
-def claim_training_slot(use_case: UseCase, context: Any) -> dict[str, str]:
-    """Record this run as the last one started, and whether (and behind which run) it was queued.
-
-    Idempotent per run: a retry or a re-run of the first task keeps what the first attempt found.
-    """
-    dag_run = context["dag_run"]
-    name = training_slot_variable(use_case.name)
-    held = Variable.get(name, default=None, deserialize_json=True)
-    if held and held.get("run_id") == dag_run.run_id:
-        return dict(held.get("queue") or {})
-    started = dag_run.start_date or pendulum.now("UTC")
-    wait = queue_wait(
-        training_dag_id(use_case.name), dag_run.run_id, dag_run.run_after, started, bool(dag_run.clear_number), held
-    )
-    record = {"run_id": dag_run.run_id, "started": started.isoformat(), "queue": wait}
-    Variable.set(name, record, serialize_json=True)
-    if wait:
-        log.info("%s", wait["queue_reason"])
-    return wait
 
 
 def build_training_dag(use_case: UseCase) -> DAG:
@@ -141,7 +52,9 @@ def build_training_dag(use_case: UseCase) -> DAG:
         promotion = _promote_candidate(use_case, evaluation, version)
         _publish_champion(use_case, promotion)
         if use_case.approval.required:
-            _wire_approval(use_case, evaluation, version, promotion)
+            from mlops.orchestration.approval import wire_approval
+
+            wire_approval(use_case, evaluation, version, promotion)
 
     return training()
 
@@ -350,103 +263,3 @@ def _publish_champion(use_case: UseCase, promotion: TaskOutput) -> TaskOutput:
         return promotion
 
     return publish_champion(promotion)
-
-
-# ----------------------------------------------------------------------------- approval (optional)
-
-APPROVAL_BODY = """
-**{{ params_model }}** candidate `{{ ti.xcom_pull(task_ids='evaluate_candidate')['candidate']['key'] }}`
-passed the automatic gate against champion
-v{{ ti.xcom_pull(task_ids='evaluate_candidate')['decision']['champion_version'] or '(none yet)' }}.
-
-Checks:
-{% for check in ti.xcom_pull(task_ids='evaluate_candidate')['decision']['checks'] %}
-- {{ check }}
-{% endfor %}
-
-Candidate metrics: `{{ ti.xcom_pull(task_ids='evaluate_candidate')['decision']['candidate_metrics'] }}`
-
-Champion metrics: `{{ ti.xcom_pull(task_ids='evaluate_candidate')['decision']['champion_metrics'] }}`
-
-MLflow run: `{{ ti.xcom_pull(task_ids='evaluate_candidate')['candidate']['run_id'] }}`
-"""
-
-
-def _wire_approval(use_case: UseCase, evaluation: TaskOutput, version: TaskOutput, promotion: TaskOutput) -> None:
-    """Insert a person between a passed gate and the alias move.
-
-    A failed gate needs nobody: the branch sends it straight to `promote_candidate`
-    (which marks it `@challenger`). On a rejection or a time-out the approval operator
-    skips `promote_candidate`; `record_approval_outcome` then keeps the champion and
-    records the answer on the model version.
-    """
-    from airflow.providers.standard.operators.empty import EmptyOperator
-
-    # The branch may only skip this, never `promote_candidate` itself, which both paths reach.
-    no_approval_needed = EmptyOperator(task_id="no_approval_needed")
-    approve_promotion = _approve_promotion(use_case)
-    route = _route_for_approval(evaluation)
-    version >> route >> [approve_promotion, no_approval_needed] >> promotion
-    [evaluation, version, promotion] >> _record_approval_outcome(use_case)
-
-
-def _route_for_approval(evaluation: TaskOutput) -> TaskOutput:
-    @task.branch(**GATE)
-    def route_for_approval(evaluation: dict[str, Any]) -> str:
-        return "approve_promotion" if evaluation["decision"]["passed"] else "no_approval_needed"
-
-    return route_for_approval(evaluation)
-
-
-def _approve_promotion(use_case: UseCase) -> Any:
-    from mlops.orchestration.approval import PromotionApprovalOperator
-
-    return PromotionApprovalOperator(
-        task_id="approve_promotion",
-        subject=f"Promote {use_case.model_name} to @champion?",
-        body=APPROVAL_BODY.replace("{{ params_model }}", use_case.model_name),
-        # Silence is not consent: on time-out the default "Reject" is taken.
-        defaults="Reject",
-        response_timeout=timedelta(hours=use_case.approval.timeout_hours),
-        retries=0,
-    )
-
-
-def _record_approval_outcome(use_case: UseCase) -> TaskOutput:
-    """The person's answer (or the time-out) on the model version; a rejection keeps the champion."""
-
-    # all_done: a rejection skips promote_candidate, and the answer must still be recorded.
-    # The inputs are pulled here rather than passed in, so that after a failure upstream
-    # this task skips instead of failing a second time on the missing XCom.
-    @task(**REGISTRY, trigger_rule="all_done")
-    def record_approval_outcome(**context: Any) -> dict[str, Any]:
-        return _record_answer(use_case, context["ti"], _run_key(context))
-
-    return record_approval_outcome()
-
-
-def _record_answer(use_case: UseCase, ti: Any, key: str) -> dict[str, Any]:
-    from mlops.orchestration.approval import ANSWER_KEY
-    from mlops.promotion import approval
-
-    evaluation = ti.xcom_pull(task_ids="evaluate_candidate")
-    version = ti.xcom_pull(task_ids="register_candidate")
-    if evaluation is None or version is None:
-        raise AirflowSkipException(
-            "nothing to record: evaluate_candidate or register_candidate did not finish; "
-            "the failed task upstream says why"
-        )
-    if not evaluation["decision"]["passed"]:
-        return {"action": "none", "approval": "not asked: the gate rejected the candidate"}
-    outcome = approval.approval_outcome(ti.xcom_pull(task_ids="approve_promotion", key=ANSWER_KEY),
-                                        use_case.approval.timeout_hours)  # fmt: skip
-    if outcome.decision == "not answered":
-        raise AirflowSkipException(
-            "approve_promotion ended without an answer (see its log): nothing recorded and "
-            "@champion unchanged; clear approve_promotion to ask again"
-        )
-    result = approval.apply_approval(use_case, version, evaluation["decision"], outcome, key)
-    note = outcome.reason
-    if outcome.approved and ti.xcom_pull(task_ids="promote_candidate") is None:
-        note += "; promote_candidate did not finish, so @champion did not move: clear it to promote"
-    return {**result.to_dict(), "approval": note}
