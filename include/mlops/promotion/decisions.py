@@ -120,7 +120,7 @@ def _promote(
         # This run key moved @champion here but died before its mark below (nothing else
         # points @champion at a version this run registered and has not marked): finish
         # the promotion, so the version says when and by whom and the Asset event goes out.
-        done = {TAG_REPLACED: previous or "none", TAG_PROMOTED_AT: now(), TAG_PROMOTED_BY: run_key}
+        done = {TAG_REPLACED: previous or "none", TAG_PROMOTED_AT: applied_at(), TAG_PROMOTED_BY: run_key}
         registry.set_version_tags(name, version, done)
         log.info("%s v%s: finished an interrupted promotion to @champion", name, version)
         note = f"v{version} was already @champion: finished the interrupted promotion"
@@ -134,7 +134,7 @@ def _promote(
     if registry.alias_version(name, CHALLENGER) == version:
         registry.delete_alias(name, CHALLENGER)
     # Written last: the run key's mark that this decision is applied (see decided_earlier).
-    done = {TAG_REPLACED: champion or "none", TAG_PROMOTED_AT: now(), TAG_PROMOTED_BY: run_key}
+    done = {TAG_REPLACED: champion or "none", TAG_PROMOTED_AT: applied_at(), TAG_PROMOTED_BY: run_key}
     registry.set_version_tags(name, version, done)
     log.info("%s v%s promoted to @champion (previous: %s)", name, version, champion)
     return PromotionResult("promoted", version, version, previous, reasons)
@@ -176,12 +176,12 @@ def keep_as_challenger(
         registry.set_alias(name, CHALLENGER, version)
         action = "challenger"
     # Written last: the run key's mark that this decision is applied (see decided_earlier).
-    done = {TAG_REJECTION_REASON: reason, TAG_REJECTED_AT: at or now(), TAG_REJECTED_BY: run_key}
+    done = {TAG_REJECTION_REASON: reason, TAG_REJECTED_AT: at or applied_at(), TAG_REJECTED_BY: run_key}
     registry.set_version_tags(name, version, done)
     return action
 
 
-def now() -> str:
+def applied_at() -> str:
     """When a registry decision was applied, to the second in UTC, as every `mlops.*_at` tag is written."""
     # The moment the alias moved, not the run's partition date: the page says when it happened.
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from mlops.mlflow import registry
 from mlops.naming import CHALLENGER, CHAMPION, PREVIOUS
-from mlops.promotion.decisions import now
+from mlops.promotion.decisions import applied_at
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def rollback(model_name: str, version: str | None, reason: str, requested_by: st
         previous = registry.alias_version(model_name, PREVIOUS)
         return RollbackResult(model_name, "unchanged", target, previous, current, reason, requested_by)
 
-    when = now()
+    when = applied_at()
     registry.set_alias(model_name, CHAMPION, target)
     if current is not None:
         registry.set_alias(model_name, PREVIOUS, current)
