@@ -36,7 +36,8 @@ def plain_script(use_case_name: str, as_of: str) -> float:
     """The training DAG's steps, in order, in this process; returns seconds (imports excluded)."""
     from mlops.config import find_use_case
     from mlops.data import ingestion, validation
-    from mlops.mlflow import registry
+    from mlops.evaluation import champion
+    from mlops.promotion import decisions
     from mlops.training import candidates, runs
 
     use_case = find_use_case(use_case_name)
@@ -54,11 +55,10 @@ def plain_script(use_case_name: str, as_of: str) -> float:
         runs.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
         for spec in candidates.expand_candidates(use_case)
     ]
-    best = runs.select_best(use_case, results)
-    _, holdout = ingestion.split_holdout(use_case, frame)
-    decision = runs.evaluate_against_champion(use_case, best, holdout, parent)
-    version = registry.register_candidate(use_case, best, f"plain_script/{run_id}")
-    registry.apply_decision(use_case, version, decision, f"plain_script/{run_id}")
+    best = champion.select_best(use_case, results)
+    decision = champion.evaluate_against_champion(use_case, best, snapshot.path, parent)
+    version = decisions.register_candidate(use_case, best, f"plain_script/{run_id}")
+    decisions.apply_decision(use_case, version, decision, f"plain_script/{run_id}")
     return time.perf_counter() - start
 
 

@@ -216,7 +216,7 @@ def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
 
     For the plugin's own tests (file routes, traversal, extra links), which need fixed
     facts in seconds. The registry's own functions judge and tag the versions
-    (`evaluation.check_gate`, `registry.apply_decision`), so the page reads the tag
+    (`evaluation.check_gate`, `promotion.decisions.apply_decision`), so the page reads the tag
     names and reason texts the pipeline writes; only the models are not fitted.
     """
     from mlflow.entities import Metric
@@ -224,6 +224,7 @@ def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
 
     from mlops.evaluation.gate import check_gate
     from mlops.mlflow import registry
+    from mlops.promotion import decisions
 
     use_case = find_use_case(USE_CASE)
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
@@ -247,7 +248,7 @@ def seed_stores(settings: Settings, secret: Path) -> dict[str, Any]:
             use_case, metrics, champion.metrics if champion else None,
             champion_version=champion.version if champion else None,
         )  # fmt: skip
-        registry.apply_decision(use_case, version, decision, run_key)
+        decisions.apply_decision(use_case, version, decision, run_key)
         runs[version] = run.info.run_id
 
     monitoring = client.create_experiment(f"{USE_CASE}-monitoring")
@@ -316,7 +317,7 @@ def seed_baseline_champion(use_case: UseCase) -> str:
     """
     from mlops.data import ingestion
     from mlops.evaluation.gate import GateDecision
-    from mlops.mlflow import registry
+    from mlops.promotion import decisions
     from mlops.training import runs as training_runs
     from mlops.training.candidates import CandidateSpec, candidate_key
 
@@ -331,12 +332,12 @@ def seed_baseline_champion(use_case: UseCase) -> str:
         use_case, spec.to_dict(), snapshot.path, parent, {"dag_id": dag_id, "run_id": run_id}
     )
     training_runs.end_parent_run(parent)
-    version = registry.register_candidate(use_case, result, key)
+    version = decisions.register_candidate(use_case, result, key)
     decision = GateDecision(
         passed=True, reasons=["seeded baseline for the approval test"], candidate_metrics=result.metrics,
         champion_version=None, champion_metrics=None, primary_metric=use_case.gate.primary_metric,
     )  # fmt: skip
-    promotion = registry.apply_decision(use_case, version, decision, key)
+    promotion = decisions.apply_decision(use_case, version, decision, key)
     assert promotion.action == "promoted", promotion
     return version
 

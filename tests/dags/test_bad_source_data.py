@@ -137,7 +137,7 @@ def _champion() -> str | None:
 def _mlflow_runs_of(run_id: str) -> list[Any]:
     from mlflow import MlflowClient
 
-    from mlops.training.runs import TAG_DAG_RUN_ID
+    from mlops.naming import TAG_DAG_RUN_ID
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name("bike_sharing")

@@ -79,7 +79,8 @@ def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPa
     import pandas as pd
 
     from mlops.data import ingestion
-    from mlops.mlflow import registry
+    from mlops.evaluation import champion
+    from mlops.promotion import decisions
     from mlops.training import candidates as training_candidates
     from mlops.training import runs as training_runs
 
@@ -99,10 +100,9 @@ def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPa
     parent = training_runs.start_parent_run(use_case, "fixture", "monitoring_fixture", lineage)
     spec = training_candidates.expand_candidates(use_case)[0]
     result = training_runs.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
-    _, holdout = ingestion.split_holdout(use_case, ingestion.read_snapshot(snapshot.path))
-    decision = training_runs.evaluate_against_champion(use_case, result, holdout, parent)
-    version = registry.register_candidate(use_case, result, "fixture/monitoring")
-    assert registry.apply_decision(use_case, version, decision, "fixture/monitoring").action == "promoted"
+    decision = champion.evaluate_against_champion(use_case, result, snapshot.path, parent)
+    version = decisions.register_candidate(use_case, result, "fixture/monitoring")
+    assert decisions.apply_decision(use_case, version, decision, "fixture/monitoring").action == "promoted"
     return use_case
 
 

@@ -15,9 +15,12 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops.config import UseCase, find_use_case
+from mlops.evaluation import champion as evaluation
 from mlops.evaluation.gate import GateDecision, check_gate
 from mlops.mlflow import registry
+from mlops.promotion import approval, decisions, rollback
 from mlops.training import runs as training_runs
+from mlops.training.results import CandidateResult
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +37,7 @@ def make_use_case(model_name: str, thresholds: dict[str, dict[str, float]] | Non
 
 
 @pytest.fixture(scope="module")
-def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[training_runs.CandidateResult, str]:
+def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[CandidateResult, str]:
     """One logged candidate (model URI + metrics) and the snapshot it was trained on."""
     uc = make_use_case("it_registry_seed")
     path = tmp_path_factory.mktemp("registry") / "bike.parquet"
@@ -44,7 +47,7 @@ def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tup
     return training_runs.train_and_log_candidate(uc, spec, str(path), parent, {}), str(path)
 
 
-def passed(uc: UseCase, candidate: training_runs.CandidateResult) -> GateDecision:
+def passed(uc: UseCase, candidate: CandidateResult) -> GateDecision:
     return check_gate(uc, candidate.metrics, None)
 
 
@@ -63,18 +66,17 @@ def assert_written_between(stamp: str, earliest: datetime, latest: datetime) -> 
     assert earliest.replace(microsecond=0) <= when <= latest
 
 
-def test_first_model_below_thresholds_is_not_promoted(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_first_model_below_thresholds_is_not_promoted(trained: tuple[CandidateResult, str]) -> None:
     candidate, snapshot = trained
     uc = make_use_case("it_registry_strict", thresholds={"rmse": {"max": 1.0}})
     parent = training_runs.start_parent_run(uc, DAG_ID, "strict", {"snapshot_path": snapshot})
-    _, holdout = training_runs.load_train_holdout(uc, snapshot)
-    decision = training_runs.evaluate_against_champion(uc, candidate, holdout, parent)
+    decision = evaluation.evaluate_against_champion(uc, candidate, snapshot, parent)
     assert not decision.passed and decision.champion_version is None
     assert decision.reasons == [f"rmse {candidate.metrics['rmse']:.4g} > max 1"]
 
-    version = registry.register_candidate(uc, candidate, f"{DAG_ID}/strict")
+    version = decisions.register_candidate(uc, candidate, f"{DAG_ID}/strict")
     started = datetime.now(UTC)
-    result = registry.apply_decision(uc, version, decision, f"{DAG_ID}/strict")
+    result = decisions.apply_decision(uc, version, decision, f"{DAG_ID}/strict")
     assert result.action == "challenger" and result.champion is None
     assert registry.champion(uc.model_name) is None
     assert aliases(uc.model_name) == {"challenger": version}
@@ -85,23 +87,23 @@ def test_first_model_below_thresholds_is_not_promoted(trained: tuple[training_ru
     assert_written_between(tags["mlops.rejected_at"], started, datetime.now(UTC))
 
 
-def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_promote")
-    v1 = registry.register_candidate(uc, candidate, "dag/r1")
-    v2 = registry.register_candidate(uc, candidate.to_dict(), "dag/r2")  # XCom form
-    v3 = registry.register_candidate(uc, candidate, "dag/r3")
+    v1 = decisions.register_candidate(uc, candidate, "dag/r1")
+    v2 = decisions.register_candidate(uc, candidate.to_dict(), "dag/r2")  # XCom form
+    v3 = decisions.register_candidate(uc, candidate, "dag/r3")
     assert (v1, v2, v3) == ("1", "2", "3")
-    assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
-    assert registry.apply_decision(uc, v2, failed("rmse too high"), "dag/r2").action == "challenger"
+    assert decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
+    assert decisions.apply_decision(uc, v2, failed("rmse too high"), "dag/r2").action == "challenger"
     # A run's decision is final: the same run key deciding again, even otherwise, moves nothing.
-    again = registry.apply_decision(uc, v2, passed(uc, candidate).to_dict(), "dag/r2")
+    again = decisions.apply_decision(uc, v2, passed(uc, candidate).to_dict(), "dag/r2")
     assert again.action == "unchanged" and "v2 was already kept as @challenger by dag/r2" in again.reasons[-1]
     assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
     assert MlflowClient().get_model_version(uc.model_name, v2).tags["mlops.gate.passed"] == "false"
 
     started = datetime.now(UTC)
-    result = registry.apply_decision(uc, v3, passed(uc, candidate).to_dict(), "dag/r3")
+    result = decisions.apply_decision(uc, v3, passed(uc, candidate).to_dict(), "dag/r3")
     assert (result.action, result.champion, result.previous) == ("promoted", "3", "1")
     assert aliases(uc.model_name) == {"champion": "3", "previous": "1", "challenger": "2"}
     info = registry.champion(uc.model_name)
@@ -113,60 +115,60 @@ def test_promotion_keeps_the_old_champion_as_previous(trained: tuple[training_ru
 
 
 def test_a_promotion_interrupted_after_the_alias_moved_is_finished_on_retry(
-    trained: tuple[training_runs.CandidateResult, str],
+    trained: tuple[CandidateResult, str],
 ) -> None:
     """The task died between moving @champion and writing its mark: the retry completes the record."""
     candidate, _ = trained
     uc = make_use_case("it_registry_interrupted")
     client = MlflowClient()
-    v1 = registry.register_candidate(uc, candidate, "dag/r1")
-    assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
-    v2 = registry.register_candidate(uc, candidate, "dag/r2")
+    v1 = decisions.register_candidate(uc, candidate, "dag/r1")
+    assert decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/r1").action == "promoted"
+    v2 = decisions.register_candidate(uc, candidate, "dag/r2")
     # What apply_decision had done for r2 when it was killed: @previous, then @champion, no mark yet.
     client.set_registered_model_alias(uc.model_name, "previous", v1)
     client.set_registered_model_alias(uc.model_name, "champion", v2)
 
     started = datetime.now(UTC)
-    retry = registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2")
+    retry = decisions.apply_decision(uc, v2, passed(uc, candidate), "dag/r2")
     assert (retry.action, retry.champion, retry.previous) == ("promoted", v2, v1)
     tags = client.get_model_version(uc.model_name, v2).tags
     assert tags["mlops.promoted_by"] == "dag/r2" and tags["mlops.replaced"] == v1
     assert_written_between(tags["mlops.promoted_at"], started, datetime.now(UTC))
     assert aliases(uc.model_name) == {"champion": v2, "previous": v1}
     # And once finished, a further retry is a no-op like any replay.
-    assert registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2").action == "unchanged"
+    assert decisions.apply_decision(uc, v2, passed(uc, candidate), "dag/r2").action == "unchanged"
 
 
-def test_a_failed_gate_never_demotes_the_champion(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_a_failed_gate_never_demotes_the_champion(trained: tuple[CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_no_demotion")
-    v1 = registry.register_candidate(uc, candidate, "dag/r1")
+    v1 = decisions.register_candidate(uc, candidate, "dag/r1")
     # @champion by hand (rollback), then its own run's late, failed decision arrives.
-    registry.rollback(uc.model_name, v1, reason="first model, placed by hand", requested_by="erin")
-    kept = registry.apply_decision(uc, v1, failed("late failure"), "dag/r1")
+    rollback.rollback(uc.model_name, v1, reason="first model, placed by hand", requested_by="erin")
+    kept = decisions.apply_decision(uc, v1, failed("late failure"), "dag/r1")
     assert kept.action == "unchanged" and kept.reasons[-1].startswith("v1 is @champion and stays so")
     assert aliases(uc.model_name) == {"champion": v1}
     assert "mlops.rejection_reason" not in MlflowClient().get_model_version(uc.model_name, v1).tags
 
 
-def test_a_replayed_decision_moves_no_alias(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_a_replayed_decision_moves_no_alias(trained: tuple[CandidateResult, str]) -> None:
     """Run A promoted v1, run B then promoted v2; clearing A's promotion must not bring v1 back."""
     candidate, _ = trained
     uc = make_use_case("it_registry_replay")
-    v1, v2, v3, v4 = (registry.register_candidate(uc, candidate, f"dag/{run}") for run in "ABCD")
-    assert registry.apply_decision(uc, v1, passed(uc, candidate), "dag/A").action == "promoted"
-    assert registry.apply_decision(uc, v2, passed(uc, candidate), "dag/B").action == "promoted"
-    assert registry.apply_decision(uc, v3, failed("rmse too high"), "dag/C").action == "challenger"
-    assert registry.apply_decision(uc, v4, failed("rmse far too high"), "dag/D").action == "challenger"
+    v1, v2, v3, v4 = (decisions.register_candidate(uc, candidate, f"dag/{run}") for run in "ABCD")
+    assert decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/A").action == "promoted"
+    assert decisions.apply_decision(uc, v2, passed(uc, candidate), "dag/B").action == "promoted"
+    assert decisions.apply_decision(uc, v3, failed("rmse too high"), "dag/C").action == "challenger"
+    assert decisions.apply_decision(uc, v4, failed("rmse far too high"), "dag/D").action == "challenger"
     settled = {"champion": v2, "previous": v1, "challenger": v4}
     assert aliases(uc.model_name) == settled
     client = MlflowClient()
     tags_before = {v: client.get_model_version(uc.model_name, v).tags for v in (v1, v3)}
 
-    replay_a = registry.apply_decision(uc, v1, passed(uc, candidate), "dag/A")
+    replay_a = decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/A")
     assert (replay_a.action, replay_a.champion, replay_a.previous) == ("unchanged", v2, v1)
     assert replay_a.reasons[-1].startswith("v1 was already promoted to @champion by dag/A")
-    replay_c = registry.apply_decision(uc, v3, failed("rmse too high"), "dag/C")
+    replay_c = decisions.apply_decision(uc, v3, failed("rmse too high"), "dag/C")
     assert replay_c.action == "unchanged" and replay_c.reasons[-1].startswith("v3 was already kept as @challenger")
     assert aliases(uc.model_name) == settled
     # Nothing rewritten either: the versions carry what their runs wrote the first time.
@@ -174,26 +176,26 @@ def test_a_replayed_decision_moves_no_alias(trained: tuple[training_runs.Candida
     assert tags_before[v1]["mlops.promoted_by"] == "dag/A" and tags_before[v3]["mlops.rejected_by"] == "dag/C"
 
 
-def test_register_is_idempotent_per_run_key(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_register_is_idempotent_per_run_key(trained: tuple[CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_idem")
-    first = registry.register_candidate(uc, candidate, "dag/same")
-    assert registry.register_candidate(uc, candidate, "dag/same") == first
+    first = decisions.register_candidate(uc, candidate, "dag/same")
+    assert decisions.register_candidate(uc, candidate, "dag/same") == first
     assert registry.find_version_by_run_key(uc.model_name, "dag/same") == first
     assert len(MlflowClient().search_model_versions(f"name = '{uc.model_name}'")) == 1
-    assert registry.register_candidate(uc, candidate, "dag/other") != first
+    assert decisions.register_candidate(uc, candidate, "dag/other") != first
 
 
-def test_rollback_to_previous_and_to_a_given_version(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_rollback_to_previous_and_to_a_given_version(trained: tuple[CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_rollback")
-    v1, v2, v3 = (registry.register_candidate(uc, candidate, f"dag/r{i}") for i in (1, 2, 3))
-    registry.apply_decision(uc, v1, passed(uc, candidate), "dag/r1")
-    registry.apply_decision(uc, v2, passed(uc, candidate), "dag/r2")
-    registry.apply_decision(uc, v3, failed("rmse 98.1 is 7.3% worse than champion v2 (91.4); allowed 5.0%"), "dag/r3")
+    v1, v2, v3 = (decisions.register_candidate(uc, candidate, f"dag/r{i}") for i in (1, 2, 3))
+    decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/r1")
+    decisions.apply_decision(uc, v2, passed(uc, candidate), "dag/r2")
+    decisions.apply_decision(uc, v3, failed("rmse 98.1 is 7.3% worse than champion v2 (91.4); allowed 5.0%"), "dag/r3")
     assert aliases(uc.model_name) == {"champion": v2, "previous": v1, "challenger": v3}
 
-    back = registry.rollback(uc.model_name, None, reason="v2 drops weekend traffic", requested_by="alice")
+    back = rollback.rollback(uc.model_name, None, reason="v2 drops weekend traffic", requested_by="alice")
     assert (back.action, back.champion, back.previous, back.replaced) == ("rolled_back", v1, v2, v2)
     assert aliases(uc.model_name) == {"champion": v1, "previous": v2, "challenger": v3}
     client = MlflowClient()
@@ -205,26 +207,26 @@ def test_rollback_to_previous_and_to_a_given_version(trained: tuple[training_run
     assert replaced["mlops.rolled_back.by"] == "alice" and replaced["mlops.rolled_back.to"] == v1
 
     # A given version: here the challenger, promoted by hand; its challenger alias goes away.
-    manual = registry.rollback(uc.model_name, v3, reason="schema change reviewed", requested_by="bob")
+    manual = rollback.rollback(uc.model_name, v3, reason="schema change reviewed", requested_by="bob")
     assert (manual.champion, manual.previous) == (v3, v1)
     assert aliases(uc.model_name) == {"champion": v3, "previous": v1}
     assert json.loads(json.dumps(manual.to_dict()))["requested_by"] == "bob"
 
-    same = registry.rollback(uc.model_name, v3, reason="again", requested_by="bob")
+    same = rollback.rollback(uc.model_name, v3, reason="again", requested_by="bob")
     assert same.action == "unchanged" and aliases(uc.model_name) == {"champion": v3, "previous": v1}
 
 
-def test_rollback_errors_are_clear(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_rollback_errors_are_clear(trained: tuple[CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_single")
-    v1 = registry.register_candidate(uc, candidate, "dag/only")
-    registry.apply_decision(uc, v1, passed(uc, candidate), "dag/only")
-    with pytest.raises(registry.RegistryError, match=r"no @previous version to roll back to.*versions: \['1'\]"):
-        registry.rollback(uc.model_name, None, reason="bad", requested_by="carol")
-    with pytest.raises(registry.RegistryError, match=r"has no version '7'; registered versions: \['1'\]"):
-        registry.rollback(uc.model_name, "7", reason="bad", requested_by="carol")
-    with pytest.raises(registry.RegistryError, match="no @previous"):
-        registry.rollback("it_registry_never_registered", None, reason="bad", requested_by="carol")
+    v1 = decisions.register_candidate(uc, candidate, "dag/only")
+    decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/only")
+    with pytest.raises(rollback.RollbackError, match=r"no @previous version to roll back to.*versions: \['1'\]"):
+        rollback.rollback(uc.model_name, None, reason="bad", requested_by="carol")
+    with pytest.raises(rollback.RollbackError, match=r"has no version '7'; registered versions: \['1'\]"):
+        rollback.rollback(uc.model_name, "7", reason="bad", requested_by="carol")
+    with pytest.raises(rollback.RollbackError, match="no @previous"):
+        rollback.rollback("it_registry_never_registered", None, reason="bad", requested_by="carol")
     assert aliases(uc.model_name) == {"champion": v1}
     assert registry.champion("it_registry_never_registered") is None
 
@@ -244,20 +246,20 @@ REJECTION_REASONS = {
 
 @pytest.mark.parametrize("answer", sorted(ANSWERS))
 def test_a_rejected_or_timed_out_promotion_keeps_the_champion(
-    trained: tuple[training_runs.CandidateResult, str], answer: str
+    trained: tuple[CandidateResult, str], answer: str
 ) -> None:
     """record_approval_outcome's logic: Airflow's answer read as the task reads it, then recorded."""
     candidate, _ = trained
     uc = make_use_case(f"it_registry_{answer.replace(' ', '_')}")
-    v1 = registry.register_candidate(uc, candidate, "dag/A")
-    registry.apply_decision(uc, v1, passed(uc, candidate), "dag/A")
-    v2 = registry.register_candidate(uc, candidate, "dag/B")
+    v1 = decisions.register_candidate(uc, candidate, "dag/A")
+    decisions.apply_decision(uc, v1, passed(uc, candidate), "dag/A")
+    v2 = decisions.register_candidate(uc, candidate, "dag/B")
     # The gate passed v2 (it equals the champion), so a person was asked; promote_candidate was skipped.
     gate = check_gate(uc, candidate.metrics, candidate.metrics, champion_version=v1)
     assert gate.passed
 
-    outcome = registry.approval_outcome(ANSWERS[answer], timeout_hours=2)
-    result = registry.apply_approval(uc, v2, gate.to_dict(), outcome, "dag/B")
+    outcome = approval.approval_outcome(ANSWERS[answer], timeout_hours=2)
+    result = approval.apply_approval(uc, v2, gate.to_dict(), outcome, "dag/B")
     assert (result.action, result.champion, result.reasons) == ("challenger", v1, [REJECTION_REASONS[answer]])
     assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
     tags = MlflowClient().get_model_version(uc.model_name, v2).tags
@@ -276,22 +278,22 @@ def test_a_rejected_or_timed_out_promotion_keeps_the_champion(
     assert "mlops.approval.decision" not in MlflowClient().get_model_version(uc.model_name, v1).tags
 
     # Recorded once: a replay of the task, even with another answer, changes nothing.
-    approved = registry.approval_outcome({**ANSWERS["rejected"], "chosen_options": ["Approve"]}, timeout_hours=2)
+    approved = approval.approval_outcome({**ANSWERS["rejected"], "chosen_options": ["Approve"]}, timeout_hours=2)
     for again in (outcome, approved):
-        replay = registry.apply_approval(uc, v2, gate, again, "dag/B")
+        replay = approval.apply_approval(uc, v2, gate, again, "dag/B")
         assert replay.action == "unchanged" and "already kept as @challenger by dag/B" in replay.reasons[-1]
     assert MlflowClient().get_model_version(uc.model_name, v2).tags == tags
     assert aliases(uc.model_name) == {"champion": v1, "challenger": v2}
 
 
-def test_an_approved_promotion_records_who_approved(trained: tuple[training_runs.CandidateResult, str]) -> None:
+def test_an_approved_promotion_records_who_approved(trained: tuple[CandidateResult, str]) -> None:
     candidate, _ = trained
     uc = make_use_case("it_registry_approved")
-    v1 = registry.register_candidate(uc, candidate, "dag/A")
+    v1 = decisions.register_candidate(uc, candidate, "dag/A")
     gate = passed(uc, candidate)
-    assert registry.apply_decision(uc, v1, gate, "dag/A").action == "promoted"  # promote_candidate ran
-    outcome = registry.approval_outcome({**ANSWERS["rejected"], "chosen_options": ["Approve"]}, timeout_hours=2)
-    result = registry.apply_approval(uc, v1, gate, outcome, "dag/A")
+    assert decisions.apply_decision(uc, v1, gate, "dag/A").action == "promoted"  # promote_candidate ran
+    outcome = approval.approval_outcome({**ANSWERS["rejected"], "chosen_options": ["Approve"]}, timeout_hours=2)
+    result = approval.apply_approval(uc, v1, gate, outcome, "dag/A")
     assert (result.action, result.champion, result.reasons) == ("unchanged", v1, ["promotion approved by ana"])
     tags = MlflowClient().get_model_version(uc.model_name, v1).tags
     assert (tags["mlops.approval.decision"], tags["mlops.approval.by"]) == ("approved", "ana")

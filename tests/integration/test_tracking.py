@@ -19,10 +19,14 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 from mlops.config import UseCase, find_use_case
+from mlops.evaluation import champion as evaluation
 from mlops.evaluation.gate import GateDecision
 from mlops.mlflow import registry
+from mlops.promotion import decisions
+from mlops.promotion.decisions import PromotionResult
 from mlops.training import runs as training_runs
 from mlops.training.candidates import expand_candidates
+from mlops.training.results import CandidateResult
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +69,12 @@ class Flow:
     use_case: UseCase
     snapshot: str
     parent_run_id: str
-    results: list[training_runs.CandidateResult]
-    best: training_runs.CandidateResult
+    results: list[CandidateResult]
+    best: CandidateResult
     holdout: pd.DataFrame
     decision: GateDecision
     version: str
-    promotion: registry.PromotionResult
+    promotion: PromotionResult
     failed_run_id: str
 
 
@@ -82,11 +86,11 @@ def run_key(run_id: str) -> str:
     return f"{DAG_ID}/{run_id}"
 
 
-def train_all(uc: UseCase, snapshot: str, parent: str, run_id: str) -> list[training_runs.CandidateResult]:
+def train_all(uc: UseCase, snapshot: str, parent: str, run_id: str) -> list[CandidateResult]:
     # As the DAG does it: specs and results cross XCom as dicts.
     task_lineage = {"dvc_md5": lineage(snapshot)["dvc_md5"], "dag_id": DAG_ID, "run_id": run_id}
     return [
-        training_runs.CandidateResult.from_dict(
+        CandidateResult.from_dict(
             training_runs.train_and_log_candidate(uc, spec.to_dict(), snapshot, parent, task_lineage).to_dict()
         )
         for spec in expand_candidates(uc)
@@ -113,11 +117,11 @@ def flow(mlflow_client: MlflowClient, tmp_path_factory: pytest.TempPathFactory) 
     mlflow_client.set_terminated(half.info.run_id, status="FAILED")
 
     results = train_all(uc, snapshot, parent, "run-1")
-    best = training_runs.select_best(uc, [r.to_dict() for r in results])
+    best = evaluation.select_best(uc, [r.to_dict() for r in results])
     _, holdout = training_runs.load_train_holdout(uc, snapshot)
-    decision = training_runs.evaluate_against_champion(uc, best, holdout, parent)
-    version = registry.register_candidate(uc, best, run_key("run-1"))
-    promotion = registry.apply_decision(uc, version, GateDecision.from_dict(decision.to_dict()), run_key("run-1"))
+    decision = evaluation.evaluate_against_champion(uc, best, snapshot, parent)
+    version = decisions.register_candidate(uc, best, run_key("run-1"))
+    promotion = decisions.apply_decision(uc, version, GateDecision.from_dict(decision.to_dict()), run_key("run-1"))
     yield Flow(uc, snapshot, parent, results, best, holdout, decision, version, promotion, half.info.run_id)
 
 
@@ -215,13 +219,13 @@ def test_rerun_of_the_same_dag_run_creates_nothing_and_moves_no_alias(flow: Flow
     assert len(parents) == 1
 
     # Re-evaluating compares the champion with itself: it still passes.
-    decision = training_runs.evaluate_against_champion(flow.use_case, again[1], flow.holdout, flow.parent_run_id)
+    decision = evaluation.evaluate_against_champion(flow.use_case, again[1], flow.snapshot, flow.parent_run_id)
     assert decision.passed and decision.champion_version == flow.version
     assert any("equals champion" in r for r in decision.reasons)
 
-    assert registry.register_candidate(flow.use_case, again[1], run_key("run-1")) == flow.version
+    assert decisions.register_candidate(flow.use_case, again[1], run_key("run-1")) == flow.version
     assert len(mlflow_client.search_model_versions(f"name = '{MODEL}'")) == 1
-    promotion = registry.apply_decision(flow.use_case, flow.version, decision, run_key("run-1"))
+    promotion = decisions.apply_decision(flow.use_case, flow.version, decision, run_key("run-1"))
     assert promotion.action == "unchanged"
     assert f"v{flow.version} was already promoted to @champion by {run_key('run-1')}" in promotion.reasons[-1]
     assert promotion.champion == flow.version and promotion.previous is None
@@ -262,7 +266,7 @@ def test_worse_model_becomes_challenger_with_the_reason(flow: Flow, mlflow_clien
     uc = make_use_case(MODEL, [{"name": "mean", "estimator": "sklearn.dummy.DummyRegressor"}])
     parent = training_runs.start_parent_run(uc, DAG_ID, "run-2", lineage(flow.snapshot))
     (result,) = train_all(uc, flow.snapshot, parent, "run-2")
-    decision = training_runs.evaluate_against_champion(uc, result, flow.holdout, parent)
+    decision = evaluation.evaluate_against_champion(uc, result, flow.snapshot, parent)
     champion_rmse = flow.best.metrics["rmse"]
     assert not decision.passed
     assert decision.champion_version == flow.version
@@ -271,9 +275,9 @@ def test_worse_model_becomes_challenger_with_the_reason(flow: Flow, mlflow_clien
     (reason,) = decision.reasons
     assert f"worse than champion v{flow.version} ({champion_rmse:.4g}); allowed 5.0%" in reason
 
-    version = registry.register_candidate(uc, result, run_key("run-2"))
+    version = decisions.register_candidate(uc, result, run_key("run-2"))
     assert version != flow.version
-    promotion = registry.apply_decision(uc, version, decision, run_key("run-2"))
+    promotion = decisions.apply_decision(uc, version, decision, run_key("run-2"))
     assert promotion.action == "challenger" and promotion.champion == flow.version
     tags = mlflow_client.get_model_version(MODEL, version).tags
     assert tags["mlops.rejection_reason"] == reason and tags["mlops.gate.passed"] == "false"
@@ -281,7 +285,7 @@ def test_worse_model_becomes_challenger_with_the_reason(flow: Flow, mlflow_clien
     aliases = mlflow_client.get_registered_model(MODEL).aliases
     assert aliases == {"champion": flow.version, "challenger": version}
     # Re-applying the same decision moves nothing.
-    assert registry.apply_decision(uc, version, decision, run_key("run-2")).action == "unchanged"
+    assert decisions.apply_decision(uc, version, decision, run_key("run-2")).action == "unchanged"
 
 
 def test_champion_that_cannot_score_the_new_schema_blocks_promotion(
@@ -292,8 +296,7 @@ def test_champion_that_cannot_score_the_new_schema_blocks_promotion(
     snapshot = write_snapshot(tmp_path / "no-hum.parquet", drop=("hum",))
     parent = training_runs.start_parent_run(uc, DAG_ID, "run-3", lineage(snapshot))
     (result,) = train_all(uc, snapshot, parent, "run-3")
-    _, holdout = training_runs.load_train_holdout(uc, snapshot)
-    decision = training_runs.evaluate_against_champion(uc, result, holdout, parent)
+    decision = evaluation.evaluate_against_champion(uc, result, snapshot, parent)
     assert not decision.passed
     assert decision.champion_version == flow.version and decision.champion_metrics is None
     assert decision.champion_error is not None
@@ -303,15 +306,12 @@ def test_champion_that_cannot_score_the_new_schema_blocks_promotion(
 
 
 def test_select_best_follows_the_metric_direction_and_rejects_no_metric(flow: Flow) -> None:
-    a = training_runs.CandidateResult("a", "r1", "models:/m-1", {"rmse": 10.0})
-    b = training_runs.CandidateResult("b", "r2", "models:/m-2", {"rmse": 9.0})
-    assert training_runs.select_best(flow.use_case, [a, b]).key == "b"
-    assert (
-        training_runs.select_best(flow.use_case, [b, training_runs.CandidateResult("a", "r", "u", {"rmse": 9.0})]).key
-        == "a"
-    )
+    a = CandidateResult("a", "r1", "models:/m-1", {"rmse": 10.0})
+    b = CandidateResult("b", "r2", "models:/m-2", {"rmse": 9.0})
+    assert evaluation.select_best(flow.use_case, [a, b]).key == "b"
+    assert evaluation.select_best(flow.use_case, [b, CandidateResult("a", "r", "u", {"rmse": 9.0})]).key == "a"
     with pytest.raises(ValueError, match="no candidate has the primary metric 'rmse'"):
-        training_runs.select_best(flow.use_case, [training_runs.CandidateResult("c", "r", "u", {"mae": 1.0})])
+        evaluation.select_best(flow.use_case, [CandidateResult("c", "r", "u", {"mae": 1.0})])
 
 
 def test_parent_runs_are_per_dag_run(flow: Flow) -> None:
@@ -337,7 +337,7 @@ def test_training_does_not_depend_on_the_experiment_this_process_set_last(
         parent = training_runs.start_parent_run(uc, DAG_ID, "run-other-experiment", lineage(flow.snapshot))
         (result,) = train_all(uc, flow.snapshot, parent, "run-other-experiment")
         mlflow.set_experiment("some-other-task-was-here")
-        decision = training_runs.evaluate_against_champion(uc, result, flow.holdout, parent)
+        decision = evaluation.evaluate_against_champion(uc, result, flow.snapshot, parent)
         experiment_id = mlflow_client.get_run(parent).info.experiment_id
         assert mlflow_client.get_run(result.run_id).info.experiment_id == experiment_id
         assert decision.champion_version == flow.version

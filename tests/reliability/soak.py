@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from mlops.mlflow import registry
 from mlops.predictionlog.predictions import read_predictions
+from mlops.promotion import rollback
 
 USE_CASE = "breast_cancer"
 
@@ -161,7 +161,7 @@ def run_soak(
         load.start()
         note(f"load started on {blue.url}")
         time.sleep(duration * 0.2)
-        registry.rollback(model_name, v2, reason="soak: promote v2 by hand", requested_by="soak")
+        rollback.rollback(model_name, v2, reason="soak: promote v2 by hand", requested_by="soak")
         note(f"@champion -> v{v2}")
         _wait(lambda: load.last_version == v2, 60, f"v{v2} to be served")
         note(f"first answer from v{v2}")
@@ -176,7 +176,7 @@ def run_soak(
         note("old process stopped (SIGTERM, drained)")
 
         time.sleep(max(0.0, began + duration * 0.7 - time.monotonic()))
-        registry.rollback(model_name, None, reason="soak: roll back to @previous", requested_by="soak")
+        rollback.rollback(model_name, None, reason="soak: roll back to @previous", requested_by="soak")
         note(f"@champion -> v{v1} (rollback)")
         _wait(lambda: load.last_version == v1, 60, f"v{v1} to be served after the rollback")
         note(f"first answer from v{v1} after the rollback")

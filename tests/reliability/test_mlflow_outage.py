@@ -29,11 +29,14 @@ import pytest
 from mlflow import MlflowClient
 from test_tracking import TINY, lineage, make_use_case, write_snapshot
 
+from mlops.evaluation import champion
 from mlops.evaluation.gate import GateDecision
 from mlops.mlflow import registry
 from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
+from mlops.promotion import decisions
 from mlops.training import runs
 from mlops.training.candidates import expand_candidates
+from mlops.training.results import CandidateResult
 
 pytestmark = pytest.mark.integration
 
@@ -101,21 +104,20 @@ def _key(run_id: str) -> str:
     return f"{DAG_ID}/{run_id}"
 
 
-def _train(uc: Any, snapshot: str, parent: str, run_id: str) -> list[runs.CandidateResult]:
+def _train(uc: Any, snapshot: str, parent: str, run_id: str) -> list[CandidateResult]:
     task_lineage = {"dag_id": DAG_ID, "run_id": run_id, "reason": "outage test"}
     return [runs.train_and_log_candidate(uc, s.to_dict(), snapshot, parent, task_lineage)
             for s in expand_candidates(uc)]  # fmt: skip
 
 
-def _run_to_promotion(uc: Any, snapshot: str, run_id: str) -> tuple[str, registry.PromotionResult]:
+def _run_to_promotion(uc: Any, snapshot: str, run_id: str) -> tuple[str, decisions.PromotionResult]:
     """The DAG's steps after validation, as its tasks call them."""
     parent = runs.start_parent_run(uc, DAG_ID, run_id, lineage(snapshot))
     results = _train(uc, snapshot, parent, run_id)
-    best = runs.select_best(uc, results)
-    _, holdout = runs.load_train_holdout(uc, snapshot)
-    decision = runs.evaluate_against_champion(uc, best, holdout, parent)
-    version = registry.register_candidate(uc, best, _key(run_id))
-    return version, registry.apply_decision(uc, version, GateDecision.from_dict(decision.to_dict()), _key(run_id))
+    best = champion.select_best(uc, results)
+    decision = champion.evaluate_against_champion(uc, best, snapshot, parent)
+    version = decisions.register_candidate(uc, best, _key(run_id))
+    return version, decisions.apply_decision(uc, version, GateDecision.from_dict(decision.to_dict()), _key(run_id))
 
 
 def _fails_naming_the_server(call: Any, uri: str) -> float:
@@ -162,7 +164,7 @@ def test_outage_mid_training_leaves_no_version_and_the_champion_in_place_and_the
             lambda: runs.start_parent_run(uc, DAG_ID, "run-3", lineage(snapshot)), server.uri
         ),
         "register_candidate": _fails_naming_the_server(
-            lambda: registry.register_candidate(uc, first_result(uc, snapshot), _key("run-2")), server.uri
+            lambda: decisions.register_candidate(uc, first_result(uc, snapshot), _key("run-2")), server.uri
         ),
         "read @champion": _fails_naming_the_server(lambda: registry.alias_version(MODEL, "champion"), server.uri),
     }
@@ -191,9 +193,9 @@ def test_outage_mid_training_leaves_no_version_and_the_champion_in_place_and_the
           f"(1 client retry); server back in {restart_seconds:.1f} s")  # fmt: skip
 
 
-def first_result(uc: Any, snapshot: str) -> runs.CandidateResult:
+def first_result(uc: Any, snapshot: str) -> CandidateResult:
     # Any candidate will do: the server is down, so registration never reaches it.
-    return runs.CandidateResult(expand_candidates(uc)[0].key, "0" * 32, "models:/m-0", {"rmse": 1.0})
+    return CandidateResult(expand_candidates(uc)[0].key, "0" * 32, "models:/m-0", {"rmse": 1.0})
 
 
 def _retry_window(retries: int, delay: float, multiplier: float, cap: float) -> tuple[float, float]:

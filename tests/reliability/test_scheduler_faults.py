@@ -37,16 +37,15 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlops.config import find_use_case
-from mlops.mlflow.registry import TAG_RUN_KEY
 from mlops.monitoring.assessment import Assessment
 from mlops.monitoring.decision import MonitoringDecision
-from mlops.orchestration.training import QUEUE_XCOM_KEY
+from mlops.naming import TAG_CANDIDATE_KEY, TAG_DAG_RUN_ID, TAG_MODEL_URI, TAG_RUN_KEY, TAG_RUN_TYPE
+from mlops.orchestration.training_slot import QUEUE_XCOM_KEY
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.processes import group_alive, stop_process_group
 from mlops.settings import Settings
 from mlops.training.candidates import CandidateSpec
-from mlops.training.runs import TAG_CANDIDATE_KEY, TAG_DAG_RUN_ID, TAG_MODEL_URI, TAG_RUN_TYPE
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mlops.mlflow.registry import approval_outcome
+from mlops.promotion.approval import approval_outcome
 from mlops.ui import views
 
 

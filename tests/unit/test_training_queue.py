@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mlops.orchestration.training import QUEUE_NOTICE_SECONDS, queue_wait
+from mlops.orchestration.training_slot import QUEUE_NOTICE_SECONDS, queue_wait
 
 ASKED = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 PREVIOUS = {"run_id": "manual_trigger", "started": "2026-11-26T12:00:01+00:00"}

@@ -187,6 +187,7 @@ def seed_registry(use_case: UseCase, dag_run_key: str) -> dict[str, str]:
 
     from mlops.evaluation.gate import check_gate
     from mlops.mlflow import registry
+    from mlops.promotion import decisions
 
     client = MlflowClient()
     experiment = client.create_experiment(use_case.name)
@@ -210,7 +211,7 @@ def seed_registry(use_case: UseCase, dag_run_key: str) -> dict[str, str]:
             use_case, {"rmse": rmse, "r2": 0.8}, champion.metrics if champion else None,
             champion_version=champion.version if champion else None,
         )  # fmt: skip
-        registry.apply_decision(use_case, version, decision, dag_run_key)
+        decisions.apply_decision(use_case, version, decision, dag_run_key)
         run_ids[version] = run.info.run_id
     return run_ids
 

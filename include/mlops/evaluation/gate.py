@@ -144,7 +144,7 @@ def check_gate(
         text = (
             f"{who} could not be scored on this holdout ({champion_error}), so the candidate cannot be "
             f"compared with it and is not promoted automatically; if the change is intended (for example "
-            f"new features), promote the candidate's version by hand with mlops.registry.rollback"
+            f"new features), promote the candidate's version by hand with mlops.promotion.rollback.rollback"
             f"(model_name, version=<its version>, reason=..., requested_by=...)"
         )
         failures.append(text)
@@ -156,7 +156,7 @@ def check_gate(
         if champion_primary is None:
             text = (
                 f"champion v{champion_version} has no {primary} on this holdout, so the candidate cannot be "
-                f"compared with it; promote by hand with mlops.registry.rollback if intended"
+                f"compared with it; promote by hand with mlops.promotion.rollback.rollback if intended"
             )
             failures.append(text)
             checks.append(text)

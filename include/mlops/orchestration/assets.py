@@ -30,11 +30,6 @@ def champion_moves() -> AssetAlias:
     return AssetAlias(name="mlops.champion_moves", group="model")
 
 
-def snapshot_asset(use_case: UseCase) -> Asset:
-    """Updated when a validated training snapshot is written and versioned."""
-    return Asset(name=f"{use_case.name}.snapshot", uri=f"x-mlops://data/{use_case.name}/snapshot", group="dataset")
-
-
 def predictions_asset(use_case: UseCase) -> Asset:
     """Updated when a batch-scoring partition lands in the prediction log."""
     return Asset(name=f"{use_case.name}.predictions", uri=f"x-mlops://predictions/{use_case.name}", group="dataset")

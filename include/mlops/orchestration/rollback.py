@@ -45,11 +45,11 @@ def build_rollback_dag(use_cases: list[UseCase]) -> DAG:
     def rollback_model() -> None:
         @task(**REGISTRY)
         def move_champion(**context: Any) -> dict[str, Any]:
-            from mlops.mlflow import registry
+            from mlops.promotion import rollback
 
             params = context["params"]
             requested_by = context["dag_run"].triggering_user_name or "unknown"
-            result = registry.rollback(
+            result = rollback.rollback(
                 params["model_name"], params.get("version"), reason=params["reason"], requested_by=requested_by
             )
             return result.to_dict()

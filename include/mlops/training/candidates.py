@@ -1,6 +1,6 @@
 """Candidate models: expand the config grid, build and fit scikit-learn pipelines, score them.
 
-Pure logic, no MLflow: `mlops.tracking` logs what these functions return. Only
+Pure logic, no MLflow: `mlops.training.runs` logs what these functions return. Only
 tasks import this module, so scikit-learn is imported at module level.
 """
 

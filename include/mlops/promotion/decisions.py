@@ -1,0 +1,187 @@
+"""Promotion: register the gate's candidate and move the aliases as the gate decided.
+
+Passed: `@champion` moves to the version and the old champion becomes `@previous`.
+Failed: the version becomes `@challenger`, tagged with the reasons. Every write is
+idempotent per DAG run: a version is found by its `mlops.run_key` tag before registering,
+and a DAG run's decision, once applied, is not applied again.
+
+Tags on a version, so the UI can say when and why it got where it is:
+- `mlops.run_key`: the DAG run that registered it;
+- `mlops.gate.*`: the gate's verdict and reasons, as the gate wrote them;
+- `mlops.promoted_by`, `mlops.promoted_at`, `mlops.replaced`: promoted to `@champion`;
+- `mlops.rejected_by`, `mlops.rejected_at`, `mlops.rejection_reason`: kept as `@challenger`;
+- `mlops.approval.*`: a person's answer to its promotion request (`promotion.approval`);
+- `mlops.rollback.*`, `mlops.rolled_back.*`: moved by hand (`promotion.rollback`).
+Times are ISO 8601 in UTC, to the second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from mlops.config import UseCase, resolve_use_case
+from mlops.evaluation.gate import GateDecision
+from mlops.mlflow import registry
+from mlops.naming import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    TAG_CANDIDATE_KEY,
+    TAG_GATE_CHAMPION_VERSION,
+    TAG_GATE_CHECKS,
+    TAG_GATE_PASSED,
+    TAG_GATE_REASONS,
+    TAG_GATE_RUN_KEY,
+    TAG_PROMOTED_AT,
+    TAG_PROMOTED_BY,
+    TAG_REJECTED_AT,
+    TAG_REJECTED_BY,
+    TAG_REJECTION_REASON,
+    TAG_REPLACED,
+    TAG_RUN_KEY,
+    TAG_USE_CASE,
+)
+from mlops.training.results import CandidateResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    action: Literal["promoted", "challenger", "unchanged"]
+    version: str
+    champion: str | None
+    previous: str | None
+    reasons: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def register_candidate(use_case: UseCase | str, candidate: CandidateResult | Mapping[str, Any], run_key: str) -> str:
+    """Register the candidate's model once per run key; returns the version."""
+    uc = resolve_use_case(use_case)
+    cand = CandidateResult.of(candidate)
+    registry.ensure_registered_model(uc.model_name, {TAG_USE_CASE: uc.name, "mlops.task": uc.task}, uc.description)
+    existing = registry.find_version_by_run_key(uc.model_name, run_key)
+    if existing is not None:
+        log.info("%s v%s was already registered for %s", uc.model_name, existing, run_key)
+        return existing
+    # Tags go in with the version, atomically: the run-key lookup above can always find it.
+    tags = {
+        TAG_RUN_KEY: run_key,
+        TAG_CANDIDATE_KEY: cand.key,
+        "mlops.run_id": cand.run_id,
+        **{f"mlops.metric.{k}": repr(v) for k, v in cand.metrics.items()},
+    }
+    return registry.register_version(cand.model_uri, uc.model_name, tags)
+
+
+def apply_decision(
+    use_case: UseCase | str, version: str, decision: GateDecision | dict[str, Any], run_key: str
+) -> PromotionResult:
+    """Record the gate decision on the version and move aliases accordingly.
+
+    Idempotent per run key: once this run key has promoted the version or kept it as
+    challenger, applying its decision again moves nothing and rewrites no tag (action
+    "unchanged"), even if later runs have moved the aliases since.
+    """
+    uc = resolve_use_case(use_case)
+    gate = decision if isinstance(decision, GateDecision) else GateDecision.from_dict(decision)
+    version, name = str(version), uc.model_name
+    reasons = list(gate.reasons)
+    champion = registry.alias_version(name, CHAMPION)
+    previous = registry.alias_version(name, PREVIOUS)
+    earlier = decided_earlier(registry.version_tags(name, version), version, run_key)
+    if earlier is not None:
+        log.info("%s: %s", name, earlier)
+        return PromotionResult("unchanged", version, champion, previous, [*reasons, earlier])
+    registry.set_version_tags(name, version, gate_tags(gate, run_key))
+    if gate.passed:
+        return _promote(name, version, champion, previous, reasons, run_key)
+    if champion == version:
+        # Only a rollback demotes a champion, deliberately and on the record.
+        note = f"v{version} is @champion and stays so; use rollback to replace it"
+        return PromotionResult("unchanged", version, champion, previous, [*reasons, note])
+    action = keep_as_challenger(name, version, "; ".join(gate.reasons), run_key)
+    log.info("%s v%s is @challenger: %s", name, version, "; ".join(reasons))
+    return PromotionResult(action, version, champion, previous, reasons)
+
+
+def _promote(
+    name: str, version: str, champion: str | None, previous: str | None, reasons: list[str], run_key: str
+) -> PromotionResult:
+    """Move `@champion` to the version, the replaced champion to `@previous`; then mark it done."""
+    if champion == version:
+        # This run key moved @champion here but died before its mark below (nothing else
+        # points @champion at a version this run registered and has not marked): finish
+        # the promotion, so the version says when and by whom and the Asset event goes out.
+        done = {TAG_REPLACED: previous or "none", TAG_PROMOTED_AT: applied_at(), TAG_PROMOTED_BY: run_key}
+        registry.set_version_tags(name, version, done)
+        log.info("%s v%s: finished an interrupted promotion to @champion", name, version)
+        note = f"v{version} was already @champion: finished the interrupted promotion"
+        return PromotionResult("promoted", version, version, previous, [*reasons, note])
+    if champion is not None:
+        # @previous first: a crash between the two calls leaves @champion untouched,
+        # and the re-run sets the same @previous again.
+        registry.set_alias(name, PREVIOUS, champion)
+        previous = champion
+    registry.set_alias(name, CHAMPION, version)
+    if registry.alias_version(name, CHALLENGER) == version:
+        registry.delete_alias(name, CHALLENGER)
+    # Written last: the run key's mark that this decision is applied (see decided_earlier).
+    done = {TAG_REPLACED: champion or "none", TAG_PROMOTED_AT: applied_at(), TAG_PROMOTED_BY: run_key}
+    registry.set_version_tags(name, version, done)
+    log.info("%s v%s promoted to @champion (previous: %s)", name, version, champion)
+    return PromotionResult("promoted", version, version, previous, reasons)
+
+
+def decided_earlier(tags: Mapping[str, str], version: str, run_key: str) -> str | None:
+    """Why a decision of `run_key` on this version must not be applied again, or None.
+
+    A cleared or re-run promotion replays its DAG run's decision; by then a later run
+    may have moved the aliases on, and replaying would move them back.
+    """
+    if tags.get(TAG_PROMOTED_BY) == run_key:
+        return f"v{version} was already promoted to @champion by {run_key}; a re-run moves no alias"
+    if tags.get(TAG_REJECTED_BY) == run_key:
+        return (
+            f"v{version} was already kept as @challenger by {run_key}; a re-run moves no alias "
+            "(to promote it anyway, run rollback_model with this version)"
+        )
+    return None
+
+
+def gate_tags(gate: GateDecision, run_key: str) -> dict[str, str]:
+    """The gate's verdict as it wrote it; nothing after the gate (a person's answer) changes these."""
+    return {
+        TAG_GATE_PASSED: str(gate.passed).lower(),
+        TAG_GATE_REASONS: "; ".join(gate.reasons),
+        TAG_GATE_CHECKS: "; ".join(gate.checks),
+        TAG_GATE_CHAMPION_VERSION: gate.champion_version or "none",
+        TAG_GATE_RUN_KEY: run_key,
+    }
+
+
+def keep_as_challenger(
+    name: str, version: str, reason: str, run_key: str, at: str | None = None
+) -> Literal["challenger", "unchanged"]:
+    """Point `@challenger` at the version and tag why and when; "unchanged" if it already was."""
+    action: Literal["challenger", "unchanged"] = "unchanged"
+    if registry.alias_version(name, CHALLENGER) != version:
+        registry.set_alias(name, CHALLENGER, version)
+        action = "challenger"
+    # Written last: the run key's mark that this decision is applied (see decided_earlier).
+    done = {TAG_REJECTION_REASON: reason, TAG_REJECTED_AT: at or applied_at(), TAG_REJECTED_BY: run_key}
+    registry.set_version_tags(name, version, done)
+    return action
+
+
+def applied_at() -> str:
+    """When a registry decision was applied, to the second in UTC, as every `mlops.*_at` tag is written."""
+    # The moment the alias moved, not the run's partition date: the page says when it happened.
+    return datetime.now(UTC).isoformat(timespec="seconds")
