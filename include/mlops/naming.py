@@ -93,6 +93,16 @@ TAG_MODEL_NAME = "mlops.model_name"
 
 TAG_MONITORING_RUN_KEY = "run_key"
 """On a monitoring run: the DAG run that logged it."""
+TAG_MONITORING_ACTION = "monitoring.action"
+"""On a monitoring run: the action its decision took (`none`, `retrain`, ...)."""
+
+# --------------------------------------------------------------------------- metrics read back
+
+METRIC_DRIFT_SHARE = "drift_share"
+"""On a monitoring run: the share of drifted columns, at the monitored window's end."""
+GATE_CANDIDATE_METRIC_PREFIX = "gate_candidate_"
+GATE_CHAMPION_METRIC_PREFIX = "gate_champion_"
+"""On a training run's parent run: the gate's scores of candidate and champion on one holdout."""
 
 # --------------------------------------------------------------------------- tags on model versions
 

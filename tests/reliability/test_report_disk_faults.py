@@ -22,7 +22,7 @@ import pytest
 
 from mlops.config import find_use_case
 from mlops.monitoring.steps import ReportWriteError, run_monitoring
-from mlops.ui.views import latest_report
+from mlops.ui.files import latest_report
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
