@@ -100,6 +100,14 @@ TAG_MONITORING_DRIFT_ENGINE = "monitoring.drift_engine"
 TAG_MONITORING_CHAMPION_VERSION = "champion_version"
 """The model version whose training data was the reference."""
 
+# --------------------------------------------------------------------------- metrics read back
+
+METRIC_DRIFT_SHARE = "drift_share"
+"""On a monitoring run: the share of drifted columns, at the monitored window's end."""
+GATE_CANDIDATE_METRIC_PREFIX = "gate_candidate_"
+GATE_CHAMPION_METRIC_PREFIX = "gate_champion_"
+"""On a training run's parent run: the gate's scores of candidate and champion on one holdout."""
+
 # --------------------------------------------------------------------------- tags on model versions
 
 TAG_RUN_KEY = "mlops.run_key"

@@ -43,7 +43,7 @@ from ui_stack import (
 )
 
 from mlops.config import find_use_case
-from mlops.ui.views import safe_folder_name
+from mlops.ui.files import safe_folder_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -19,8 +19,11 @@ HEAVY = ["pandas", "sklearn", "mlflow", "great_expectations", "evidently", "dvc"
 DAG_FILES = sorted(PROJECT_ROOT.joinpath("dags").rglob("*.py"))
 PLUGIN_FILES = sorted(PROJECT_ROOT.joinpath("plugins").rglob("*.py"))
 
+# Airflow puts the plugins folder on sys.path before it loads a plugin, so plugin modules
+# import their siblings (`mlops_ui.access`) by name; the probe does the same.
 PROBE = """
 import json, runpy, sys
+sys.path.append("plugins")
 runpy.run_path(sys.argv[1])
 heavy = json.loads(sys.argv[2])
 print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))

@@ -23,7 +23,7 @@ import pytest
 from mlops.config import find_use_case
 from mlops.monitoring.reports import ReportWriteError
 from mlops.monitoring.run import run_monitoring
-from mlops.ui.views import latest_report
+from mlops.ui.files import latest_report
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

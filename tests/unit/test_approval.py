@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mlops.promotion.approval import approval_outcome
-from mlops.ui import views
+from mlops.ui import urls, views
 
 
 def test_a_persons_approval_names_them() -> None:
@@ -51,7 +51,7 @@ def test_the_page_says_who_answered() -> None:
 
 
 def test_review_link_is_airflows_required_actions_tab() -> None:
-    path = views.required_action_path("train_uc", "manual__2026-01-01T00:00:00+00:00", "approve_promotion")
+    path = urls.required_action_path("train_uc", "manual__2026-01-01T00:00:00+00:00", "approve_promotion")
     run = "manual__2026-01-01T00%3A00%3A00%2B00%3A00"
     assert path == f"/dags/train_uc/runs/{run}/tasks/approve_promotion/required_actions"
-    assert views.required_action_path("d", "r", "t", map_index=3).endswith("/tasks/t/mapped/3/required_actions")
+    assert urls.required_action_path("d", "r", "t", map_index=3).endswith("/tasks/t/mapped/3/required_actions")

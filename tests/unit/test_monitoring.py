@@ -334,7 +334,7 @@ def test_a_clean_window_passes_validation_with_a_data_docs_page(
     ge_dir: Path, tmp_path: Path, february: pd.DataFrame
 ) -> None:
     from mlops.data.validation import window_docs_dir
-    from mlops.ui.views import relative_to_root
+    from mlops.ui.files import relative_to_root
 
     result = validate_window(BIKE, logged_window(tmp_path, "monitor_bike_sharing__clean", february))
     assert result.passed is True and result.details == ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops.ui import views
+from mlops.ui import files, views
 
 
 def test_a_use_case_is_read_through_its_training_and_monitoring_dags() -> None:
@@ -32,4 +32,4 @@ def test_a_use_case_is_read_through_its_training_and_monitoring_dags() -> None:
     ],
 )
 def test_data_docs_files_are_told_apart(relative: str, expected: tuple[str, str | None]) -> None:
-    assert views.data_docs_file_kind(relative) == expected
+    assert files.data_docs_file_kind(relative) == expected

@@ -1,4 +1,4 @@
-"""mlops.ui_data: the facts the MLOps page shows, against a real MLflow server and real folders."""
+"""mlops.ui: the facts the MLOps page shows, against a real MLflow server and real folders."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mlops import naming
 from mlops.config import UseCase, load_use_case
 from mlops.monitoring.reports import report_dir
 from mlops.settings import get_settings
-from mlops.ui import views
+from mlops.ui import chart, files, urls, views
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,12 +35,12 @@ def served(tmp_path: Path) -> Path:
 
 
 def test_confined_file_is_served(served: Path) -> None:
-    assert views.resolve_confined(served, "uc/run1/drift.html") == (served / "uc/run1/drift.html").resolve()
+    assert files.resolve_confined(served, "uc/run1/drift.html") == (served / "uc/run1/drift.html").resolve()
 
 
 def test_a_file_whose_name_contains_percent_escapes_is_found(served: Path) -> None:
     # The web server decoded %253A once to %3A: that is the literal name on disk.
-    found = views.resolve_confined(served, "uc/manual__2026-01-01T00%3A00/page.html")
+    found = files.resolve_confined(served, "uc/manual__2026-01-01T00%3A00/page.html")
     assert found.read_text() == "encoded name"
 
 
@@ -70,15 +70,15 @@ def test_a_file_whose_name_contains_percent_escapes_is_found(served: Path) -> No
     ],
 )
 def test_traversal_and_non_files_are_refused(served: Path, attempt: str) -> None:
-    with pytest.raises(views.PathRefused):
-        views.resolve_confined(served, attempt)
+    with pytest.raises(files.PathRefused):
+        files.resolve_confined(served, attempt)
 
 
 def test_relative_to_root_only_inside(served: Path, tmp_path: Path) -> None:
-    assert views.relative_to_root(served, served / "uc/run1/drift.html") == "uc/run1/drift.html"
-    assert views.relative_to_root(served, tmp_path / "secret.txt") is None
-    assert views.relative_to_root(served, served / "uc" / "escape.html") is None
-    assert views.relative_to_root(served, None) is None
+    assert files.relative_to_root(served, served / "uc/run1/drift.html") == "uc/run1/drift.html"
+    assert files.relative_to_root(served, tmp_path / "secret.txt") is None
+    assert files.relative_to_root(served, served / "uc" / "escape.html") is None
+    assert files.relative_to_root(served, None) is None
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -112,8 +112,8 @@ def test_a_rejection_is_shown_when_it_says_more_than_the_gate() -> None:
 
 def test_urls_and_dag_names() -> None:
     base = "http://mlflow:5000/"
-    assert views.run_url(base, "abc") == "http://mlflow:5000/#/runs/abc"
-    assert views.model_version_url(base, "m/x", "3") == "http://mlflow:5000/#/models/m%2Fx/versions/3"
+    assert urls.run_url(base, "abc") == "http://mlflow:5000/#/runs/abc"
+    assert urls.model_version_url(base, "m/x", "3") == "http://mlflow:5000/#/models/m%2Fx/versions/3"
     assert naming.use_case_of_dag("train_bike_sharing") == "bike_sharing"
     assert naming.use_case_of_dag("monitor_breast_cancer") == "breast_cancer"
     assert naming.use_case_of_dag("rollback_model") is None
@@ -122,21 +122,21 @@ def test_urls_and_dag_names() -> None:
 
 def test_folder_naming_matches_monitoring() -> None:
     key = "monitor_bike_sharing/scheduled__2026-01-01T00:00:00+00:00"
-    assert report_dir("bike_sharing", key, Path("/r")).name == views.safe_folder_name(key)
+    assert report_dir("bike_sharing", key, Path("/r")).name == files.safe_folder_name(key)
 
 
 def test_drift_chart_has_one_point_per_run_and_the_threshold() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     points = [views.DriftPoint(start + timedelta(days=i), v, "none", f"http://m/#/runs/{i}") for i, v in
               enumerate([0.1, 0.3, 0.7])]  # fmt: skip
-    svg = views.drift_chart_svg(points, threshold=0.5)
+    svg = chart.drift_chart_svg(points, threshold=0.5)
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert svg.count('class="point"') == 3
     assert 'class="threshold"' in svg and "retraining threshold 0.5" in svg
     assert "2026-01-01" in svg and "2026-01-03" in svg
     assert svg.count("#c0392b") >= 2  # the point above the threshold is drawn in the alert colour
-    assert views.drift_chart_svg([], 0.5) == ""
-    single = views.drift_chart_svg(points[:1], 0.5)
+    assert chart.drift_chart_svg([], 0.5) == ""
+    single = chart.drift_chart_svg(points[:1], 0.5)
     assert single.count('class="point"') == 1
 
 
@@ -152,20 +152,20 @@ def test_latest_report_skips_incomplete_runs(tmp_path: Path) -> None:
     (unfinished / "drift.html").write_text("half")  # no summary.json: still being written
     os.utime(old / "summary.json", (1, 1))
 
-    report = views.latest_report(root, "uc")
+    report = files.latest_report(root, "uc")
     assert report is not None and report.folder == "old"
     assert report.html == "uc/old/drift.html"
     assert report.files == ["uc/old/drift.html", "uc/old/data_quality.html"]
-    assert views.latest_report(root, "other") is None
+    assert files.latest_report(root, "other") is None
 
 
 def test_latest_data_docs_page(tmp_path: Path) -> None:
     docs = tmp_path / "local_site"
-    assert views.latest_data_docs_page(docs, "uc") is None
+    assert files.latest_data_docs_page(docs, "uc") is None
     page_dir = docs / "validations" / "uc" / "run" / "20260101T000000Z"
     page_dir.mkdir(parents=True)
     (page_dir / "a.html").write_text("a")
-    assert views.latest_data_docs_page(docs, "uc") == "validations/uc/run/20260101T000000Z/a.html"
+    assert files.latest_data_docs_page(docs, "uc") == "validations/uc/run/20260101T000000Z/a.html"
 
 
 # --------------------------------------------------------------------------- against MLflow
@@ -264,7 +264,7 @@ def test_gather_use_case_shows_aliases_metrics_reasons_and_drift(use_case: UseCa
     assert view.monitoring_url is not None and view.monitoring_url.startswith(f"{mlflow_server}/#/experiments/")
 
     assert view.report is not None and view.report.html == f"{use_case.name}/{report.name}/drift.html"
-    assert views.resolve_confined(settings.reports_dir, view.report.html).read_text() == "<html>evidently</html>"
+    assert files.resolve_confined(settings.reports_dir, view.report.html).read_text() == "<html>evidently</html>"
 
 
 def test_gather_run_finds_what_the_dag_run_produced(use_case: UseCase) -> None:

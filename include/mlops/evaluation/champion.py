@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from mlops.config import UseCase, resolve_use_case
 from mlops.evaluation.gate import GateDecision, check_gate, is_better
 from mlops.mlflow import evaluation as mlflow_evaluation
-from mlops.naming import CHAMPION, TAG_GATE_CHAMPION_VERSION, TAG_GATE_PASSED, TAG_GATE_REASONS
+from mlops.naming import (
+    CHAMPION,
+    GATE_CANDIDATE_METRIC_PREFIX,
+    GATE_CHAMPION_METRIC_PREFIX,
+    TAG_GATE_CHAMPION_VERSION,
+    TAG_GATE_PASSED,
+    TAG_GATE_REASONS,
+)
 from mlops.training.results import CandidateResult
 
 if TYPE_CHECKING:
@@ -24,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_PREFIX = "gate_candidate_"
-CHAMPION_PREFIX = "gate_champion_"
 # Run tag values are capped by the server; the reasons are cut, never rejected.
 _MAX_TAG = 5000
 
@@ -136,12 +141,12 @@ def _evaluation_log(
     decision: GateDecision,
 ) -> mlflow_evaluation.EvaluationLog:
     """The gate's record on the parent run: both models' evaluations, the metrics compared, the verdict."""
-    predictions = {CANDIDATE_PREFIX: candidate_predictions}
-    metrics = {f"{CANDIDATE_PREFIX}{k}": v for k, v in decision.candidate_metrics.items()}
+    predictions = {GATE_CANDIDATE_METRIC_PREFIX: candidate_predictions}
+    metrics = {f"{GATE_CANDIDATE_METRIC_PREFIX}{k}": v for k, v in decision.candidate_metrics.items()}
     if champion.predictions is not None:
-        predictions[CHAMPION_PREFIX] = champion.predictions
+        predictions[GATE_CHAMPION_METRIC_PREFIX] = champion.predictions
     if champion.metrics:
-        metrics.update({f"{CHAMPION_PREFIX}{k}": v for k, v in champion.metrics.items()})
+        metrics.update({f"{GATE_CHAMPION_METRIC_PREFIX}{k}": v for k, v in champion.metrics.items()})
     tags = {
         TAG_GATE_PASSED: str(decision.passed).lower(),
         TAG_GATE_REASONS: "; ".join(decision.reasons)[:_MAX_TAG],

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import METRIC_DIRECTIONS
-from mlops.mlflow.client import filter_literal, fluent_client, is_already_existing, is_missing
+from mlops.mlflow.client import client, filter_literal, fluent_client, is_already_existing, is_missing
 from mlops.naming import CHAMPION, TAG_RUN_KEY
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ class ModelVersionInfo:
 
 
 def _client() -> MlflowClient:
-    # The fluent client: `register_version` goes through `mlflow.register_model`.
-    return fluent_client()
+    # No global state: the UI plugin reads the registry inside Airflow's API server.
+    return client()
 
 
 # ----------------------------------------------------------------------------- reads
@@ -158,7 +158,7 @@ def register_version(model_uri: str, model_name: str, tags: Mapping[str, str]) -
     """Register `model_uri` as a new version of `model_name`, tagged in the same call; returns the version."""
     import mlflow
 
-    _client()
+    fluent_client()  # mlflow.register_model is fluent: it registers with the global registry URI
     return str(mlflow.register_model(model_uri, model_name, tags=dict(tags)).version)
 
 

@@ -20,6 +20,7 @@ from mlops.monitoring.reports import write_atomic
 from mlops.monitoring.run import MonitoringSummary, run_monitoring
 from mlops.monitoring.window import read_window
 from mlops.naming import (
+    METRIC_DRIFT_SHARE,
     TAG_MONITORING_ACTION,
     TAG_MONITORING_CHAMPION_VERSION,
     TAG_MONITORING_DRIFT_ENGINE,
@@ -87,7 +88,7 @@ def _no_champion(use_case: UseCase) -> MonitoringDecision:
 def headline_metrics(summary: MonitoringSummary, decision: MonitoringDecision) -> dict[str, float]:
     """The numbers a monitoring run is charted by: drift, rows, window performance (`perf_<metric>`), degradation."""
     values = {
-        "drift_share": summary.drift.share_of_drifted_columns,
+        METRIC_DRIFT_SHARE: summary.drift.share_of_drifted_columns,
         "drifted_columns": float(summary.drift.number_of_drifted_columns),
         "rows": float(summary.rows),
         "labelled_rows": float(summary.labelled_rows),

@@ -12,21 +12,17 @@ is a small dict of ids and paths (the tasks never return data), so this is cheap
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
 from mlops.naming import use_case_of_dag
 from mlops.settings import get_settings
-from mlops.ui import views
+from mlops.ui import urls
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
-
-PLUGIN_PREFIX = "/mlops"
 
 
 def return_value(ti_key: TaskInstanceKey) -> Any:
@@ -52,14 +48,6 @@ def airflow_base_url() -> str:
     from airflow.configuration import conf
 
     return str(conf.get("api", "base_url", fallback="") or "").rstrip("/")
-
-
-def plugin_file_url(kind: str, root: Path, path: object) -> str:
-    """URL of a file the plugin serves from `root` (kind `reports` or `data-docs`); '' if outside it."""
-    relative = views.relative_to_root(root, str(path)) if isinstance(path, str) and path else None
-    if relative is None:
-        return ""
-    return f"{airflow_base_url()}{PLUGIN_PREFIX}/{kind}/{quote(relative)}"
 
 
 def _task_name(task_id: str) -> str:
@@ -96,7 +84,7 @@ class MlflowRunLink(_ReturnValueLink):
 
     def url_for(self, ti_key: TaskInstanceKey, value: Any) -> str:
         run_id = value if isinstance(value, str) else value["run_id"]
-        return views.run_url(get_settings().mlflow_ui_url, str(run_id)) if run_id else ""
+        return urls.run_url(urls.mlflow_ui_base(get_settings()), str(run_id)) if run_id else ""
 
 
 class DataDocsLink(_ReturnValueLink):
@@ -106,7 +94,8 @@ class DataDocsLink(_ReturnValueLink):
     task_ids = frozenset({"validate_snapshot", "validate_window"})
 
     def url_for(self, ti_key: TaskInstanceKey, value: Any) -> str:
-        return plugin_file_url("data-docs", get_settings().data_docs_dir, value.get("data_docs_page"))
+        page = value.get("data_docs_page")
+        return urls.plugin_file_url(airflow_base_url(), "data-docs", get_settings().data_docs_dir, page)
 
 
 class MonitoringReportLink(_ReturnValueLink):
@@ -116,7 +105,8 @@ class MonitoringReportLink(_ReturnValueLink):
     task_ids = frozenset({"assess_window"})
 
     def url_for(self, ti_key: TaskInstanceKey, value: Any) -> str:
-        return plugin_file_url("reports", get_settings().reports_dir, value.get("report_html"))
+        report = value.get("report_html")
+        return urls.plugin_file_url(airflow_base_url(), "reports", get_settings().reports_dir, report)
 
 
 class ModelVersionLink(_ReturnValueLink):
@@ -133,7 +123,7 @@ class ModelVersionLink(_ReturnValueLink):
         if version in (None, "") or use_case is None:
             return ""
         model_name = find_use_case(use_case).model_name
-        return views.model_version_url(get_settings().mlflow_ui_url, model_name, str(version))
+        return urls.model_version_url(urls.mlflow_ui_base(get_settings()), model_name, str(version))
 
 
 def all_links() -> list[BaseOperatorLink]:

@@ -16,6 +16,16 @@ from datetime import date, datetime
 from typing import Any
 
 from mlops.config import UseCase, find_use_case
+from mlops.mlflow.client import client as mlflow_client
+from mlops.naming import (
+    TAG_GATE_PASSED,
+    TAG_GATE_REASONS,
+    TAG_PROMOTED_AT,
+    TAG_PROMOTED_BY,
+    TAG_REJECTED_AT,
+    TAG_REJECTED_BY,
+    TAG_REJECTION_REASON,
+)
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.settings import Settings, get_settings
@@ -78,37 +88,39 @@ def _report_training(api: AirflowAPI, dag_id: str, run_id: str) -> None:
 
 def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], None] = _say) -> None:
     """Which versions became champion, when, and why (read back from the registry)."""
-    from mlflow import MlflowClient
+    from mlops.mlflow import browse, registry
 
-    from mlops.mlflow import registry
-
-    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    versions = sorted(client.search_model_versions(f"name='{use_case.model_name}'"), key=lambda v: int(v.version))
+    versions = browse.all_versions(mlflow_client(settings.mlflow_tracking_uri), use_case.model_name)
     say(f"timeline of {use_case.model_name}:")
     for version in versions:
-        info = registry.version_info(use_case.model_name, str(version.version))
-        # When the decision was applied (the alias moved); registration time for older versions.
-        decided_at = info.tags.get("mlops.promoted_at") or info.tags.get("mlops.rejected_at")
-        if decided_at:
-            when = time.strftime("%H:%M:%S", time.localtime(datetime.fromisoformat(decided_at).timestamp()))
-        else:
-            when = time.strftime("%H:%M:%S", time.localtime(int(version.creation_timestamp) / 1000))
-        passed = info.tags.get("mlops.gate.passed") == "true"
-        if info.tags.get("mlops.promoted_by"):
-            outcome = "promoted"
-        elif info.tags.get("mlops.rejected_by") or not passed:
-            outcome = "rejected"
-        else:
-            outcome = "passed"
+        info = registry.version_info(use_case.model_name, version.version)
+        outcome = _outcome(info.tags)
         aliases = " ".join(f"@{a}" for a in info.aliases)
         metric = use_case.gate.primary_metric
         score = f"{metric} {info.metrics[metric]:.3g}" if metric in info.metrics else ""
         # The first reason is the one that fired (drift before decay); the rest are on the run.
         reason = info.lineage.get("reason", "?").split("; ")[0]
+        when = _decided_at(info.tags, version.created)
         say(f"  v{info.version:<3} {when} {outcome:<9} {score:<12} {aliases:<22} trained because: {reason}")
         if outcome == "rejected":
-            why = info.tags.get("mlops.rejection_reason") or info.tags.get("mlops.gate.reasons", "")
+            why = info.tags.get(TAG_REJECTION_REASON) or info.tags.get(TAG_GATE_REASONS, "")
             say(f"       rejected because: {why[:160]}")
+
+
+def _decided_at(tags: dict[str, str], registered: datetime | None) -> str:
+    """When the registry applied the version's decision (the alias moved), else when it was registered; local time."""
+    decided_at = tags.get(TAG_PROMOTED_AT) or tags.get(TAG_REJECTED_AT)
+    moment = datetime.fromisoformat(decided_at) if decided_at else registered
+    return time.strftime("%H:%M:%S", time.localtime(moment.timestamp())) if moment else "?"
+
+
+def _outcome(tags: dict[str, str]) -> str:
+    """`promoted`, `rejected`, or `passed` (the gate passed and no decision is applied yet)."""
+    if tags.get(TAG_PROMOTED_BY):
+        return "promoted"
+    if tags.get(TAG_REJECTED_BY) or tags.get(TAG_GATE_PASSED) != "true":
+        return "rejected"
+    return "passed"
 
 
 def run(keep_running: bool = True, fast: bool = False) -> int:
