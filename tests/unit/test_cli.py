@@ -11,7 +11,7 @@ import yaml
 
 from mlops import cli
 from mlops.config import load_use_case
-from mlops.data import validation
+from mlops.data import suites
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
@@ -93,7 +93,7 @@ def test_suite_bootstrap_takes_the_tolerance_like_the_module(
     low, high = tight["mean_radius"]
     assert wide["mean_radius"] == pytest.approx((max(0.0, low - (high - low) / 2), high + (high - low) / 2), rel=1e-4)
     # One parser behind both commands: the same options, under each one's name.
-    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.data.validation", validation.main, [])]
+    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.data.suites", suites.main, [])]
     for prog, main, prefix in commands:
         with pytest.raises(SystemExit):
             main([*prefix, "bootstrap", "--help"])
