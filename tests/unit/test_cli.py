@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,11 @@ def test_suite_bootstrap_takes_the_tolerance_like_the_module(
             main([*prefix, "bootstrap", "--help"])
         usage = capsys.readouterr().out
         assert usage.startswith(f"usage: {prog} bootstrap") and "--reference" in usage and "--tolerance" in usage
+
+
+def test_the_suite_module_runs_as_a_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops.data.suites", "bootstrap", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m mlops.data.suites bootstrap")
