@@ -47,10 +47,12 @@ def _data_restore(args: argparse.Namespace) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from mlops.data import validation
+    from mlops.data import suites
+    from mlops.orchestration.connections import sql_uri_outside_task
 
-    # One parser for `mlops suite ...` and `python -m mlops.data.validation ...`: the options cannot drift apart.
-    return validation.main(args.rest, prog="mlops suite")
+    # One parser for `mlops suite ...` and `python -m mlops.data.suites ...`: the options cannot drift apart.
+    # Only this one resolves an SQL source's Airflow connection (the data layer imports no Airflow).
+    return suites.main(args.rest, prog="mlops suite", sql_uri_resolver=sql_uri_outside_task)
 
 
 def _config_check(args: argparse.Namespace) -> int:

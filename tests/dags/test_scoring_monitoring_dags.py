@@ -4,7 +4,10 @@ A champion is trained on early 2011 (through the package functions, the same
 ones the training DAG calls), with a random 30 % of its hours held out. Then:
 - the scoring DAG scores a landed partition, and a re-run replaces it;
 - monitoring a summer window finds drift and triggers training with the reason in its conf;
-- monitoring again while that training run is queued is held back by the cooldown guard;
+- monitoring again while that training run is queued is held back by the guard against a
+  second training run (decision `cooldown`, reason: a training run is already active);
+- with no training run active, a trigger recorded within `cooldown_hours` of the window's
+  end holds a drifted window back: the time-based cooldown;
 - a window that breaks the Great Expectations suite is a data bug: an alert reaches a
   local webhook, nothing is triggered;
 - a window with too few rows decides nothing and triggers nothing;
@@ -178,11 +181,61 @@ def test_drifted_window_triggers_training_with_reason(bike: UseCase) -> None:
     conf = new[0].conf
     assert "drift" in conf["reason"] and conf["as_of"] == "2011-07-15" and conf["report"].endswith("drift.html")
 
-    # The triggered run is still queued (nothing executes it here): the cooldown guard holds.
+    # The triggered run is still queued (nothing executes it here): the guard against a second
+    # training run holds (its action is also called `cooldown`; the time-based one is tested below).
     again = dag.test(run_conf={"as_of": "2011-07-15"})
     decision = task_xcom(dag.dag_id, "assess_window", again.run_id)["decision"]
     assert decision["action"] == "cooldown", decision
+    assert "a training run is already queued or running: not triggering another" in decision["reasons"]
     assert len([r for r in _training_runs(training_dag_id(bike.name)) if r.run_id not in before]) == 1
+
+
+def _end_active_training_runs(dag_id: str) -> None:
+    """Mark the queued or running runs of `dag_id` failed: under `dag.test()` nothing ever executes them."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        active = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.state.in_(["queued", "running"]))
+        for run in active:
+            run.state = DagRunState.FAILED
+
+
+def test_a_recent_trigger_holds_a_drifted_window_back(bike: UseCase) -> None:
+    """The time-based cooldown: no training run is active, but one was triggered an hour before this window's end."""
+    from airflow.models.variable import Variable
+
+    from mlops.naming import last_trigger_variable, training_dag_id
+    from mlops.orchestration.monitoring import build_monitoring_dag
+
+    _end_active_training_runs(training_dag_id(bike.name))
+    assert not [r for r in _training_runs(training_dag_id(bike.name)) if str(r.state) in ("queued", "running")]
+    variable = last_trigger_variable(bike.name)
+    recorded = Variable.get(variable, default_var=None)
+    assert bike.monitoring.cooldown_hours > 1
+    Variable.set(variable, "2011-08-14T23:00:00")  # one hour before the window's end
+    try:
+        _serve_window(bike, "2011-08-01", "2011-08-15")  # summer again: drifted against Jan-Feb
+        dag = build_monitoring_dag(bike)
+        before = {r.run_id for r in _training_runs(training_dag_id(bike.name))}
+        dag_run = dag.test(run_conf={"as_of": "2011-08-15"})
+        assert str(dag_run.state) == "success"
+        decision = _decision(dag.dag_id, dag_run.run_id)
+        assert decision["action"] == "cooldown", decision
+        assert decision["drift_share"] >= bike.monitoring.drift_share_threshold  # it would have retrained
+        assert f"last retraining triggered 1.0 h ago (< monitoring.cooldown_hours = {bike.monitoring.cooldown_hours})" \
+            in decision["reasons"][-1], decision["reasons"]  # fmt: skip
+        assert not any("already queued or running" in r for r in decision["reasons"])
+        states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
+        assert states["trigger_retraining"] == "skipped" and states["record_trigger"] == "skipped"
+        assert {r.run_id for r in _training_runs(training_dag_id(bike.name))} == before
+        assert Variable.get(variable) == "2011-08-14T23:00:00"  # nothing recorded: nothing was triggered
+    finally:
+        if recorded is None:
+            Variable.delete(variable)
+        else:
+            Variable.set(variable, recorded)
 
 
 def _decision(dag_id: str, run_id: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from mlops import cli
 from mlops.config import load_use_case
-from mlops.data import validation
+from mlops.data import suites
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
@@ -93,9 +95,17 @@ def test_suite_bootstrap_takes_the_tolerance_like_the_module(
     low, high = tight["mean_radius"]
     assert wide["mean_radius"] == pytest.approx((max(0.0, low - (high - low) / 2), high + (high - low) / 2), rel=1e-4)
     # One parser behind both commands: the same options, under each one's name.
-    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.data.validation", validation.main, [])]
+    commands = [("mlops suite", cli.main, ["suite"]), ("python -m mlops.data.suites", suites.main, [])]
     for prog, main, prefix in commands:
         with pytest.raises(SystemExit):
             main([*prefix, "bootstrap", "--help"])
         usage = capsys.readouterr().out
         assert usage.startswith(f"usage: {prog} bootstrap") and "--reference" in usage and "--tolerance" in usage
+
+
+def test_the_suite_module_runs_as_a_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops.data.suites", "bootstrap", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m mlops.data.suites bootstrap")

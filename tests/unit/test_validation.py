@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from mlops.config import UseCase, find_use_case
-from mlops.data import validation
+from mlops.data import suites
 from mlops.data.validation import DataValidationError, ValidationOutcome, ensure_valid, validate
 from mlops.settings import get_settings
 
@@ -170,11 +170,11 @@ def test_missing_values_within_reference_share_pass(ge_dir: Path, bike: UseCase)
 
 def test_bootstrap_breast_cancer_passes_reference_and_fails_corrupted_copy(ge_dir: Path) -> None:
     use_case = find_use_case("breast_cancer")
-    assert validation.main(["bootstrap", "breast_cancer", "--tolerance", "0.05"]) == 0
+    assert suites.main(["bootstrap", "breast_cancer", "--tolerance", "0.05"]) == 0
     suite_file = ge_dir / "expectations" / "breast_cancer.json"
     assert suite_file.is_file() and '"tolerance": 0.05' in suite_file.read_text(encoding="utf-8")
 
-    reference = validation.load_reference(use_case)
+    reference = suites.load_reference(use_case)
     assert validate(use_case, reference, run_id="bc_reference").success
 
     shifted = reference.assign(mean_area=reference["mean_area"] * 3, target=reference["target"].replace({1: 2}))
@@ -188,7 +188,7 @@ def test_bootstrap_writes_suite_from_explicit_reference(ge_dir: Path, tmp_path: 
     # A fresh use case: its suite, validation definition and checkpoint are created from scratch.
     new_case = bike.model_copy(update={"name": "bike_copy"})
     reference = pd.read_csv(BIKE_CSV).iloc[:2000]
-    path = validation.bootstrap_suite(new_case, reference, tolerance=0.2)
+    path = suites.bootstrap_suite(new_case, reference, tolerance=0.2)
     assert path == ge_dir / "expectations" / "bike_copy.json" and path.is_file()
     assert (ge_dir / "checkpoints" / "bike_copy.json").is_file()
     assert validate(new_case, reference, run_id="bike_copy_reference").success
@@ -201,7 +201,7 @@ def test_validate_without_suite_says_how_to_create_it(ge_dir: Path, bike: UseCas
 
 def test_derive_expectations_from_config_and_data(bike: UseCase) -> None:
     df = pd.read_csv(BIKE_CSV)
-    specs = validation.derive_expectations(bike, df, tolerance=0.1)
+    specs = suites.derive_expectations(bike, df, tolerance=0.1)
     by_key = {(s.type, s.kwargs.get("column")): s.kwargs for s in specs}
 
     assert set(by_key[("ExpectTableColumnsToMatchSet", None)]["column_set"]) == set(df.columns)
@@ -219,9 +219,9 @@ def test_derive_expectations_from_config_and_data(bike: UseCase) -> None:
 def test_derive_expectations_rejects_reference_without_configured_columns(bike: UseCase) -> None:
     df = pd.read_csv(BIKE_CSV, nrows=50).drop(columns=["hum"])
     with pytest.raises(ValueError, match=r"lacks configured columns \['hum'\]"):
-        validation.derive_expectations(bike, df)
+        suites.derive_expectations(bike, df)
     with pytest.raises(ValueError, match="tolerance"):
-        validation.derive_expectations(bike, pd.read_csv(BIKE_CSV, nrows=50), tolerance=-1)
+        suites.derive_expectations(bike, pd.read_csv(BIKE_CSV, nrows=50), tolerance=-1)
 
 
 def test_parallel_validations_leave_the_context_intact(ge_dir: Path, clean_bike: pd.DataFrame, tmp_path: Path) -> None:

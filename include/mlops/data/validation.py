@@ -5,21 +5,17 @@ alone takes seconds, and DAG files import this module). Everything it returns is
 dataclass, so a GX upgrade touches this file only.
 
 The file context lives in `settings.great_expectations_dir` (env MLOPS_GE_DIR). Suites,
-the pandas datasource, validation definitions and checkpoints are created by `bootstrap`
-and committed; `validate` only reads them, so parallel runs never rewrite shared files
-(validation results and Data Docs pages are per run, under `uncommitted/`).
-
-    mlops suite bootstrap <use_case> [--reference PATH] [--tolerance 0.1]
+the pandas datasource, validation definitions and checkpoints are written by `save_suite`
+(which `mlops suite bootstrap`, in `mlops.data.suites`, calls) and committed; `validate`
+only reads them, so parallel runs never rewrite shared files (validation results and Data
+Docs pages are per run, under `uncommitted/`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import math
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -27,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from mlops._io import file_lock
-from mlops.config import FileSource, SklearnSource, UseCase, find_use_case
+from mlops.config import UseCase
 from mlops.naming import WINDOW_DOCS_SITE, WINDOW_SUITE_SUFFIX
 from mlops.settings import get_settings
 
@@ -37,19 +33,9 @@ if TYPE_CHECKING:
 DATASOURCE = "mlops_pandas"
 BATCH_DEFINITION = "whole_dataframe"
 DATA_DOCS_SITE = "local_site"
+# Run-time parameters of a suite: the checkpoint passes their values on every run.
 MAX_DATE_PARAMETER = "max_date"
 MIN_ROWS_PARAMETER = "min_rows"
-DEFAULT_TOLERANCE = 0.1
-# Object columns with more distinct values than this are free text or ids, not categories.
-MAX_CATEGORIES = 50
-
-INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
-INT_TYPES += [t.capitalize() for t in INT_TYPES[:4]]  # pandas nullable Int8..Int64
-FLOAT_TYPES = ["float16", "float32", "float64", "Float32", "Float64"]
-STRING_TYPES = ["str", "StringDtype"]
-BOOL_TYPES = ["bool", "boolean"]
-DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]", "DatetimeTZDtype"]
-DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
 
 
 class DataValidationError(RuntimeError):
@@ -382,133 +368,22 @@ def _wire_checkpoint(context: Any, use_case: UseCase) -> Any:
     return context.checkpoints.add_or_update(checkpoint)
 
 
-# ---------------------------------------------------------------- bootstrap
+# ---------------------------------------------------------------- saving a suite
 
 
-def derive_expectations(
-    use_case: UseCase, reference: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE
-) -> list[ExpectationSpec]:
-    """Expectations for `use_case` learned from a reference frame (pure pandas, no GX).
+def save_suite(use_case: UseCase, specs: Sequence[ExpectationSpec], meta: Mapping[str, Any]) -> Path:
+    """Save the use case's suite (these expectations, this meta) with its checkpoint; return the suite file.
 
-    Numeric ranges are the observed range widened by `tolerance` x its span on each side
-    (never below zero for columns that are never negative); null and duplicate fractions
-    become `mostly` loosened by `tolerance`; categories are the observed values.
+    Expectations unchanged since the saved suite keep their ids, so a re-bootstrap gives a clean git diff.
     """
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    needed = [*use_case.features.all, use_case.target, *([use_case.time_column] if use_case.time_column else [])]
-    missing = [c for c in needed if c not in reference.columns]
-    if missing:
-        raise ValueError(
-            f"reference data for {use_case.name!r} lacks configured columns {missing}; "
-            f"it has {list(reference.columns)}. Fix the config or pass the right --reference"
-        )
-    if reference.empty:
-        raise ValueError(f"reference data for {use_case.name!r} has no rows")
-
-    columns = [str(c) for c in reference.columns]
-    specs = [
-        ExpectationSpec("ExpectTableColumnsToMatchSet", {"column_set": sorted(columns), "exact_match": True}),
-        # The floor depends on the caller (training or a monitoring window): a run-time parameter.
-        ExpectationSpec("ExpectTableRowCountToBeBetween", {"min_value": {"$PARAMETER": MIN_ROWS_PARAMETER}}),
-    ]
-    unique_fraction = 1.0 - float(reference.duplicated(keep=False).mean())
-    specs.append(
-        ExpectationSpec(
-            "ExpectCompoundColumnsToBeUnique", {"column_list": columns, **_mostly(unique_fraction, tolerance)}
-        )
-    )
-    categorical = set(use_case.features.categorical)
-    if use_case.task == "classification":
-        categorical.add(use_case.target)
-
-    for name in columns:
-        series = reference[name]
-        kind = series.dtype.kind
-        specs.append(ExpectationSpec("ExpectColumnValuesToBeInTypeList", {"column": name, "type_list": _types(series)}))
-        specs.append(
-            ExpectationSpec(
-                "ExpectColumnValuesToNotBeNull", {"column": name, **_mostly(float(series.notna().mean()), tolerance)}
-            )
-        )
-        values = series.dropna()
-        if name == use_case.time_column:
-            specs.extend(_time_expectations(name, values))
-        elif name in categorical or (kind in "OSUb" and values.nunique() <= MAX_CATEGORIES):
-            domain = sorted(v.item() if hasattr(v, "item") else v for v in values.unique())
-            specs.append(ExpectationSpec("ExpectColumnValuesToBeInSet", {"column": name, "value_set": domain}))
-        elif kind in "iuf" and not values.empty:
-            low, high = _widened(values, tolerance, integer=kind in "iu")
-            specs.append(
-                ExpectationSpec("ExpectColumnValuesToBeBetween", {"column": name, "min_value": low, "max_value": high})
-            )
-    return specs
-
-
-def _types(series: pd.Series) -> list[str]:
-    kind = series.dtype.kind
-    if kind == "b":
-        return BOOL_TYPES
-    if kind in "iu":
-        return INT_TYPES
-    if kind == "f":
-        # Float columns may legitimately arrive as ints (e.g. whole-number humidity).
-        return [*FLOAT_TYPES, *INT_TYPES]
-    if kind == "M":
-        return DATETIME_TYPES
-    return STRING_TYPES
-
-
-def _mostly(fraction: float, tolerance: float) -> dict[str, float]:
-    """No `mostly` when the reference is perfect: then a single violation is news."""
-    if fraction >= 1.0:
-        return {}
-    return {"mostly": max(0.0, math.floor((fraction - tolerance) * 100) / 100)}
-
-
-def _widened(values: pd.Series, tolerance: float, *, integer: bool) -> tuple[float, float]:
-    low, high = float(values.min()), float(values.max())
-    margin = tolerance * (high - low) if high > low else tolerance * max(abs(high), 1.0)
-    new_low, new_high = low - margin, high + margin
-    if low >= 0:
-        new_low = max(0.0, new_low)  # counts, sizes and rates never go negative
-    if integer:
-        return float(math.floor(new_low)), float(math.ceil(new_high))
-    return math.floor(new_low * 1e6) / 1e6, math.ceil(new_high * 1e6) / 1e6
-
-
-def _time_expectations(name: str, values: pd.Series) -> list[ExpectationSpec]:
-    import pandas as pd
-
-    # Not after the run's date: the checkpoint passes it as a suite parameter.
-    latest = ExpectationSpec(
-        "ExpectColumnMaxToBeBetween", {"column": name, "max_value": {"$PARAMETER": MAX_DATE_PARAMETER}}
-    )
-    if values.dtype.kind == "M":
-        return [latest]
-    for fmt in DATE_FORMATS:
-        if pd.to_datetime(values, format=fmt, errors="coerce").notna().all():
-            return [
-                ExpectationSpec("ExpectColumnValuesToMatchStrftimeFormat", {"column": name, "strftime_format": fmt}),
-                latest,
-            ]
-    return [ExpectationSpec("ExpectColumnValuesToBeDateutilParseable", {"column": name}), latest]
-
-
-def bootstrap_suite(use_case: UseCase, reference_df: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE) -> Path:
-    """Derive the suite from config and reference data, save it with its checkpoint; return the suite file."""
-
-    specs = derive_expectations(use_case, reference_df, tolerance=tolerance)
     with _context_lock():
         context = _context()  # first: a suite resolves its store through the current context
-        suite = _build_suite(context, use_case, specs, tolerance, len(reference_df))
-        context.suites.add_or_update(suite)
+        context.suites.add_or_update(_build_suite(context, use_case, specs, meta))
         _wire_checkpoint(context, use_case)
     return get_settings().great_expectations_dir / "expectations" / f"{use_case.suite_name}.json"
 
 
-def _build_suite(context: Any, use_case: UseCase, specs: list[ExpectationSpec], tolerance: float, rows: int) -> Any:
-    """A new suite object; expectations unchanged since the saved suite keep their ids (clean git diffs)."""
+def _build_suite(context: Any, use_case: UseCase, specs: Sequence[ExpectationSpec], meta: Mapping[str, Any]) -> Any:
     from great_expectations.exceptions.exceptions import DataContextError
 
     import great_expectations as gx
@@ -526,53 +401,8 @@ def _build_suite(context: Any, use_case: UseCase, specs: list[ExpectationSpec], 
     suite = gx.ExpectationSuite(
         name=use_case.suite_name,
         expectations=[getattr(gx.expectations, spec.type)(**spec.kwargs) for spec in specs],
-        meta={"bootstrapped_by": "mlops.validation.bootstrap_suite", "tolerance": tolerance, "reference_rows": rows},
+        meta=dict(meta),
     )
     for expectation in suite.expectations:
         expectation.id = known_ids.get(key(expectation.expectation_type, expectation.configuration.kwargs))
     return suite
-
-
-def load_reference(use_case: UseCase, reference: Path | None = None) -> pd.DataFrame:
-    """The reference frame: an explicit CSV/Parquet file, else the use case's own source."""
-    import pandas as pd
-
-    if reference is not None:
-        return pd.read_parquet(reference) if reference.suffix == ".parquet" else pd.read_csv(reference)
-    try:
-        from mlops.data import ingestion
-    except ImportError:
-        pass  # fall back below to the two source kinds that need no connection
-    else:
-        frame: pd.DataFrame = ingestion.load_source(use_case)
-        return frame
-    if isinstance(use_case.source, FileSource) and use_case.source_path is not None:
-        return load_reference(use_case, use_case.source_path)
-    if isinstance(use_case.source, SklearnSource):
-        import sklearn.datasets
-
-        bunch = getattr(sklearn.datasets, f"load_{use_case.source.dataset}")(as_frame=True)
-        sk_frame: pd.DataFrame = bunch.frame
-        return sk_frame.rename(columns=lambda c: str(c).replace(" ", "_"))
-    raise ValueError(f"cannot load the source of {use_case.name!r} without mlops.ingestion; pass --reference PATH")
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m mlops.data.validation") -> int:
-    """The suite command line; `mlops suite` is this same parser under another name."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    boot = commands.add_parser("bootstrap", help="derive a use case's suite from reference data and save it")
-    boot.add_argument("use_case")
-    boot.add_argument("--reference", type=Path, help="CSV or Parquet file; default: the use case's source")
-    boot.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="range widening, share of the span")
-    args = parser.parse_args(argv)
-
-    use_case = find_use_case(args.use_case)
-    reference = load_reference(use_case, args.reference)
-    path = bootstrap_suite(use_case, reference, tolerance=args.tolerance)
-    print(f"suite {use_case.suite_name!r}: {len(reference)} reference rows -> {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
