@@ -226,7 +226,7 @@ def _retry_policy(ts: TrainingStack, task_id: str) -> tuple[int, timedelta, floa
     """A task's retries, retry delay and backoff multiplier, as the stack's Airflow serves the DAG."""
     task = ts.api.request("GET", f"/dags/{DAG_ID}/tasks/{task_id}")
     delay = timedelta(**{unit: task["retry_delay"][unit] for unit in ("days", "seconds", "microseconds")})
-    return task["retries"], delay, task["retry_exponential_backoff"]
+    return int(task["retries"]), delay, float(task["retry_exponential_backoff"])
 
 
 def _shortest_retry_gaps(retries: int, delay: timedelta, multiplier: float) -> list[float]:
