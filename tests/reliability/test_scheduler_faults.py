@@ -11,12 +11,16 @@ afterwards. The tests do not depend on their order: each compares the registry w
 what it was before its own runs.
 
 MLflow's client retries each request 7 times with backoff factor 2 (about 4 minutes)
-before a task sees an error; the stack's tasks get 3 retries with factor 1 (seconds),
-so that the MLflow outage shows Airflow's own retry policy within minutes.
+before a task sees an error; the stack's tasks get 3 retries with factor 1 (seconds).
+Airflow's own retries are the DAG's profiles (counts, exponential backoff) with their
+delays times RETRY_SCALE (the test-only MLOPS_TEST_RETRY_SCALE of
+mlops.orchestration.defaults), so a retry comes seconds after a failure instead of
+minutes; test_mlflow_outage.py checks the unscaled policy on the DAG itself.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import signal
 import threading
@@ -24,7 +28,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from mlops.config import find_use_case
 from mlops.monitoring.assessment import Assessment
 from mlops.monitoring.decision import MonitoringDecision
 from mlops.naming import TAG_CANDIDATE_KEY, TAG_DAG_RUN_ID, TAG_MODEL_URI, TAG_RUN_KEY, TAG_RUN_TYPE
+from mlops.orchestration.defaults import COMPUTE_BOUND, RETRY_SCALE_VARIABLE
 from mlops.orchestration.training_slot import QUEUE_XCOM_KEY
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
@@ -61,6 +66,8 @@ RUN_TIMEOUT = 900.0
 SCHEDULER_STOP_GRACE = 120.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_CLIENT_FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# The stack's retry delays are the profiles' times this: train_candidate's 30 s becomes 3 s.
+RETRY_SCALE = 0.1
 
 
 @dataclass
@@ -132,7 +139,12 @@ def training_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainin
         alert_sink() as alerts,
         stack.private_stack(
             tmp / "home",
-            extra_env={"MLOPS_GE_DIR": str(ge_dir), "MLOPS_ALERT_WEBHOOK_URL": alerts.url, **MLFLOW_CLIENT_FAST_FAIL},
+            extra_env={
+                "MLOPS_GE_DIR": str(ge_dir),
+                "MLOPS_ALERT_WEBHOOK_URL": alerts.url,
+                RETRY_SCALE_VARIABLE: str(RETRY_SCALE),
+                **MLFLOW_CLIENT_FAST_FAIL,
+            },
             timeout=600,
         ) as settings,
     ):
@@ -208,6 +220,18 @@ def _candidate_mid_logging(ts: TrainingStack, run_id: str, keys: list[str]) -> t
 
 def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _retry_policy(ts: TrainingStack, task_id: str) -> tuple[int, timedelta, float]:
+    """A task's retries, retry delay and backoff multiplier, as the stack's Airflow serves the DAG."""
+    task = ts.api.request("GET", f"/dags/{DAG_ID}/tasks/{task_id}")
+    delay = timedelta(**{unit: task["retry_delay"][unit] for unit in ("days", "seconds", "microseconds")})
+    return int(task["retries"]), delay, float(task["retry_exponential_backoff"])
+
+
+def _shortest_retry_gaps(retries: int, delay: timedelta, multiplier: float) -> list[float]:
+    """The least time Airflow waits before each retry (its exponential formula, the low end of its jitter)."""
+    return [float(math.ceil(delay.total_seconds() * multiplier ** (attempt - 1))) for attempt in range(1, retries + 1)]
 
 
 def test_sigkilled_train_candidate_is_retried_and_registers_one_version(training_stack: TrainingStack) -> None:
@@ -409,8 +433,11 @@ def test_mlflow_down_mid_training_fails_clearly_keeps_the_champion_and_a_cleared
     back = time.monotonic()
     assert state == "failed"
 
-    # Each candidate task retried with growing delays (COMPUTE_BOUND: 2 retries, 30 s,
-    # exponential), then failed; nothing after training started.
+    # Each candidate task retried with growing delays (COMPUTE_BOUND: 2 retries, 30 s times
+    # RETRY_SCALE, exponential), then failed; nothing after training started.
+    retries, delay, multiplier = _retry_policy(ts, "train_candidate")
+    assert (retries, delay, multiplier) == (COMPUTE_BOUND["retries"], COMPUTE_BOUND["retry_delay"] * RETRY_SCALE, 2.0)
+    shortest = _shortest_retry_gaps(retries, delay, multiplier)
     instances = {(t["task_id"], t["map_index"]): t for t in ts.api.task_instances(DAG_ID, run_id)}
     failed = sorted(k for k, t in instances.items() if t["state"] == "failed")
     assert failed and {task for task, _ in failed} == {"train_candidate"}, instances
@@ -419,8 +446,9 @@ def test_mlflow_down_mid_training_fails_clearly_keeps_the_champion_and_a_cleared
         history = ts.try_history(run_id, "train_candidate", index)
         assert [(t["try_number"], t["state"]) for t in history] == [(1, "failed"), (2, "failed"), (3, "failed")]
         gap = [_seconds(a["end_date"], b["start_date"]) for a, b in zip(history, history[1:], strict=False)]
-        # Airflow's jittered exponential delays: 30-59 s, then 60-119 s.
-        assert gap[0] >= 29 and gap[1] >= 59, gap
+        # Airflow's jittered exponential delays: at least the delay, then twice it (1 s for rounding).
+        too_soon = [(g, low) for g, low in zip(gap, shortest, strict=True) if g < low - 1]
+        assert not too_soon, (gap, shortest)
         gaps.append(gap)
     for task_id in ("evaluate_candidate", "register_candidate", "promote_candidate", "publish_champion"):
         assert instances[(task_id, -1)]["state"] == "upstream_failed", task_id

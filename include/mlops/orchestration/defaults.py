@@ -6,6 +6,7 @@ a profile per task, so retries and time-outs are decided once, deliberately.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -13,20 +14,48 @@ import pendulum
 
 from mlops.orchestration.notifiers import MlopsNotifier
 
+# Test-only. A factor in (0, 1] that shortens every retry delay below (not the retry counts
+# nor the time-outs), so a test that watches Airflow's own retries under the real scheduler
+# (tests/reliability/test_scheduler_faults.py) sees the same policy in seconds instead of
+# minutes. Unset, the delays are exactly as written; a deployment never sets it.
+RETRY_SCALE_VARIABLE = "MLOPS_TEST_RETRY_SCALE"
+
+
+def _retry_scale() -> float:
+    raw = os.environ.get(RETRY_SCALE_VARIABLE)
+    if raw is None:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = 0.0
+    if not 0 < scale <= 1:
+        raise ValueError(f"{RETRY_SCALE_VARIABLE}={raw!r} must be a number in (0, 1]; unset it outside tests")
+    return scale
+
+
+RETRY_SCALE = _retry_scale()
+
+
+def _delay(**amount: float) -> timedelta:
+    """A retry delay of the profiles, times the test-only RETRY_SCALE (1 unless a test sets it)."""
+    return timedelta(**amount) * RETRY_SCALE
+
+
 # Reading from a source, MLflow or the registry: failures are usually transient
 # (a server restarting), so retry with exponential backoff.
 NETWORK_BOUND: dict[str, Any] = {
     "retries": 3,
-    "retry_delay": timedelta(seconds=20),
+    "retry_delay": _delay(seconds=20),
     "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=5),
+    "max_retry_delay": _delay(minutes=5),
     "execution_timeout": timedelta(minutes=30),
 }
 
 # Fitting a model: a killed worker is worth one retry; a real bug will not fix itself.
 COMPUTE_BOUND: dict[str, Any] = {
     "retries": 2,
-    "retry_delay": timedelta(seconds=30),
+    "retry_delay": _delay(seconds=30),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=1),
 }
@@ -41,7 +70,7 @@ GATE: dict[str, Any] = {
 # Moving registry aliases: quick, idempotent, retried for transient server errors.
 REGISTRY: dict[str, Any] = {
     "retries": 3,
-    "retry_delay": timedelta(seconds=15),
+    "retry_delay": _delay(seconds=15),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(minutes=10),
 }
