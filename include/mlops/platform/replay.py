@@ -51,10 +51,15 @@ class ReplayResult:
     """Rows that got no prediction, by reason, e.g. `{"HTTP 422": 48}`."""
 
 
-def _as_date(value: date | str) -> date:
+def _as_date(value: date | str, what: str) -> date:
     if isinstance(value, datetime):
         return value.date()
-    return value if isinstance(value, date) else date.fromisoformat(value)
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a date; use YYYY-MM-DD, e.g. 2023-03-01") from None
 
 
 def replay(
@@ -136,14 +141,14 @@ def replay(
 def _span(use_case: UseCase, start: date | str | None, end: date | str | None) -> tuple[date, date]:
     """[start, end) as given, else from the end of the training window to the day after the newest row."""
     if start is not None:
-        first = _as_date(start)
+        first = _as_date(start, "start")
     elif use_case.training.window.end is not None:
         first = use_case.training.window.end
     else:
         raise ValueError(
             f"use case {use_case.name} sets no training.window.end, so there is no default start: pass one"
         )
-    stop = _as_date(end) if end is not None else newest_day(use_case) + timedelta(days=1)
+    stop = _as_date(end, "end") if end is not None else newest_day(use_case) + timedelta(days=1)
     if stop <= first:
         raise ValueError(f"end {stop} must be after start {first}")
     return first, stop

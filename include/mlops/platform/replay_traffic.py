@@ -28,13 +28,10 @@ def _event_times(times: pd.Series) -> pd.Series:
 
     A date-only column (one row per hour of a day, say) has no time of day to send, so the
     rows of each day are spread evenly over it in source order: a day of 24 rows lands on
-    the hours, a day of 48 on the half hours. Time zones are converted to UTC and dropped,
-    like the service's event times.
+    the hours, a day of 48 on the half hours.
     """
     import pandas as pd
 
-    if times.dt.tz is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
     days = times.dt.normalize()
     if (times != days).any():
         return times
@@ -71,7 +68,8 @@ def _source_with_times(use_case: UseCase) -> pd.DataFrame:
             f"in configs/{use_case.name}.yaml"
         )
     frame = load_source(use_case)
-    times = pd.to_datetime(frame[use_case.time_column], errors="coerce")
+    # Naive times are kept as they are; times with an offset or zone become UTC, like the service's.
+    times = pd.to_datetime(frame[use_case.time_column], errors="coerce", utc=True).dt.tz_localize(None)
     frame = frame[times.notna()].copy()
     frame["event_time"] = _event_times(times[times.notna()])
     return frame
