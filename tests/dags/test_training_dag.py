@@ -1,8 +1,8 @@
 """The training DAG end to end under `dag.test()`, against a real MLflow server.
 
 Covers promotion of the first model, lineage, the refusal of a worse model, the
-rollback DAG (to a given version and back to @previous) and the classification use
-case (config only, no new Python). Bad source data: test_bad_source_data.py.
+rollback DAG (to a given version and back to @previous) and the two classification use
+cases (config only, no new Python). Bad source data: test_bad_source_data.py.
 """
 
 from __future__ import annotations
@@ -249,3 +249,21 @@ def test_classification_use_case_from_config_only(mlflow_server: str, airflow_ho
 
     info = registry.champion(use_case.model_name)
     assert info is not None and info.metrics["f1"] >= 0.9
+
+
+def test_flight_delays_trains_from_config_only(mlflow_server: str, airflow_home: Path) -> None:
+    """Integer features, string categoricals, a timestamp time column and a probability metric for the gate."""
+    import pandas as pd
+
+    from mlops.mlflow import registry
+
+    use_case = find_use_case("flight_delays")
+    state, tasks = _run(use_case, {"reason": "test"})
+    assert state == "success", tasks
+    info = registry.champion(use_case.model_name)
+    assert info is not None and info.metrics["roc_auc"] >= 0.65, info
+    snapshot = task_xcom("train_flight_delays", "ingest_snapshot", _last_run_id("train_flight_delays"))
+    # January and February only: the configured window, before any weather goes missing.
+    assert (snapshot["window_start"][:10], snapshot["window_end"][:10]) == ("2023-01-01", "2023-03-01")
+    frame = pd.read_parquet(snapshot["path"])
+    assert frame.notna().all().all() and frame["dep_hour"].dtype == "int64" and frame["carrier"].dtype == object

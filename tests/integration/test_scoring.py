@@ -116,7 +116,7 @@ def test_batch_replay_logs_in_time_order_and_delivers_labels_after_the_delay(
     written = logged.groupby("batch_partition")["logged_at"].agg(["min", "max"]).sort_values("min")
     assert list(written.index) == [f"replay-2011-{d}" for d in ("05-30", "05-31", "06-01", "06-02")]
     assert (written["max"].iloc[:-1].to_numpy() < written["min"].iloc[1:].to_numpy()).all()
-    assert logged["event_time"].dt.hour.nunique() == 24  # hours come from the `hr` column
+    assert logged["event_time"].dt.hour.nunique() == 24  # each full day of 24 rows spread over its hours
     # Two simulated days of delay: the last two days' labels had not arrived when the replay ended.
     has_label = logged.groupby(logged["event_time"].dt.date)["label"].apply(lambda s: s.notna().all())
     assert has_label.tolist() == [True, True, False, False]

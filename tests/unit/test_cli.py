@@ -1,11 +1,14 @@
-"""The `mlops` command as a person runs it: `mlops config check`, `mlops suite bootstrap`."""
+"""The `mlops` command as a person runs it: `-h` of every subcommand, `mlops replay`'s options,
+`mlops config check`, `mlops suite bootstrap`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,92 @@ from mlops.data import suites
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+# The installed console script, next to this interpreter: what a person types.
+MLOPS = Path(sys.executable).with_name("mlops")
+
+
+def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every subcommand of the argparse tree as its path of names, e.g. ("stack", "down")."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                yield (*path, name)
+                yield from _subcommands(subparser, (*path, name))
+
+
+def _parser_of(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    for name in path:
+        (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = action.choices[name]
+    return parser
+
+
+SUBCOMMANDS = list(_subcommands(cli.build_parser()))
+
+
+def test_the_walk_finds_every_level_of_subcommands() -> None:
+    expected = {("stack", "down"), ("demo",), ("data", "restore"), ("suite", "bootstrap"), ("config", "check"),
+                ("replay",)}  # fmt: skip
+    assert expected <= set(SUBCOMMANDS), SUBCOMMANDS
+
+
+@pytest.mark.parametrize("path", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_prints_its_own_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*path, "-h"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: mlops {' '.join(path)} [-h]"), out
+    # Its own options, not its parent's: every option of this subcommand is listed.
+    options = [o for a in _parser_of(path)._actions for o in a.option_strings]
+    assert options and all(option in out for option in options), (options, out)
+
+
+@pytest.mark.parametrize("path", [("replay",), ("suite",), ("suite", "bootstrap")], ids=" ".join)
+def test_the_installed_command_prints_help(path: tuple[str, ...]) -> None:
+    done = subprocess.run([str(MLOPS), *path, "-h"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: mlops {' '.join(path)} [-h]")
+
+
+def test_the_installed_replay_takes_its_options_and_names_a_bad_use_case() -> None:
+    done = subprocess.run(
+        [str(MLOPS), "replay", "--use-case", "no_such_use_case", "--via", "batch", "--speed", "0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and "unrecognized arguments" not in done.stderr
+    assert "error: no use case 'no_such_use_case'" in done.stderr and "known: [" in done.stderr
+
+
+def test_replay_options_parse_as_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["replay", "--use-case", "flight_delays", "--start", "2023-03-01", "--via", "batch", "--speed", "0"]
+    args = cli.build_parser("replay").parse_args(argv)
+    assert (args.use_case, args.start, args.end, args.via, args.speed) == (
+        "flight_delays",
+        "2023-03-01",
+        None,
+        "batch",
+        0,
+    )
+    assert args.label_delay_days == 1.0 and args.rows_per_request == 24 and not args.deliver_remaining_labels
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["replay", "--via", "batch"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: --use-case" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["replay", "--use-case", "flight_delays", "--via", "carrier_pigeon"])
+    assert "invalid choice: 'carrier_pigeon'" in capsys.readouterr().err
+
+
+def test_commands_that_need_no_module_options_import_none() -> None:
+    """`mlops stack down` stays instant: the suite and replay modules load only for their own commands."""
+    probe = (
+        "import sys; from mlops import cli; cli.build_parser('stack'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('mlops.data', 'mlops.platform.replay', 'pandas'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_bundled_configs_pass_the_check(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,7 +80,7 @@ MUTATIONS: list[Mutation] = [
 
 def test_bundled_configs_parse() -> None:
     names = {u.name for u in load_all()}
-    assert {"bike_sharing", "breast_cancer"} <= names
+    assert {"bike_sharing", "breast_cancer", "flight_delays"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

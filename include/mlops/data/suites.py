@@ -191,9 +191,9 @@ def load_reference(
     return frame
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The suite subcommands, on `mlops suite` and on `python -m mlops.data.suites` alike."""
+    commands = parser.add_subparsers(dest="action", required=True)
     boot = commands.add_parser("bootstrap", help="derive a use case's suite from reference data and save it")
     boot.add_argument("use_case")
     boot.add_argument("--reference", type=Path, help="CSV or Parquet file; default: the use case's source")
@@ -201,13 +201,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    prog: str = "python -m mlops.data.suites",
-    sql_uri_resolver: SqlUriResolver | None = None,
-) -> int:
-    """The suite command line; `mlops suite` is this same parser under another name, with a connection resolver."""
-    args = build_parser(prog).parse_args(argv)
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0]))
+
+
+def run(args: argparse.Namespace, sql_uri_resolver: SqlUriResolver | None = None) -> int:
+    """Bootstrap as the parsed options say; 0 on success, 1 with a message on bad input."""
     try:
         use_case = find_use_case(args.use_case)
         reference = load_reference(use_case, args.reference, sql_uri_resolver)
@@ -218,6 +217,15 @@ def main(
         return 1
     print(f"suite {use_case.suite_name!r}: {len(reference)} reference rows -> {path}")
     return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    prog: str = "python -m mlops.data.suites",
+    sql_uri_resolver: SqlUriResolver | None = None,
+) -> int:
+    """The suite command line; `mlops suite` adds the same options to its own subcommand, with a connection resolver."""
+    return run(build_parser(prog).parse_args(argv), sql_uri_resolver)
 
 
 if __name__ == "__main__":
