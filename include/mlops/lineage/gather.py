@@ -76,7 +76,7 @@ def resolve(target: str, use_case: str | None = None, mlflow_client: MlflowClien
         _require_model(mlflow_client, model)
         found = browse.version_by_alias(mlflow_client, model, alias)
         if found is None:
-            aliases = sorted({a for v in browse.all_versions(mlflow_client, model) for a in v.aliases})
+            aliases = sorted(mlflow_lineage.model_aliases(mlflow_client, model))
             raise LineageError(f"{model} has no @{alias}; its aliases: {', '.join('@' + a for a in aliases) or 'none'}")
         return Target(model, found.version, _use_case_of_model(model, use_case))
     if match := _VERSION.match(target):

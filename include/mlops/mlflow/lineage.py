@@ -37,6 +37,12 @@ def run_or_none(mlflow_client: MlflowClient, run_id: str | None) -> RunRecord | 
         raise
 
 
+def model_aliases(mlflow_client: MlflowClient, model_name: str) -> dict[str, str]:
+    """Every alias of a registered model and the version it points at."""
+    aliases = mlflow_client.get_registered_model(model_name).aliases
+    return {str(alias): str(version) for alias, version in aliases.items()}
+
+
 def artifact_text(mlflow_client: MlflowClient, run_id: str, path: str) -> str | None:
     """The text of artifact `path` of a run, or None when the run has no such artifact."""
     import tempfile
