@@ -83,8 +83,10 @@ def _lineage(args: argparse.Namespace) -> int:
     from mlops.lineage.chain import build_chain
     from mlops.lineage.gather import LineageError, gather, resolve
     from mlops.lineage.render import render_text
+    from mlops.mlflow.client import quiet_console
     from mlops.predictionlog.stores import PredictionLogError
 
+    quiet_console()
     try:
         chain = build_chain(gather(resolve(args.target, args.use_case)))
     except (LineageError, ConfigError, PredictionLogError) as exc:
@@ -98,7 +100,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     from mlops.config import ConfigError
     from mlops.lineage.gather import LineageError
     from mlops.lineage.reproduce import ReproduceError, render_table, reproduce
+    from mlops.mlflow.client import quiet_console
 
+    quiet_console()
     if "@" not in args.target and "/" not in args.target:
         print(f"error: name a model version as model@alias or model/version, not {args.target!r}", file=sys.stderr)
         return 1
