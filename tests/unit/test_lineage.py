@@ -134,7 +134,9 @@ def records(bike: UseCase, **changes: object) -> Records:
         "version": version, "versions": versions, "training_run": training, "parent_run": parent,
         "monitoring_run": monitoring, "use_case": bike, "use_case_origin": "recorded with run run-2",
         "availability": Availability(MD5, [CopyCheck("the DVC cache (/c)", "ok", MD5)]),
-        "gate_decision": {"candidate_slices": {"season": {"spring": 30.0, "summer": 41.0}},
+        "gate_decision": {"checks": ["rmse 35.1 <= max 120",
+                                     "rmse 35.1 is 2.0% worse than champion v1 (34.4); allowed 5.0%"],
+                          "candidate_slices": {"season": {"spring": 30.0, "summer": 41.0}},
                           "champion_slices": {"season": {"spring": 33.0}},
                           "slice_rows": {"season": {"spring": 150, "summer": 50}}},
     }  # fmt: skip
@@ -205,6 +207,8 @@ def test_model_card_has_every_section(bike: UseCase) -> None:
     assert "| spring | 150 | 30 | 33 |" in card and "| summer | 50 | 41 | – |" in card
     assert "### weathersit (rmse on the holdout)" in card and "Not scored" in card
     assert "The gate passed: rmse 35.1 <= max 120" in card and "approved by ana" in card
+    # Each check is a line of its own, even one holding the tag's own separator.
+    assert "\n- rmse 35.1 is 2.0% worse than champion v1 (34.4); allowed 5.0%\n" in card
     assert bike.model_card.limitations in card
     unconfigured = bike.model_copy(update={"model_card": bike.model_card.model_copy(update={"limitations": ""})})
     assert NO_LIMITATIONS in render_card(build_chain(records(bike)), unconfigured)

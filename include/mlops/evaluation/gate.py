@@ -149,7 +149,7 @@ def slice_checks(
         head = f"worst slice {feature}={worst}: {metric} {fmt(candidate[worst])} vs {who} {fmt(champion[worst])}"
         loss_text = "infinitely worse" if math.isinf(loss) else f"{loss:+.1%}"
         if allowed is None:
-            checks.append(f"{head} ({loss_text}; slices not judged)")
+            checks.append(f"{head} ({loss_text}, not judged: gate.max_slice_regression is unset)")
             continue
         ok = loss <= allowed + _TOLERANCE
         text = f"{head} ({loss_text}) {'within' if ok else 'beyond'} allowed {allowed:.1%}"

@@ -96,7 +96,7 @@ def _slices(gate: GateFacts, uc: UseCase | None) -> list[str]:
 
 def _gate(gate: GateFacts) -> list[str]:
     verdict = {True: "passed", False: "failed", None: "not judged yet"}[gate.passed]
-    checks = [c for c in gate.checks.split("; ") if c] if gate.checks else []
+    checks = gate.checks
     lines = ["## Gate", "", f"The gate {verdict}: {gate.reasons or 'no reasons recorded'}", ""]
     return lines + ([*(f"- {c}" for c in checks), ""] if checks else [])
 

@@ -141,7 +141,9 @@ class TriggerFacts:
 class GateFacts:
     passed: bool | None
     reasons: str
-    checks: str
+    checks: list[str]
+    """Every check the gate made: the decision's own list, else the version's tag as one entry
+    (its checks are joined with `; `, which some checks also contain)."""
     champion_version: str | None
     candidate_slices: dict[str, dict[str, float]]
     champion_slices: dict[str, dict[str, float]]
@@ -320,7 +322,8 @@ def _gate(version_tags: dict[str, str], parent_tags: dict[str, str], decision: d
     tags = version_tags if TAG_GATE_PASSED in version_tags else parent_tags
     verdict = tags.get(TAG_GATE_PASSED)
     document = decision or {}
-    checks = tags.get(TAG_GATE_CHECKS) or "; ".join(document.get("checks") or [])
+    recorded = tags.get(TAG_GATE_CHECKS)
+    checks = list(document.get("checks") or ([recorded] if recorded else []))
     return GateFacts(
         passed={"true": True, "false": False}.get(verdict) if verdict else None,
         reasons=tags.get(TAG_GATE_REASONS, ""),

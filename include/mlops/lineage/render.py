@@ -52,7 +52,7 @@ def render_text(chain: Chain) -> str:
     lines.append("  aliases over time:" if chain.alias_history else "  aliases over time: none recorded")
     lines += [f"    {c.at}  {c.change} @{c.alias}: {c.cause}" for c in chain.alias_history]
     gate = {True: "passed", False: "failed", None: "not judged"}[chain.gate.passed]
-    lines.append(f"gate: {gate}: {chain.gate.reasons or chain.gate.checks or 'no reasons recorded'}")
+    lines.append(f"gate: {gate}: {chain.gate.reasons or '; '.join(chain.gate.checks) or 'no reasons recorded'}")
     lines.append(f"approval: {chain.approval.describe()}")
     if chain.training is not None:
         t = chain.training
