@@ -178,6 +178,22 @@ def test_the_champions_dvc_md5_restores_its_training_snapshot(
     assert tags["uv_lock_sha256"] == hashlib.sha256((PROJECT_ROOT / "uv.lock").read_bytes()).hexdigest()
 
 
+def test_the_champion_retrains_to_the_same_metrics(
+    bike: UseCase, first_champion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mlops reproduce` on the bike champion: the config it was trained under (this module's lighter
+    copy of bike_sharing, not configs/bike_sharing.yaml) comes from its run, and every metric agrees."""
+    from mlops import cli
+
+    capsys.readouterr()
+    assert cli.main(["reproduce", f"{bike.model_name}/{first_champion}"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "reproduced: every recorded metric agrees exactly"
+    for metric in ("rmse", "mae", "r2", "mape"):
+        assert f"\n{metric} " in out
+    assert "note: config: recorded with run" in out
+
+
 @pytest.fixture(scope="module")
 def worse_run(bike: UseCase, first_champion: str) -> dict[str, Any]:
     """One training run whose only candidate is a mean baseline: worse than the champion."""
