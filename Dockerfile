@@ -26,6 +26,15 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --extra production
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+# The commit the image is built from, and whether its tree had uncommitted changes:
+# .dockerignore keeps .git out of the image, so training runs inside it record these
+# (mlops.training.runs.git_commit / git_dirty) instead of asking git. Pass them at build:
+#   docker compose build --build-arg GIT_COMMIT=$(git rev-parse HEAD) \
+#     --build-arg GIT_DIRTY=$(test -z "$(git status --porcelain)" && echo false || echo true)
+ARG GIT_COMMIT=unknown
+ARG GIT_DIRTY=unknown
+LABEL org.opencontainers.image.revision=$GIT_COMMIT \
+      org.opencontainers.image.source="mlops-loop"
 # uid 50000 is the Airflow images' convention, so volumes move between them.
 RUN groupadd --gid 50000 mlops \
     && useradd --uid 50000 --gid mlops --create-home --home-dir /home/mlops mlops \
@@ -42,6 +51,8 @@ RUN mkdir -p great_expectations/uncommitted \
     && chown -R mlops:mlops great_expectations
 ENV PATH=/opt/mlops/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    MLOPS_GIT_COMMIT=$GIT_COMMIT \
+    MLOPS_GIT_DIRTY=$GIT_DIRTY \
     MLOPS_PROJECT_ROOT=/opt/mlops \
     MLOPS_HOME=/var/lib/mlops \
     AIRFLOW_HOME=/opt/airflow \

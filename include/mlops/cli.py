@@ -1,4 +1,4 @@
-"""`mlops` command: the local stack, the demo, replay, and the data, suite and config utilities.
+"""`mlops` command: the local stack, the demo, replay, lineage and reproduction, data, suite and config tools.
 
 Subcommands import their modules lazily so `mlops stack down` stays instant. `mlops suite`
 and `mlops replay` take their options from their own modules (one parser each for
@@ -80,6 +80,45 @@ def _config_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    from mlops.config import ConfigError
+    from mlops.lineage.chain import build_chain
+    from mlops.lineage.gather import LineageError, gather, resolve
+    from mlops.lineage.render import render_text
+    from mlops.mlflow.client import quiet_console
+    from mlops.predictionlog.stores import PredictionLogError
+
+    quiet_console()
+    try:
+        chain = build_chain(gather(resolve(args.target, args.use_case)))
+    except (LineageError, ConfigError, PredictionLogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(chain.to_dict(), indent=2, default=str) if args.json else render_text(chain))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from mlops.config import ConfigError
+    from mlops.lineage.gather import LineageError
+    from mlops.lineage.reproduce import ReproduceError, render_table, reproduce
+    from mlops.mlflow.client import quiet_console
+
+    quiet_console()
+    if "@" not in args.target and "/" not in args.target:
+        print(f"error: name a model version as model@alias or model/version, not {args.target!r}", file=sys.stderr)
+        return 1
+    try:
+        result = reproduce(
+            args.target, use_case=args.use_case, allow_code_drift=args.allow_code_drift, tolerance=args.tolerance
+        )
+    except (ReproduceError, LineageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(render_table(result))
+    return 0 if result.agreed else 1
+
+
 def _replay(args: argparse.Namespace) -> int:
     from mlops.platform import replay
 
@@ -153,6 +192,30 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     check.add_argument("use_cases", nargs="*", help="use case names; default: every file in the configs folder")
     check.set_defaults(handler=_config_check)
+
+    lineage = sub.add_parser("lineage", help="where a prediction or model version came from, fact by fact")
+    lineage.add_argument("target", help="a prediction's request id, model@alias or model/version")
+    lineage.add_argument("--use-case", help="the use case to search (a request id) or check the model against")
+    lineage.add_argument("--json", action="store_true", help="print the chain as JSON")
+    lineage.set_defaults(handler=_lineage)
+
+    reproduce = sub.add_parser(
+        "reproduce", help="retrain a version from its recorded snapshot, code and candidate; compare every metric"
+    )
+    reproduce.add_argument("target", help="model@alias or model/version")
+    reproduce.add_argument("--use-case", help="the use case registering the model (default: found by model name)")
+    reproduce.add_argument(
+        "--allow-code-drift",
+        action="store_true",
+        help="retrain even if the checkout's git commit or uv.lock differs from the recorded ones (said in the result)",
+    )
+    reproduce.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest allowed difference of a metric, relative to the recorded value (default 0: exactly equal)",
+    )
+    reproduce.set_defaults(handler=_reproduce)
 
     replay = sub.add_parser(
         "replay",

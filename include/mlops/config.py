@@ -140,6 +140,18 @@ class Gate(_Strict):
         ge=0,
         description="Largest allowed relative loss on the primary metric against the champion (0.05 = 5 %).",
     )
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Categorical features whose values the primary metric is reported per (model card, gate).",
+    )
+    max_slice_regression: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Largest allowed relative loss of the primary metric in any one slice value against the champion "
+            "on the same holdout (0.1 = 10 %); unset: slices are reported, not judged."
+        ),
+    )
 
 
 class Schedules(_Strict):
@@ -163,6 +175,13 @@ class Approval(_Strict):
     timeout_hours: float = Field(default=24, gt=0)
 
 
+class ModelCard(_Strict):
+    limitations: str = Field(
+        default="",
+        description="Known limitations of the use case's models, printed in every model card.",
+    )
+
+
 SOURCE_KINDS = ("files", "sql", "sklearn")
 
 
@@ -182,6 +201,7 @@ class UseCase(_Strict):
     schedule: Schedules = Field(default_factory=Schedules)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     approval: Approval = Field(default_factory=Approval)
+    model_card: ModelCard = Field(default_factory=ModelCard)
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -196,6 +216,7 @@ class UseCase(_Strict):
             for i, column in enumerate(getattr(self.features, kind)):
                 if column == self.target:
                     problems.append((f"features.{kind}[{i}]", f"{column!r} is the target; a model cannot use it"))
+        problems += self._slice_problems()
         first_with: dict[str, int] = {}
         for i, candidate in enumerate(self.candidates):
             if candidate.name in first_with:
@@ -205,6 +226,18 @@ class UseCase(_Strict):
         if problems:
             raise _Inconsistent(problems)
         return self
+
+    def _slice_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        categorical = self.features.categorical
+        for i, column in enumerate(self.gate.slices):
+            if column not in categorical:
+                hint = f"one of {categorical}" if categorical else "none is configured (features.categorical)"
+                problems.append((f"gate.slices[{i}]", f"{column!r} is not a categorical feature; slice by {hint}"))
+        if self.gate.max_slice_regression is not None and not self.gate.slices:
+            message = "judges slices, but gate.slices names none; list the features to slice by"
+            problems.append(("gate.max_slice_regression", message))
+        return problems
 
     @property
     def primary_direction(self) -> str:

@@ -13,6 +13,7 @@ TRAINING_DAG_PREFIX = "train_"
 MONITORING_DAG_PREFIX = "monitor_"
 SCORING_DAG_PREFIX = "score_"
 DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX)
+CARD_DAG_PREFIX = "model_card_"
 ROLLBACK_DAG_ID = "rollback_model"
 SELF_CHECK_DAG_ID = "platform_self_check"
 
@@ -27,6 +28,11 @@ def monitoring_dag_id(use_case: str) -> str:
 
 def scoring_dag_id(use_case: str) -> str:
     return f"{SCORING_DAG_PREFIX}{use_case}"
+
+
+def card_dag_id(use_case: str) -> str:
+    """The DAG that refreshes the current champion's model card whenever the champion Asset changes."""
+    return f"{CARD_DAG_PREFIX}{use_case}"
 
 
 def use_case_of_dag(dag_id: str) -> str | None:
@@ -63,6 +69,16 @@ def monitoring_experiment(use_case: str) -> str:
     return f"{use_case}-monitoring"
 
 
+def reproduce_experiment(use_case: str) -> str:
+    """Where `mlops reproduce` logs its retrainings: apart from the runs that registered models."""
+    return f"{use_case}-reproduce"
+
+
+def report_folder_name(run_key: str) -> str:
+    """The folder of a monitoring run's reports under `reports/<use case>/`: the run key made path-safe."""
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in run_key) or "run"
+
+
 # --------------------------------------------------------------------------- registry aliases
 
 CHAMPION = "champion"
@@ -88,6 +104,23 @@ TAG_DATA_DOCS_PAGE = "data_docs_page"
 """On a training run's parent run: the Data Docs page of its validation."""
 TAG_USE_CASE = "mlops.use_case"
 TAG_MODEL_NAME = "mlops.model_name"
+TAG_GIT_COMMIT = "git_commit"
+TAG_GIT_DIRTY = "git_dirty"
+"""`true` when the working tree had uncommitted changes at training time (then the commit does not pin the code)."""
+TAG_UV_LOCK = "uv_lock_sha256"
+TAG_WINDOW_START = "window_start"
+TAG_WINDOW_END = "window_end"
+TAG_SNAPSHOT_ROWS = "snapshot_rows"
+TAG_REASON = "reason"
+TAG_MONITORING_REPORT = "monitoring_report"
+"""On a training run: the Evidently report of the monitoring run that asked for it."""
+TAG_VALIDATION_SUCCESS = "validation_success"
+TAG_VALIDATION_STATISTICS = "validation_statistics"
+"""On a training run: `<successful> of <evaluated> expectations` of the snapshot's validation."""
+TAG_CANDIDATE_SPEC = "mlops.candidate_spec"
+"""On a candidate run: its estimator, parameters and key as JSON, so a retraining needs no config grid."""
+USE_CASE_ARTIFACT = "lineage/use_case.json"
+"""On a candidate run: the use-case config it was trained under (features, seed, holdout), as JSON."""
 
 # --------------------------------------------------------------------------- tags on monitoring runs
 
@@ -106,6 +139,8 @@ METRIC_DRIFT_SHARE = "drift_share"
 """On a monitoring run: the share of drifted columns, at the monitored window's end."""
 GATE_CANDIDATE_METRIC_PREFIX = "gate_candidate_"
 GATE_CHAMPION_METRIC_PREFIX = "gate_champion_"
+GATE_DECISION_ARTIFACT = "gate/decision.json"
+"""On a training run's parent run: the gate's whole decision, slice scores included."""
 """On a training run's parent run: the gate's scores of candidate and champion on one holdout."""
 
 # --------------------------------------------------------------------------- tags on model versions
@@ -131,6 +166,25 @@ TAG_APPROVAL_DECISION = "mlops.approval.decision"
 TAG_APPROVAL_BY = "mlops.approval.by"
 TAG_APPROVAL_AT = "mlops.approval.at"
 TAG_APPROVAL_REASON = "mlops.approval.reason"
+TAG_ROLLBACK_AT = "mlops.rollback.at"
+"""On the version a rollback made `@champion`: when, who asked, why, and the version it replaced."""
+TAG_ROLLBACK_BY = "mlops.rollback.requested_by"
+TAG_ROLLBACK_REASON = "mlops.rollback.reason"
+TAG_ROLLBACK_FROM = "mlops.rollback.from_version"
+TAG_ROLLED_BACK_AT = "mlops.rolled_back.at"
+"""On the version a rollback took `@champion` from: when, who, why, and the version it went to."""
+TAG_ROLLED_BACK_BY = "mlops.rolled_back.by"
+TAG_ROLLED_BACK_REASON = "mlops.rolled_back.reason"
+TAG_ROLLED_BACK_TO = "mlops.rolled_back.to"
+TAG_MODEL_CARD = "mlops.model_card"
+"""On a model version: the artifact path of its Markdown model card, on the version's training run."""
+
+
+def model_card_artifact(version: str) -> str:
+    """Where a version's model card lies among its training run's artifacts."""
+    return f"model_card/v{version}.md"
+
+
 APPROVAL_TAGS = (TAG_APPROVAL_DECISION, TAG_APPROVAL_BY, TAG_APPROVAL_AT)
 # Tags about the gate, a promotion, a rejection, an approval or a rollback: the page lists
 # them as recorded. Not the run key or the copied metrics, which say nothing about a decision.
@@ -138,6 +192,15 @@ DECISION_TAG_PREFIXES = (
     "mlops.gate.", "mlops.approval.", TAG_REJECTION_REASON, "mlops.rejected", "mlops.promoted",
     TAG_REPLACED, "mlops.rollback.", "mlops.rolled_back.",
 )  # fmt: skip
+
+# --------------------------------------------------------------------------- reproductions
+
+TAG_REPRODUCES = "mlops.reproduces"
+"""On a run of `<use case>-reproduce`: the model version (`name/version`) it retrained."""
+TAG_CODE_DRIFT = "mlops.code_drift"
+"""`true` when the retraining ran on another commit or lock file than the recorded one (`--allow-code-drift`)."""
+TAG_REPRODUCED = "mlops.reproduced"
+"""`true` when every recorded metric came out the same (within the tolerance)."""
 
 # --------------------------------------------------------------------------- Great Expectations
 

@@ -74,6 +74,11 @@ class Settings:
     scheduler_preload: tuple[str, ...] = ()
     """Modules a LocalExecutor scheduler imports before forking its workers (see
     mlops.orchestration.preload); empty turns preloading off."""
+    build_git_commit: str | None = None
+    """The commit the container image was built from (the Dockerfile's GIT_COMMIT), for
+    training runs in a tree without `.git`."""
+    build_git_dirty: str | None = None
+    """Whether that build's tree had uncommitted changes (the Dockerfile's GIT_DIRTY)."""
 
     @property
     def data_dir(self) -> Path:
@@ -91,6 +96,11 @@ class Settings:
     @property
     def labels_dir(self) -> Path:
         return self.home / "labels"
+
+    @property
+    def cards_dir(self) -> Path:
+        """The current champion's model card of each use case: `<cards_dir>/<use case>/champion.md`."""
+        return self.home / "cards"
 
     @property
     def airflow_home(self) -> Path:
@@ -140,4 +150,12 @@ def get_settings() -> Settings:
             for name in os.environ.get("MLOPS_SCHEDULER_PRELOAD", DEFAULT_SCHEDULER_PRELOAD).split(",")
             if name.strip()
         ),
+        build_git_commit=_build_value("MLOPS_GIT_COMMIT"),
+        build_git_dirty=_build_value("MLOPS_GIT_DIRTY"),
     )
+
+
+def _build_value(name: str) -> str | None:
+    """A value the image build recorded; blank or "unknown" (the build arg's default) is no value."""
+    value = os.environ.get(name, "").strip()
+    return value if value and value != "unknown" else None

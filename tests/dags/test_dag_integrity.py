@@ -31,7 +31,18 @@ def test_expected_dags_exist(dagbag: Any) -> None:
     from mlops.config import load_all
 
     expected = {"platform_self_check", "rollback_model"} | {f"train_{u.name}" for u in load_all()}
+    expected |= {f"model_card_{u.name}" for u in load_all()}
     assert expected <= set(dagbag.dag_ids)
+
+
+def test_each_model_card_dag_is_scheduled_on_its_champion_asset(dagbag: Any) -> None:
+    from mlops.config import load_all
+    from mlops.orchestration.assets import champion_asset
+
+    for use_case in load_all():
+        dag = dagbag.dags[f"model_card_{use_case.name}"]
+        condition = dag.timetable.asset_condition
+        assert [asset.uri for asset in condition.objects] == [champion_asset(use_case).uri]
 
 
 def test_every_dag_follows_the_rules(dagbag: Any) -> None:

@@ -105,6 +105,14 @@ def _git_head() -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
+def _git_dirty() -> str:
+    """What the lineage should record as the tree's state: uncommitted changes or not ("unknown" outside git)."""
+    if _git_head() == "unknown":
+        return "unknown"
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return "true" if status.stdout.strip() else "false"
+
+
 def _champion_run_tags(use_case: UseCase) -> dict[str, str]:
     """The tags of the MLflow run behind the use case's @champion version."""
     from mlflow import MlflowClient
@@ -131,12 +139,18 @@ def test_first_model_is_promoted_with_lineage(bike: UseCase, first_champion: str
     assert tags["snapshot_path"] == snapshot["path"] and Path(snapshot["path"]).is_file()
     assert tags["dvc_md5"] == snapshot["md5"] == hashlib.md5(Path(snapshot["path"]).read_bytes()).hexdigest()
     assert tags["git_commit"] == _git_head()
+    assert tags["git_dirty"] == _git_dirty()  # no file of the checkout changes while the suite runs
     assert tags["uv_lock_sha256"] == hashlib.sha256((PROJECT_ROOT / "uv.lock").read_bytes()).hexdigest()
+    assert tags["snapshot_rows"] == str(snapshot["rows"])
+    validation = task_xcom("train_bike_sharing", "validate_snapshot", run_id)
+    assert tags["validation_success"] == "true" and tags["data_docs_page"] == validation["data_docs_page"]
+    evaluated = validation["statistics"]["evaluated_expectations"]
+    assert tags["validation_statistics"] == f"{evaluated:g} of {evaluated:g} expectations met"
     assert tags["airflow_dag_id"] == "train_bike_sharing"
     assert tags["airflow_run_id"] == run_id
-    assert MlflowClient().get_model_version(bike.model_name, first_champion).tags["mlops.run_key"] == (
-        f"train_bike_sharing/{run_id}"
-    )
+    version_tags = MlflowClient().get_model_version(bike.model_name, first_champion).tags
+    assert version_tags["mlops.run_key"] == f"train_bike_sharing/{run_id}"
+    assert version_tags["mlops.model_card"] == f"model_card/v{first_champion}.md"
     assert run.inputs.dataset_inputs, "the training dataset is logged with mlflow.log_input"
     promotion = task_xcom("train_bike_sharing", "publish_champion", run_id)
     assert promotion["action"] == "promoted" and promotion["version"] == first_champion
@@ -162,6 +176,22 @@ def test_the_champions_dvc_md5_restores_its_training_snapshot(
     assert hashlib.md5(restored).hexdigest() == md5
     assert restored == Path(tags["snapshot_path"]).read_bytes()
     assert tags["uv_lock_sha256"] == hashlib.sha256((PROJECT_ROOT / "uv.lock").read_bytes()).hexdigest()
+
+
+def test_the_champion_retrains_to_the_same_metrics(
+    bike: UseCase, first_champion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mlops reproduce` on the bike champion: the config it was trained under (this module's lighter
+    copy of bike_sharing, not configs/bike_sharing.yaml) comes from its run, and every metric agrees."""
+    from mlops import cli
+
+    capsys.readouterr()
+    assert cli.main(["reproduce", f"{bike.model_name}/{first_champion}"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "reproduced: every recorded metric agrees exactly"
+    for metric in ("rmse", "mae", "r2", "mape"):
+        assert f"\n{metric} " in out
+    assert "note: config: recorded with run" in out
 
 
 @pytest.fixture(scope="module")

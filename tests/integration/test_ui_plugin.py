@@ -172,6 +172,28 @@ def test_page_shows_champion_previous_challenger_and_reasons(ui: UIStack, cookie
     assert 'class="error"' not in page
 
 
+def test_page_traces_each_aliased_version_in_a_lineage_section(ui: UIStack) -> None:
+    from mlops.config import find_use_case
+    from mlops.lineage import cards
+
+    model, runs = ui.seeded["model_name"], ui.seeded["run_ids"]
+    # The card registration logs, written by the registration's own function for the seeded champion.
+    assert cards.log_version_card(find_use_case(USE_CASE), "2") == "model_card/v2.md"
+    page = ui.get("/mlops/", token=ui.token).text.split(f'id="uc-{USE_CASE}"')[1].split('class="use-case"')[0]
+    assert "<h3>Lineage</h3>" in page
+    champion = page.split(f'id="lineage-{USE_CASE}-v2" data-alias="champion"')[1].split('<details class="lineage"')[0]
+    assert f'href="{ui.settings.mlflow_ui_url}/#/runs/{runs["2"]}"' in champion
+    assert f'href="/dags/{TRAIN_DAG}/runs/ui_test_train"' in champion  # the Airflow DAG run, from the UI root
+    assert "gained @champion: promoted by train_bike_sharing/ui_test_train" in champion
+    assert "no DVC md5 recorded" in champion  # the seeded runs record no snapshot: said, not assumed
+    assert '<details class="model-card"><summary>Model card of v2</summary>' in champion
+    assert f"<h3>Model card: {model} v2</h3>" in champion and "<h4>Known limitations</h4>" in champion
+    assert f"mlops reproduce {model}/2" in champion
+    previous = page.split(f'id="lineage-{USE_CASE}-v1" data-alias="previous"')[1].split("</dl>")[0]
+    assert "lost @champion" in previous and "gained @previous" in previous
+    assert f'id="lineage-{USE_CASE}-v3" data-alias="challenger"' in page and 'class="error"' not in page
+
+
 def test_dag_and_run_tabs(ui: UIStack, task_runs: dict[str, str]) -> None:
     dag_page = ui.get(f"/mlops/dag/{TRAIN_DAG}", token=ui.token)
     assert dag_page.status_code == 200 and 'class="alias-champion"' in dag_page.text

@@ -548,6 +548,50 @@ def test_dockerfile_installs_from_the_lock_and_copies_only_what_exists() -> None
         assert dockerignored(secret_or_state, patterns), f".dockerignore lets {secret_or_state} into the image"
 
 
+def test_the_image_records_the_commit_it_was_built_from(compose: dict[str, Any]) -> None:
+    """The image has no .git (.dockerignore), so the commit reaches training through build-time metadata."""
+    instructions = dockerfile_instructions(DOCKERFILE)
+    runtime = instructions[max(i for i, (k, a) in enumerate(instructions) if k == "FROM") :]
+    args = [a for k, a in runtime if k == "ARG"]
+    assert "GIT_COMMIT=unknown" in args and "GIT_DIRTY=unknown" in args, "declare the build args in the runtime stage"
+    env = " ".join(a for k, a in runtime if k == "ENV")
+    assert "MLOPS_GIT_COMMIT=$GIT_COMMIT" in env and "MLOPS_GIT_DIRTY=$GIT_DIRTY" in env
+    labels = " ".join(a for k, a in runtime if k == "LABEL")
+    assert "org.opencontainers.image.revision=$GIT_COMMIT" in labels
+    assert dockerignored(".git", dockerignore_patterns())
+    builds = [service["build"] for service in compose["services"].values() if "build" in service]
+    wanted = {"GIT_COMMIT": "${GIT_COMMIT:-unknown}", "GIT_DIRTY": "${GIT_DIRTY:-unknown}"}
+    assert builds and all(build["args"] == wanted for build in builds)
+    # What the image's environment says is what settings read, under the names the Dockerfile sets.
+    read = set(re.findall(r'"(MLOPS_[A-Z_]+)"', SETTINGS_SOURCE.read_text()))
+    assert {"MLOPS_GIT_COMMIT", "MLOPS_GIT_DIRTY"} <= read
+
+
+def test_training_reads_the_build_commit_only_without_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.training.runs import git_commit, git_dirty
+
+    monkeypatch.setenv("MLOPS_GIT_COMMIT", "0123abc")
+    monkeypatch.setenv("MLOPS_GIT_DIRTY", "false")
+    # A tree without .git, as in the image: the build's values.
+    monkeypatch.setenv("MLOPS_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert (git_commit(), git_dirty()) == ("0123abc", "false")
+    monkeypatch.setenv("MLOPS_GIT_COMMIT", "unknown")  # the build arg's default: nothing was passed
+    monkeypatch.delenv("MLOPS_GIT_DIRTY")
+    assert (git_commit(), git_dirty()) == ("unknown", "unknown")
+    # A checkout: git itself, whatever the environment says.
+    monkeypatch.setenv("MLOPS_GIT_COMMIT", "0123abc")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("x")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+                   check=True)  # fmt: skip
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert (git_commit(), git_dirty()) == (head.strip(), "false")
+    (tmp_path / "f").write_text("changed")
+    assert git_dirty() == "true"
+
+
 def test_deploy_scripts_are_valid_shell() -> None:
     scripts = sorted((ROOT / "deploy").rglob("*.sh"))
     assert scripts

@@ -71,10 +71,38 @@ def _file_source_without_path(raw: dict[str, Any]) -> tuple[str, str]:
     return "source.path", "Field required"
 
 
+def _slice_not_categorical(raw: dict[str, Any]) -> tuple[str, str]:
+    numeric = raw["features"]["numeric"][0]
+    raw["gate"]["slices"] = [*raw["features"].get("categorical", [])[:1], numeric]
+    return f"gate.slices[{len(raw['gate']['slices']) - 1}]", f"{numeric!r} is not a categorical feature"
+
+
+def _slice_regression_without_slices(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["gate"]["slices"] = []
+    raw["gate"]["max_slice_regression"] = 0.1
+    return "gate.max_slice_regression", "gate.slices names none"
+
+
+def _negative_slice_regression(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["gate"]["max_slice_regression"] = -0.1
+    return "gate.max_slice_regression", "greater than or equal to 0"
+
+
+def _limitations_not_text(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["model_card"] = {"limitations": ["a", "list"]}
+    return "model_card.limitations", "Input should be a valid string"
+
+
+def _unknown_model_card_key(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["model_card"] = {"limitation": "typo"}
+    return "model_card.limitation", "Extra inputs are not permitted"
+
+
 MUTATIONS: list[Mutation] = [
     _unknown_key, _missing_target, _threshold_wrong_type, _estimator_missing, _unknown_metric,
     _threshold_on_unknown_metric, _target_as_feature, _duplicate_candidate_name, _wrong_source_kind,
-    _file_source_without_path,
+    _file_source_without_path, _slice_not_categorical, _slice_regression_without_slices,
+    _negative_slice_regression, _limitations_not_text, _unknown_model_card_key,
 ]  # fmt: skip
 
 

@@ -128,3 +128,76 @@ def test_helpers_follow_metric_directions() -> None:
     assert relative_loss("rmse", 1.0, 0.0) == float("inf")
     assert relative_loss("r2", -0.2, -0.1) == pytest.approx(1.0)  # negative baseline: magnitude keeps direction
     assert fmt(130.2) == "130.2" and fmt(120.0) == "120" and fmt(12345.67) == "12345.7"
+
+
+# --------------------------------------------------------------------------- slices
+
+
+def _judging_slices(bike: UseCase, margin: float | None) -> UseCase:
+    gate = {**bike.gate.model_dump(), "slices": ["season", "weathersit"], "max_slice_regression": margin}
+    return UseCase.model_validate({**bike.model_dump(), "gate": gate})
+
+
+CHAMPION_SLICES = {"season": {"spring": 50.0, "summer": 80.0}, "weathersit": {"Clear": 60.0, "Rain": 100.0}}
+
+
+def test_a_slice_worse_beyond_the_margin_fails_the_gate_naming_it(bike: UseCase) -> None:
+    uc = _judging_slices(bike, 0.10)
+    # Better on average, and on every slice but rainy hours: 30 % worse there.
+    candidate = {"season": {"spring": 45.0, "summer": 70.0}, "weathersit": {"Clear": 50.0, "Rain": 130.0}}
+    decision = check_gate(uc, GOOD, {**GOOD, "rmse": 99.0}, champion_version="4",
+                          candidate_slices=candidate, champion_slices=CHAMPION_SLICES)  # fmt: skip
+    assert not decision.passed
+    assert decision.reasons == [
+        "worst slice weathersit=Rain: rmse 130 vs champion v4 100 (+30.0%) beyond allowed 10.0%"
+    ]
+    # The season's worst slice is better than the champion's: recorded, not a reason.
+    assert "worst slice season=spring: rmse 45 vs champion v4 50 (-10.0%) within allowed 10.0%" in decision.checks
+    assert decision.candidate_slices == candidate and decision.champion_slices == CHAMPION_SLICES
+
+
+def test_slices_within_the_margin_pass_and_unjudged_slices_are_only_recorded(bike: UseCase) -> None:
+    candidate = {"season": {"spring": 52.0, "summer": 80.0}, "weathersit": {"Clear": 60.0, "Rain": 105.0}}
+    judged = check_gate(_judging_slices(bike, 0.10), GOOD, GOOD, champion_version="4",
+                        candidate_slices=candidate, champion_slices=CHAMPION_SLICES)  # fmt: skip
+    assert judged.passed and any("weathersit=Rain" in c and "within allowed 10.0%" in c for c in judged.checks)
+    worse = {"season": {"spring": 500.0}, "weathersit": {"Rain": 900.0}}
+    unjudged = check_gate(_judging_slices(bike, None), GOOD, GOOD, champion_version="4",
+                          candidate_slices=worse, champion_slices=CHAMPION_SLICES)  # fmt: skip
+    assert unjudged.passed
+    assert any(c.endswith("not judged: gate.max_slice_regression is unset)") for c in unjudged.checks)
+
+
+def test_slices_are_not_compared_without_a_comparable_champion(bike: UseCase) -> None:
+    uc = _judging_slices(bike, 0.0)
+    worse = {"season": {"spring": 500.0}, "weathersit": {"Rain": 900.0}}
+    first = check_gate(uc, GOOD, None, candidate_slices=worse, champion_slices=None)
+    assert first.passed and not any("slice" in c for c in first.checks)
+    # Values only one model was scored on say nothing about a regression.
+    disjoint = check_gate(uc, GOOD, GOOD, champion_version="2",
+                          candidate_slices={"season": {"winter": 9e9}, "weathersit": {}},
+                          champion_slices=CHAMPION_SLICES)  # fmt: skip
+    assert disjoint.passed
+    assert "slices of season: none scored for both candidate and champion v2" in disjoint.checks
+
+
+def test_score_slices_scores_each_value_as_the_holdout_is_scored(bike: UseCase) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from mlops.evaluation.slices import score_slices
+    from mlops.training.candidates import compute_metrics
+
+    uc = _judging_slices(bike, None)
+    holdout = pd.DataFrame({
+        "season": ["spring", "spring", "summer", "summer", None],
+        "weathersit": ["Clear", "Rain", "Clear", "Clear", "Clear"],
+        "cnt": [10.0, 20.0, 30.0, 40.0, 50.0],
+    })  # fmt: skip
+    predictions = np.array([12.0, 18.0, 33.0, 36.0, 50.0])
+    slices = score_slices(uc, holdout, predictions)
+    assert slices.rows == {"season": {"spring": 2, "summer": 2, "missing": 1},
+                           "weathersit": {"Clear": 4, "Rain": 1}}  # fmt: skip
+    spring = compute_metrics("regression", [10.0, 20.0], [12.0, 18.0])["rmse"]
+    assert slices.scores["season"]["spring"] == spring and slices.scores["season"]["missing"] == 0.0
+    assert slices.scores["weathersit"]["Rain"] == 2.0

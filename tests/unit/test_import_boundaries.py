@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mlops.mlflow", "mlops.data", "mlops.predictionlog"),
     ("mlops.training",),
     ("mlops.evaluation",),
+    ("mlops.lineage",),
     ("mlops.promotion",),
     ("mlops.monitoring", "mlops.serving"),
     ("mlops.ui",),

@@ -320,3 +320,48 @@ def test_mlflow_ui_url_overrides_links(use_case: UseCase, monkeypatch: pytest.Mo
     monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "https://mlflow.example.org/")
     view = views.gather_use_case(use_case)
     assert view.by_alias["champion"].version_url.startswith("https://mlflow.example.org/#/models/")
+
+
+def test_the_lineage_section_traces_each_aliased_version(use_case: UseCase, mlflow_server: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run_ids = seed_registry(use_case, "train_x/manual__1")
+    client = MlflowClient()
+    client.log_text(run_ids["2"], "# Model card: v2\n\n| metric | value |\n| --- | --- |\n| rmse | 100 |\n",
+                    "model_card/v2.md")  # fmt: skip
+    client.set_model_version_tag(use_case.model_name, "2", "mlops.model_card", "model_card/v2.md")
+    docs_page = get_settings().data_docs_dir / "validations" / use_case.name / "page.html"
+    docs_page.parent.mkdir(parents=True, exist_ok=True)
+    docs_page.write_text("<html>validation</html>")
+    client.set_tag(run_ids["2"], "data_docs_page", str(docs_page))
+
+    view = views.gather_use_case(use_case)
+    assert view.errors == []
+    by_alias = {entry.alias: entry for entry in view.lineage}
+    assert list(by_alias) == ["champion", "previous", "challenger"]
+    champion = by_alias["champion"]
+    assert champion.error is None and champion.chain is not None
+    assert [(c.change, c.alias) for c in champion.chain.alias_history] == [("gained", "champion")]
+    assert champion.training_run_url == f"{mlflow_server}/#/runs/{run_ids['2']}"
+    assert champion.dag_run_path == "/dags/train_x/runs/manual__1"
+    assert champion.data_docs == f"validations/{use_case.name}/page.html"
+    assert champion.chain.data.availability == "no DVC md5 recorded" and champion.chain.data.restorable is None
+    assert champion.card_html == (
+        "<h3>Model card: v2</h3>\n"
+        "<table><tr><th>metric</th><th>value</th></tr><tr><td>rmse</td><td>100</td></tr></table>"
+    )
+    previous = by_alias["previous"].chain
+    assert previous is not None and [(c.change, c.alias) for c in previous.alias_history] == [
+        ("gained", "champion"), ("gained", "previous"), ("lost", "champion")]  # fmt: skip
+    assert by_alias["challenger"].card_html is None  # no card was logged for it
+
+
+def test_card_markdown_is_escaped_before_it_becomes_html() -> None:
+    from mlops.ui.markdown import markdown_html
+
+    text = "# Card <script>\n\n- `a<b>` and **bold** and *it*\n- two\n\nplain & <img src=x onerror=alert(1)>\n"
+    assert markdown_html(text) == (
+        "<h3>Card &lt;script&gt;</h3>\n"
+        "<ul><li><code>a&lt;b&gt;</code> and <strong>bold</strong> and <em>it</em></li><li>two</li></ul>\n"
+        "<p>plain &amp; &lt;img src=x onerror=alert(1)&gt;</p>"
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.data.versioning import TrackedFile, VersioningError, main, restore, track
+from mlops.data.versioning import TrackedFile, VersioningError, check, main, restore, track
 from mlops.settings import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +98,47 @@ def test_restore_rejects_a_corrupt_remote_copy(snapshot: Path, tmp_path: Path) -
         restore(tracked.md5, tmp_path / "snapshot.csv")
     assert not (tmp_path / "snapshot.csv").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def cache_object(md5: str) -> Path:
+    return get_settings().data_dir / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def tamper(path: Path) -> None:
+    path.chmod(0o644)  # DVC keeps its objects read-only
+    path.write_bytes(b"bit rot")
+
+
+def test_a_corrupt_cache_copy_is_passed_over_for_a_good_remote_one(snapshot: Path, tmp_path: Path) -> None:
+    data = snapshot.read_bytes()
+    tracked = track(snapshot)
+    tamper(cache_object(tracked.md5))
+    availability = check(tracked.md5)
+    assert [(c.status, c.actual_md5) for c in availability.copies] == [
+        ("corrupt", hashlib.md5(b"bit rot").hexdigest()),
+        ("ok", tracked.md5),
+    ]
+    assert availability.restorable
+    described = availability.describe()
+    assert described.startswith("restorable from DVC remote local") and "the DVC cache" in described
+    assert "is corrupt" in described
+    assert restore(tracked.md5, tmp_path / "snapshot.csv").read_bytes() == data
+
+
+def test_no_good_copy_anywhere_is_not_restorable_and_names_each_corrupt_one(snapshot: Path, tmp_path: Path) -> None:
+    tracked = track(snapshot)
+    tamper(cache_object(tracked.md5))
+    tamper(remote_object(tracked.md5))
+    availability = check(tracked.md5)
+    assert not availability.restorable and [c.status for c in availability.copies] == ["corrupt", "corrupt"]
+    assert availability.describe().startswith("not restorable: the copy of")
+    with pytest.raises(VersioningError) as err:
+        restore(tracked.md5, tmp_path / "snapshot.csv")
+    message = str(err.value)
+    assert message.count("is corrupt") == 2 and "no other store holds a good copy" in message
+    assert not (tmp_path / "snapshot.csv").exists()
+    gone = check("0" * 32)
+    assert not gone.restorable and [c.status for c in gone.copies] == ["missing", "missing"]
 
 
 def test_unknown_hash_names_the_places_searched(tmp_path: Path) -> None:

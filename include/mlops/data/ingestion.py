@@ -75,7 +75,8 @@ class Snapshot:
 # ---------------------------------------------------------------- reading sources
 
 
-def _describe_source(use_case: UseCase) -> str:
+def describe_source(use_case: UseCase) -> str:
+    """Where the use case's rows come from, as errors and model cards name it."""
     source = use_case.source
     if isinstance(source, FileSource):
         return f"files {use_case.source_path}"
@@ -218,7 +219,7 @@ def load_source(use_case: UseCase, sql_uri_resolver: Callable[[str], str] | None
     if use_case.time_column and use_case.time_column not in df.columns:
         raise IngestionError(
             f"the time column {use_case.time_column!r} of use case {use_case.name!r} is not in "
-            f"{_describe_source(use_case)}, which has columns {list(df.columns)}; "
+            f"{describe_source(use_case)}, which has columns {list(df.columns)}; "
             "fix time_column in the config or the source"
         )
     return df
@@ -362,7 +363,7 @@ def ingest_snapshot(
     machine's date, is for calling it by hand.
     """
     df = load_source(use_case, sql_uri_resolver)
-    where = _describe_source(use_case)
+    where = describe_source(use_case)
     if df.empty:
         raise IngestionError(f"{where} has no rows; check the source of use case {use_case.name!r}")
     start = end = None

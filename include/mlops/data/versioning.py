@@ -205,20 +205,106 @@ def _remote_order(repo: Repo) -> list[str]:
     return remotes
 
 
+def _corrupt(md5: str, origin: str, actual: str) -> str:
+    return f"the copy of {md5} in {origin} is corrupt (its md5 is {actual})"
+
+
+class _CorruptCopy(Exception):
+    """One store's copy does not hash to its name; another store may still hold a good one."""
+
+
 def _fetch_verified(odb: Any, md5: str, destination: Path, origin: str) -> None:
     """Copy an object to a temporary file next to destination, check its hash, then rename.
 
-    A failed or corrupt transfer never leaves a half-written destination.
+    Raises _CorruptCopy when the copy's hash differs: a failed or corrupt transfer never
+    leaves a half-written destination.
     """
     with atomic_path(destination) as tmp:
         odb.fs.get_file(odb.oid_to_path(md5), str(tmp))
         actual = _md5_of(tmp)
         if actual != md5:
-            raise VersioningError(
-                f"the copy of {md5} in {origin} is corrupt (its md5 is {actual}); "
-                "delete it there and push the snapshot again from another copy"
-            )
+            # The temporary file is removed on the way out; the rename never happens.
+            raise _CorruptCopy(_corrupt(md5, origin, actual))
         tmp.chmod(0o644)  # cache objects are read-only; the restored file is the user's
+
+
+@dataclass(frozen=True)
+class CopyCheck:
+    """One store's copy of a snapshot, hashed: `ok`, `corrupt` (its md5 differs) or `missing`."""
+
+    origin: str
+    status: str
+    actual_md5: str | None = None
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Where a snapshot can be restored from now, every copy hashed rather than assumed."""
+
+    md5: str
+    copies: list[CopyCheck]
+
+    @property
+    def restorable(self) -> bool:
+        return any(copy.status == "ok" for copy in self.copies)
+
+    def describe(self) -> str:
+        """`restorable from ...` or why not, naming every store and what was found there."""
+        good = [c.origin for c in self.copies if c.status == "ok"]
+        bad = [_corrupt(self.md5, c.origin, str(c.actual_md5)) for c in self.copies if c.status == "corrupt"]
+        if good:
+            return f"restorable from {', '.join(good)}" + (f" ({'; '.join(bad)})" if bad else "")
+        searched = ", ".join(c.origin for c in self.copies)
+        return f"not restorable: {'; '.join(bad) if bad else f'no copy of {self.md5}'} (searched {searched})"
+
+
+def _stores(repo: Repo) -> list[tuple[str, Any]]:
+    """The local cache, then every configured remote, the default one first."""
+    stores: list[tuple[str, Any]] = [(f"the DVC cache ({repo.cache.local.path})", repo.cache.local)]
+    for name in _remote_order(repo):
+        odb = repo.cloud.get_remote_odb(name)
+        stores.append((f"DVC remote {name} ({odb.path})", odb))
+    return stores
+
+
+def _valid_md5(md5: str) -> str:
+    md5 = md5.strip().lower()
+    if not _MD5.fullmatch(md5):
+        raise VersioningError(f"{md5!r} is not an md5 hash (32 hex digits); copy it from the snapshot's metadata")
+    return md5
+
+
+def _hash_copy(odb: Any, md5: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with odb.fs.open(odb.oid_to_path(md5), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check(md5: str) -> Availability:
+    """Hash every copy of `md5` in the DVC cache and remotes, without restoring anything.
+
+    What `restore` would find now: a snapshot is restorable when one copy hashes to its md5.
+    """
+    from dvc.exceptions import DvcException
+
+    md5 = _valid_md5(md5)
+    copies: list[CopyCheck] = []
+    with _repo_lock(get_settings().data_dir):
+        repo = _open_repo()
+        try:
+            for origin, odb in _stores(repo):
+                if not odb.exists(md5):
+                    copies.append(CopyCheck(origin, "missing"))
+                    continue
+                actual = _hash_copy(odb, md5)
+                copies.append(CopyCheck(origin, "ok" if actual == md5 else "corrupt", actual))
+        except DvcException as exc:
+            raise VersioningError(f"DVC could not check {md5}: {exc}") from exc
+        finally:
+            repo.close()
+    return Availability(md5, copies)
 
 
 def restore(md5: str, destination: Path) -> Path:
@@ -226,13 +312,12 @@ def restore(md5: str, destination: Path) -> Path:
 
     Looks in the local DVC cache first, then in every configured remote, the
     default one first. The result is checked against the hash before it is moved
-    into place.
+    into place; a corrupt copy is passed over for the next store, and named in the
+    error when no store holds a good one.
     """
     from dvc.exceptions import DvcException
 
-    md5 = md5.strip().lower()
-    if not _MD5.fullmatch(md5):
-        raise VersioningError(f"{md5!r} is not an md5 hash (32 hex digits); copy it from the snapshot's metadata")
+    md5 = _valid_md5(md5)
     destination = Path(destination).expanduser().resolve()
     if destination.is_dir():
         raise VersioningError(
@@ -240,23 +325,31 @@ def restore(md5: str, destination: Path) -> Path:
         )
     settings = get_settings()
     searched: list[str] = []
+    corrupt: list[str] = []
     with _repo_lock(settings.data_dir):
         repo = _open_repo()
         try:
-            stores = [(f"the DVC cache ({repo.cache.local.path})", repo.cache.local)]
-            for name in _remote_order(repo):
-                odb = repo.cloud.get_remote_odb(name)
-                stores.append((f"DVC remote {name} ({odb.path})", odb))
-            for origin, odb in stores:
+            for origin, odb in _stores(repo):
                 searched.append(origin)
-                if odb.exists(md5):
+                if not odb.exists(md5):
+                    continue
+                try:
                     _fetch_verified(odb, md5, destination, origin)
-                    log.info("restored %s from %s to %s", md5, origin, destination)
-                    return destination
+                except _CorruptCopy as exc:
+                    log.warning("%s; trying the next store", exc)
+                    corrupt.append(str(exc))
+                    continue
+                log.info("restored %s from %s to %s", md5, origin, destination)
+                return destination
         except DvcException as exc:
             raise VersioningError(f"DVC could not restore {md5}: {exc}") from exc
         finally:
             repo.close()
+    if corrupt:
+        raise VersioningError(
+            f"{'; '.join(corrupt)}; no other store holds a good copy (searched {', '.join(searched)}). "
+            "Delete the corrupt copies and push the snapshot again from another copy"
+        )
     raise VersioningError(
         f"no file with md5 {md5} in {', '.join(searched)}. "
         "Check the hash, or add a DVC remote that holds it (docs/data-versioning.md)"

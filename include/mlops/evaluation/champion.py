@@ -1,4 +1,4 @@
-"""Judge the best candidate against `@champion`: both scored on the same holdout, the gate applied, the record kept.
+"""Judge the best candidate against `@champion`: both scored on one holdout and its slices, the gate applied.
 
 `gate.py` holds the pure rules; this module feeds them. The record (MLflow's standard
 evaluation of both models' predictions, the gate's metrics, verdict and reasons) is logged
@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.config import UseCase, resolve_use_case
 from mlops.evaluation.gate import GateDecision, check_gate, is_better
+from mlops.evaluation.slices import score_slices
 from mlops.mlflow import evaluation as mlflow_evaluation
 from mlops.naming import (
     CHAMPION,
     GATE_CANDIDATE_METRIC_PREFIX,
     GATE_CHAMPION_METRIC_PREFIX,
+    GATE_DECISION_ARTIFACT,
     TAG_GATE_CHAMPION_VERSION,
     TAG_GATE_PASSED,
     TAG_GATE_REASONS,
@@ -43,6 +45,8 @@ class ChampionScore:
     metrics: dict[str, float] | None
     error: str | None
     predictions: Any = None
+    probabilities: Any = None
+    labels: list[Any] | None = None
 
 
 def select_best(use_case: UseCase | str, results: Sequence[CandidateResult | Mapping[str, Any]]) -> CandidateResult:
@@ -83,6 +87,10 @@ def evaluate_against_champion(
     scored = predict(uc, model, holdout_df)
     candidate_metrics = compute_metrics(uc.task, scored.y_true, scored.y_pred, scored.y_proba, scored.labels)
     champion = score_champion(uc, holdout_df)
+    candidate_slices = score_slices(uc, holdout_df, scored.y_pred, scored.y_proba, scored.labels)
+    champion_slices = None
+    if champion.predictions is not None:
+        champion_slices = score_slices(uc, holdout_df, champion.predictions, champion.probabilities, champion.labels)
     decision = check_gate(
         uc,
         candidate_metrics,
@@ -90,6 +98,9 @@ def evaluate_against_champion(
         champion_version=champion.version,
         champion_error=champion.error,
         candidate_key=candidate.key,
+        candidate_slices=candidate_slices.scores,
+        champion_slices=champion_slices.scores if champion_slices else None,
+        slice_rows=candidate_slices.rows,
     )
     record = _evaluation_log(uc, holdout_df, candidate, scored.y_pred, champion, decision)
     mlflow_evaluation.log_evaluation(parent_run_id, record)
@@ -123,7 +134,7 @@ def score_champion(uc: UseCase, holdout_df: pd.DataFrame) -> ChampionScore:
             raise
         log.warning("champion v%s of %s cannot be scored on this holdout: %s", version, uc.model_name, exc)
         return ChampionScore(version, None, mlflow_evaluation.short_error(exc))
-    return ChampionScore(version, metrics, None, y_pred)
+    return ChampionScore(version, metrics, None, y_pred, proba, labels)
 
 
 def _cannot_score(exc: BaseException) -> bool:
@@ -162,7 +173,7 @@ def _evaluation_log(
         predictions=predictions,
         metrics=metrics,
         tags=tags,
-        documents={"gate/decision.json": decision.to_dict()},
+        documents={GATE_DECISION_ARTIFACT: decision.to_dict()},
         error_tag="mlops.gate.evaluate_error",
         seconds_metric="gate_evaluate_seconds",
     )

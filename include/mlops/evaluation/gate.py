@@ -1,4 +1,4 @@
-"""The promotion gate: absolute thresholds and the allowed regression against the champion.
+"""The promotion gate: absolute thresholds, the allowed regression against the champion, the worst slice.
 
 Pure functions over metric dictionaries, no MLflow, so every rule is unit-tested
 and the reasons are the same text in logs, run tags and model-version tags.
@@ -36,6 +36,12 @@ class GateDecision:
     """Set when a champion exists but could not be loaded or scored on this holdout."""
     checks: list[str] = field(default_factory=list)
     """Every check, passed or failed, for the record."""
+    candidate_slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The candidate's primary metric per slice value (`gate.slices`) on the holdout."""
+    champion_slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The champion's, on the same holdout rows."""
+    slice_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    """How many holdout rows each slice value has."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +121,44 @@ def regression_check(
     return ok, f"{head} is {loss_text} worse than {who} ({fmt(champion)}); allowed {allowed:.1%}"
 
 
+def slice_checks(
+    use_case: UseCase,
+    candidate_slices: dict[str, dict[str, float]],
+    champion_slices: dict[str, dict[str, float]],
+    champion_version: str | None,
+) -> tuple[list[str], list[str]]:
+    """(failures, all checks) of the worst slice of each `gate.slices` feature against the champion.
+
+    Only slice values both models were scored on count (a value absent from the holdout,
+    or with the metric undefined there, says nothing). Judged when `gate.max_slice_regression`
+    is set; otherwise the worst slice is only recorded.
+    """
+    allowed = use_case.gate.max_slice_regression
+    metric = use_case.gate.primary_metric
+    who = f"champion v{champion_version}" if champion_version else "the champion"
+    failures: list[str] = []
+    checks: list[str] = []
+    for feature in use_case.gate.slices:
+        candidate, champion = candidate_slices.get(feature, {}), champion_slices.get(feature, {})
+        shared = [value for value in candidate if value in champion]
+        if not shared:
+            checks.append(f"slices of {feature}: none scored for both candidate and {who}")
+            continue
+        worst = max(shared, key=lambda value: relative_loss(metric, candidate[value], champion[value]))
+        loss = relative_loss(metric, candidate[worst], champion[worst])
+        head = f"worst slice {feature}={worst}: {metric} {fmt(candidate[worst])} vs {who} {fmt(champion[worst])}"
+        loss_text = "infinitely worse" if math.isinf(loss) else f"{loss:+.1%}"
+        if allowed is None:
+            checks.append(f"{head} ({loss_text}, not judged: gate.max_slice_regression is unset)")
+            continue
+        ok = loss <= allowed + _TOLERANCE
+        text = f"{head} ({loss_text}) {'within' if ok else 'beyond'} allowed {allowed:.1%}"
+        checks.append(text)
+        if not ok:
+            failures.append(text)
+    return failures, checks
+
+
 def check_gate(
     use_case: UseCase,
     candidate_metrics: dict[str, float],
@@ -123,12 +167,16 @@ def check_gate(
     champion_version: str | None = None,
     champion_error: str | None = None,
     candidate_key: str | None = None,
+    candidate_slices: dict[str, dict[str, float]] | None = None,
+    champion_slices: dict[str, dict[str, float]] | None = None,
+    slice_rows: dict[str, dict[str, int]] | None = None,
 ) -> GateDecision:
-    """Decide promotion: the absolute thresholds, then no regression beyond `gate.max_regression`.
+    """Decide promotion: the absolute thresholds, then no regression beyond `gate.max_regression`,
+    then (with `gate.max_slice_regression`) no slice worse than the champion's beyond that margin.
 
-    `champion_metrics` must come from scoring the champion on the *same* holdout.
-    With no champion at all (`champion_version` None) the thresholds alone decide.
-    A champion that exists but could not be scored (`champion_error`) fails the
+    `champion_metrics` and `champion_slices` must come from scoring the champion on the
+    *same* holdout. With no champion at all (`champion_version` None) the thresholds alone
+    decide. A champion that exists but could not be scored (`champion_error`) fails the
     gate: the candidate cannot be shown not to be worse, so a person decides.
     """
     primary = use_case.gate.primary_metric
@@ -165,6 +213,10 @@ def check_gate(
             checks.append(text)
             if not ok:
                 failures.append(text)
+    if use_case.gate.slices and champion_slices is not None and champion_error is None:
+        slice_failures, slice_texts = slice_checks(use_case, candidate_slices or {}, champion_slices, champion_version)
+        failures += slice_failures
+        checks += slice_texts
 
     passed = not failures
     return GateDecision(
@@ -177,4 +229,7 @@ def check_gate(
         candidate_key=candidate_key,
         champion_error=champion_error,
         checks=checks,
+        candidate_slices=dict(candidate_slices or {}),
+        champion_slices=dict(champion_slices or {}),
+        slice_rows=dict(slice_rows or {}),
     )

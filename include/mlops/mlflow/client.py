@@ -15,6 +15,7 @@ server in process-global state:
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from mlops.settings import get_settings
@@ -50,6 +51,16 @@ def fluent_client(uri: str | None = None) -> MlflowClient:
     mlflow.set_tracking_uri(server)
     mlflow.set_registry_uri(server)
     return client(server)
+
+
+def quiet_console() -> None:
+    """Keep MLflow's own console output (run links, download progress bars) out of a command's output.
+
+    For commands whose stdout is their result (`mlops lineage --json`, `mlops reproduce`'s table);
+    a variable set already keeps its value.
+    """
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def is_missing(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mlops._io import atomic_write_text
 from mlops.monitoring.drift import ColumnDrift, ColumnKind, DriftResult
 from mlops.monitoring.performance import LABEL, PREDICTION, is_probability
+from mlops.naming import report_folder_name
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -45,8 +46,7 @@ class ReportWriteError(OSError):
 
 def report_dir(use_case: str, run_key: str, root: Path | None = None) -> Path:
     """root (default settings.reports_dir) / use_case / run_key, the key made safe as a folder name."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in run_key) or "run"
-    return (root or get_settings().reports_dir) / use_case / safe
+    return (root or get_settings().reports_dir) / use_case / report_folder_name(run_key)
 
 
 def write_atomic(path: Path, text: str) -> Path:

@@ -158,13 +158,18 @@ def _start_tracking_run(use_case: UseCase, snapshot: TaskOutput, validation: Tas
 def _parent_lineage(
     snapshot: dict[str, Any], validation: dict[str, Any], params: dict[str, Any], queue: dict[str, str]
 ) -> dict[str, str]:
+    statistics = validation.get("statistics") or {}
+    passed, evaluated = statistics.get("successful_expectations"), statistics.get("evaluated_expectations")
     return {
         "snapshot_path": snapshot["path"],
         "dvc_md5": snapshot["md5"],
         "dvc_file": snapshot["dvc_file"],
+        "snapshot_rows": str(snapshot.get("rows")),
         "window_start": str(snapshot.get("window_start")),
         "window_end": str(snapshot.get("window_end")),
         "data_docs_page": str(validation.get("data_docs_page")),
+        "validation_success": str(bool(validation.get("success"))).lower(),
+        "validation_statistics": f"{passed:g} of {evaluated:g} expectations met" if evaluated is not None else "None",
         "reason": str(params.get("reason")),
         "monitoring_report": str(params.get("report")),
         # Why this run started later than asked (queued behind another run), if it did.

@@ -25,6 +25,7 @@ from mlops.naming import (
     TAG_REJECTED_AT,
     TAG_REJECTED_BY,
     TAG_REJECTION_REASON,
+    card_dag_id,
 )
 from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
@@ -135,7 +136,8 @@ def run(keep_running: bool = True, fast: bool = False) -> int:
     _say(f"Predictions: {urls['prediction_service']}")
     api = AirflowAPI(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
     train_id, monitor_id = f"train_{use_case.name}", f"monitor_{use_case.name}"
-    for dag_id in (train_id, monitor_id):
+    # The model-card DAG runs on its own after each promotion (scheduled on the champion Asset).
+    for dag_id in (train_id, monitor_id, card_dag_id(use_case.name)):
         api.wait_for_dag(dag_id)
         api.unpause(dag_id)
 

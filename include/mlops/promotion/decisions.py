@@ -7,6 +7,7 @@ and a DAG run's decision, once applied, is not applied again.
 
 Tags on a version, so the UI can say when and why it got where it is:
 - `mlops.run_key`: the DAG run that registered it;
+- `mlops.model_card`: where its model card is among its training run's artifacts (`mlops.lineage.cards`);
 - `mlops.gate.*`: the gate's verdict and reasons, as the gate wrote them;
 - `mlops.promoted_by`, `mlops.promoted_at`, `mlops.replaced`: promoted to `@champion`;
 - `mlops.rejected_by`, `mlops.rejected_at`, `mlops.rejection_reason`: kept as `@challenger`;
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 from mlops.config import UseCase, resolve_use_case
 from mlops.evaluation.gate import GateDecision
+from mlops.lineage import cards
 from mlops.mlflow import registry
 from mlops.naming import (
     CHALLENGER,
@@ -36,6 +38,7 @@ from mlops.naming import (
     TAG_GATE_PASSED,
     TAG_GATE_REASONS,
     TAG_GATE_RUN_KEY,
+    TAG_MODEL_CARD,
     TAG_PROMOTED_AT,
     TAG_PROMOTED_BY,
     TAG_REJECTED_AT,
@@ -63,13 +66,16 @@ class PromotionResult:
 
 
 def register_candidate(use_case: UseCase | str, candidate: CandidateResult | Mapping[str, Any], run_key: str) -> str:
-    """Register the candidate's model once per run key; returns the version."""
+    """Register the candidate's model once per run key, with its model card; returns the version."""
     uc = resolve_use_case(use_case)
     cand = CandidateResult.of(candidate)
     registry.ensure_registered_model(uc.model_name, {TAG_USE_CASE: uc.name, "mlops.task": uc.task}, uc.description)
     existing = registry.find_version_by_run_key(uc.model_name, run_key)
     if existing is not None:
         log.info("%s v%s was already registered for %s", uc.model_name, existing, run_key)
+        # An earlier attempt may have died between registering and writing the card.
+        if TAG_MODEL_CARD not in registry.version_tags(uc.model_name, existing):
+            cards.log_version_card(uc, existing)
         return existing
     # Tags go in with the version, atomically: the run-key lookup above can always find it.
     tags = {
@@ -78,7 +84,9 @@ def register_candidate(use_case: UseCase | str, candidate: CandidateResult | Map
         "mlops.run_id": cand.run_id,
         **{f"mlops.metric.{k}": repr(v) for k, v in cand.metrics.items()},
     }
-    return registry.register_version(cand.model_uri, uc.model_name, tags)
+    version = registry.register_version(cand.model_uri, uc.model_name, tags)
+    cards.log_version_card(uc, version)
+    return version
 
 
 def apply_decision(

@@ -10,7 +10,19 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from mlops.mlflow import registry
-from mlops.naming import CHALLENGER, CHAMPION, PREVIOUS
+from mlops.naming import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    TAG_ROLLBACK_AT,
+    TAG_ROLLBACK_BY,
+    TAG_ROLLBACK_FROM,
+    TAG_ROLLBACK_REASON,
+    TAG_ROLLED_BACK_AT,
+    TAG_ROLLED_BACK_BY,
+    TAG_ROLLED_BACK_REASON,
+    TAG_ROLLED_BACK_TO,
+)
 from mlops.promotion.decisions import applied_at
 
 log = logging.getLogger(__name__)
@@ -53,16 +65,16 @@ def rollback(model_name: str, version: str | None, reason: str, requested_by: st
         registry.set_version_tags(
             model_name,
             current,
-            {"mlops.rolled_back.reason": reason, "mlops.rolled_back.by": requested_by,
-             "mlops.rolled_back.to": target, "mlops.rolled_back.at": when},
+            {TAG_ROLLED_BACK_REASON: reason, TAG_ROLLED_BACK_BY: requested_by,
+             TAG_ROLLED_BACK_TO: target, TAG_ROLLED_BACK_AT: when},
         )  # fmt: skip
     if registry.alias_version(model_name, CHALLENGER) == target:
         registry.delete_alias(model_name, CHALLENGER)
     registry.set_version_tags(
         model_name,
         target,
-        {"mlops.rollback.reason": reason, "mlops.rollback.requested_by": requested_by,
-         "mlops.rollback.from_version": current or "none", "mlops.rollback.at": when},
+        {TAG_ROLLBACK_REASON: reason, TAG_ROLLBACK_BY: requested_by,
+         TAG_ROLLBACK_FROM: current or "none", TAG_ROLLBACK_AT: when},
     )  # fmt: skip
     log.warning("%s: @champion v%s -> v%s by %s: %s", model_name, current, target, requested_by, reason)
     previous = current if current is not None else registry.alias_version(model_name, PREVIOUS)

@@ -7,13 +7,14 @@ MLflow itself is behind `mlops.mlflow.tracking`; scoring against the champion is
 
 Tag layout on runs:
 - lineage, plain keys (monitoring reads `snapshot_path`): snapshot_path, dvc_md5,
-  git_commit, uv_lock_sha256, airflow_dag_id, airflow_run_id, reason, ...
+  git_commit, git_dirty, uv_lock_sha256, airflow_dag_id, airflow_run_id, reason, ...
 - machinery, `mlops.` keys: mlops.run_type, mlops.candidate_key, mlops.model_uri, mlops.gate.*
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 import time
@@ -26,14 +27,19 @@ from mlops.mlflow import tracking
 from mlops.mlflow.runs import RunRecord
 from mlops.naming import (
     TAG_CANDIDATE_KEY,
+    TAG_CANDIDATE_SPEC,
     TAG_DAG_ID,
     TAG_DAG_RUN_ID,
     TAG_DVC_MD5,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
     TAG_MODEL_NAME,
     TAG_MODEL_URI,
     TAG_PARENT,
     TAG_RUN_TYPE,
     TAG_USE_CASE,
+    TAG_UV_LOCK,
+    USE_CASE_ARTIFACT,
     training_experiment,
 )
 from mlops.settings import get_settings
@@ -60,20 +66,33 @@ class SnapshotChangedError(RuntimeError):
 # ----------------------------------------------------------------------------- lineage
 
 
-def git_commit() -> str:
-    """`git rev-parse HEAD` of the project root, or "unknown" outside a repository."""
+def _git(*args: str) -> str | None:
+    """The output of `git <args>` in the project root, or None outside a repository (or without git)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=get_settings().project_root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
+            ["git", *args], cwd=get_settings().project_root, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def git_commit() -> str:
+    """`git rev-parse HEAD` of the project root; in a tree without `.git` (the container image) the
+    commit the image was built from (`MLOPS_GIT_COMMIT`, the Dockerfile's GIT_COMMIT); else "unknown"."""
+    head = (_git("rev-parse", "HEAD") or "").strip()
+    return head or get_settings().build_git_commit or "unknown"
+
+
+def git_dirty() -> str:
+    """ "true" when the project's working tree has uncommitted changes (then the commit does not pin the
+    code), "false" when clean; the image's recorded state (`MLOPS_GIT_DIRTY`) or "unknown" without `.git`."""
+    if not (_git("rev-parse", "HEAD") or "").strip():
+        return get_settings().build_git_dirty or "unknown"
+    status = _git("status", "--porcelain")
+    if status is None:
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    return "true" if status.strip() else "false"
 
 
 def uv_lock_sha256() -> str:
@@ -88,7 +107,14 @@ def uv_lock_sha256() -> str:
 def _lineage_tags(lineage: Mapping[str, Any]) -> dict[str, str]:
     tags = {_LINEAGE_RENAMES.get(k, k): str(v) for k, v in lineage.items() if v is not None}
     commit = git_commit()
-    tags.update({"git_commit": commit, "mlflow.source.git.commit": commit, "uv_lock_sha256": uv_lock_sha256()})
+    tags.update(
+        {
+            TAG_GIT_COMMIT: commit,
+            "mlflow.source.git.commit": commit,
+            TAG_GIT_DIRTY: git_dirty(),
+            TAG_UV_LOCK: uv_lock_sha256(),
+        }
+    )
     return tags
 
 
@@ -211,6 +237,8 @@ def train_and_log_candidate(
         candidate = _candidate_log(uc, fit, snapshot_path, train_df, holdout_df, fit_seconds)
         model_uri = logging_run.log_candidate(candidate)
         _log_diagnostics(logging_run, uc, fit.pipeline, holdout_df)
+        # The config as it trained this model, so a retraining (`mlops reproduce`) needs no config file.
+        logging_run.log_documents({USE_CASE_ARTIFACT: uc.model_dump(mode="json")})
         # Written last: a run carrying it is complete and reusable.
         logging_run.set_tags({TAG_MODEL_URI: model_uri})
     return CandidateResult(spec.key, run.run_id, model_uri, dict(fit.metrics))
@@ -245,6 +273,7 @@ def _candidate_tags(
         TAG_PARENT: parent.run_id,
         TAG_RUN_TYPE: "candidate",
         TAG_CANDIDATE_KEY: spec.key,
+        TAG_CANDIDATE_SPEC: json.dumps(spec.to_dict(), sort_keys=True),
         "mlops.candidate": spec.name,
         "mlops.estimator": spec.estimator,
         TAG_USE_CASE: uc.name,

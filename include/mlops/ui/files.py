@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import unquote
 
-from mlops.naming import WINDOW_DOCS_SITE, WINDOW_SUITE_SUFFIX
+from mlops.naming import WINDOW_DOCS_SITE, WINDOW_SUITE_SUFFIX, report_folder_name
 
 # The Evidently report shown first when a run folder holds several.
 REPORT_ORDER = ("drift.html", "data_quality.html", "performance.html")
@@ -122,8 +122,8 @@ def _suite_of_page(parts: tuple[str, ...]) -> str | None:
 
 
 def safe_folder_name(key: str) -> str:
-    """Same folder naming as `mlops.monitoring.steps.report_dir` (kept in step by a unit test)."""
-    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in key) or "run"
+    """The report folder of a monitoring run key, as `mlops.monitoring.reports.report_dir` names it."""
+    return report_folder_name(key)
 
 
 def report_in(reports_dir: Path, folder: Path) -> ReportView | None:

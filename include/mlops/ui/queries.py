@@ -12,6 +12,8 @@ may point at one run.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlops.mlflow import browse, runs
 from mlops.mlflow.browse import MetricPoint, VersionRecord
 from mlops.mlflow.client import client
@@ -27,6 +29,10 @@ from mlops.naming import (
     run_key,
     training_experiment,
 )
+
+if TYPE_CHECKING:
+    from mlops.config import UseCase
+    from mlops.lineage.chain import Records
 
 
 class PageQueries:
@@ -86,6 +92,18 @@ class PageQueries:
 
         version = registry.find_version_by_run_key(model_name, run_key(dag_id, dag_run_id))
         return browse.model_version(self._client, model_name, version) if version is not None else None
+
+    def lineage_records(self, use_case: UseCase, version: str) -> Records:
+        """What the lineage chain of a version is built from (the snapshot's DVC copies hashed)."""
+        from mlops.lineage.gather import Target, gather
+
+        return gather(Target(use_case.model_name, version, use_case), mlflow_client=self._client)
+
+    def artifact_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run (a model card), or None when the run has none."""
+        from mlops.mlflow.lineage import artifact_text
+
+        return artifact_text(self._client, run_id, path)
 
     def gate_run(self, use_case: str, dag_id: str, dag_run_id: str) -> RunRecord | None:
         """The training DAG run's parent MLflow run, where the gate logged its evidence."""

@@ -37,6 +37,11 @@ def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{quote(experiment_id, safe='')}"
 
 
+def dag_run_path(dag_id: str, dag_run_id: str) -> str:
+    """Airflow UI route of a DAG run."""
+    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(dag_run_id, safe='')}"
+
+
 def required_action_path(dag_id: str, dag_run_id: str, task_id: str, map_index: int = -1) -> str:
     """Airflow UI route of a task instance's Required Actions tab (its approve/reject form)."""
     mapped = f"/mapped/{map_index}" if map_index >= 0 else ""

@@ -41,6 +41,7 @@ from mlops.ui.files import ReportView
 
 if TYPE_CHECKING:
     from mlops.mlflow.browse import MetricPoint, VersionRecord
+    from mlops.ui.lineage import LineageView
     from mlops.ui.queries import PageQueries
 
 EPOCH = datetime.fromtimestamp(0, tz=UTC)
@@ -134,6 +135,8 @@ class UseCaseView:
     """Newest Data Docs validation page, relative to the Data Docs root."""
     approval_required: bool = False
     pending: list[PendingApproval] = field(default_factory=list)
+    lineage: list[LineageView] = field(default_factory=list)
+    """Each alias's version traced back (mlops.ui.lineage), in alias order."""
     errors: list[str] = field(default_factory=list)
     """What could not be read (MLflow down, ...): shown on the page instead of failing it."""
 
@@ -278,19 +281,33 @@ def gather_use_case(use_case: UseCase, settings: Settings | None = None, recent:
     view.report = files.latest_report(settings.reports_dir, use_case.name)
     view.data_docs = files.latest_data_docs_page(settings.data_docs_dir, use_case.suite_name)
     try:
-        _add_registry_and_drift(view, _queries(settings), recent, base)
+        queries = _queries(settings)
+        by_alias = _add_registry_and_drift(view, queries, recent, base)
+        _add_lineage(view, queries, use_case, by_alias, settings)
     except Exception as exc:  # the page must render even when MLflow is down
         view.errors.append(_unreadable(settings, exc))
     return view
 
 
-def _add_registry_and_drift(view: UseCaseView, queries: PageQueries, recent: int, base: str) -> None:
+def _add_lineage(
+    view: UseCaseView, queries: PageQueries, use_case: UseCase, by_alias: dict[str, VersionRecord], settings: Settings
+) -> None:
+    from mlops.ui.lineage import lineage_view
+
+    view.lineage = [lineage_view(queries, use_case, alias, record, settings) for alias, record in by_alias.items()]
+
+
+def _add_registry_and_drift(
+    view: UseCaseView, queries: PageQueries, recent: int, base: str
+) -> dict[str, VersionRecord]:
+    """The aliases' versions and the newest versions as views, the drift history; returns the alias records."""
     by_alias, newest = queries.model_versions(view.model_name, recent)
     view.by_alias = {alias: version_view(queries, record, base) for alias, record in by_alias.items()}
     view.recent = [version_view(queries, record, base) for record in newest]
     points, experiment_id = queries.drift_history(view.name, limit=60)
     view.drift = drift_points(points, base)
     view.monitoring_url = urls.experiment_url(base, experiment_id) if experiment_id is not None else None
+    return by_alias
 
 
 def gather_run(use_case: UseCase, dag_id: str, dag_run_id: str, settings: Settings | None = None) -> RunView:
