@@ -7,6 +7,8 @@ this module without pulling in scikit-learn or MLflow.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # --------------------------------------------------------------------------- DAGs and runs
 
 TRAINING_DAG_PREFIX = "train_"
@@ -208,3 +210,26 @@ WINDOW_DOCS_SITE = "monitoring_windows"
 """The Data Docs site of the monitoring windows' validations (beside the snapshots' `local_site`)."""
 WINDOW_SUITE_SUFFIX = "_features"
 """A window is validated against `<use case>_features`: the suite without the target's expectations."""
+
+# --------------------------------------------------------------------------- the prediction log
+
+ROLE_CHAMPION = "champion"
+ROLE_SHADOW = "shadow"
+ROLE_CANARY = "canary"
+ROLES = (ROLE_CHAMPION, ROLE_SHADOW, ROLE_CANARY)
+"""Which alias answered (or shadowed) a logged prediction; a log without the column is all champion."""
+
+PROBA_COLUMN_PREFIX = "proba__"
+"""A classifier's log row holds one probability column per class: `proba__<class label>`."""
+
+
+def proba_column(label: object) -> str:
+    """The log column holding the probability of class `label` (`proba__1`, `proba__yes`)."""
+    return f"{PROBA_COLUMN_PREFIX}{label}"
+
+
+def positive_class(classes: Sequence[object]) -> object:
+    """The positive class of a binary classifier: the last of scikit-learn's sorted `classes_`."""
+    if len(classes) != 2:
+        raise ValueError(f"a binary classifier has two classes, got {list(classes)}")
+    return classes[-1]
