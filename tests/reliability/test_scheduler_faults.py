@@ -376,14 +376,18 @@ def test_scheduler_restarted_mid_run_completes_the_run_with_one_version(training
     # SIGTERM to the whole group, as a deployment stops a service; SIGKILL only after the grace.
     stop_process_group(old_scheduler, grace_seconds=SCHEDULER_STOP_GRACE)
     stopped = time.monotonic()
-    assert not group_alive(old_scheduler)
-
-    # Mid-way: the run is not over and the steps after training have not started.
-    assert ts.api.dag_run(DAG_ID, run_id)["state"] == "running"
-    not_started = {(t["task_id"], t["map_index"]) for t in ts.api.task_instances(DAG_ID, run_id) if not t["start_date"]}
-    assert {("register_candidate", -1), ("promote_candidate", -1)} <= not_started
-    restarted_at = datetime.now(UTC)
-    stack.up(ts.settings, timeout=600)  # starts what is not running: the scheduler, same command and environment
+    try:
+        assert not group_alive(old_scheduler)
+        # Mid-way: the run is not over and the steps after training have not started.
+        assert ts.api.dag_run(DAG_ID, run_id)["state"] == "running"
+        not_started = {
+            (t["task_id"], t["map_index"]) for t in ts.api.task_instances(DAG_ID, run_id) if not t["start_date"]
+        }
+        assert {("register_candidate", -1), ("promote_candidate", -1)} <= not_started
+        restarted_at = datetime.now(UTC)
+    finally:
+        # Whatever failed above, the next tests need a scheduler: a failure here must not cascade.
+        stack.up(ts.settings, timeout=600)  # starts what is not running: the scheduler, same command and environment
     restarted = time.monotonic()
     assert stack.service_pid("airflow-scheduler", ts.settings) != old_scheduler
 
