@@ -144,7 +144,7 @@ def _drift_finding(summary: MonitoringSummary, cfg: Monitoring) -> _Finding:
 
 
 def _performance_finding(use_case: UseCase, summary: MonitoringSummary) -> tuple[_Finding, float | None]:
-    """The primary metric on the judged version's labelled rows against its holdout, and the relative loss when judged."""
+    """The primary metric on the judged version's own labelled rows against its holdout, and the loss when judged."""
     cfg, metric = use_case.monitoring, use_case.gate.primary_metric
     window_value, champion_value = summary.performance.get(metric), summary.champion_metrics.get(metric)
     rows = summary.labelled_rows if summary.performance_rows is None else summary.performance_rows

@@ -136,11 +136,6 @@ class LabelLag:
     note: str | None = None
     """Why the delay is unknown, when it is."""
 
-    def line(self) -> str:
-        """'labels: 62 % of the last window, median 3.1 h late', as the MLOps page shows it."""
-        text = f"labels: {self.labelled_share:.0%} of the last window".replace("%", " %")
-        return f"{text}, median {self.median_delay_hours:.1f} h late" if self.median_delay_hours is not None else text
-
 
 @dataclass(frozen=True)
 class _DriftColumns:
@@ -457,7 +452,9 @@ def _measure_performance(
     if PREDICTION not in own.columns or own.empty:
         return
     with _noted_if_evidently_fails(summary, "Evidently performance report"):
-        summary.report_files += save_performance_report(use_case.task, _sample(own, report_sample_rows, seed), directory)
+        summary.report_files += save_performance_report(
+            use_case.task, _sample(own, report_sample_rows, seed), directory
+        )
 
 
 def _save_summary(summary: MonitoringSummary, directory: Path) -> MonitoringSummary:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from mlops._io import atomic_path
 from mlops.config import UseCase
 from mlops.monitoring.performance import LABEL, MODEL_VERSION, PREDICTION, ROLE
-from mlops.naming import PROBA_COLUMN_PREFIX
 from mlops.monitoring.reports import report_dir
+from mlops.naming import PROBA_COLUMN_PREFIX
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -100,8 +100,9 @@ def validate_window(use_case: UseCase, window_path: str, run_id: str | None = No
 
     Under `serving.missing: impute` the suite's not-null expectations are left out: a
     null is then a value the service answered, and a rising share is the null-share
-    finding of the monitoring run, not a broken feed. `run_id` names the validation run in Data Docs; by default the window file's folder,
-    which `collect_window` already names after the run.
+    finding of the monitoring run, not a broken feed. `run_id` names the validation run
+    in Data Docs; by default the window file's folder, which `collect_window` already
+    names after the run.
     """
     from mlops.data import validation
 
