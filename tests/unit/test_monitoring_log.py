@@ -194,7 +194,12 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MonitoringSu
         "mixed": run_monitoring(FLIGHTS, window, reference, "mixed", champion, root),
         "confident": run_monitoring(FLIGHTS, confident, reference, "confident", champion, root, champion_version="2"),
         "unscored_reference": run_monitoring(
-            FLIGHTS, confident, reference.drop(columns=["proba__0", "proba__1", "prediction"]), "unscored", champion, root
+            FLIGHTS,
+            confident,
+            reference.drop(columns=["proba__0", "proba__1", "prediction"]),
+            "unscored",
+            champion,
+            root,
         ),
     }
 
@@ -223,7 +228,9 @@ def test_a_champion_without_labelled_rows_is_not_judged_and_says_why(promoted: d
     assert decision.performance_unavailable["roc_auc"] == (
         "no labelled predictions of champion version 2 in the window (versions with labels: 1)"
     )
-    assert any(r.startswith("decay not judged: roc_auc could not be computed for champion v2") for r in decision.reasons)
+    assert any(
+        r.startswith("decay not judged: roc_auc could not be computed for champion v2") for r in decision.reasons
+    )
 
 
 def test_a_one_class_window_cannot_judge_decay_and_the_decision_says_why() -> None:
@@ -255,6 +262,9 @@ def test_classifier_prediction_drift_uses_the_positive_class_probability(
     assert steady.prediction_drift_on == "proba__1" and steady.prediction_reference == "prediction"
     assert steady.prediction_drift is not None and steady.prediction_drift.kind == "numeric"
     assert not steady.prediction_drift.drifted
+    # The class report takes the float label column and the positive-class probability.
+    assert steady.notes == [] and steady.report_dir is not None
+    assert (steady.report_dir / "performance.html").is_file()
     # Every probability moved towards "delayed": the distribution shifts, whatever the classes do.
     assert confident.prediction_drift is not None and confident.prediction_drift.drifted
     assert confident.prediction_drift.column == "prediction" and confident.prediction_drift_on == "proba__1"
@@ -279,7 +289,8 @@ def test_a_rising_null_share_is_a_data_quality_finding_with_its_own_alert(tmp_pa
     assert summary.null_shares["temperature"].window == pytest.approx(0.25)
     assert summary.null_shares["temperature"].reference == 0.0
     assert summary.null_share_findings == [
-        "null share of temperature rose to 25.0% from 0.0% in the reference (> monitoring.max_null_share_increase = 10%)"
+        "null share of temperature rose to 25.0% from 0.0% in the reference "
+        "(> monitoring.max_null_share_increase = 10%)"
     ]
     decision = decide(FLIGHTS, summary, Guards(now=NOW))
     assert decision.action == "none" and not decision.alert  # not a retrain, not a data bug
