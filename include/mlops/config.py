@@ -168,6 +168,15 @@ class Monitoring(_Strict):
     window_days: int = Field(default=7, gt=0)
     min_rows: int = Field(default=100, gt=0)
     cooldown_hours: float = Field(default=6, ge=0)
+    max_null_share_increase: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description=(
+            "A feature whose null share in the window exceeds the reference's by more than this "
+            "(0.1 = 10 points) is a data-quality finding with its own alert: no retraining, no data bug."
+        ),
+    )
 
 
 class Approval(_Strict):

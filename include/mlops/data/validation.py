@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -158,7 +158,9 @@ def ensure_valid(outcome: ValidationOutcome) -> None:
     raise DataValidationError("\n".join(lines), outcome)
 
 
-def validate_features(use_case: UseCase, df: pd.DataFrame, run_id: str = "window") -> ValidationOutcome:
+def validate_features(
+    use_case: UseCase, df: pd.DataFrame, run_id: str = "window", skip_expectations: Collection[str] = ()
+) -> ValidationOutcome:
     """Check a production window (the prediction log) against the suite's feature expectations.
 
     The log carries the features but not the target, the time column or the source's
@@ -168,6 +170,8 @@ def validate_features(use_case: UseCase, df: pd.DataFrame, run_id: str = "window
     written; its checkpoint stores the result under `uncommitted/window_validations/`
     and builds its Data Docs page in the site `WINDOW_DOCS_SITE` (a folder of
     `settings.data_docs_dir`, with its own index, so the training site's index is left alone).
+    `skip_expectations` names expectation types (snake case) left out, e.g. the not-null
+    checks when the service imputes nulls.
     """
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
 
@@ -178,7 +182,8 @@ def validate_features(use_case: UseCase, df: pd.DataFrame, run_id: str = "window
     context = _window_context()
     suite = context.suites.add(gx.ExpectationSuite(name=f"{use_case.suite_name}{WINDOW_SUITE_SUFFIX}"))
     for expectation in committed.expectations:
-        if expectation.configuration.kwargs.get("column") in features:
+        config = expectation.configuration
+        if config.kwargs.get("column") in features and config.type not in skip_expectations:
             suite.add_expectation(expectation.copy(update={"id": None}))
     batch_definition = (
         context.data_sources.add_pandas("window")

@@ -56,7 +56,9 @@ def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: 
         return Assessment(_no_champion(use_case), None, None, None, None, window_end)
     reference = read_reference(reference_from_lineage({**champion.lineage, **champion.tags}))
     current = read_window(use_case, window_path)
-    summary = run_monitoring(use_case, current, reference, run_key, champion_metrics=champion.metrics)
+    summary = run_monitoring(
+        use_case, current, reference, run_key, champion_metrics=champion.metrics, champion_version=champion.version
+    )
     decision = decide(use_case, summary, guards)
     directory = summary.report_dir
     if directory is not None:
@@ -86,7 +88,8 @@ def _no_champion(use_case: UseCase) -> MonitoringDecision:
 
 
 def headline_metrics(summary: MonitoringSummary, decision: MonitoringDecision) -> dict[str, float]:
-    """The numbers a monitoring run is charted by: drift, rows, window performance (`perf_<metric>`), degradation."""
+    """The numbers a monitoring run is charted by: drift, rows, window performance (`perf_<metric>`), degradation,
+    the label lag (`labelled_share`, `label_delay_median_hours`) and the data-quality findings."""
     values = {
         METRIC_DRIFT_SHARE: summary.drift.share_of_drifted_columns,
         "drifted_columns": float(summary.drift.number_of_drifted_columns),
@@ -98,6 +101,11 @@ def headline_metrics(summary: MonitoringSummary, decision: MonitoringDecision) -
         values["degradation"] = decision.degradation
     if summary.prediction_drift is not None:
         values["prediction_drift_score"] = summary.prediction_drift.score
+    if summary.label_lag is not None:
+        values["labelled_share"] = summary.label_lag.labelled_share
+        if summary.label_lag.median_delay_hours is not None:
+            values["label_delay_median_hours"] = summary.label_lag.median_delay_hours
+    values["null_share_findings"] = float(len(summary.null_share_findings))
     return values
 
 

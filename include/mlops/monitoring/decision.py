@@ -5,13 +5,15 @@ each guard is tested alone (tests/unit/test_monitoring.py) and a re-run of a win
 decides as the first run did.
 
 Checked in order: a data bug, too little data, then the triggers (drift share,
-performance against the champion's holdout), then the guards that hold a trigger back
-(a training run already active, the cooldown after the last trigger).
+performance of the current champion version on its own predictions against its
+holdout), then the guards that hold a trigger back (a training run already active,
+the cooldown after the last trigger). A feature's rising null share is a data-quality
+finding: listed in `data_quality` and the reasons, alerted on its own, never a trigger.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,14 +55,25 @@ class MonitoringDecision:
     primary_metric: str
     degradation: float | None
     """Relative loss of the primary metric versus the champion's holdout (positive = worse)."""
+    performance_version: str | None = None
+    """The model version whose own predictions `performance` was computed on."""
+    performance_unavailable: dict[str, str] = field(default_factory=dict)
+    """Each metric the task allows that could not be computed on the window, and why."""
+    data_quality: list[str] = field(default_factory=list)
+    """Data-quality findings (a feature's null share rising): their own alert, not a retrain."""
 
     @property
     def alert(self) -> bool:
         """Someone should hear about it: retraining, a suppressed trigger or a data bug."""
         return self.action in ("retrain", "cooldown", "data_bug")
 
+    @property
+    def data_quality_alert(self) -> bool:
+        """A data-quality finding to alert on, whatever the action."""
+        return bool(self.data_quality)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "alert": self.alert}
+        return {**asdict(self), "alert": self.alert, "data_quality_alert": self.data_quality_alert}
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,9 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
             use_case=use_case.name, action=action, reasons=reasons,
             drift_share=summary.drift.share_of_drifted_columns, drifted_columns=summary.drift.drifted_columns,
             performance=dict(summary.performance), primary_metric=use_case.gate.primary_metric,
-            degradation=degradation,
+            degradation=degradation, performance_version=summary.performance_version,
+            performance_unavailable=dict(summary.performance_unavailable),
+            data_quality=list(summary.null_share_findings),
         )  # fmt: skip
 
     if guards.validation_passed is False:
@@ -93,6 +108,7 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
     prediction_drift = _prediction_drift_note(summary)
     triggers = [f.text for f in findings if f.triggers]
     others = [f.text for f in findings if not f.triggers] + ([prediction_drift] if prediction_drift else [])
+    others += [f"data quality: {finding}" for finding in summary.null_share_findings]
     if not triggers:
         return decision("none", others, degradation)
     reasons = [*triggers, *others]
@@ -128,21 +144,25 @@ def _drift_finding(summary: MonitoringSummary, cfg: Monitoring) -> _Finding:
 
 
 def _performance_finding(use_case: UseCase, summary: MonitoringSummary) -> tuple[_Finding, float | None]:
-    """The primary metric on the labelled rows against the champion's holdout, and the relative loss when judged."""
+    """The primary metric on the judged version's own labelled rows against its holdout, and the loss when judged."""
     cfg, metric = use_case.monitoring, use_case.gate.primary_metric
     window_value, champion_value = summary.performance.get(metric), summary.champion_metrics.get(metric)
+    rows = summary.labelled_rows if summary.performance_rows is None else summary.performance_rows
+    whose = f"champion v{summary.performance_version}" if summary.performance_version else "champion"
     if window_value is None:
+        why = summary.performance_unavailable.get(metric, f"no {metric} for the window ({rows} labelled rows)")
+        return _Finding(f"decay not judged: {metric} could not be computed for {whose}: {why}"), None
+    if rows < cfg.min_rows:
         return _Finding(
-            f"performance not judged: no {metric} for the window ({summary.labelled_rows} labelled rows)"
-        ), None
-    if summary.labelled_rows < cfg.min_rows:
-        return _Finding(
-            f"performance not judged: {summary.labelled_rows} labelled rows (< monitoring.min_rows = {cfg.min_rows})"
+            f"decay not judged: {rows} labelled rows of {whose} (< monitoring.min_rows = {cfg.min_rows})"
         ), None
     if champion_value is None:
-        return _Finding(f"performance not judged: the champion has no holdout {metric}"), None
+        return _Finding(f"decay not judged: the champion has no holdout {metric}"), None
     degradation = relative_loss(metric, window_value, champion_value)
-    text = f"{metric} {window_value:.4g} vs champion {champion_value:.4g} ({degradation:+.1%} loss)"
+    text = (
+        f"{metric} {window_value:.4g} vs champion {champion_value:.4g} ({degradation:+.1%} loss, "
+        f"{whose} on its own {rows} labelled rows)"
+    )
     allowed = cfg.performance_degradation
     if degradation > allowed:
         return _Finding(f"{text} > allowed {allowed:.0%}", triggers=True), degradation

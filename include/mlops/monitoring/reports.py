@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlops._io import atomic_write_text
 from mlops.monitoring.drift import ColumnDrift, ColumnKind, DriftResult
-from mlops.monitoring.performance import LABEL, PREDICTION, is_probability
-from mlops.naming import report_folder_name
+from mlops.monitoring.performance import LABEL, PREDICTION, is_probability, proba_classes, proba_columns
+from mlops.naming import positive_class, report_folder_name
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -158,6 +158,15 @@ def save_data_quality_report(
     return _save(snapshot, directory, "data_quality")
 
 
+def _class_names(values: pd.Series) -> pd.Series:
+    """Class labels as text, integral floats (a label column with gaps) as their ints: 1.0 -> "1"."""
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(values.dtype) and bool((values == values.round()).all()):
+        values = values.astype(int)
+    return values.astype(str)
+
+
 def save_performance_report(task: str, labelled: pd.DataFrame, directory: Path) -> list[Path]:
     """Evidently's Regression- or ClassificationPreset on the labelled rows, saved as performance.html/.json.
 
@@ -176,11 +185,24 @@ def save_performance_report(task: str, labelled: pd.DataFrame, directory: Path) 
     else:
         if is_probability(frame[PREDICTION]):
             kind: Any = BinaryClassification(target=LABEL, prediction_probas=PREDICTION, pos_label=1)
-        elif frame[LABEL].nunique() <= 2 and frame[PREDICTION].nunique() <= 2:
-            kind = BinaryClassification(target=LABEL, prediction_labels=PREDICTION, pos_label=1)
+            frame = frame.assign(**{LABEL: frame[LABEL].astype(int)})
         else:
-            kind = MulticlassClassification(target=LABEL, prediction_labels=PREDICTION)
-        definition = DataDefinition(categorical_columns=[LABEL], classification=[kind])
+            # Evidently takes str or int labels, not the float a label column with gaps holds;
+            # as text they also match the class names of the `proba__<label>` columns.
+            frame = frame.assign(**{c: _class_names(frame[c]) for c in (LABEL, PREDICTION)})
+            columns = proba_columns(labelled)
+            if len(columns) == 2 and labelled[columns].notna().all(axis=None):
+                positive = str(positive_class(proba_classes(columns)))
+                frame = frame.assign(**{columns[-1]: labelled[columns[-1]].astype("float64")})
+                kind = BinaryClassification(
+                    target=LABEL, prediction_labels=PREDICTION, prediction_probas=columns[-1], pos_label=positive
+                )
+            elif frame[LABEL].nunique() <= 2 and frame[PREDICTION].nunique() <= 2:
+                positive = max(set(frame[LABEL]) | set(frame[PREDICTION]))
+                kind = BinaryClassification(target=LABEL, prediction_labels=PREDICTION, pos_label=positive)
+            else:
+                kind = MulticlassClassification(target=LABEL, prediction_labels=PREDICTION)
+        definition = DataDefinition(categorical_columns=[LABEL, PREDICTION], classification=[kind])
         preset = ClassificationPreset()
     snapshot = Report([preset]).run(current_data=Dataset.from_pandas(frame, data_definition=definition))
     return _save(snapshot, directory, "performance")

@@ -20,7 +20,18 @@ from typing import TYPE_CHECKING, Any
 from mlops.config import UseCase
 from mlops.monitoring import drift
 from mlops.monitoring.drift import ColumnDrift, ColumnKind, DriftResult, SkippedColumn
-from mlops.monitoring.performance import LABEL, PREDICTION, is_probability, window_performance
+from mlops.monitoring.performance import (
+    LABEL,
+    PREDICTION,
+    Performance,
+    champion_rows,
+    is_probability,
+    measure_performance,
+    performance_by_version,
+    proba_classes,
+    proba_columns,
+    task_metrics,
+)
 from mlops.monitoring.reports import (
     EvidentlyDrift,
     ReportWriteError,
@@ -54,8 +65,26 @@ class MonitoringSummary:
     prediction_reference: str | None = None
     """What the window's predictions were compared with: 'prediction' (the reference's
     own predictions) or 'target' (the training labels)."""
+    prediction_drift_on: str | None = None
+    """Which values of the predictions were compared: a `proba__<positive class>` column
+    (binary), 'max_proba' (multiclass: the model's confidence) or 'prediction' (the class
+    or the regression value)."""
     performance: dict[str, float] = field(default_factory=dict)
+    """The primary comparison: metrics of the judged version's champion-role labelled rows."""
     champion_metrics: dict[str, float] = field(default_factory=dict)
+    performance_version: str | None = None
+    """The model version `performance` was computed on (the current champion when known)."""
+    performance_rows: int | None = None
+    """Labelled rows behind `performance`; None on a summary built before versions were split."""
+    performance_unavailable: dict[str, str] = field(default_factory=dict)
+    """Each metric the task allows that `performance` lacks, and why."""
+    performance_by_version: dict[str, Performance] = field(default_factory=dict)
+    """Performance of each model version's champion-role labelled rows in the window."""
+    null_shares: dict[str, NullShare] = field(default_factory=dict)
+    """Each feature's share of nulls in the window and in the reference."""
+    null_share_findings: list[str] = field(default_factory=list)
+    """Features whose null share rose above the reference's by more than monitoring.max_null_share_increase."""
+    label_lag: LabelLag | None = None
     report_sample_rows: int | None = None
     report_dir: Path | None = None
     report_files: list[Path] = field(default_factory=list)
@@ -72,13 +101,40 @@ class MonitoringSummary:
             "drift_engine": self.drift_engine,
             "prediction_drift": asdict(self.prediction_drift) if self.prediction_drift else None,
             "prediction_reference": self.prediction_reference,
+            "prediction_drift_on": self.prediction_drift_on,
             "performance": self.performance,
             "champion_metrics": self.champion_metrics,
+            "performance_version": self.performance_version,
+            "performance_rows": self.performance_rows,
+            "performance_unavailable": self.performance_unavailable,
+            "performance_by_version": {v: p.to_dict() for v, p in self.performance_by_version.items()},
+            "null_shares": {c: asdict(n) for c, n in self.null_shares.items()},
+            "null_share_findings": self.null_share_findings,
+            "label_lag": asdict(self.label_lag) if self.label_lag else None,
             "report_sample_rows": self.report_sample_rows,
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "report_files": [str(p) for p in self.report_files],
             "notes": self.notes,
         }
+
+
+@dataclass(frozen=True)
+class NullShare:
+    window: float
+    reference: float | None
+    """None when the reference lacks the column."""
+
+
+@dataclass(frozen=True)
+class LabelLag:
+    """How much of the window is labelled, and how late the labels came."""
+
+    labelled_share: float
+    median_delay_hours: float | None
+    delay_from: str | None
+    """The log column the delay is measured from: 'logged_at', else 'event_time'."""
+    note: str | None = None
+    """Why the delay is unknown, when it is."""
 
 
 @dataclass(frozen=True)
@@ -106,17 +162,21 @@ def run_monitoring(
     run_key: str,
     champion_metrics: Mapping[str, float] | None = None,
     reports_root: Path | None = None,
+    champion_version: str | None = None,
     fast_path_rows: int = FAST_PATH_ROWS,
     report_sample_rows: int = REPORT_SAMPLE_ROWS,
     seed: int = 0,
 ) -> MonitoringSummary:
     """Compute drift, data quality and (with labels) performance of a window; save the reports.
 
-    `current` is a prediction-log frame (features, `prediction`, optional `label`);
-    `reference` the champion's training data (features, the target, optionally
-    `prediction`). Reports go to `reports_root/<use_case>/<run_key>/` (default
-    settings.reports_dir); `summary.json` is written last, so its presence marks a
-    complete run.
+    `current` is a prediction-log frame (features, `prediction`, optional `label`,
+    `label_arrived_at`, `role`, `model_version`, `proba__<label>`, `logged_at`,
+    `event_time`); `reference` the champion's training data (features, the target,
+    optionally `prediction` and `proba__<label>` when the champion scored it).
+    Performance is judged on `champion_version`'s own champion-role rows when given
+    (else on every champion-role row). Reports go to `reports_root/<use_case>/<run_key>/`
+    (default settings.reports_dir); `summary.json` is written last, so its presence
+    marks a complete run.
     """
     directory = report_dir(use_case.name, run_key, reports_root)
     labelled = _labelled_rows(current)
@@ -129,18 +189,20 @@ def run_monitoring(
         drift_engine="none",
         champion_metrics=dict(champion_metrics or {}),
         report_dir=directory,
+        label_lag=label_lag(current),
     )
     if current.empty:
         return _summarise_empty_window(summary, directory)
 
     columns = _drift_columns(use_case, reference, current)
     summary.notes += [f"column {s.column} skipped for drift: {s.reason}" for s in columns.skipped]
-    reference, prediction_kind = _prediction_reference(use_case, reference, current, summary)
-    frames = _report_frames(current, reference, fast_path_rows, report_sample_rows, seed)
+    _measure_null_shares(summary, use_case, reference, current)
+    reference, scored, prediction_kind = _prediction_reference(use_case, reference, current, summary)
+    frames = _report_frames(scored, reference, fast_path_rows, report_sample_rows, seed)
     summary.report_sample_rows = len(frames.current) if frames.sampled else None
-    _measure_drift(summary, use_case, reference, current, frames, columns, prediction_kind, directory)
+    _measure_drift(summary, use_case, reference, scored, frames, columns, prediction_kind, directory)
     _report_data_quality(summary, use_case, frames, columns, directory)
-    _measure_performance(summary, use_case, labelled, report_sample_rows, seed, directory)
+    _measure_performance(summary, use_case, labelled, champion_version, report_sample_rows, seed, directory)
     return _save_summary(summary, directory)
 
 
@@ -182,28 +244,103 @@ def _prediction_kind(use_case: UseCase, predictions: pd.Series) -> ColumnKind:
     return "categorical"
 
 
+def _probability_score(frame: pd.DataFrame) -> tuple[str, pd.Series] | None:
+    """The probability a classifier's drift is judged on: the positive class's (binary), else the top class's."""
+    from mlops.naming import positive_class, proba_column
+
+    columns = proba_columns(frame)
+    if len(columns) < 2:
+        return None
+    if len(columns) == 2:
+        name = proba_column(positive_class(proba_classes(columns)))
+        return name, frame[name].astype("float64")
+    return "max_proba", frame[columns].astype("float64").max(axis=1, skipna=False)
+
+
 def _prediction_reference(
     use_case: UseCase, reference: pd.DataFrame, current: pd.DataFrame, summary: MonitoringSummary
-) -> tuple[pd.DataFrame, ColumnKind | None]:
-    """The reference with a `prediction` column to compare the window's predictions with, and their kind.
+) -> tuple[pd.DataFrame, pd.DataFrame, ColumnKind | None]:
+    """The reference and the window, each with the `prediction` column to compare, and its kind.
 
-    The reference's own predictions when the caller scored the reference with the
-    champion (a pure input shift), else the training target; None when neither fits.
+    A classifier whose window logs probabilities is compared on them (the positive
+    class's, or the top class's for multiclass) with the reference's when the champion
+    scored the reference: a change of the model's confidence shows before the class
+    flips. Otherwise the reference's own predictions when the caller scored the
+    reference (a pure input shift), else the training target; None when neither fits.
     """
-    reference = reference.copy(deep=False)
+    reference, current = reference.copy(deep=False), current.copy(deep=False)
     if PREDICTION not in current.columns or drift.usable_values(current[PREDICTION]).empty:
-        return reference, None
+        return reference, current, None
+    if use_case.task == "classification":
+        window_score, reference_score = _probability_score(current), _probability_score(reference)
+        if window_score is not None and reference_score is not None and window_score[0] == reference_score[0]:
+            current[PREDICTION], reference[PREDICTION] = window_score[1], reference_score[1]
+            summary.prediction_reference, summary.prediction_drift_on = "prediction", window_score[0]
+            return reference, current, "numeric"
+        if window_score is not None:
+            summary.notes.append(
+                f"prediction drift on the predicted class: the reference holds no {window_score[0]} "
+                "(the champion did not score it)"
+            )
     kind = _prediction_kind(use_case, current[PREDICTION])
+    summary.prediction_drift_on = PREDICTION
     if PREDICTION in reference.columns and not drift.usable_values(reference[PREDICTION]).empty:
         summary.prediction_reference = "prediction"
-        return reference, kind
+        return reference, current, kind
     # Probabilities compared with class labels would measure nothing but the difference of scale.
     if use_case.target in reference.columns and not (use_case.task == "classification" and kind == "numeric"):
         reference[PREDICTION] = reference[use_case.target]
         summary.prediction_reference = "target"
-        return reference, kind
+        return reference, current, kind
     summary.notes.append("prediction drift skipped: the reference has neither predictions nor a usable target")
-    return reference, None
+    summary.prediction_drift_on = None
+    return reference, current, None
+
+
+def _measure_null_shares(
+    summary: MonitoringSummary, use_case: UseCase, reference: pd.DataFrame, current: pd.DataFrame
+) -> None:
+    """Each feature's null share against the reference's; a rise beyond the configured margin is a finding.
+
+    Under `serving.missing: impute` a null is answered and logged as null, so a feed
+    that starts dropping a field shows here (a data-quality alert), never at the door.
+    """
+    margin = use_case.monitoring.max_null_share_increase
+    for name in use_case.features.all:
+        if name not in current.columns:
+            continue
+        window = float(current[name].isna().mean())
+        ref = float(reference[name].isna().mean()) if name in reference.columns and len(reference) else None
+        summary.null_shares[name] = NullShare(window, ref)
+        if ref is not None and window - ref > margin:
+            summary.null_share_findings.append(
+                f"null share of {name} rose to {window:.1%} from {ref:.1%} in the reference "
+                f"(> monitoring.max_null_share_increase = {margin:.0%})"
+            )
+
+
+def label_lag(current: pd.DataFrame) -> LabelLag | None:
+    """The share of the window labelled and the median delay of its labels (label_arrived_at - logged_at)."""
+    import pandas as pd
+
+    if current.empty or LABEL not in current.columns:
+        return None
+    labelled = current[LABEL].notna()
+    share = float(labelled.mean())
+    start = next((c for c in ("logged_at", "event_time") if c in current.columns), None)
+    if "label_arrived_at" not in current.columns or start is None:
+        return LabelLag(share, None, start, "the log records no label arrival time: delay unknown")
+    if not labelled.any():
+        return LabelLag(share, None, start, "no labels have arrived")
+
+    def utc(values: pd.Series) -> pd.Series:
+        stamps = pd.to_datetime(values[labelled])
+        return stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps.dt.tz_convert("UTC")
+
+    delay = (utc(current["label_arrived_at"]) - utc(current[start])).dropna()
+    if delay.empty:
+        return LabelLag(share, None, start, "no label arrival time recorded")
+    return LabelLag(share, float(delay.median().total_seconds() / 3600), start)
 
 
 def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -278,19 +415,45 @@ def _measure_performance(
     summary: MonitoringSummary,
     use_case: UseCase,
     labelled: pd.DataFrame,
+    champion_version: str | None,
     report_sample_rows: int,
     seed: int,
     directory: Path,
 ) -> None:
+    """Every metric per model version on its champion-role rows; the judged version's as `performance`."""
+    from mlops.monitoring.performance import MODEL_VERSION
+
+    summary.performance_by_version = performance_by_version(use_case.task, labelled)
     if not len(labelled):
         summary.notes.append("no labels have arrived for this window: performance not measured")
+        summary.performance_rows = 0
+        summary.performance_unavailable = measure_performance(use_case.task, labelled).unavailable
         return
-    if PREDICTION not in labelled.columns:
+    own = champion_rows(labelled)
+    if champion_version is not None and MODEL_VERSION in own.columns:
+        own = own[own[MODEL_VERSION].astype("string") == str(champion_version)]
+        summary.performance_version = str(champion_version)
+        if own.empty:
+            others = ", ".join(summary.performance_by_version) or "none"
+            judged = Performance(0, {}, dict.fromkeys(
+                task_metrics(use_case.task),
+                f"no labelled predictions of champion version {champion_version} in the window "
+                f"(versions with labels: {others})",
+            ))  # fmt: skip
+        else:
+            judged = measure_performance(use_case.task, own)
+    else:
+        judged = measure_performance(use_case.task, own)
+        if champion_version is not None:
+            summary.performance_version = str(champion_version)
+            summary.notes.append("the prediction log has no model_version: performance covers every champion row")
+    summary.performance, summary.performance_rows = judged.metrics, judged.rows
+    summary.performance_unavailable = judged.unavailable
+    if PREDICTION not in own.columns or own.empty:
         return
-    summary.performance = window_performance(use_case.task, labelled[LABEL], labelled[PREDICTION])
     with _noted_if_evidently_fails(summary, "Evidently performance report"):
         summary.report_files += save_performance_report(
-            use_case.task, _sample(labelled, report_sample_rows, seed), directory
+            use_case.task, _sample(own, report_sample_rows, seed), directory
         )
 
 

@@ -67,7 +67,9 @@ compares it with the champion's training data (found through the champion's line
 Evidently drift, data-quality and performance reports, stores the reports (folder + MLflow
 experiment `{use_case.name}-monitoring`), and triggers `{training_dag_id(use_case.name)}` when the
 drift share reaches {cfg.drift_share_threshold} or performance degrades by more than
-{cfg.performance_degradation:.0%}. Guards: fewer than {cfg.min_rows} rows, a training run
+{cfg.performance_degradation:.0%} (the current champion version judged on its own predictions).
+A feature's null share rising more than {cfg.max_null_share_increase:.0%} above the reference is a
+data-quality alert of its own, not a retrain. Guards: fewer than {cfg.min_rows} rows, a training run
 already active, or a trigger in the last {cfg.cooldown_hours} h stop the trigger, with the reason.
 
 **Params**: `as_of` (window end, `YYYY-MM-DD`; default: the data interval end).
@@ -128,6 +130,8 @@ def build_monitoring_dag(use_case: UseCase) -> DAG:
                                               _run_key(context))  # fmt: skip
             if result.decision.alert:
                 MlopsNotifier.for_monitoring(result.decision.to_dict(), result.report_dir)(context)
+            if result.decision.data_quality_alert:  # its own alert: a null-share rise never retrains
+                MlopsNotifier.for_data_quality(result.decision.to_dict(), result.report_dir)(context)
             return result.to_dict()
 
         @task.short_circuit(**GATE)

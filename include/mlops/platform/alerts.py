@@ -114,6 +114,21 @@ def monitoring_alert(decision: Mapping[str, Any], report_dir: str | None = None)
     return subject, "\n".join(body), severity
 
 
+def data_quality_alert(decision: Mapping[str, Any], report_dir: str | None = None) -> tuple[str, str, Severity]:
+    """Subject, body and severity for a window's data-quality findings (a feature's null share rising).
+
+    Its own alert, sent whatever the action: under `serving.missing: impute` these rows
+    were answered, so the feed's owner must hear of it, but the model need not retrain.
+    """
+    use_case, findings = decision.get("use_case", "?"), list(decision.get("data_quality", []))
+    body = [f"Use case: {use_case}", f"Action: {decision.get('action', '?')} (data quality never retrains)"]
+    body += ["Findings:", _lines(findings)]
+    if report_dir:
+        body.append(f"Reports: {report_dir}")
+    noun = "finding" if len(findings) == 1 else "findings"
+    return f"{use_case}: {len(findings)} data-quality {noun} (null share rising)", "\n".join(body), "warning"
+
+
 def gate_rejection_alert(
     use_case: str, model_name: str, version: str | None, reasons: Sequence[str]
 ) -> tuple[str, str, Severity]:

@@ -8,6 +8,7 @@ the newest complete report folder of a use case and the newest validation page o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -158,6 +159,33 @@ def latest_report(reports_dir: Path, use_case: str) -> ReportView | None:
 def run_report(reports_dir: Path, use_case: str, run_key: str) -> ReportView | None:
     """The reports the monitoring DAG run `run_key` wrote, found by its folder."""
     return report_in(reports_dir, reports_dir / use_case / safe_folder_name(run_key))
+
+
+def latest_summary(reports_dir: Path, use_case: str) -> dict[str, object] | None:
+    """The newest complete monitoring run's summary.json, or None (none yet, or unreadable)."""
+    base = reports_dir / use_case
+    if not base.is_dir():
+        return None
+    summaries = [p for p in (d / "summary.json" for d in base.iterdir() if d.is_dir()) if p.is_file()]
+    if not summaries:
+        return None
+    try:
+        loaded = json.loads(max(summaries, key=lambda p: p.stat().st_mtime).read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def label_lag_line(summary: dict[str, object] | None) -> str | None:
+    """'labels: 62 % of the last window, median 3.1 h late' from a summary's `label_lag`; None without one."""
+    lag = summary.get("label_lag") if summary else None
+    if not isinstance(lag, dict) or not isinstance(lag.get("labelled_share"), int | float):
+        return None
+    text = f"labels: {round(100 * float(lag['labelled_share']))} % of the last window"
+    delay = lag.get("median_delay_hours")
+    if isinstance(delay, int | float):
+        return f"{text}, median {float(delay):.1f} h late"
+    return f"{text}, delay unknown" if lag.get("labelled_share") else text
 
 
 def latest_data_docs_page(data_docs_dir: Path, suite: str) -> str | None:
