@@ -219,9 +219,7 @@ def _feature_column(name: str, values: list[Any], kind: str | None) -> Any:
 
     types = set(map(type, values))
     if kind is None:
-        if types == {int}:
-            kind = "long"
-        elif types == {int, type(None)}:
+        if types in ({int}, {int, type(None)}):
             kind = "long"
         elif types and types <= {bool, type(None)} and types != {type(None)}:
             kind = "bool"

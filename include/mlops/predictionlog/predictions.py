@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mlops.naming import ROLE_CHAMPION
 from mlops.predictionlog.frames import META_COLUMNS, PredictionBatch, TimeLike, build_frame, to_timestamp, utc_now
 from mlops.predictionlog.labels import read_labels
-from mlops.naming import ROLE_CHAMPION
 from mlops.predictionlog.stores import (
     LogSchemaError,
     PredictionLogError,

@@ -25,7 +25,7 @@ import uuid
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlops._io import atomic_path, file_lock
 from mlops.settings import get_settings
@@ -418,10 +418,10 @@ def apply_schema(frame: pd.DataFrame, schemas: Schemas) -> pd.DataFrame:
     return frame
 
 
-def _sql_type(kind: str | None) -> sa.types.TypeEngine[object]:
+def _sql_type(kind: str | None) -> sa.types.TypeEngine[Any]:
     import sqlalchemy as sa
 
-    types: dict[str | None, sa.types.TypeEngine[object]] = {
+    types: dict[str | None, sa.types.TypeEngine[Any]] = {
         "long": sa.BigInteger(),
         "double": sa.Float(precision=53),
         "bool": sa.Boolean(),

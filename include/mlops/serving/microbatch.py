@@ -92,9 +92,7 @@ class MicroBatcher:
             start += len(rows)
 
     @staticmethod
-    def _predict_one(
-        model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]
-    ) -> None:
+    def _predict_one(model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]) -> None:
         try:
             predictions, probabilities = model.predict_rows(model.schema.to_frame(rows))
         except Exception as exc:

@@ -257,7 +257,6 @@ class InputSchema:
         # None becomes NaN in a float64 array, so nullable double columns take the fast path too.
         return all(c.kind == "double" for c in self.columns)
 
-
     def validate_record(self, record: Any, loc: list[str | int], errors: list[dict[str, Any]]) -> list[Any] | None:
         if type(record) is not dict:
             errors.append(
