@@ -180,7 +180,8 @@ def test_a_service_under_serving_missing_refuse_answers_a_null_with_a_422_naming
         detail = refused.json()["detail"]
         assert {tuple(item["loc"]) for item in detail} == {("body", "record", c) for c in WEATHER}
         assert detail[0]["msg"] == (
-            "may not be null: serving.missing is 'refuse' for flight_delays; send a value or set serving.missing: impute"
+            "may not be null: serving.missing is 'refuse' for flight_delays; "
+            "send a value or set serving.missing: impute"
         )
         # Integers: 3.0 is taken as 3, 3.5 is refused naming the field.
         complete = {**record, **{c: 1.0 for c in WEATHER}}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -280,7 +281,7 @@ def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> 
     # A classifier answers its classes and, per record, the probabilities in their order.
     assert body["classes"] == [0, 1]
     expected_proba = setup.bc_pipeline.predict_proba(setup.bc_features.head(5))
-    assert body["probabilities"] == pytest.approx(expected_proba.tolist())
+    assert np.allclose(body["probabilities"], expected_proba, rtol=1e-9, atol=1e-12)
     assert all(sum(row) == pytest.approx(1.0) for row in body["probabilities"])
 
     one = httpx.post(f"{url}/predict/bike_sharing", json={"record": bike_record(setup.bike_features, 3)})
@@ -300,7 +301,7 @@ def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> 
     assert [t.isoformat() for t in frame["event_time"]] == times
     assert frame["prediction"].tolist() == body["predictions"] and str(frame["prediction"].dtype) == "int64"
     assert frame["mean_radius"].tolist() == [r["mean_radius"] for r in rows]
-    assert frame[["proba__0", "proba__1"]].to_numpy().tolist() == pytest.approx(body["probabilities"])
+    assert np.allclose(frame[["proba__0", "proba__1"]].to_numpy(), body["probabilities"], rtol=1e-12, atol=0)
     assert set(frame["role"]) == {"champion"}
 
 

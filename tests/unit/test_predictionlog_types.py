@@ -153,7 +153,7 @@ def test_a_log_written_before_roles_and_types_reads_as_champion(tmp_path: Path) 
 
 
 def _type_names(series: pd.Series) -> set[str]:
-    """What GX's ExpectColumnValuesToBeInTypeList compares on pandas: the dtype, or for object columns each value's type."""
+    """What GX's ExpectColumnValuesToBeInTypeList compares on pandas: the dtype, or each value's type (object)."""
     if series.dtype == object:
         return {type(v).__name__ for v in series.dropna()}
     return {str(series.dtype)}
@@ -177,7 +177,8 @@ def test_a_flight_delays_window_from_the_log_passes_the_suite_type_checks_traini
         features = {c: [None if pd.isna(v) else v for v in window[c].tolist()] for c in use_case.features.all}
         append_predictions(use_case.name, [PredictionBatch(
             use_case=use_case.name, model_name=use_case.model_name, model_version="1", source="replay",
-            request_ids=[f"r{i}" for i in window.index], event_times=pd.to_datetime(window["scheduled_departure"]).tolist(),
+            request_ids=[f"r{i}" for i in window.index],
+            event_times=pd.to_datetime(window["scheduled_departure"]).tolist(),
             predictions=[0] * len(window), features=features, feature_types=schema.log_types,
             classes=(0, 1), probabilities=[[0.7, 0.3]] * len(window),
         )], uri=uri)  # fmt: skip

@@ -1,4 +1,4 @@
-"""serving.missing (impute | refuse), integers sent as floats, and a classifier's probabilities through the micro-batcher."""
+"""serving.missing (impute | refuse), integers sent as floats, a classifier's probabilities in the micro-batch."""
 
 from __future__ import annotations
 
