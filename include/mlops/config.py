@@ -184,6 +184,14 @@ class Approval(_Strict):
     timeout_hours: float = Field(default=24, gt=0)
 
 
+class Serving(_Strict):
+    missing: Literal["impute", "refuse"] = Field(
+        default="impute",
+        description="A null feature in a request: `impute` answers it (the pipeline imputes) and logs the null; "
+        "`refuse` answers 422 naming the field.",
+    )
+
+
 class ModelCard(_Strict):
     limitations: str = Field(
         default="",
@@ -211,6 +219,7 @@ class UseCase(_Strict):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     approval: Approval = Field(default_factory=Approval)
     model_card: ModelCard = Field(default_factory=ModelCard)
+    serving: Serving = Field(default_factory=Serving)
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -90,6 +90,11 @@ def test_batch_replay_sends_the_nulls_and_the_new_carrier_as_they_are(flights: F
     features = sent[flights.use_case.features.all]
     assert logged["prediction"].astype(int).tolist() == flights.pipeline.predict(features).tolist()
     assert logged["label"].astype(int).tolist() == sent["delayed"].tolist()
+    # Batch scoring logs the probabilities too, and the integer features as integers.
+    proba = flights.pipeline.predict_proba(features)
+    assert logged[["proba__0", "proba__1"]].to_numpy() == pytest.approx(proba)
+    assert str(logged["prediction"].dtype) == "int64"
+    assert {str(logged[c].dtype) for c in ("dep_hour", "day_of_week", "distance", "seats")} == {"int64"}
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +146,49 @@ def test_http_replay_sends_nulls_and_counts_what_the_service_refuses(
     # Every null row went out as null: refused at the door, or answered and logged as null.
     nulls = set(sent.loc[sent["temperature"].isna(), "request_id"])
     assert nulls and {i for i in nulls if i not in refused} == set(logged.index[logged["temperature"].isna()])
+    # Under the default serving.missing: impute nothing is refused: the pipeline imputes (the lost rows).
+    assert result.failed_rows == 0 and result.failures == {}
+    assert len(nulls) > 10
+    # Every answer is logged with both class probabilities (summing to 1) and typed features.
+    assert (logged["proba__0"] + logged["proba__1"]).to_numpy() == pytest.approx(1.0)
+    assert str(logged["prediction"].dtype) == "int64"
+    assert {str(logged[c].dtype) for c in ("dep_hour", "day_of_week", "distance", "seats")} == {"int64"}
+    assert str(logged["carrier"].dtype) == "object" and str(logged["temperature"].dtype) == "float64"
     if result.failed_rows:
         # A service whose schema says a feature may not be null answers 422; the replay reports the count.
         assert set(result.failures) == {"HTTP 422"}
         assert any("HTTP 422" in line and "may not be null" in line for line in lines), lines
         assert f"{result.failed_rows} failed (HTTP 422: {result.failed_rows})" in lines[-1]
+
+
+def test_a_service_under_serving_missing_refuse_answers_a_null_with_a_422_naming_the_policy(
+    flights: Flights, tmp_path: Path
+) -> None:
+    raw = yaml.safe_load((flights.root / "configs" / "flight_delays.yaml").read_text())
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "flight_delays.yaml").write_text(yaml.safe_dump({**raw, "serving": {"missing": "refuse"}}))
+    service = start_service(tmp_path, tmp_path / "configs", tmp_path / "log", "--use-case", "flight_delays")
+    try:
+        sent = flights.rows()
+        row = sent[sent["temperature"].isna()].iloc[0]
+        record = {c: (None if pd.isna(row[c]) else row[c].item() if hasattr(row[c], "item") else row[c])
+                  for c in flights.use_case.features.all}  # fmt: skip
+        import httpx
+
+        refused = httpx.post(f"{service.url}/predict/flight_delays", json={"record": record}, timeout=30)
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert {tuple(item["loc"]) for item in detail} == {("body", "record", c) for c in WEATHER}
+        assert detail[0]["msg"] == (
+            "may not be null: serving.missing is 'refuse' for flight_delays; "
+            "send a value or set serving.missing: impute"
+        )
+        # Integers: 3.0 is taken as 3, 3.5 is refused naming the field.
+        complete = {**record, **{c: 1.0 for c in WEATHER}}
+        assert httpx.post(f"{service.url}/predict/flight_delays",
+                          json={"record": {**complete, "dep_hour": 3.0}}, timeout=30).status_code == 200  # fmt: skip
+        half = httpx.post(f"{service.url}/predict/flight_delays", json={"record": {**complete, "dep_hour": 3.5}},
+                          timeout=30)  # fmt: skip
+        assert half.status_code == 422 and half.json()["detail"][0]["loc"] == ["body", "record", "dep_hour"]
+    finally:
+        service.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -277,11 +278,17 @@ def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> 
     body = response.json()
     assert body["model_version"] == setup.bc_v1 and body["ids"] == ids
     assert body["predictions"] == setup.bc_pipeline.predict(setup.bc_features.head(5)).tolist()
+    # A classifier answers its classes and, per record, the probabilities in their order.
+    assert body["classes"] == [0, 1]
+    expected_proba = setup.bc_pipeline.predict_proba(setup.bc_features.head(5))
+    assert np.allclose(body["probabilities"], expected_proba, rtol=1e-9, atol=1e-12)
+    assert all(sum(row) == pytest.approx(1.0) for row in body["probabilities"])
 
     one = httpx.post(f"{url}/predict/bike_sharing", json={"record": bike_record(setup.bike_features, 3)})
     assert one.status_code == 200, one.text
     expected = setup.bike_pipeline.predict(setup.bike_features.iloc[[3]])[0]
     assert one.json()["predictions"][0] == pytest.approx(expected)
+    assert "probabilities" not in one.json() and "classes" not in one.json()  # a regressor's answer is unchanged
 
     def logged() -> bool:
         frame = read_predictions("breast_cancer", "2011-05-01", "2011-05-06", uri=str(setup.service.log_dir))
@@ -292,8 +299,32 @@ def test_predictions_match_the_registered_model_and_are_logged(setup: Setup) -> 
     frame = frame[frame["request_id"].isin(ids)].sort_values("request_id")
     assert set(frame["source"]) == {"online"} and set(frame["model_version"]) == {setup.bc_v1}
     assert [t.isoformat() for t in frame["event_time"]] == times
-    assert frame["prediction"].tolist() == body["predictions"]
+    assert frame["prediction"].tolist() == body["predictions"] and str(frame["prediction"].dtype) == "int64"
     assert frame["mean_radius"].tolist() == [r["mean_radius"] for r in rows]
+    assert np.allclose(frame[["proba__0", "proba__1"]].to_numpy(), body["probabilities"], rtol=1e-12, atol=0)
+    assert set(frame["role"]) == {"champion"}
+
+
+def test_a_null_is_answered_and_logged_as_null_under_the_default_impute(setup: Setup) -> None:
+    """The issue's lost rows: a feature complete in training but missing in production. The pipeline imputes."""
+    record = {**bc_record(setup.bc_features, 7), "worst_area": None}
+    request_id = f"null-{uuid.uuid4().hex[:6]}"
+    response = httpx.post(
+        f"{setup.service.url}/predict/breast_cancer",
+        json={"record": record, "id": request_id, "event_time": "2011-06-01T10:00:00"},
+    )
+    assert response.status_code == 200, response.text
+    frame = setup.bc_features.iloc[[7]].copy()
+    frame["worst_area"] = float("nan")
+    assert response.json()["probabilities"][0] == pytest.approx(setup.bc_pipeline.predict_proba(frame)[0].tolist())
+
+    def logged() -> pd.DataFrame:
+        window = read_predictions("breast_cancer", "2011-06-01", "2011-06-02", uri=str(setup.service.log_dir))
+        return window[window["request_id"] == request_id]
+
+    wait_until(lambda: len(logged()) == 1, what="the imputed request in the log")
+    row = logged().iloc[0]
+    assert pd.isna(row["worst_area"]) and row["mean_radius"] == record["mean_radius"]
 
 
 def _bad_requests(setup: Setup) -> list[tuple[str, bytes, int, str]]:
@@ -317,7 +348,7 @@ def _bad_requests(setup: Setup) -> list[tuple[str, bytes, int, str]]:
         ("missing field", body({"record": missing}), 422, "mean_texture"),
         ("extra field", body({"record": {**good, "colour": "red"}}), 422, "colour"),
         ("wrong type", body({"records": [good, {**good, "mean_area": "large"}]}), 422, "mean_area"),
-        ("null numeric", body({"record": {**good, "worst_area": None}}), 422, "worst_area"),
+        # A null is answered under serving.missing: impute (the default): see test_a_null_is_answered_...
         ("NaN", body({"record": {**good, "mean_radius": float("nan")}}), 422, "mean_radius"),
         ("Infinity", body({"record": {**good, "worst_radius": float("inf")}}), 422, "worst_radius"),
         (

@@ -60,7 +60,9 @@ def test_parquet_layout_is_partitioned_by_event_date(tmp_path: Path) -> None:
     uri = str(tmp_path / "log")
     append_predictions("bike", [_batch(["a", "b"], ["2011-05-01T08:00", "2011-05-02T09:00"])], uri=uri)
     folders = sorted(p.name for p in (tmp_path / "log" / "bike").iterdir())
-    assert folders == ["date=2011-05-01", "date=2011-05-02"]
+    # `_schema` holds the types each model version logged (one small JSON per version).
+    assert folders == ["_schema", "date=2011-05-01", "date=2011-05-02"]
+    assert [p.name for p in (tmp_path / "log" / "bike" / "_schema").iterdir()][0].endswith(".json")
     assert not list((tmp_path / "log").rglob(".tmp-*"))
 
 
@@ -121,7 +123,8 @@ def test_unwritable_store_raises_prediction_log_error(tmp_path: Path) -> None:
 
 
 def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) -> None:
-    """Numbers become float64 (None as NaN), text stays text; a feature a batch lacks is padded."""
+    """Without declared types: integers stay integers (nullable `Int64` once padded), booleans stay
+    booleans, other numbers become float64 (None as NaN), text stays text; a feature a batch lacks is padded."""
 
     def batch(features: dict[str, list], predictions: list, hour: int) -> PredictionBatch:
         return PredictionBatch(
@@ -150,16 +153,16 @@ def test_log_columns_keep_their_types_whatever_each_batch_holds(tmp_path: Path) 
 
     assert list(frame.columns[: len(META_COLUMNS)]) == list(META_COLUMNS)
     dtypes = {name: str(frame[name].dtype) for name in frame.columns}
-    assert {name: dtypes[name] for name in ("temp", "count", "flag", "mixed", "prediction")} == dict.fromkeys(
-        ("temp", "count", "flag", "mixed", "prediction"), "float64"
-    )
+    assert {name: dtypes[name] for name in ("temp", "mixed")} == dict.fromkeys(("temp", "mixed"), "float64")
+    assert (dtypes["count"], dtypes["flag"], dtypes["prediction"]) == ("Int64", "boolean", "int64")
     assert {name: dtypes[name] for name in ("empty", "season", "code", "messy", "request_id")} == dict.fromkeys(
         ("empty", "season", "code", "messy", "request_id"), "object"
     )
     assert dtypes["event_time"].startswith("datetime64") and dtypes["logged_at"].startswith("datetime64")
     temp = frame["temp"].tolist()
     assert temp[0] == 1.5 and math.isnan(temp[1]) and temp[2] == 3.0
-    assert frame["flag"].tolist()[:3] == [1.0, 0.0, 1.0]
+    assert frame["flag"].tolist()[:3] == [True, False, True]
+    assert frame["count"].tolist()[:3] == [1, 2, 3] and frame["count"].isna().sum() == 3
     assert frame["code"].tolist()[:3] == ["01", "02", "03"]  # identifiers that look like numbers stay text
     assert frame["mixed"].tolist()[:2] == [1.5, 2.0]
     assert frame["messy"].tolist()[:2] == ["x", 2.0]

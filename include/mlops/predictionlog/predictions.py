@@ -11,9 +11,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mlops.naming import ROLE_CHAMPION
 from mlops.predictionlog.frames import META_COLUMNS, PredictionBatch, TimeLike, build_frame, to_timestamp, utc_now
 from mlops.predictionlog.labels import read_labels
-from mlops.predictionlog.stores import PredictionLogError, is_sql_uri, prediction_store, use_case_name
+from mlops.predictionlog.stores import (
+    LogSchemaError,
+    PredictionLogError,
+    Store,
+    apply_schema,
+    check_schema,
+    frame_schema,
+    is_sql_uri,
+    prediction_store,
+    use_case_name,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +46,9 @@ def append_predictions(
 def append_frame(use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | None = None) -> int:
     """Append rows made by `build_frame`; a store failure raises PredictionLogError.
 
+    Raises LogSchemaError (a ValueError too) when the rows would change the type of a
+    column the log holds: a data error that a retry cannot fix.
+
     Separate from `append_predictions` so that a caller holding rows (the service's log
     writer) can tell a batch that cannot become rows (`build_frame` raised: the data is
     wrong and retrying will not help) from a store that cannot take them now (retry).
@@ -42,7 +56,10 @@ def append_frame(use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | Non
     name = use_case_name(use_case)
     store = prediction_store(uri)
     try:
+        _keep_schema(store, name, frame)
         store.append(name, frame)
+    except LogSchemaError:
+        raise
     except Exception as exc:
         raise PredictionLogError(
             f"cannot write {len(frame)} predictions of {name} to {store.describe()}: {exc}"
@@ -65,7 +82,10 @@ def replace_batch_partition(
     name = use_case_name(use_case)
     store = prediction_store(uri)
     try:
+        _keep_schema(store, name, frame)
         return store.replace_partition(name, partition, frame)
+    except LogSchemaError:
+        raise
     except Exception as exc:
         raise PredictionLogError(
             f"cannot replace partition {partition!r} of {name} in {store.describe()}: {exc}"
@@ -95,8 +115,13 @@ def read_predictions(
     store = prediction_store(uri)
     try:
         frame = store.read(name, lo, hi)
+        schemas = store.read_schemas(name) if not frame.empty else {}
     except Exception as exc:
         raise PredictionLogError(f"cannot read predictions of {name} from {store.describe()}: {exc}") from exc
+    if not frame.empty:
+        frame = apply_schema(frame, schemas)
+        # Rows logged before roles existed were all answered by the champion.
+        frame["role"] = frame["role"].fillna(ROLE_CHAMPION) if "role" in frame else ROLE_CHAMPION
     if frame.empty:
         frame = pd.DataFrame({c: pd.Series(dtype=object) for c in META_COLUMNS})
         frame["event_time"] = pd.Series(dtype="datetime64[ns]")
@@ -111,6 +136,25 @@ def read_predictions(
             if numeric.notna().sum() == frame["label"].notna().sum():
                 frame["label"] = numeric
     return frame
+
+
+def _keep_schema(store: Store, use_case: str, frame: pd.DataFrame) -> None:
+    """Check `frame` against the log's schema; record the schema of each model version it is the first of.
+
+    Why per version: the file (or row) says which version wrote which types, so the error
+    for a conflicting write can name the version that fixed the type. The check is against
+    every version: the log is one table and a column keeps one type.
+    """
+    if frame.empty:
+        return
+    new = frame_schema(frame)
+    schemas = store.read_schemas(use_case)
+    versions = sorted({str(v) for v in frame["model_version"].unique()})
+    check_schema(use_case, schemas, new, versions)
+    for version in versions:
+        known = schemas.get(version)
+        if known is None or not known.keys() >= new.keys():
+            store.write_schema(use_case, version, {**(known or {}), **new})
 
 
 def _labels_beside(log_uri: str | None) -> str | None:

@@ -17,6 +17,7 @@ Heavy imports sit inside the functions: DAG files import this module at parse ti
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -24,9 +25,9 @@ import uuid
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mlops._io import file_lock
+from mlops._io import atomic_path, file_lock
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -38,6 +39,20 @@ if TYPE_CHECKING:
 
 class PredictionLogError(RuntimeError):
     """The log store could not be read or written; the message says which store and why."""
+
+
+class LogSchemaError(PredictionLogError, ValueError):
+    """A write would change the type of a column the log already holds: a data error, never retried."""
+
+
+# The prediction log's schema: per use case and model version, column -> kind
+# (frames.KINDS). Written with a version's first rows, checked on every write, and used
+# to cast a window back to its types on read (SQL hands back 0/1 for booleans and floats
+# for integer columns with nulls).
+SCHEMA_FOLDER = "_schema"
+SQL_SCHEMA_TABLE = "prediction_log_schema"
+Schemas = dict[str, dict[str, str]]
+"""model version -> {column: kind}."""
 
 
 def use_case_name(use_case: UseCase | str) -> str:
@@ -59,6 +74,10 @@ class Store(Protocol):
     def read(self, use_case: str, start: datetime | None, end: datetime | None) -> pd.DataFrame: ...
 
     def describe(self) -> str: ...
+
+    def read_schemas(self, use_case: str) -> Schemas: ...
+
+    def write_schema(self, use_case: str, version: str, columns: dict[str, str]) -> None: ...
 
 
 def _partition_tag(partition: str) -> str:
@@ -155,6 +174,21 @@ class ParquetStore:
             files.extend(sorted(folder.glob("*.parquet")))
         return files
 
+    def read_schemas(self, use_case: str) -> Schemas:
+        folder = self.root / use_case / SCHEMA_FOLDER
+        schemas: Schemas = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            record = json.loads(path.read_text())
+            schemas[str(record["model_version"])] = dict(record["columns"])
+        return schemas
+
+    def write_schema(self, use_case: str, version: str, columns: dict[str, str]) -> None:
+        folder = self.root / use_case / SCHEMA_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"use_case": use_case, "model_version": version, "columns": columns}
+        with atomic_path(folder / f"{_slug(version)}-{_partition_tag(version)}.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+
     def read(self, use_case: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
         import pandas as pd
 
@@ -200,6 +234,36 @@ class SqlStore:
     def table_name(self, use_case: str) -> str:
         return f"{self.prefix}_{use_case}"
 
+    def _schema_table(self) -> sa.Table:
+        import sqlalchemy as sa
+
+        return sa.Table(
+            SQL_SCHEMA_TABLE,
+            sa.MetaData(),
+            sa.Column("use_case", sa.Text, primary_key=True),
+            sa.Column("model_version", sa.Text, primary_key=True),
+            sa.Column("columns", sa.Text, nullable=False),
+        )
+
+    def read_schemas(self, use_case: str) -> Schemas:
+        import sqlalchemy as sa
+
+        table = self._schema_table()
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(SQL_SCHEMA_TABLE):
+                return {}
+            rows = conn.execute(sa.select(table.c.model_version, table.c.columns).where(table.c.use_case == use_case))
+            return {str(version): dict(json.loads(columns)) for version, columns in rows}
+
+    def write_schema(self, use_case: str, version: str, columns: dict[str, str]) -> None:
+        import sqlalchemy as sa
+
+        table = self._schema_table()
+        with self.engine.begin() as conn:
+            table.create(conn, checkfirst=True)
+            conn.execute(sa.delete(table).where((table.c.use_case == use_case) & (table.c.model_version == version)))
+            conn.execute(sa.insert(table).values(use_case=use_case, model_version=version, columns=json.dumps(columns)))
+
     def _ensure_columns(self, conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
         # A feature added to a use case later must not break appends to an existing table.
         import sqlalchemy as sa
@@ -212,15 +276,14 @@ class SqlStore:
         for column in frame.columns:
             if column in existing:
                 continue
-            kind = frame[column].dtype.kind
-            sql_type = "DOUBLE PRECISION" if kind in "fiu" else "TIMESTAMP" if kind == "M" else "TEXT"
-            if conn.dialect.name == "sqlite" and sql_type == "DOUBLE PRECISION":
-                sql_type = "FLOAT"
+            sql_type = _sql_type(frame_kind(frame[column])).compile(dialect=conn.dialect)
             conn.execute(sa.text(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column)} {sql_type}"))
 
     def _insert(self, conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
         self._ensure_columns(conn, table, frame)
-        frame.to_sql(table, conn, if_exists="append", index=False)
+        # Typed columns (BIGINT, DOUBLE, TEXT, BOOLEAN), not what pandas would guess from one chunk.
+        types = {column: _sql_type(frame_kind(frame[column])) for column in frame.columns}
+        frame.to_sql(table, conn, if_exists="append", index=False, dtype=types)  # type: ignore[arg-type]
 
     def append(self, use_case: str, frame: pd.DataFrame) -> None:
         if frame.empty:
@@ -262,6 +325,109 @@ class SqlStore:
             if column in frame:
                 frame[column] = pd.to_datetime(frame[column], format="mixed")
         return frame
+
+
+def frame_kind(column: pd.Series) -> str | None:
+    """The log kind of a column (frames.KINDS), or None when it has no values to tell by."""
+    import pandas as pd
+
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "long"
+    if pd.api.types.is_float_dtype(dtype):
+        return "double"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    present = column.dropna()
+    if len(present) and all(isinstance(v, str) for v in present):
+        return "string"
+    return None
+
+
+def frame_schema(frame: pd.DataFrame) -> dict[str, str]:
+    """{column: kind} of the columns of `frame` that have a kind (an all-null text column has none)."""
+    schema = {}
+    for column in frame.columns:
+        kind = frame_kind(frame[column])
+        if kind is not None:
+            schema[str(column)] = kind
+    return schema
+
+
+def merged_schema(schemas: Schemas) -> dict[str, tuple[str, list[str]]]:
+    """{column: (kind, the versions that wrote it so)} over every version's schema (the first kind wins)."""
+    merged: dict[str, tuple[str, list[str]]] = {}
+    for version, columns in schemas.items():
+        for column, kind in columns.items():
+            known = merged.setdefault(column, (kind, []))
+            if known[0] == kind:
+                known[1].append(version)
+    return merged
+
+
+def check_schema(use_case: str, schemas: Schemas, new: dict[str, str], versions: list[str]) -> None:
+    """Raise LogSchemaError when `new` gives a logged column another kind than the log holds."""
+    merged = merged_schema(schemas)
+    problems = []
+    for column, kind in new.items():
+        known = merged.get(column)
+        if known is not None and known[0] != kind:
+            problems.append(
+                f"column {column!r} is {known[0]} in the log (model version(s) {', '.join(known[1])}) "
+                f"but {kind} in this write"
+            )
+    if problems:
+        raise LogSchemaError(
+            f"refusing to write predictions of {use_case} (model version(s) {', '.join(versions)}): "
+            + "; ".join(problems)
+            + ". A log column keeps one type, it is never silently converted: send the values with the type "
+            "the model signature declares (e.g. integers as integers), or, if the type really changed, "
+            "rename the feature or log to a new prediction_log_uri."
+        )
+
+
+def apply_schema(frame: pd.DataFrame, schemas: Schemas) -> pd.DataFrame:
+    """Cast a window read back to the kinds the log recorded, the same from Parquet and SQL.
+
+    Integers come back int64, or pandas `Int64` when the window holds a null; booleans
+    bool or `boolean`; text object; numbers float64. A column whose values do not fit
+    (rows from before the schema was kept) is left as read.
+    """
+    import pandas as pd
+
+    for column, (kind, _) in merged_schema(schemas).items():
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        nulls = bool(values.isna().any())
+        try:
+            if kind == "long":
+                frame[column] = values.astype("Int64") if nulls else values.astype("int64")
+            elif kind == "bool":
+                frame[column] = values.astype("boolean") if nulls else values.astype(bool)
+            elif kind == "double":
+                frame[column] = values.astype("float64")
+            elif kind == "string":
+                frame[column] = values.astype(object).where(values.notna(), None)
+            elif kind == "datetime" and not pd.api.types.is_datetime64_any_dtype(values.dtype):
+                frame[column] = pd.to_datetime(values, format="mixed")
+        except (TypeError, ValueError):
+            continue
+    return frame
+
+
+def _sql_type(kind: str | None) -> sa.types.TypeEngine[Any]:
+    import sqlalchemy as sa
+
+    types: dict[str | None, sa.types.TypeEngine[Any]] = {
+        "long": sa.BigInteger(),
+        "double": sa.Float(precision=53),
+        "bool": sa.Boolean(),
+        "datetime": sa.DateTime(),
+    }
+    return types.get(kind, sa.Text())
 
 
 def _filter_time(frame: pd.DataFrame, start: datetime | None, end: datetime | None) -> pd.DataFrame:

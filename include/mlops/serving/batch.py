@@ -180,7 +180,7 @@ def score_partition(
     times = _event_times(uc, partition, frame, event_times, logged_at)
 
     loaded = model or load_alias(uc, alias, tracking_uri)
-    predictions = loaded.predict_frame(features).tolist() if len(features) else []
+    predictions, probabilities = loaded.predict_rows(features) if len(features) else ([], None)
     batch = PredictionBatch(
         use_case=uc.name,
         model_name=loaded.model_name,
@@ -191,6 +191,11 @@ def score_partition(
         predictions=predictions,
         features={c: [None if _missing(v) else v for v in features[c].tolist()] for c in features.columns},
         batch_partition=partition,
+        # The signature's types: an integer feature is logged as an integer, not as the float the
+        # pipeline was fed (a value like 3.5 in an integer column fails here, naming the column).
+        feature_types=loaded.schema.log_types,
+        classes=loaded.classes if probabilities is not None else None,
+        probabilities=probabilities,
     )
     replaced = replace_batch_partition(uc, partition, batch, uri=log_uri, logged_at=logged_at)
     numeric = [p for p in predictions if isinstance(p, int | float)]

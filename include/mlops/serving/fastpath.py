@@ -58,12 +58,8 @@ def _blocks(pipeline: Any, columns: list[str]) -> list[tuple[Any, list[int]]]:
     return blocks
 
 
-def compile_array_predictor(pipeline: Any, probe: pd.DataFrame) -> ArrayPredictor:
-    """An equivalent of `pipeline.predict` that takes the same frame but predicts on arrays.
-
-    Raises NotArrayReady, naming why, when the pipeline is not of the supported shape
-    or the two paths disagree on `probe` (a frame with the pipeline's input columns).
-    """
+def _compile_transform(pipeline: Any, probe: pd.DataFrame) -> tuple[Callable[[pd.DataFrame], Any], Any]:
+    """The pipeline's preprocessing on arrays (frame in, model input out) and its final estimator."""
     import numpy as np
     from sklearn.pipeline import Pipeline
 
@@ -76,7 +72,7 @@ def compile_array_predictor(pipeline: Any, probe: pd.DataFrame) -> ArrayPredicto
     # A numeric block goes in as float64, as it did from the frame; a mixed frame's array is object.
     plan = [(t, np.asarray(idx), all(np.issubdtype(probe.dtypes.iloc[i], np.number) for i in idx)) for t, idx in blocks]
 
-    def predict(frame: pd.DataFrame) -> np.ndarray:
+    def transform(frame: pd.DataFrame) -> Any:
         if list(frame.columns) != columns:  # batch scoring's frames may order or add columns differently
             frame = frame[columns]
         values = frame.to_numpy()  # float64 when every column is numeric, else object
@@ -89,21 +85,55 @@ def compile_array_predictor(pipeline: Any, probe: pd.DataFrame) -> ArrayPredicto
         features = parts[0] if len(parts) == 1 else np.hstack(parts)
         for step in middle:
             features = step.transform(features)
-        predictions: np.ndarray = final.predict(features)
-        return predictions
+        return features
 
     # The steps were fitted on DataFrames; on arrays each would warn that the names are gone.
     warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+    return transform, final
+
+
+def _verified(fast_fn: ArrayPredictor, slow_fn: ArrayPredictor, probe: pd.DataFrame, what: str) -> None:
+    import numpy as np
+
     try:
-        fast = np.asarray(predict(probe))
+        fast = np.asarray(fast_fn(probe))
     except Exception as exc:
         raise NotArrayReady(f"the array path fails on the probe rows: {type(exc).__name__}: {exc}") from exc
-    slow = np.asarray(pipeline.predict(probe))
+    slow = np.asarray(slow_fn(probe))
     same = fast.shape == slow.shape and (
         np.allclose(fast, slow, rtol=1e-9, atol=1e-12, equal_nan=True)
         if np.issubdtype(slow.dtype, np.floating)
         else bool(np.array_equal(fast, slow))
     )
     if not same:
-        raise NotArrayReady("the array path's predictions differ from Pipeline.predict on the probe rows")
+        raise NotArrayReady(f"the array path's predictions differ from Pipeline.{what} on the probe rows")
+
+
+def compile_array_predictor(pipeline: Any, probe: pd.DataFrame) -> ArrayPredictor:
+    """An equivalent of `pipeline.predict` that takes the same frame but predicts on arrays.
+
+    Raises NotArrayReady, naming why, when the pipeline is not of the supported shape
+    or the two paths disagree on `probe` (a frame with the pipeline's input columns).
+    """
+    transform, final = _compile_transform(pipeline, probe)
+
+    def predict(frame: pd.DataFrame) -> np.ndarray:
+        predictions: np.ndarray = final.predict(transform(frame))
+        return predictions
+
+    _verified(predict, pipeline.predict, probe, "predict")
     return predict
+
+
+def compile_array_proba(pipeline: Any, probe: pd.DataFrame) -> ArrayPredictor:
+    """Like `compile_array_predictor`, for `pipeline.predict_proba` (one column per class, in `classes_` order)."""
+    transform, final = _compile_transform(pipeline, probe)
+    if not hasattr(final, "predict_proba"):
+        raise NotArrayReady(f"{type(final).__name__} has no predict_proba")
+
+    def predict_proba(frame: pd.DataFrame) -> np.ndarray:
+        probabilities: np.ndarray = final.predict_proba(transform(frame))
+        return probabilities
+
+    _verified(predict_proba, pipeline.predict_proba, probe, "predict_proba")
+    return predict_proba

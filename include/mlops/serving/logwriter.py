@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops.naming import ROLE_CHAMPION
 from mlops.predictionlog.frames import PredictionBatch, build_frame
 from mlops.predictionlog.predictions import append_frame
+from mlops.predictionlog.stores import LogSchemaError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,9 +47,18 @@ class LogEntry:
     names: list[str]
     rows: list[list[Any]]
     predictions: list[Any]
+    feature_types: dict[str, str] | None = None
+    """Feature -> kind from the model signature (InputSchema.log_types)."""
+    classes: tuple[Any, ...] | None = None
+    probabilities: list[list[float]] | None = None
+    role: str = ROLE_CHAMPION
 
     def to_batch(self) -> PredictionBatch:
         return merge_entries([self])[0]
+
+
+# use case, model name, version, source, role, feature names, classes
+_Group = tuple[str, str, str, str, str, tuple[str, ...], tuple[Any, ...] | None]
 
 
 def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
@@ -57,11 +68,13 @@ def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
     writer thread ~0.2 s of Python per flush, taken from the event loop under the GIL;
     one `zip(*rows)` per group does the transposition in C.
     """
-    groups: dict[tuple[str, str, str, str, tuple[str, ...]], list[LogEntry]] = defaultdict(list)
+    groups: dict[_Group, list[LogEntry]] = defaultdict(list)
     for entry in entries:
-        groups[(entry.use_case, entry.model_name, entry.model_version, entry.source, tuple(entry.names))].append(entry)
+        key = (entry.use_case, entry.model_name, entry.model_version, entry.source, entry.role, tuple(entry.names),
+               entry.classes)  # fmt: skip
+        groups[key].append(entry)
     batches = []
-    for (use_case, model_name, model_version, source, names), group in groups.items():
+    for (use_case, model_name, model_version, source, role, names, classes), group in groups.items():
         rows = [row for entry in group for row in entry.rows]
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         batches.append(
@@ -74,6 +87,12 @@ def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
                 event_times=[t for entry in group for t in entry.event_times],
                 predictions=[p for entry in group for p in entry.predictions],
                 features=dict(zip(names, columns, strict=True)),
+                feature_types=group[0].feature_types,
+                role=role,
+                classes=classes,
+                probabilities=(
+                    [p for entry in group for p in entry.probabilities or []] if classes is not None else None
+                ),
             )
         )
     return batches
@@ -176,6 +195,10 @@ class PredictionLogWriter:
                 continue
             try:
                 self.written_rows += append_frame(use_case, frame, uri=self.uri)
+            except LogSchemaError as exc:
+                # The rows would change a logged column's type: every retry would fail the same way.
+                for entry in entries:
+                    self._reject(entry, exc)
             # The store failed (PredictionLogError), or anything else went wrong in writing: keep
             # the rows, report, retry. The thread must outlive every error; if it died, the queue
             # would fill and every later prediction would be dropped.

@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlops.serving.models import LoadedModel, ModelCache
 
+Probabilities = list[list[float]] | None
+Result = tuple["LoadedModel", list[Any], Probabilities]
+"""The model that answered, one prediction per row and, for a classifier, one probability row per row."""
+
 
 class VersionChanged(Exception):
     """The served version changed its input columns between validating a request and predicting it."""
@@ -31,12 +35,12 @@ class MicroBatcher:
         self.cache = cache
         self.use_case = use_case
         self.window_seconds = window_seconds
-        self._pending: list[tuple[LoadedModel, list[list[Any]], asyncio.Future[tuple[LoadedModel, list[Any]]]]] = []
+        self._pending: list[tuple[LoadedModel, list[list[Any]], asyncio.Future[Result]]] = []
         self._scheduled = False
 
-    async def predict(self, model: LoadedModel, rows: list[list[Any]]) -> tuple[LoadedModel, list[Any]]:
+    async def predict(self, model: LoadedModel, rows: list[list[Any]]) -> Result:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[LoadedModel, list[Any]]] = loop.create_future()
+        future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((model, rows, future))
         if not self._scheduled:
             self._scheduled = True
@@ -68,7 +72,8 @@ class MicroBatcher:
             return
         try:
             all_rows = [row for rows, _ in usable for row in rows]
-            predictions = model.predict_frame(model.schema.to_frame(all_rows)).tolist()
+            # A classifier: one predict_proba per micro-batch, the class derived from it.
+            predictions, probabilities = model.predict_rows(model.schema.to_frame(all_rows))
         except Exception:
             if len(usable) == 1:
                 self._predict_one(model, *usable[0])
@@ -80,18 +85,19 @@ class MicroBatcher:
         start = 0
         for rows, future in usable:
             if not future.done():
-                future.set_result((model, predictions[start : start + len(rows)]))
+                end = start + len(rows)
+                future.set_result(
+                    (model, predictions[start:end], probabilities[start:end] if probabilities is not None else None)
+                )
             start += len(rows)
 
     @staticmethod
-    def _predict_one(
-        model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[tuple[LoadedModel, list[Any]]]
-    ) -> None:
+    def _predict_one(model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]) -> None:
         try:
-            result = model.predict_frame(model.schema.to_frame(rows)).tolist()
+            predictions, probabilities = model.predict_rows(model.schema.to_frame(rows))
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
             return
         if not future.done():
-            future.set_result((model, result))
+            future.set_result((model, predictions, probabilities))

@@ -29,7 +29,7 @@ from mlops.mlflow.models import (
     load_sklearn_model,
     resolve_alias,
 )
-from mlops.serving.fastpath import ArrayPredictor, compile_array_predictor
+from mlops.serving.fastpath import ArrayPredictor, compile_array_predictor, compile_array_proba
 from mlops.serving.schema import InputSchema
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ class LoadedModel:
     loaded_at: datetime
     array_predictor: ArrayPredictor | None = field(default=None, repr=False)
     """The same predictions without DataFrame bookkeeping (serving/fastpath.py); None: Pipeline.predict."""
+    classes: tuple[Any, ...] | None = None
+    """A classifier's `classes_` (the order of its probabilities); None for a regressor."""
+    array_proba: ArrayPredictor | None = field(default=None, repr=False)
+    """`predict_proba` on arrays (serving/fastpath.py); None: Pipeline.predict_proba."""
 
     @property
     def uri(self) -> str:
@@ -65,6 +69,21 @@ class LoadedModel:
         if self.array_predictor is not None:
             return self.array_predictor(frame)
         return self.model.predict(frame)
+
+    def predict_rows(self, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions as Python values and, for a classifier, one probability row per record.
+
+        A classifier is asked once, for `predict_proba`; its class is `classes_[argmax]`,
+        which is what scikit-learn's own `predict` returns, without a second pass.
+        """
+        if self.classes is None:
+            return self.predict_frame(frame).tolist(), None
+        import numpy as np
+
+        proba = self.array_proba(frame) if self.array_proba is not None else self.model.predict_proba(frame)
+        proba = np.asarray(proba, dtype=np.float64)
+        labels = np.asarray(self.classes, dtype=object if _mixed(self.classes) else None)
+        return labels[proba.argmax(axis=1)].tolist(), proba.tolist()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -78,6 +97,8 @@ class LoadedModel:
             "signature": self.signature,
             "loaded_at": self.loaded_at.isoformat(),
             "predict_path": "arrays" if self.array_predictor is not None else "pipeline",
+            "classes": list(self.classes) if self.classes is not None else None,
+            "missing": self.schema.missing,
         }
 
 
@@ -92,9 +113,15 @@ def load_version(
     its array predictor."""
     downloaded = download_version(info, tracking_uri)
     schema = InputSchema.from_signature(
-        downloaded.input_columns, use_case.features.numeric, use_case.features.categorical
+        downloaded.input_columns,
+        use_case.features.numeric,
+        use_case.features.categorical,
+        missing=use_case.serving.missing,
+        use_case=use_case.name,
     )
     model = load_sklearn_model(downloaded)
+    classes = model_classes(model) if use_case.task == "classification" else None
+    probe = _probe(schema, downloaded) if array_predict else None
     return LoadedModel(
         use_case=use_case.name,
         model_name=info.name,
@@ -106,22 +133,56 @@ def load_version(
         schema=schema,
         model=model,
         loaded_at=datetime.now(UTC),
-        array_predictor=_array_predictor(model, schema, downloaded) if array_predict else None,
+        array_predictor=_compiled(compile_array_predictor, model, probe, downloaded, "predict"),
+        classes=classes,
+        array_proba=_compiled(compile_array_proba, model, probe, downloaded, "predict_proba") if classes else None,
     )
 
 
-def _array_predictor(model: Any, schema: InputSchema, downloaded: DownloadedVersion) -> ArrayPredictor | None:
-    """The array path, checked against Pipeline.predict on the version's input example plus a row of nulls."""
+def model_classes(model: Any) -> tuple[Any, ...] | None:
+    """The class labels of a fitted classifier with `predict_proba`, as Python values; None otherwise."""
+    if not hasattr(model, "predict_proba"):
+        return None
+    classes = getattr(model, "classes_", None)
+    return tuple(classes.tolist() if hasattr(classes, "tolist") else classes) if classes is not None else None
+
+
+def _mixed(classes: Sequence[Any]) -> bool:
+    # An object array keeps labels of mixed type as they are, where numpy would make them all strings.
+    return len({type(c) for c in classes}) > 1
+
+
+def _probe(schema: InputSchema, downloaded: DownloadedVersion) -> pd.DataFrame | Exception:
+    """The version's input example plus a row of nulls, as the service builds frames; the exception if none."""
     try:
         example = load_input_example(downloaded)
         if example is None:
             raise ValueError("the version has no input example to check the array path against")
         example = example[schema.names].astype(object)
         rows = example.where(example.notna(), None).to_numpy().tolist()
-        rows.append([None if column.nullable else rows[0][j] for j, column in enumerate(schema.columns)])
-        return compile_array_predictor(model, schema.to_frame(rows))
+        # Null categories check the object path; a null number is NaN on both paths alike, and
+        # a pipeline without a numeric imputer would fail the probe on it (and lose the array path).
+        rows.append(
+            [None if c.nullable and c.kind in ("string", "any") else rows[0][j] for j, c in enumerate(schema.columns)]
+        )
+        return schema.to_frame(rows)
     except Exception as exc:
-        log.warning("%s predicts through Pipeline.predict: %s", downloaded.uri, exc)
+        return exc
+
+
+def _compiled(
+    compile_fn: Any, model: Any, probe: pd.DataFrame | Exception | None, downloaded: DownloadedVersion, what: str
+) -> ArrayPredictor | None:
+    """The array path, checked against the Pipeline on the probe rows; None (with a warning) when it cannot be."""
+    if probe is None:
+        return None
+    try:
+        if isinstance(probe, Exception):
+            raise probe
+        compiled: ArrayPredictor = compile_fn(model, probe)
+        return compiled
+    except Exception as exc:
+        log.warning("%s runs %s through the Pipeline: %s", downloaded.uri, what, exc)
         return None
 
 

@@ -117,9 +117,12 @@ def _check_long(value: Any) -> tuple[Any, str | None]:
             return value, None
         return None, "must be an integer that fits in 64 bits"
     if type(value) is float and math.isfinite(value) and value.is_integer():
+        # 3.0 is the integer 3 (JSON writers and pandas send integers with nulls as floats).
         if _LONG_MIN <= value < 2.0**63:
             return int(value), None
         return None, "must be an integer that fits in 64 bits"
+    if type(value) is float:
+        return None, f"must be an integer, got {value!r}; the model was trained on whole numbers"
     return None, f"must be an integer, got {_type_name(value)}"
 
 
@@ -186,44 +189,73 @@ class ParsedRequest:
     source: str
 
 
+MISSING_POLICIES = ("impute", "refuse")
+
+
 @dataclass
 class InputSchema:
-    """The columns a model takes, in order, with one check per column."""
+    """The columns a model takes, in order, with one check per column.
+
+    `missing` is the use case's `serving.missing`: with `impute` a null in any feature is
+    accepted (the pipeline imputes it; the log keeps the null); with `refuse` it is a 422
+    naming the field and the policy.
+    """
 
     columns: list[Column]
+    missing: str = "impute"
+    use_case: str = ""
     names: list[str] = field(init=False)
     _checks: list[tuple[str, Callable[[Any], tuple[Any, str | None]], bool, bool]] = field(init=False, repr=False)
     _known: frozenset[str] = field(init=False, repr=False)
+    _null_message: str = field(init=False, repr=False)
+    log_types: dict[str, str] = field(init=False, repr=False)
+    """Feature -> kind for the prediction log (frames.FEATURE_KINDS); `any` columns are inferred there."""
 
     def __post_init__(self) -> None:
+        if self.missing not in MISSING_POLICIES:
+            raise ValueError(f"serving.missing must be one of {MISSING_POLICIES}, got {self.missing!r}")
         self.names = [c.name for c in self.columns]
+        self.log_types = {c.name: c.kind for c in self.columns if c.kind != "any"}
+        self._null_message = (
+            f"may not be null: serving.missing is 'refuse' for {self.use_case or 'this use case'}; "
+            "send a value or set serving.missing: impute"
+            if self.missing == "refuse"
+            else "may not be null"
+        )
         self._checks = [(c.name, _CHECKS[c.kind], c.required, c.nullable) for c in self.columns]
         self._known = frozenset(self.names)
 
     @classmethod
     def from_signature(
-        cls, inputs: list[dict[str, Any]] | None, numeric: Sequence[str], categorical: Sequence[str]
+        cls,
+        inputs: list[dict[str, Any]] | None,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        missing: str = "impute",
+        use_case: str = "",
     ) -> InputSchema:
         """From MLflow signature inputs (`[{"name", "type", "required"}]`), else from the use-case features.
 
-        Categorical features may be null (missing categories are normal in the
-        data); numeric ones only when the signature marks them optional.
+        Under `missing="impute"` every feature may be null (the pipelines impute); under
+        `refuse` none may. A field the signature requires must be sent either way.
         """
+        nullable = missing == "impute"
         if not inputs:
-            columns = [Column(n, "double") for n in numeric] + [Column(n, "string", nullable=True) for n in categorical]
-            return cls(columns)
-        cat = set(categorical)
+            columns = [Column(n, "double", nullable=nullable) for n in numeric]
+            columns += [Column(n, "string", nullable=nullable) for n in categorical]
+            return cls(columns, missing, use_case)
         columns = []
         for spec in inputs:
             name = str(spec["name"])
             kind = _MLFLOW_KINDS.get(str(spec.get("type")), "any")
             required = bool(spec.get("required", True))
-            columns.append(Column(name, kind, required=required, nullable=(not required) or name in cat))
-        return cls(columns)
+            columns.append(Column(name, kind, required=required, nullable=nullable))
+        return cls(columns, missing, use_case)
 
     @property
     def all_double(self) -> bool:
-        return all(c.kind == "double" and not c.nullable for c in self.columns)
+        # None becomes NaN in a float64 array, so nullable double columns take the fast path too.
+        return all(c.kind == "double" for c in self.columns)
 
     def validate_record(self, record: Any, loc: list[str | int], errors: list[dict[str, Any]]) -> list[Any] | None:
         if type(record) is not dict:
@@ -243,7 +275,7 @@ class InputSchema:
                 continue
             if value is None:
                 if not nullable:
-                    errors.append(_error([*loc, name], "may not be null", "null"))
+                    errors.append(_error([*loc, name], self._null_message, "null"))
                     failed = True
                 row.append(None)
                 continue
@@ -330,6 +362,12 @@ class InputSchema:
             values = [row[j] for row in rows]
             if column.kind == "double":
                 data[column.name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+            elif column.kind == "long":
+                # int64 as trained; a null (serving.missing: impute) makes it float64 with NaN for the imputer.
+                if None in values:
+                    data[column.name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+                else:
+                    data[column.name] = np.asarray(values, dtype=np.int64)
             elif column.kind == "string":
                 # Missing categories arrive as NaN from CSV/Parquet at training time; match that.
                 data[column.name] = np.asarray([np.nan if v is None else v for v in values], dtype=object)

@@ -76,7 +76,10 @@ _PREDICT_EXAMPLE = {
     "event_times": ["2011-05-02T08:00:00"],
 }
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "`{use_case, model_name, model_version, ids, predictions}`"},
+    200: {
+        "description": "`{use_case, model_name, model_version, ids, predictions}`; a classifier adds `classes` "
+        "(its class labels) and `probabilities` (one array per record, in the order of `classes`)"
+    },
     400: {"description": "Malformed or too deeply nested JSON"},
     413: {"description": "Body or batch too large"},
     422: {"description": "Invalid fields; `detail[].loc` names each one"},
@@ -148,7 +151,7 @@ async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payloa
     except RequestError as exc:
         return json_response(exc.status, exc.body())
     try:
-        used, predictions = await state.batchers[use_case].predict(model, parsed.rows)
+        used, predictions, probabilities = await state.batchers[use_case].predict(model, parsed.rows)
     except VersionChanged:
         return json_response(503, {"detail": "the model changed its input columns during this request; retry"})
     except (ValueError, TypeError, KeyError) as exc:
@@ -158,17 +161,20 @@ async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payloa
             {"detail": [{"loc": ["body"], "msg": f"the model rejected the input: {exc}", "type": "model_error"}]},
         )
     ids = parsed.ids or [uuid.uuid4().hex for _ in parsed.rows]
-    _log(state.writer, used, parsed, ids, predictions)
-    return json_response(
-        200,
-        {
-            "use_case": use_case,
-            "model_name": used.model_name,
-            "model_version": used.version,
-            "ids": ids,
-            "predictions": predictions,
-        },
-    )
+    _log(state.writer, used, parsed, ids, predictions, probabilities)
+    body: dict[str, Any] = {
+        "use_case": use_case,
+        "model_name": used.model_name,
+        "model_version": used.version,
+        "ids": ids,
+        "predictions": predictions,
+    }
+    if probabilities is not None and used.classes is not None:
+        # Arrays in the order of `classes` rather than one object per record: cheaper to build
+        # and to encode, and the labels keep their JSON type (1, not "1").
+        body["classes"] = list(used.classes)
+        body["probabilities"] = probabilities
+    return json_response(200, body)
 
 
 def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: int) -> Response:
@@ -275,7 +281,12 @@ def _drop_use_case_matching(payload: Any, use_case: str) -> None:
 
 
 def _log(
-    writer: PredictionLogWriter, model: LoadedModel, parsed: ParsedRequest, ids: list[str], predictions: list[Any]
+    writer: PredictionLogWriter,
+    model: LoadedModel,
+    parsed: ParsedRequest,
+    ids: list[str],
+    predictions: list[Any],
+    probabilities: list[list[float]] | None,
 ) -> None:
     """Queue the answered rows for the prediction log; event times default to now (UTC)."""
     times = parsed.event_times
@@ -293,5 +304,8 @@ def _log(
             names=model.schema.names,
             rows=parsed.rows,
             predictions=predictions,
+            feature_types=model.schema.log_types,
+            classes=model.classes if probabilities is not None else None,
+            probabilities=probabilities,
         )
     )
