@@ -95,7 +95,6 @@ def score_reference(
     """
     import numpy as np
     import pandas as pd
-
     from threadpoolctl import threadpool_limits
 
     from mlops.naming import proba_column
