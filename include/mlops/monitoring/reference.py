@@ -89,7 +89,8 @@ def score_reference(
     `predict_proba`); regressors get `prediction`. A reference of more than `max_rows`
     rows is scored on a seeded sample of that many: the other rows hold missing
     values, which every drift test drops, so the prediction drift compares the window
-    with the sample. `model` is an already-loaded scikit-learn model (see
+    with the sample (an int class column then reads as float, 1.0 for 1, which
+    compares equal). `model` is an already-loaded scikit-learn model (see
     `load_champion_model`); the features are prepared as training prepared them.
     Raises whatever the model raises (a missing feature column: KeyError).
     """
