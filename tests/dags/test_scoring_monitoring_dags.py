@@ -337,6 +337,11 @@ def test_clean_window_triggers_nothing(bike: UseCase) -> None:
     assert decision["drift_share"] < bike.monitoring.drift_share_threshold
     # Performance was judged, and is within the allowance of the champion's own holdout.
     assert any(r.startswith("rmse") and "within allowed" in r for r in decision["reasons"]), decision["reasons"]
+    # The champion, loaded from the registry, scored its own training data: predictions meet predictions.
+    report = Path(task_xcom(dag.dag_id, "assess_window", dag_run.run_id)["report_dir"])
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["prediction_reference"] == "prediction" and summary["prediction_drift_on"] == "prediction"
+    assert not any("reference was not scored" in n for n in summary["notes"]), summary["notes"]
     states = {t.task_id: str(t.state) for t in dag_run.get_task_instances()}
     assert states["trigger_retraining"] == "skipped"
     assert len(_training_runs(training_dag_id(bike.name))) == before

@@ -11,11 +11,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops.config import UseCase
 from mlops.monitoring.decision import Guards, MonitoringDecision, decide
-from mlops.monitoring.reference import read_reference, reference_from_lineage
+from mlops.monitoring.reference import load_champion_model, read_reference, reference_from_lineage, score_reference
 from mlops.monitoring.reports import write_atomic
 from mlops.monitoring.run import MonitoringSummary, run_monitoring
 from mlops.monitoring.window import read_window
@@ -27,6 +27,9 @@ from mlops.naming import (
     TAG_MONITORING_RUN_KEY,
     TAG_MONITORING_USE_CASE,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,12 @@ def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: 
     if champion is None:
         return Assessment(_no_champion(use_case), None, None, None, None, window_end)
     reference = read_reference(reference_from_lineage({**champion.lineage, **champion.tags}))
+    reference, notes = scored_reference(use_case, champion.name, champion.version, reference)
     current = read_window(use_case, window_path)
     summary = run_monitoring(
-        use_case, current, reference, run_key, champion_metrics=champion.metrics, champion_version=champion.version
-    )
+        use_case, current, reference, run_key, champion_metrics=champion.metrics, champion_version=champion.version,
+        notes=notes,
+    )  # fmt: skip
     decision = decide(use_case, summary, guards)
     directory = summary.report_dir
     if directory is not None:
@@ -78,6 +83,26 @@ def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: 
         run_id,
         window_end,
     )
+
+
+def scored_reference(
+    use_case: UseCase, model_name: str, version: str, reference: pd.DataFrame, tracking_uri: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The reference scored by the champion, so its predictions compare with the window's like with like.
+
+    A champion that cannot be loaded or cannot score its own training data leaves the
+    reference as it was and says why: prediction drift then falls back to the predicted
+    class against the target, and the rest of the run does not depend on it.
+    """
+    try:
+        model = load_champion_model(model_name, version, tracking_uri)
+        return score_reference(model, reference, use_case), []
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return reference, [
+            f"the reference was not scored by champion v{version} ({type(exc).__name__}: {first}); "
+            "prediction drift compares the predicted class with the training target"
+        ]
 
 
 def _no_champion(use_case: UseCase) -> MonitoringDecision:

@@ -11,7 +11,7 @@ raises `ReportWriteError`, since a run without its files must not look complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,6 +166,7 @@ def run_monitoring(
     fast_path_rows: int = FAST_PATH_ROWS,
     report_sample_rows: int = REPORT_SAMPLE_ROWS,
     seed: int = 0,
+    notes: Sequence[str] = (),
 ) -> MonitoringSummary:
     """Compute drift, data quality and (with labels) performance of a window; save the reports.
 
@@ -176,7 +177,8 @@ def run_monitoring(
     Performance is judged on `champion_version`'s own champion-role rows when given
     (else on every champion-role row). Reports go to `reports_root/<use_case>/<run_key>/`
     (default settings.reports_dir); `summary.json` is written last, so its presence
-    marks a complete run.
+    marks a complete run. `notes` are the caller's own (how the reference was prepared)
+    and open the summary's notes.
     """
     directory = report_dir(use_case.name, run_key, reports_root)
     labelled = _labelled_rows(current)
@@ -190,6 +192,7 @@ def run_monitoring(
         champion_metrics=dict(champion_metrics or {}),
         report_dir=directory,
         label_lag=label_lag(current),
+        notes=list(notes),
     )
     if current.empty:
         return _summarise_empty_window(summary, directory)
