@@ -522,6 +522,72 @@ def _sql_upsert(store: SqlStore, use_case: str, frame: pd.DataFrame) -> int:
     return len(replaced)
 
 
+def settle_unmatched(use_case: UseCase | str, *, uri: str | None = None, log_uri: str | None = None) -> int:
+    """Move unmatched labels whose prediction has since been logged beside it; returns how many moved.
+
+    Unmatched labels join anyway (every window read reads them), so this changes no
+    result: it keeps the unmatched partition, read by every window, small. The
+    ingest_labels DAG runs it after each ingestion. A label's missing event time becomes
+    its prediction's, as at write time.
+    """
+    name = use_case_name(use_case)
+    if log_uri is None and uri is not None and is_sql_uri(uri):
+        log_uri = uri
+    store = label_store(uri, log_uri)
+    try:
+        if isinstance(store, SqlStore):
+            return _sql_settle(store, name, log_uri)
+        if isinstance(store, ParquetStore):
+            return _parquet_settle(store.root / name, name, log_uri)
+    except Exception as exc:
+        raise PredictionLogError(f"cannot settle unmatched labels of {name} in {store.describe()}: {exc}") from exc
+    return 0
+
+
+def _parquet_settle(base: Path, use_case: str, log_uri: str | None) -> int:
+    import pandas as pd
+
+    folder = base / UNMATCHED
+    with file_lock(base / ".labels.lock"):
+        files = sorted(folder.glob("*.parquet"))
+        if not files:
+            return 0
+        waiting = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        found = prediction_times(use_case, waiting["request_id"].astype(str).tolist(), uri=log_uri)
+        if not found:
+            return 0
+        matched = waiting[waiting["request_id"].astype(str).isin(found.keys())].copy()
+        matched["prediction_time"] = pd.to_datetime(matched["request_id"].astype(str).map(found))
+        matched["event_time"] = pd.to_datetime(matched["event_time"]).fillna(matched["prediction_time"])
+        for name, part in matched.groupby(matched["prediction_time"].map(_partition_of), sort=True):
+            _put(base / name, part)
+        _rewrite_without(folder, files, set(found))
+    return len(matched)
+
+
+def _sql_settle(store: SqlStore, use_case: str, log_uri: str | None) -> int:
+    import sqlalchemy as sa
+
+    table = store.table_name(use_case)
+    with store.engine.begin() as conn:
+        if not sa.inspect(conn).has_table(table):
+            return 0
+        reflected = sa.Table(table, sa.MetaData(), autoload_with=conn)
+        if "prediction_time" not in reflected.c:
+            return 0
+        unmatched = reflected.c.prediction_time.is_(None)
+        waiting = [str(i) for i in conn.scalars(sa.select(reflected.c.request_id).where(unmatched))]
+        found = prediction_times(use_case, waiting, uri=log_uri)
+        for request_id, moment in found.items():
+            where = sa.and_(reflected.c.request_id == request_id, unmatched)
+            conn.execute(
+                sa.update(reflected)
+                .where(where)
+                .values(prediction_time=moment, event_time=sa.func.coalesce(reflected.c.event_time, moment))
+            )
+    return len(found)
+
+
 # --------------------------------------------------------------------------- reading
 
 
