@@ -91,11 +91,16 @@ class LabelError(ValueError):
         super().__init__(describe_problems(self.problems, total))
 
 
-def describe_problems(problems: Sequence[LabelProblem], total: int | None = None, row_offset: int = 0) -> str:
-    """`refused 2 of 5 labels (nothing written): row 1 (id 'b') label: ...; ...` with what to do."""
+def describe_problems(
+    problems: Sequence[LabelProblem], total: int | None = None, *, row_word: str = "row", row_offset: int = 0
+) -> str:
+    """`refused 2 of 5 labels (nothing written): row 1 (id 'b') label: ...; ...` with what to do.
+
+    A file's rows read better as its lines: `row_word="line", row_offset=2` (a header line, counted from 1).
+    """
     shown = []
     for problem in problems[:_MAX_LISTED]:
-        where = "" if problem.row is None else f"row {problem.row + row_offset}"
+        where = "" if problem.row is None else f"{row_word} {problem.row + row_offset}"
         if problem.request_id is not None:
             where += f" (id {problem.request_id!r})"
         shown.append(f"{where + ' ' if where else ''}{problem.field}: {problem.message}")
@@ -421,6 +426,25 @@ def write_labels(
     except Exception as exc:
         raise PredictionLogError(f"cannot write {len(frame)} labels of {name} to {store.describe()}: {exc}") from exc
     return LabelWrite(written=len(frame), replaced=replaced, unknown_ids=unknown)
+
+
+def write_label_frame(
+    use_case: UseCase | str,
+    frame: pd.DataFrame,
+    *,
+    uri: str | None = None,
+    arrived_at: datetime | None = None,
+    log_uri: str | None = None,
+) -> LabelWrite:
+    """`write_labels` for a frame with columns id (or request_id), label and optionally event_time.
+
+    A missing column is a `LabelError` naming it (and the columns found); other columns are ignored.
+    """
+    rows = _columns(frame)
+    times = None if rows["event_time"].isna().all() else list(rows["event_time"])
+    return write_labels(
+        use_case, list(rows["request_id"]), list(rows["label"]), times, uri=uri, arrived_at=arrived_at, log_uri=log_uri
+    )
 
 
 def _upsert(store: Any, use_case: str, frame: pd.DataFrame) -> int:
