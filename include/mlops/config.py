@@ -186,7 +186,7 @@ class LabelsQuery(_Strict):
     conn_id: str = Field(description="Airflow connection id of the database the labels live in.")
     query: str = Field(
         description="Returns columns id (or request_id), label and optionally event_time; it may use the "
-        "bound parameters :start and :end, the run's data interval."
+        "bound parameters :start (the last successful ingest run's time) and :end (this run's)."
     )
 
 

@@ -169,9 +169,10 @@ def ingest_query(
 ) -> LabelWrite:
     """Run `labels.sql.query` against `sql_uri` and write the rows it returns as one batch.
 
-    The query may use the bound parameters `:start` and `:end` (the run's data interval),
-    so each run reads only the labels of its interval; a query without them is re-read
-    whole each run, which the replacing write makes harmless, only slower.
+    The query may use the bound parameters `:start` and `:end` (the DAG binds the last
+    successful run's time and this run's), so each run reads only what came in since; a
+    query without them is re-read whole each run, which the replacing write makes
+    harmless, only slower.
     """
     import pandas as pd
     import sqlalchemy as sa
@@ -187,7 +188,7 @@ def ingest_query(
     if missing:
         raise LabelSourceError(
             f"the labels query of {use_case.name} uses :{', :'.join(missing)}, which this run has no value for "
-            "(a run without a data interval); trigger it with a logical date, or drop the parameters"
+            "; pass start and end, or drop the parameters from labels.sql.query"
         )
     engine = sa.create_engine(sql_uri)
     try:
