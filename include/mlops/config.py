@@ -199,6 +199,31 @@ class ModelCard(_Strict):
     )
 
 
+class LabelsQuery(_Strict):
+    conn_id: str = Field(description="Airflow connection id of the database the labels live in.")
+    query: str = Field(
+        description="Returns columns id (or request_id), label and optionally event_time; it may use the "
+        "bound parameters :start (the last successful ingest run's time) and :end (this run's)."
+    )
+
+
+class Labels(_Strict):
+    """How ground truth arrives after the prediction: the landing folder, an SQL query, the schedule."""
+
+    path: str | None = Field(
+        default=None,
+        description="Landing folder of CSV or Parquet label files (id,label[,event_time]); relative paths are "
+        "under the project root. Default: MLOPS_HOME/landing/labels/<use case>.",
+    )
+    sql: LabelsQuery | None = None
+    schedule: str | None = Field(default="@hourly", description="Of the ingest_labels_<use case> DAG.")
+    classes: list[int | str] | None = Field(
+        default=None,
+        description="Classification only: the class labels a label may take. Unset: the classes of the "
+        "logged predictions' probability columns (proba__<class>), i.e. those the model was trained on.",
+    )
+
+
 SOURCE_KINDS = ("files", "sql", "sklearn")
 
 
@@ -220,6 +245,7 @@ class UseCase(_Strict):
     approval: Approval = Field(default_factory=Approval)
     model_card: ModelCard = Field(default_factory=ModelCard)
     serving: Serving = Field(default_factory=Serving)
+    labels: Labels = Field(default_factory=Labels)
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -235,6 +261,8 @@ class UseCase(_Strict):
                 if column == self.target:
                     problems.append((f"features.{kind}[{i}]", f"{column!r} is the target; a model cannot use it"))
         problems += self._slice_problems()
+        if self.labels.classes is not None and self.task != "classification":
+            problems.append(("labels.classes", "a class set is for classification; a regression label is a number"))
         first_with: dict[str, int] = {}
         for i, candidate in enumerate(self.candidates):
             if candidate.name in first_with:
@@ -271,6 +299,14 @@ class UseCase(_Strict):
             path = Path(self.source.path)
             return path if path.is_absolute() else get_settings().project_root / path
         return None
+
+    @property
+    def labels_landing_dir(self) -> Path:
+        """Where label files land for the ingest_labels DAG (`labels.path`, else MLOPS_HOME/landing/labels/<name>)."""
+        if self.labels.path is None:
+            return get_settings().home / "landing" / "labels" / self.name
+        path = Path(self.labels.path)
+        return path if path.is_absolute() else get_settings().project_root / path
 
 
 def check_estimator_path(dotted: str) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 TRAINING_DAG_PREFIX = "train_"
 MONITORING_DAG_PREFIX = "monitor_"
 SCORING_DAG_PREFIX = "score_"
-DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX)
+LABELS_DAG_PREFIX = "ingest_labels_"
+DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX, LABELS_DAG_PREFIX)
 CARD_DAG_PREFIX = "model_card_"
 ROLLBACK_DAG_ID = "rollback_model"
 SELF_CHECK_DAG_ID = "platform_self_check"
@@ -30,6 +31,11 @@ def monitoring_dag_id(use_case: str) -> str:
 
 def scoring_dag_id(use_case: str) -> str:
     return f"{SCORING_DAG_PREFIX}{use_case}"
+
+
+def labels_dag_id(use_case: str) -> str:
+    """The DAG that ingests the use case's labels from its landing folder and SQL query."""
+    return f"{LABELS_DAG_PREFIX}{use_case}"
 
 
 def card_dag_id(use_case: str) -> str:

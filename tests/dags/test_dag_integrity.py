@@ -32,7 +32,18 @@ def test_expected_dags_exist(dagbag: Any) -> None:
 
     expected = {"platform_self_check", "rollback_model"} | {f"train_{u.name}" for u in load_all()}
     expected |= {f"model_card_{u.name}" for u in load_all()}
+    expected |= {f"ingest_labels_{u.name}" for u in load_all()}
     assert expected <= set(dagbag.dag_ids)
+
+
+def test_each_label_ingestion_dag_runs_on_its_labels_schedule(dagbag: Any) -> None:
+    from mlops.config import load_all
+
+    for use_case in load_all():
+        dag = dagbag.dags[f"ingest_labels_{use_case.name}"]
+        assert dag.schedule == use_case.labels.schedule, dag.schedule
+        assert {"settle_unmatched_labels", "ingest_landed_labels"} <= set(dag.task_ids)
+        assert ("ingest_queried_labels" in dag.task_ids) == (use_case.labels.sql is not None)
 
 
 def test_each_model_card_dag_is_scheduled_on_its_champion_asset(dagbag: Any) -> None:

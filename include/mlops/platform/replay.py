@@ -101,7 +101,7 @@ def replay(
     if rows.empty:
         raise ValueError(f"no rows of {uc.name} between {first} and {stop}; the data covers other dates")
     sender = _open_sender(uc, via, url, rows_per_request, timeout, log_uri, tracking_uri)
-    labels = _LabelsInFlight(uc, labels_uri)
+    labels = _LabelsInFlight(uc, labels_uri, log_uri)
     total = Sent()
     month = _MonthTally()
     pace = _Pace(first, speed, sleep)
@@ -183,9 +183,10 @@ def _open_sender(
 class _LabelsInFlight:
     """Ground truth on its way: written to the labels store, one batch a simulated day, once it has arrived."""
 
-    def __init__(self, use_case: UseCase, labels_uri: str | None) -> None:
+    def __init__(self, use_case: UseCase, labels_uri: str | None, log_uri: str | None = None) -> None:
         self.use_case = use_case
         self.labels_uri = labels_uri
+        self.log_uri = log_uri
         self._in_flight: list[pd.DataFrame] = []
         self.delivered = 0
 
@@ -208,16 +209,20 @@ class _LabelsInFlight:
         waiting = pd.concat(self._in_flight, ignore_index=True)
         due = waiting["arrival"] <= until if until is not None else pd.Series(True, index=waiting.index)
         self._in_flight = [waiting[~due]] if not due.all() else []
-        if due.any():
-            arrived = waiting[due]
-            write_labels(
+        # A row without a target has no outcome to deliver (write_labels refuses an empty label).
+        arrived = waiting[due & waiting[self.use_case.target].notna()]
+        if not arrived.empty:
+            written = write_labels(
                 self.use_case,
                 arrived["request_id"].tolist(),
                 arrived[self.use_case.target].tolist(),
                 arrived["event_time"].tolist(),
                 uri=self.labels_uri,
+                log_uri=self.log_uri,
             )
-            self.delivered += len(arrived)
+            # Labels whose prediction the service has not flushed to the log yet are stored as
+            # unmatched (written.unknown_ids) and join once it is: delivered all the same.
+            self.delivered += written.written
 
 
 class _MonthTally:

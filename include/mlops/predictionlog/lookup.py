@@ -8,7 +8,9 @@ a WHERE clause.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from mlops.predictionlog.frames import META_COLUMNS
@@ -85,3 +87,89 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and value != value:
         return None
     return value
+
+
+def prediction_times(
+    use_case: str, request_ids: Sequence[str], *, days: Sequence[date] = (), uri: str | None = None
+) -> dict[str, datetime]:
+    """The logged event time of each of `request_ids` that the log holds (the last logged, if logged twice).
+
+    For labels: a label is stored beside its prediction and may not predate it. `days` are
+    the event dates the caller expects the ids under (a label's own event time is normally
+    its prediction's): those partitions are read first, and only the ids not found there
+    are looked for in the rest of the log. Only the id and time columns are read, with the
+    ids pushed down into the Parquet read or the SQL WHERE clause.
+    """
+    wanted = {str(i) for i in request_ids}
+    if not wanted:
+        return {}
+    store = prediction_store(uri)
+    try:
+        if isinstance(store, SqlStore):
+            return _sql_times(store, use_case, wanted)
+        if isinstance(store, ParquetStore):
+            return _parquet_times(store, use_case, wanted, set(days))
+        frame = store.read(use_case, None, None)
+    except Exception as exc:
+        raise PredictionLogError(
+            f"cannot look up {len(wanted)} request ids of {use_case} in {store.describe()}: {exc}"
+        ) from exc
+    rows = frame[frame["request_id"].astype(str).isin(wanted)] if not frame.empty else frame
+    return _latest_times(rows.to_dict("records"))
+
+
+def _latest_times(rows: Iterable[dict[str, Any]]) -> dict[str, datetime]:
+    import pandas as pd
+
+    best: dict[str, tuple[Any, datetime]] = {}
+    for row in rows:
+        key, logged, event = str(row["request_id"]), row.get("logged_at"), pd.Timestamp(row["event_time"])
+        logged_key = pd.Timestamp(logged) if logged is not None and not pd.isna(logged) else pd.Timestamp.min
+        if key not in best or logged_key >= best[key][0]:
+            best[key] = (logged_key, event.to_pydatetime())
+    return {key: event for key, (_, event) in best.items()}
+
+
+def _parquet_times(store: ParquetStore, use_case: str, wanted: set[str], days: set[date]) -> dict[str, datetime]:
+    folders = sorted((store.root / use_case).glob("date=*"))
+    hinted = {f"date={day:%Y-%m-%d}" for day in days}
+    rows = _id_rows([f for f in folders if f.name in hinted], wanted)
+    # The rest of the log only for ids the hinted partitions lack (a mis-stamped or absent event time).
+    missing = wanted - {str(row["request_id"]) for row in rows}
+    if missing:
+        rows += _id_rows([f for f in folders if f.name not in hinted], missing)
+    return _latest_times(rows)
+
+
+def _id_rows(folders: Iterable[Path], wanted: set[str]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    ids = sorted(wanted)
+    for folder in folders:
+        for path in sorted(folder.glob("*.parquet")):
+            try:
+                names = pq.read_schema(path).names
+                columns = [c for c in ("request_id", "event_time", "logged_at") if c in names]
+                rows += pq.read_table(path, columns=columns, filters=[("request_id", "in", ids)]).to_pylist()
+            except FileNotFoundError:
+                continue  # replaced by a concurrent batch re-run between listing and reading
+    return rows
+
+
+def _sql_times(store: SqlStore, use_case: str, wanted: set[str]) -> dict[str, datetime]:
+    import sqlalchemy as sa
+
+    table = store.table_name(use_case)
+    rows: list[dict[str, Any]] = []
+    with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(table):
+            return {}
+        reflected = sa.Table(table, sa.MetaData(), autoload_with=conn)
+        columns = [reflected.c[c] for c in ("request_id", "event_time", "logged_at") if c in reflected.c]
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), 500):  # under every database's bound-parameter limit
+            chunk = ordered[start : start + 500]
+            result = conn.execute(sa.select(*columns).where(reflected.c.request_id.in_(chunk)))
+            rows += [dict(row._mapping) for row in result]
+    return _latest_times(rows)

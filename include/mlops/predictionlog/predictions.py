@@ -104,9 +104,9 @@ def read_predictions(
     """Predictions whose event time lies in [start, end), oldest first.
 
     `start`/`end` take dates, datetimes or ISO strings; None leaves that side open.
-    `with_labels` adds a `label` column (NaN where the label has not arrived yet).
+    `with_labels` adds `label` (NaN until the label arrives) and `label_arrived_at` (NaT until
+    then), joined on request_id only.
     """
-    import numpy as np
     import pandas as pd
 
     lo = to_timestamp(start) if start is not None else None
@@ -128,13 +128,37 @@ def read_predictions(
     else:
         frame = frame.sort_values(["event_time", "logged_at"], kind="stable").reset_index(drop=True)
     if with_labels:
-        labels = read_labels(name, lo, hi, uri=labels_uri or _labels_beside(uri))
-        mapping = dict(zip(labels["request_id"], labels["label"], strict=True))
-        frame["label"] = [mapping.get(i, np.nan) for i in frame["request_id"]]
-        if frame["label"].dtype == object:
-            numeric = pd.to_numeric(frame["label"], errors="coerce")
-            if numeric.notna().sum() == frame["label"].notna().sum():
-                frame["label"] = numeric
+        frame = _join_labels(frame, name, lo, hi, labels_uri or _labels_beside(uri))
+    return frame
+
+
+def _join_labels(
+    frame: pd.DataFrame, use_case: str, lo: datetime | None, hi: datetime | None, labels_uri: str | None
+) -> pd.DataFrame:
+    """Add `label` and `label_arrived_at`, joined on request_id only.
+
+    The labels read are those stored in the window's partitions (labels sit in their
+    prediction's event-date partition) and the unmatched ones; a label's own event time
+    plays no part, so a mis-stamped label still joins its prediction.
+    """
+    import numpy as np
+    import pandas as pd
+
+    labels = read_labels(use_case, lo, hi, uri=labels_uri)
+    labels = labels[labels["request_id"].isin(set(frame["request_id"].astype(str)))]
+    position = pd.Index(labels["request_id"]).get_indexer(frame["request_id"].astype(str))
+    found = position >= 0
+    values = labels["label"].to_numpy(dtype=object)
+    column = np.full(len(frame), np.nan, dtype=object)
+    column[found] = values[position[found]]
+    frame["label"] = column
+    numeric = pd.to_numeric(frame["label"], errors="coerce")
+    if numeric.notna().sum() == frame["label"].notna().sum():
+        frame["label"] = numeric
+    arrived = pd.to_datetime(labels["arrived_at"]).to_numpy(dtype="datetime64[ns]")
+    stamps = np.full(len(frame), np.datetime64("NaT"), dtype="datetime64[ns]")
+    stamps[found] = arrived[position[found]]
+    frame["label_arrived_at"] = stamps
     return frame
 
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from mlops.serving.config import ServingConfig
-from mlops.serving.routes import health, predict
+from mlops.serving.routes import health, labels, predict
 from mlops.serving.state import ServiceState, build_state
 
 
@@ -30,6 +30,7 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
     app.state.service = state
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(labels.router)
     return app
 
 
