@@ -15,7 +15,8 @@ TRAINING_DAG_PREFIX = "train_"
 MONITORING_DAG_PREFIX = "monitor_"
 SCORING_DAG_PREFIX = "score_"
 LABELS_DAG_PREFIX = "ingest_labels_"
-DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX, LABELS_DAG_PREFIX)
+ROLLOUT_DAG_PREFIX = "rollout_"
+DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX, LABELS_DAG_PREFIX, ROLLOUT_DAG_PREFIX)
 CARD_DAG_PREFIX = "model_card_"
 ROLLBACK_DAG_ID = "rollback_model"
 SELF_CHECK_DAG_ID = "platform_self_check"
@@ -36,6 +37,11 @@ def scoring_dag_id(use_case: str) -> str:
 def labels_dag_id(use_case: str) -> str:
     """The DAG that ingests the use case's labels from its landing folder and SQL query."""
     return f"{LABELS_DAG_PREFIX}{use_case}"
+
+
+def rollout_dag_id(use_case: str) -> str:
+    """The DAG that judges a shadow challenger on live labelled traffic and promotes or rejects it."""
+    return f"{ROLLOUT_DAG_PREFIX}{use_case}"
 
 
 def card_dag_id(use_case: str) -> str:
@@ -92,6 +98,8 @@ def report_folder_name(run_key: str) -> str:
 CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
+SHADOW = "shadow"
+"""A candidate that passed the offline gate, scored beside @champion on live traffic (deployment.strategy: shadow)."""
 ALIASES = (CHAMPION, PREVIOUS, CHALLENGER)
 
 # --------------------------------------------------------------------------- tags on training runs
