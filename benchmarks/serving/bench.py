@@ -1,12 +1,13 @@
-"""Requests per second and p50/p99 latency: our service vs `mlflow models serve`, one run.
+"""Requests per second and p50/p99 latency: our service, before and after probabilities, vs `mlflow models serve`.
 
-Everything runs on this machine over loopback: a throwaway MLflow server holding
-one breast_cancer pipeline (imputer + scaler + LogisticRegression, 30 features)
-registered as @champion, our service (`python -m mlops.serving`, prediction
-logging on) with 1 and 2 workers, and `mlflow models serve --env-manager local`
-for the same version. wrk drives single-row and 100-row payloads at several
-connection counts. Results go to stdout and to benchmarks/serving/results.md.
-"""
+Everything runs on this machine over loopback, in one run: a throwaway MLflow server
+holding a breast_cancer pipeline and a flight_delays pipeline (the platform's own
+preprocessing) as @champion; today's service (`python -m mlops.serving`, prediction
+logging on; classifiers answer with class and probabilities); the same service at
+`--baseline` (class only), from a temporary git worktree on this venv; and
+`mlflow models serve --env-manager local` per model. wrk drives each use case with
+single-row and 100-row bodies at a few connection counts. Results go to stdout and to
+benchmarks/serving/results.md and results.json (README.md next to this file)."""
 
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def _log_model(name: str, pipe: Any, inputs: Any) -> str:
     return str(info.registered_model_version)
 
 
-def register_breast_cancer() -> tuple[str, list[dict[str, Any]]]:
-    """breast_cancer: imputer + scaler + LogisticRegression on 30 double features, as before."""
+def fit_breast_cancer() -> tuple[Any, Any, list[dict[str, Any]]]:
+    """breast_cancer: imputer + scaler + LogisticRegression on 30 double features, as before.
+
+    Returns the fitted pipeline, the frame to infer its signature from, and 100 records.
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.datasets import load_breast_cancer
     from sklearn.impute import SimpleImputer
@@ -85,12 +89,11 @@ def register_breast_cancer() -> tuple[str, list[dict[str, Any]]]:
         [("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), list(x.columns))]
     )
     pipe = Pipeline([("prep", prep), ("model", LogisticRegression(max_iter=1000))]).fit(x, data.target)
-    version = _log_model(MODEL_NAMES["breast_cancer"], pipe, x)
     records = [{k: float(v) for k, v in row.items()} for row in x.head(100).to_dict(orient="records")]
-    return version, records
+    return pipe, x, records
 
 
-def register_flight_delays() -> tuple[str, list[dict[str, Any]], str]:
+def fit_flight_delays() -> tuple[Any, Any, list[dict[str, Any]], str]:
     """flight_delays: the platform's own pipeline (training.build_pipeline), the gate's pick.
 
     Every candidate of the config is fitted on the configured winter window and judged
@@ -126,12 +129,11 @@ def register_flight_delays() -> tuple[str, list[dict[str, Any]], str]:
     with_nulls = production[production["temperature"].isna()].head(10)
     sample = pd.concat([with_nulls, production[production["temperature"].notna()].head(90)]).sort_index()
     served = features_and_target(uc, sample)[0]
-    version = _log_model(MODEL_NAMES["flight_delays"], best[2], pd.concat([x.head(400), served]))
     records = [
         {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         for row in served.to_dict(orient="records")
     ]
-    return version, records, best[1]
+    return best[2], pd.concat([x.head(400), served]), records, best[1]
 
 
 def payloads(use_case: str, records: list[dict[str, Any]], rows_list: list[int], folder: Path) -> dict[Any, Path]:
@@ -282,10 +284,10 @@ def main() -> int:
         configs.mkdir()
         for use_case in use_cases:
             if use_case == "breast_cancer":
-                version, records = register_breast_cancer()
+                pipe, inputs, records = fit_breast_cancer()
             else:
-                version, records, key = register_flight_delays()
-                facts["flight_delays_candidate"] = key
+                pipe, inputs, records, facts["flight_delays_candidate"] = fit_flight_delays()
+            version = _log_model(MODEL_NAMES[use_case], pipe, inputs)
             log(f"registered {MODEL_NAMES[use_case]} v{version} as @champion")
             bodies.update(payloads(use_case, records, rows_list, tmp))
             raw = yaml.safe_load((ROOT / "configs" / f"{use_case}.yaml").read_text())
