@@ -335,6 +335,8 @@ def main() -> int:
                     body = bodies[(served["use_case"], "ours", rows_list[-1])].read_bytes()
                     answer = httpx.post(server.url(served["use_case"]), content=body, timeout=30)
                     answer.raise_for_status()
+                    # These rows are logged too: count them with the ones wrk gets answered.
+                    server.answered[served["use_case"]] = server.answered.get(served["use_case"], 0) + rows_list[-1]
                     keys = sorted(answer.json())
                     results.append({"server": server.label, "use_case": served["use_case"], "response_keys": keys})
                     if server.kind == "new" and "probabilities" not in keys:
