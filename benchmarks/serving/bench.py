@@ -350,7 +350,8 @@ def main() -> int:
             run = wrk(server.url(use_case), body, c, args.duration)
             cpu = group_cpu_seconds(server.pid) - cpu_before
             for r in (warm, run):
-                server.answered[use_case] = server.answered.get(use_case, 0) + (r["requests"] - r["non_2xx"]) * rows
+                answered = (int(r["requests"]) - int(r["non_2xx"])) * rows
+                server.answered[use_case] = server.answered.get(use_case, 0) + answered
                 server.in_flight[use_case] = server.in_flight.get(use_case, 0) + c * rows
             run["cpu_ms_per_request"] = 1000 * cpu / max(1, int(run["requests"]))
             result = {"server": server.label, "kind": server.kind, "use_case": use_case, "rows": rows,

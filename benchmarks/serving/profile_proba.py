@@ -21,7 +21,6 @@ import io
 import pstats
 import sys
 import timeit
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,10 +83,13 @@ def main() -> int:
                 return model.predict_rows(model.schema.to_frame(batch))
 
             predictions, probabilities = new()
-            old_body: Callable[[], bytes] = lambda p=predictions: orjson.dumps({"predictions": p})  # noqa: E731
-            new_body: Callable[[], bytes] = lambda p=predictions, q=probabilities, m=model: orjson.dumps(  # noqa: E731
-                {"predictions": p, "classes": list(m.classes), "probabilities": q}
-            )
+
+            def old_body(p: Any = predictions) -> bytes:
+                return orjson.dumps({"predictions": p})
+
+            def new_body(p: Any = predictions, q: Any = probabilities, m: Any = model) -> bytes:
+                return orjson.dumps({"predictions": p, "classes": list(m.classes), "probabilities": q})
+
             us = {}
             for name, fn in (("old", old), ("new", new), ("old_body", old_body), ("new_body", new_body)):
                 # Best of three: the least disturbed by other work on the machine.
