@@ -1,12 +1,13 @@
-"""Requests per second and p50/p99 latency: our service vs `mlflow models serve`, one run.
+"""Requests per second and p50/p99 latency: our service, before and after probabilities, vs `mlflow models serve`.
 
-Everything runs on this machine over loopback: a throwaway MLflow server holding
-one breast_cancer pipeline (imputer + scaler + LogisticRegression, 30 features)
-registered as @champion, our service (`python -m mlops.serving`, prediction
-logging on) with 1 and 2 workers, and `mlflow models serve --env-manager local`
-for the same version. wrk drives single-row and 100-row payloads at several
-connection counts. Results go to stdout and to benchmarks/serving/results.md.
-"""
+Everything runs on this machine over loopback, in one run: a throwaway MLflow server
+holding a breast_cancer pipeline and a flight_delays pipeline (the platform's own
+preprocessing) as @champion; today's service (`python -m mlops.serving`, prediction
+logging on; classifiers answer with class and probabilities); the same service at
+`--baseline` (class only), from a temporary git worktree on this venv; and
+`mlflow models serve --env-manager local` per model. wrk drives each use case with
+single-row and 100-row bodies at a few connection counts. Results go to stdout and to
+benchmarks/serving/results.md and results.json (README.md next to this file)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -30,7 +33,9 @@ from mlops.processes import free_port, start_process_group, stop_process_group, 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-MODEL_NAME = "bench_breast_cancer"
+MODEL_NAMES = {"breast_cancer": "bench_breast_cancer", "flight_delays": "bench_flight_delays"}
+BASELINE = "0c51799"
+"""main before issue 17's probabilities: its service answers the class only."""
 
 
 def log(msg: str) -> None:
@@ -48,11 +53,29 @@ def start_mlflow(state: Path) -> tuple[int, str]:
     return process.pid, uri
 
 
-def register_model(uri: str) -> tuple[str, list[dict[str, float]]]:
+def _log_model(name: str, pipe: Any, inputs: Any) -> str:
     import mlflow
     import skops.io
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
+
+    mlflow.set_experiment("serving-benchmark")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipe, name="model", signature=infer_signature(inputs, pipe.predict(inputs)),
+            input_example=inputs.head(2), registered_model_name=name,
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)),
+            pip_requirements=["scikit-learn", "pandas", "numpy", "skops"],
+        )  # fmt: skip
+    MlflowClient().set_registered_model_alias(name, "champion", str(info.registered_model_version))
+    return str(info.registered_model_version)
+
+
+def fit_breast_cancer() -> tuple[Any, Any, list[dict[str, Any]]]:
+    """breast_cancer: imputer + scaler + LogisticRegression on 30 double features, as before.
+
+    Returns the fitted pipeline, the frame to infer its signature from, and 100 records.
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.datasets import load_breast_cancer
     from sklearn.impute import SimpleImputer
@@ -60,40 +83,71 @@ def register_model(uri: str) -> tuple[str, list[dict[str, float]]]:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    mlflow.set_tracking_uri(uri)
     data = load_breast_cancer(as_frame=True)
     x = data.data.rename(columns=lambda c: c.replace(" ", "_"))
     prep = ColumnTransformer(
         [("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), list(x.columns))]
     )
     pipe = Pipeline([("prep", prep), ("model", LogisticRegression(max_iter=1000))]).fit(x, data.target)
-    mlflow.set_experiment("serving-benchmark")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            pipe, name="model", signature=infer_signature(x.head(50), pipe.predict(x.head(50))),
-            input_example=x.head(2), registered_model_name=MODEL_NAME,
-            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)),
-            pip_requirements=["scikit-learn", "pandas", "numpy", "skops"],
-        )  # fmt: skip
-    MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
     records = [{k: float(v) for k, v in row.items()} for row in x.head(100).to_dict(orient="records")]
-    return str(info.registered_model_version), records
+    return pipe, x, records
 
 
-def payloads(records: list[dict[str, float]], folder: Path) -> dict[tuple[str, int], Path]:
+def fit_flight_delays() -> tuple[Any, Any, list[dict[str, Any]], str]:
+    """flight_delays: the platform's own pipeline (training.build_pipeline), the gate's pick.
+
+    Every candidate of the config is fitted on the configured winter window and judged
+    on a holdout by the primary metric, as the training DAG does (without its tracking).
+    The payload is 100 production rows from April on, with their missing weather.
+    The signature is inferred from training rows plus those production rows, so it marks
+    the weather columns optional: the service before issue 17 then accepts the same nulls
+    (with the platform's own signature it refused them with a 422) and all three servers
+    answer the same bodies.
+    """
+    import pandas as pd
+
+    from mlops.config import load_use_case
+    from mlops.training.candidates import build_pipeline, expand_candidates, features_and_target, score_model
+
+    uc = load_use_case(ROOT / "configs" / "flight_delays.yaml")
+    df = pd.read_csv(ROOT / "data" / "raw" / "flight_delays.csv", parse_dates=[str(uc.time_column)])
+    times = df[str(uc.time_column)]
+    end = pd.Timestamp(str(uc.training.window.end))
+    train = df[(times < end) & (times >= end - pd.Timedelta(days=uc.training.window.days or 59))]
+    holdout = train.sample(frac=uc.training.holdout_fraction, random_state=uc.training.seed)
+    train = train.drop(holdout.index)
+    x, y = features_and_target(uc, train)
+    best: tuple[float, str, Any] | None = None
+    for spec in expand_candidates(uc):
+        pipe = build_pipeline(uc, spec).fit(x, y)
+        score = score_model(uc, pipe, holdout)[uc.gate.primary_metric]
+        log(f"flight_delays candidate {spec.key}: {uc.gate.primary_metric} {score:.3f}")
+        if best is None or score > best[0]:
+            best = (score, spec.key, pipe)
+    assert best is not None
+    production = df[times >= pd.Timestamp("2023-04-01")]
+    with_nulls = production[production["temperature"].isna()].head(10)
+    sample = pd.concat([with_nulls, production[production["temperature"].notna()].head(90)]).sort_index()
+    served = features_and_target(uc, sample)[0]
+    records = [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in served.to_dict(orient="records")
+    ]
+    return best[2], pd.concat([x.head(400), served]), records, best[1]
+
+
+def payloads(use_case: str, records: list[dict[str, Any]], rows_list: list[int], folder: Path) -> dict[Any, Path]:
     columns = list(records[0])
-    out = {}
-    for rows in (1, 100):
-        ours = folder / f"ours-{rows}.json"
-        ours.write_text(json.dumps({"records": records[:rows]}))
-        theirs = folder / f"mlflow-{rows}.json"
-        theirs.write_text(
-            json.dumps(
-                {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records[:rows]]}}
-            )
-        )
-        out[("ours", rows)] = ours
-        out[("mlflow", rows)] = theirs
+    out: dict[Any, Path] = {}
+    for rows in rows_list:
+        chosen = [records[i % len(records)] for i in range(rows)]
+        ours = folder / f"{use_case}-ours-{rows}.json"
+        ours.write_text(json.dumps({"records": chosen}))
+        theirs = folder / f"{use_case}-mlflow-{rows}.json"
+        split = {"columns": columns, "data": [[r[c] for c in columns] for r in chosen]}
+        theirs.write_text(json.dumps({"dataframe_split": split}))
+        out[(use_case, "ours", rows)] = ours
+        out[(use_case, "mlflow", rows)] = theirs
     return out
 
 
@@ -144,141 +198,321 @@ def wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, floa
     }
 
 
+@dataclass
+class Server:
+    label: str
+    kind: str  # "old" | "new" | "mlflow"
+    use_case: str | None  # mlflow models serve serves one model; ours serve every use case
+    pid: int
+    port: int
+    log_uri: Path | None = None
+    answered: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    def url(self, use_case: str) -> str:
+        path = "/invocations" if self.kind == "mlflow" else f"/predict/{use_case}"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def start_server(label: str, kind: str, cmd: list[str], ready: str, folder: Path, env: dict[str, str]) -> Server:
+    port = free_port()
+    logfile = folder / f"{re.sub(r'[^a-z0-9]+', '_', label.lower())}.log"
+    process = start_process_group([*cmd, "--host", "127.0.0.1", "--port", str(port)], logfile, env=env)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}{ready}", 600, process, logfile)
+    except BaseException:
+        stop_process_group(process.pid)
+        raise
+    return Server(label, kind, None, process.pid, port)
+
+
+def baseline_tree(commit: str, folder: Path) -> Path:
+    """`commit` checked out in a temporary git worktree (removed by remove_baseline_tree)."""
+    tree = folder / f"baseline-{commit}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), commit], check=True)
+    return tree
+
+
+def remove_baseline_tree(tree: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    parser.add_argument("--connections", default="1,8,32")
-    parser.add_argument("--workers", default="1,2", help="worker counts to try for our service")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per measured wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run")
+    parser.add_argument("--connections", default="1,8")
+    parser.add_argument("--rows", default="1,100", help="records per request")
+    parser.add_argument("--use-cases", default="breast_cancer,flight_delays")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of our services (old and new)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="measured runs per cell of old and new, alternating which goes first"
+    )
+    parser.add_argument("--baseline", default=BASELINE, help="commit of the class-only service; 'none' to skip it")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--serve-args", default="", help="extra arguments for our service: '--log-flush-seconds 5'")
-    parser.add_argument("--skip-mlflow", action="store_true", help="measure only our service (for quick comparisons)")
+    parser.add_argument("--serve-args", default="", help="extra arguments for our services: '--log-flush-seconds 5'")
+    parser.add_argument("--skip-mlflow", action="store_true", help="measure only our services (for quick comparisons)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
             "wrk is not installed: run benchmarks/serving/run.sh (it installs it) or apt-get install -y wrk"
         )
     connections = [int(c) for c in args.connections.split(",")]
-    workers = [int(w) for w in args.workers.split(",")]
+    rows_list = [int(r) for r in args.rows.split(",")]
+    use_cases = args.use_cases.split(",")
+    unknown = sorted(set(use_cases) - set(MODEL_NAMES))
+    if unknown:
+        raise SystemExit(f"unknown use cases {unknown}: choose from {sorted(MODEL_NAMES)}")
+    started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
-    pids: list[int] = []
-    results: list[dict[str, object]] = []
+    servers: list[Server] = []
+    tree: Path | None = None
+    results: list[dict[str, Any]] = []
+    facts: dict[str, Any] = {"load_average_start": os.getloadavg()[0], "baseline": args.baseline}
     try:
         os.environ["MLOPS_HOME"] = str(tmp / "home")
         log("starting a throwaway MLflow server ...")
         pid, uri = start_mlflow(tmp)
-        pids.append(pid)
+        servers.append(Server("mlflow tracking", "tracking", None, pid, 0))
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        version, records = register_model(uri)
-        log(f"registered {MODEL_NAME} v{version} as @champion")
-        bodies = payloads(records, tmp)
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        bodies: dict[Any, Path] = {}
         configs = tmp / "configs"
         configs.mkdir()
-        raw = yaml.safe_load((ROOT / "configs" / "breast_cancer.yaml").read_text())
-        raw["model_name"] = MODEL_NAME
-        (configs / "breast_cancer.yaml").write_text(yaml.safe_dump(raw))
+        for use_case in use_cases:
+            if use_case == "breast_cancer":
+                pipe, inputs, records = fit_breast_cancer()
+            else:
+                pipe, inputs, records, facts["flight_delays_candidate"] = fit_flight_delays()
+            version = _log_model(MODEL_NAMES[use_case], pipe, inputs)
+            log(f"registered {MODEL_NAMES[use_case]} v{version} as @champion")
+            bodies.update(payloads(use_case, records, rows_list, tmp))
+            raw = yaml.safe_load((ROOT / "configs" / f"{use_case}.yaml").read_text())
+            raw["model_name"] = MODEL_NAMES[use_case]
+            if raw.get("source", {}).get("kind") == "files":
+                raw["source"]["path"] = str(ROOT / raw["source"]["path"])
+            (configs / f"{use_case}.yaml").write_text(yaml.safe_dump(raw))
 
-        servers: list[tuple[str, list[str], str, str]] = []
-        for n in workers:
-            ours = [sys.executable, "-m", "mlops.serving", "--configs-dir", str(configs)]
-            ours += ["--log-uri", str(tmp / f"log-{n}"), "--workers", str(n), *args.serve_args.split()]
-            servers.append((f"ours, {n} worker{'s' if n > 1 else ''}", ours, "/ready", "/predict/breast_cancer"))
-        theirs = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion"]
+        ours = [sys.executable, "-m", "mlops.serving", "--configs-dir", str(configs), "--workers", str(args.workers)]
+        plain_env = dict(os.environ)
+        if args.baseline != "none":
+            tree = baseline_tree(args.baseline, tmp)
+            # The same venv, the old package first on the path: only the service code differs.
+            old_env = {**os.environ, "PYTHONPATH": str(tree / "include")}
+            check = [sys.executable, "-c", "import mlops; print(mlops.__file__)"]
+            where = subprocess.run(check, env=old_env, capture_output=True, text=True, check=True).stdout.strip()
+            if not where.startswith(str(tree)):
+                raise SystemExit(f"PYTHONPATH did not select the baseline tree: mlops comes from {where}")
+            cmd = [*ours, "--log-uri", str(tmp / "log-old"), *args.serve_args.split()]
+            servers.append(start_server(f"old ({args.baseline}, class)", "old", cmd, "/ready", tmp, old_env))
+            servers[-1].log_uri = tmp / "log-old"
+        cmd = [*ours, "--log-uri", str(tmp / "log-new"), *args.serve_args.split()]
+        servers.append(start_server("new (class + probabilities)", "new", cmd, "/ready", tmp, plain_env))
+        servers[-1].log_uri = tmp / "log-new"
         if not args.skip_mlflow:
-            servers.append(("mlflow models serve", [*theirs, "--env-manager", "local"], "/ping", "/invocations"))
-        for label, cmd, ready, path in servers:
-            port = free_port()
-            full = [*cmd, "--host", "127.0.0.1", "--port", str(port)]
-            kind = "mlflow" if label.startswith("mlflow") else "ours"
-            logfile = tmp / f"{label.replace(' ', '_').replace(',', '')}.log"
             # `mlflow models serve` refuses to deserialize any model unless told the registry is trusted.
             # It also runs `uvicorn` through bash, so the venv's bin must be on PATH.
-            env = None
-            if kind == "mlflow":
-                search_path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-                env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PATH": search_path}
-            process = start_process_group(full, logfile, env=env)
-            pids.append(process.pid)
-            wait_for_http(f"http://127.0.0.1:{port}{ready}", 600, process, logfile)
-            url = f"http://127.0.0.1:{port}{path}"
-            if kind == "ours":
-                served = httpx.get(f"http://127.0.0.1:{port}/models", timeout=30).json()["models"][0]
-                results.append({"server": label, "predict_path": served["predict_path"]})
-                log(f"{label}: predicts through {served['predict_path']}")
-            # Rows answered with a 2xx, warm-ups included: each must be in the prediction log. wrk
-            # does not count requests still in flight when it stops, which the server may answer
-            # and log too: at most `connections` requests per wrk run.
-            answered_rows = in_flight_rows = 0
-            for rows in (1, 100):
+            search_path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+            mlflow_env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "PATH": search_path}
+            for use_case in use_cases:
+                theirs = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAMES[use_case]}@champion"]
+                label = f"mlflow models serve ({use_case})"
+                servers.append(
+                    start_server(label, "mlflow", [*theirs, "--env-manager", "local"], "/ping", tmp, mlflow_env)
+                )
+                servers[-1].use_case = use_case
+        for server in servers:
+            if server.kind in ("old", "new"):
+                models = httpx.get(f"http://127.0.0.1:{server.port}/models", timeout=30).json()["models"]
+                for served in models:
+                    path = served.get("predict_path")
+                    results.append({"server": server.label, "use_case": served["use_case"], "predict_path": path})
+                    log(f"{server.label}: {served['use_case']} predicts through {path}")
+                    # The bodies the cells post: the new service must answer them with probabilities.
+                    body = bodies[(served["use_case"], "ours", rows_list[-1])].read_bytes()
+                    answer = httpx.post(server.url(served["use_case"]), content=body, timeout=30)
+                    answer.raise_for_status()
+                    # These rows are logged too: count them with the ones wrk gets answered.
+                    server.answered[served["use_case"]] = server.answered.get(served["use_case"], 0) + rows_list[-1]
+                    keys = sorted(answer.json())
+                    results.append({"server": server.label, "use_case": served["use_case"], "response_keys": keys})
+                    if server.kind == "new" and "probabilities" not in keys:
+                        raise SystemExit(f"{server.label} answered {served['use_case']} without probabilities: {keys}")
+        facts["setup_seconds"] = time.time() - started
+
+        def measure(server: Server, use_case: str, rows: int, c: int, repeat: int) -> None:
+            body = bodies[(use_case, "mlflow" if server.kind == "mlflow" else "ours", rows)]
+            warm = wrk(server.url(use_case), body, c, args.warmup)
+            cpu_before = group_cpu_seconds(server.pid)
+            run = wrk(server.url(use_case), body, c, args.duration)
+            cpu = group_cpu_seconds(server.pid) - cpu_before
+            for r in (warm, run):
+                answered = (int(r["requests"]) - int(r["non_2xx"])) * rows
+                server.answered[use_case] = server.answered.get(use_case, 0) + answered
+                server.in_flight[use_case] = server.in_flight.get(use_case, 0) + c * rows
+            run["cpu_ms_per_request"] = 1000 * cpu / max(1, int(run["requests"]))
+            result = {"server": server.label, "kind": server.kind, "use_case": use_case, "rows": rows,
+                      "connections": c, "repeat": repeat, **run}  # fmt: skip
+            results.append(result)
+            log(
+                f"{server.label:34} {use_case:13} rows={rows:<3} c={c:<2} {run['rps']:8.0f} req/s  "
+                f"p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms  "
+                f"cpu {run['cpu_ms_per_request']:.2f} ms/req  non-2xx {run['non_2xx']}  "
+                f"socket errors {run['socket_errors']}"
+            )
+
+        ab = [s for s in servers if s.kind in ("old", "new")]
+        for use_case in use_cases:
+            for rows in rows_list:
                 for c in connections:
-                    warm = wrk(url, bodies[(kind, rows)], c, 2)
-                    result = {"server": label, "rows": rows, "connections": c}
-                    cpu_before = group_cpu_seconds(process.pid)
-                    result.update(wrk(url, bodies[(kind, rows)], c, args.duration))
-                    for run in (warm, result):
-                        answered_rows += (int(run["requests"]) - int(run["non_2xx"])) * rows
-                        in_flight_rows += c * rows
-                    cpu = group_cpu_seconds(process.pid) - cpu_before
-                    result["cpu_ms_per_request"] = 1000 * cpu / max(1, int(result["requests"]))
-                    results.append(result)
-                    log(
-                        f"{label:22} rows={rows:<3} c={c:<2} {result['rps']:8.0f} req/s  "
-                        f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
-                        f"cpu {result['cpu_ms_per_request']:.2f} ms/req  "
-                        f"non-2xx {result['non_2xx']}  socket errors {result['socket_errors']}"
-                    )
-            stop_process_group(process.pid)
-            pids.remove(process.pid)
-            if kind == "ours":
-                time.sleep(0.5)
-                logged = len(read_predictions("breast_cancer", None, None, uri=str(tmp / f"log-{label.split()[1]}")))
-                complete = answered_rows <= logged <= answered_rows + in_flight_rows
-                log(
-                    f"{label}: {logged} predictions in the log after shutdown, {answered_rows} answered rows "
-                    f"counted by wrk (+ up to {in_flight_rows} in flight): {'all logged' if complete else 'MISMATCH'}"
-                )
-                results.append(
-                    {"server": label, "logged_rows": logged, "answered_rows": answered_rows, "all_logged": complete}
-                )
+                    # Old and new alternate (ABBA...), so a neighbour's burst of load does not
+                    # land on one side only; MLflow once per cell, in the middle.
+                    for repeat in range(args.repeats):
+                        for server in ab if repeat % 2 == 0 else ab[::-1]:
+                            measure(server, use_case, rows, c, repeat)
+                        if repeat == 0:
+                            for server in servers:
+                                if server.kind == "mlflow" and server.use_case == use_case:
+                                    measure(server, use_case, rows, c, 0)
+        for server in ab:
+            stop_process_group(server.pid)
+            servers.remove(server)
+            time.sleep(0.5)
+            for use_case in use_cases:
+                results.append(check_log(server, use_case))
     finally:
-        for pid in pids:
-            stop_process_group(pid)
+        for server in servers:
+            stop_process_group(server.pid)
+        if tree is not None:
+            remove_baseline_tree(tree)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    write_report(results, args)
+    facts["load_average_end"] = os.getloadavg()[0]
+    facts["seconds"] = time.time() - started
+    write_report(results, facts, args)
     return 0
 
 
-def write_report(results: list[dict[str, object]], args: argparse.Namespace) -> None:
+def check_log(server: Server, use_case: str) -> dict[str, Any]:
+    """Every row answered with a 2xx (warm-ups included) must be in the service's prediction log.
+
+    wrk does not count requests still in flight when it stops, which the server may
+    answer and log too: at most `connections` requests per wrk run.
+    """
+    answered, in_flight = server.answered.get(use_case, 0), server.in_flight.get(use_case, 0)
+    try:
+        logged = len(read_predictions(use_case, None, None, uri=str(server.log_uri)))
+    except Exception as exc:  # the old service's log predates the typed log; report, don't fail
+        log(f"{server.label}: cannot read its {use_case} log with today's reader: {exc}")
+        return {"server": server.label, "use_case": use_case, "logged_rows": None, "answered_rows": answered}
+    complete = answered <= logged <= answered + in_flight
+    log(
+        f"{server.label}: {use_case}: {logged} predictions in the log after shutdown, {answered} answered rows "
+        f"counted by wrk (+ up to {in_flight} in flight): {'all logged' if complete else 'MISMATCH'}"
+    )
+    return {"server": server.label, "use_case": use_case, "logged_rows": logged, "answered_rows": answered,
+            "all_logged": complete}  # fmt: skip
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per use case, rows and connections: old vs new (means over repeats) and MLflow."""
+    cells: dict[tuple[str, int, int], dict[str, list[dict[str, Any]]]] = {}
+    for r in results:
+        if "rps" in r:
+            cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(r["kind"], []).append(r)
+    out = []
+    for (use_case, rows, c), kinds in cells.items():
+        row: dict[str, Any] = {"use_case": use_case, "rows": rows, "connections": c}
+        for kind, runs in kinds.items():
+            row[f"{kind}_rps"] = _mean([x["rps"] for x in runs])
+            row[f"{kind}_p99_ms"] = _mean([x["p99_ms"] for x in runs])
+            row[f"{kind}_cpu_ms"] = _mean([x["cpu_ms_per_request"] for x in runs])
+            row[f"{kind}_rps_runs"] = [x["rps"] for x in runs]
+            row[f"{kind}_invalid"] = any(x["non_2xx"] or x["socket_errors"] for x in runs)
+        if "old_rps" in row and "new_rps" in row:
+            row["throughput_change_pct"] = 100 * (row["new_rps"] / row["old_rps"] - 1)
+            row["cpu_change_pct"] = 100 * (row["new_cpu_ms"] / row["old_cpu_ms"] - 1)
+        out.append(row)
+    return out
+
+
+def _f(row: dict[str, Any], key: str, fmt: str = ".0f") -> str:
+    value = row.get(key)
+    if value is None:
+        return "–"
+    text = format(value, fmt)
+    kind = key.split("_")[0]
+    return f"{text} (INVALID)" if row.get(f"{kind}_invalid") and key.endswith("rps") else text
+
+
+def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: argparse.Namespace) -> None:
     import platform
 
+    summary = summarize(results)
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs ({platform.machine()}),"
-        f" wrk {args.duration} s per cell, load average at the end {os.getloadavg()[0]:.1f}.",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"{args.workers} worker(s) per service, wrk {args.warmup} s warm-up + {args.duration} s per run, "
+        f"{args.repeats} runs per cell for old and new (alternating), 1 for MLflow; whole run "
+        f"{facts['seconds'] / 60:.1f} min. Load average (1 min) {facts['load_average_start']:.1f} at the start, "
+        f"{facts['load_average_end']:.1f} at the end: other work shared the 2 cores, so compare rows of this run only.",
         "",
-        "| server | rows/request | connections | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx | sock. err. |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"old = the service at `{facts['baseline']}` (class only), new = this tree (class + `probabilities`, "
+        "one `predict_proba` per micro-batch), same venv, same models, same bodies. "
+        f"flight_delays model: `{facts.get('flight_delays_candidate', '-')}` (the best roc_auc of the config's "
+        "candidates, `training.build_pipeline`).",
+        "",
+        "| use case | rows/req | conn. | old req/s | new req/s | Δ req/s | old p99 ms | new p99 ms "
+        "| Δ CPU/req | mlflow req/s | mlflow p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    logged = []
+    for row in summary:
+        lines.append(
+            f"| {row['use_case']} | {row['rows']} | {row['connections']} | {_f(row, 'old_rps')} | "
+            f"{_f(row, 'new_rps')} | {_f(row, 'throughput_change_pct', '+.1f')} % | {_f(row, 'old_p99_ms', '.2f')} | "
+            f"{_f(row, 'new_p99_ms', '.2f')} | {_f(row, 'cpu_change_pct', '+.1f')} % | {_f(row, 'mlflow_rps')} | "
+            f"{_f(row, 'mlflow_p99_ms', '.2f')} |"
+        )
+    lines += [
+        "",
+        "Every run (req/s, p50/p99, CPU of the server's process group per request, error answers):",
+        "",
+        "| server | use case | rows/req | conn. | run | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx | sock. err. |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
     for r in results:
         if "predict_path" in r:
-            logged.append(f"- {r['server']}: predict path `{r['predict_path']}` (GET /models)")
-            continue
-        if "logged_rows" in r:
-            verdict = "every answered row logged" if r.get("all_logged") else "**rows missing from the log**"
-            logged.append(
-                f"- {r['server']}: {r['logged_rows']} predictions in the prediction log after shutdown, "
-                f"{r.get('answered_rows')} rows answered with a 2xx as counted by wrk: {verdict}"
+            notes.append(f"- {r['server']}: {r['use_case']} predicts through `{r['predict_path']}` (GET /models)")
+        elif "response_keys" in r:
+            notes.append(f"- {r['server']}: {r['use_case']} answers with keys {', '.join(r['response_keys'])}")
+        elif "logged_rows" in r:
+            if r["logged_rows"] is None:
+                verdict = "log not readable by today's reader (written before the typed log)"
+            else:
+                # More than answered + in flight is as wrong as fewer: rows logged that nobody asked for.
+                verdict = "every answered row logged" if r.get("all_logged") else "**MISMATCH with wrk's count**"
+            notes.append(
+                f"- {r['server']}: {r['use_case']}: {r['logged_rows']} predictions in the log after shutdown, "
+                f"{r['answered_rows']} rows answered with a 2xx as counted by wrk: {verdict}"
             )
-            continue
-        # A cell with error answers measures an error page, not the model.
-        flag = " (INVALID: error answers)" if r["non_2xx"] or r["socket_errors"] else ""
-        lines.append(
-            f"| {r['server']}{flag} | {r['rows']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['cpu_ms_per_request']:.2f} | {r['non_2xx']} | {r['socket_errors']} |"
-        )
-    text = "\n".join([*lines, "", *logged, ""])
+        else:
+            # A cell with error answers measures an error page, not the model.
+            flag = " (INVALID: error answers)" if r["non_2xx"] or r["socket_errors"] else ""
+            lines.append(
+                f"| {r['server']}{flag} | {r['use_case']} | {r['rows']} | {r['connections']} | {r['repeat'] + 1} | "
+                f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_ms_per_request']:.2f} | "
+                f"{r['non_2xx']} | {r['socket_errors']} |"
+            )
+    text = "\n".join([*lines, "", *notes, ""])
     (HERE / "results.md").write_text(text)
-    (HERE / "results.json").write_text(json.dumps(results, indent=1))
+    (HERE / "results.json").write_text(json.dumps({"facts": facts, "summary": summary, "runs": results}, indent=1))
     print("\n" + text)
 
 

@@ -3,7 +3,7 @@
 It hands over to `run.sh` with the same arguments: the shell script installs `wrk` (Debian
 package) when it is missing and then runs `bench.py`, so both ways in do the same thing.
 
-    ./run bench serving --duration 20 --connections 1,8,32 --workers 1,2
+    ./run bench serving --duration 10 --connections 1,8,32 --rows 1,100 --repeats 3
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serving benchmark: our service vs `mlflow models serve --env-manager local`, same model, same machine.
-# Usage: benchmarks/serving/run.sh [--duration 10] [--connections 1,8,32] [--workers 1,2]
+# Usage: benchmarks/serving/run.sh [--duration 8] [--connections 1,8] [--rows 1,100] [--repeats 2] [--baseline 0c51799] (bench.py -h)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v wrk >/dev/null 2>&1; then
