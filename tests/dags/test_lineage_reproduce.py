@@ -111,7 +111,8 @@ def test_lineage_of_a_logged_prediction(
     code, text, _ = _cli(capsys, "lineage", "lineage-req-1")
     assert code == 0
     lines = text.splitlines()
-    assert lines[0] == "prediction lineage-req-1 (breast_cancer, online): 1.0"
+    # The log keeps the class as the model returned it: an int, not a float (issue 17).
+    assert lines[0] == "prediction lineage-req-1 (breast_cancer, online): 1"
     assert lines[2] == "  role: @champion (by the alias history at the time it was logged)"
     assert "mean_radius=0.5" in lines[3]
     assert f"model {cancer.model_name} v{champion['version']}" in text
