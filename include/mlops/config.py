@@ -192,6 +192,43 @@ class Serving(_Strict):
     )
 
 
+class Deployment(_Strict):
+    """How a candidate that passed the offline gate reaches live traffic (issue 18)."""
+
+    strategy: Literal["direct", "shadow", "canary"] = Field(
+        default="direct",
+        description="`direct`: the promote step moves @champion (today's behaviour). `shadow`: it sets @shadow; "
+        "the service scores every request with @shadow too, off the response path, and logs those rows with "
+        "role `shadow`; the rollout_<use case> DAG then promotes or rejects on labelled live rows. `canary`: not "
+        "implemented yet.",
+    )
+    shadow_timeout_ms: float = Field(
+        default=250,
+        gt=0,
+        description="A shadow not done with a micro-batch this long after the champion answered it is abandoned "
+        "(its rows are not logged) and counted as a time-out.",
+    )
+    min_labeled_rows: int = Field(
+        default=200, gt=0, description="The rollout decides only once this many labelled rows were scored by both."
+    )
+    deadline_hours: float = Field(
+        default=72, gt=0, description="No decision this long after the shadow was set: rejected, with the reason."
+    )
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="Of the paired interval on the primary metric.")
+    min_improvement: float = Field(
+        default=0.0,
+        description="Relative gain of the primary metric the shadow must show: the lower bound of the paired "
+        "interval must exceed it (0.0: any sure improvement; 0.02: at least 2 %).",
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _canary_not_yet(cls, value: str) -> str:
+        if value == "canary":
+            raise ValueError("deployment.strategy 'canary' is not implemented yet; use direct or shadow")
+        return value
+
+
 class ModelCard(_Strict):
     limitations: str = Field(
         default="",
@@ -246,6 +283,7 @@ class UseCase(_Strict):
     model_card: ModelCard = Field(default_factory=ModelCard)
     serving: Serving = Field(default_factory=Serving)
     labels: Labels = Field(default_factory=Labels)
+    deployment: Deployment = Field(default_factory=Deployment)
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

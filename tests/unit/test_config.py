@@ -98,11 +98,37 @@ def _unknown_model_card_key(raw: dict[str, Any]) -> tuple[str, str]:
     return "model_card.limitation", "Extra inputs are not permitted"
 
 
+def _canary_strategy(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["deployment"] = {"strategy": "canary"}
+    return "deployment.strategy", "deployment.strategy 'canary' is not implemented yet; use direct or shadow"
+
+
+def _unknown_strategy(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["deployment"] = {"strategy": "blue_green"}
+    return "deployment.strategy", "Input should be 'direct', 'shadow' or 'canary'"
+
+
+def _zero_shadow_timeout(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["deployment"] = {"strategy": "shadow", "shadow_timeout_ms": 0}
+    return "deployment.shadow_timeout_ms", "greater than 0"
+
+
+def _confidence_over_one(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["deployment"] = {"strategy": "shadow", "confidence": 95}
+    return "deployment.confidence", "less than 1"
+
+
+def _unknown_deployment_key(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["deployment"] = {"strategy": "shadow", "min_labelled_rows": 10}
+    return "deployment.min_labelled_rows", "Extra inputs are not permitted"
+
+
 MUTATIONS: list[Mutation] = [
     _unknown_key, _missing_target, _threshold_wrong_type, _estimator_missing, _unknown_metric,
     _threshold_on_unknown_metric, _target_as_feature, _duplicate_candidate_name, _wrong_source_kind,
     _file_source_without_path, _slice_not_categorical, _slice_regression_without_slices,
-    _negative_slice_regression, _limitations_not_text, _unknown_model_card_key,
+    _negative_slice_regression, _limitations_not_text, _unknown_model_card_key, _canary_strategy,
+    _unknown_strategy, _zero_shadow_timeout, _confidence_over_one, _unknown_deployment_key,
 ]  # fmt: skip
 
 
@@ -125,6 +151,20 @@ def test_mistakes_name_file_and_key(config: Path, mutate: Mutation, tmp_path: Pa
     # The key starts its own line, followed by what is wrong there.
     named = [line for line in lines if line.startswith(f"  {key}: ")]
     assert named and says in named[0], f"no line '  {key}: ...{says}...' in {lines}"
+
+
+def test_deployment_defaults_to_direct_and_reads_a_shadow_strategy(tmp_path: Path) -> None:
+    raw = yaml.safe_load(CONFIGS[0].read_text())
+    path = tmp_path / CONFIGS[0].name
+    path.write_text(yaml.safe_dump(raw))
+    default = load_use_case(path).deployment
+    assert (default.strategy, default.shadow_timeout_ms, default.min_labeled_rows) == ("direct", 250, 200)
+    assert (default.deadline_hours, default.confidence, default.min_improvement) == (72, 0.95, 0.0)
+    raw["deployment"] = {"strategy": "shadow", "shadow_timeout_ms": 40, "min_labeled_rows": 50, "min_improvement": 0.02}
+    path.write_text(yaml.safe_dump(raw))
+    shadow = load_use_case(path).deployment
+    assert (shadow.strategy, shadow.shadow_timeout_ms, shadow.min_labeled_rows) == ("shadow", 40, 50)
+    assert (shadow.min_improvement, shadow.confidence) == (0.02, 0.95)
 
 
 def test_several_inconsistencies_are_all_named(tmp_path: Path) -> None:

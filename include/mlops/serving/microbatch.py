@@ -1,20 +1,31 @@
 """Micro-batching: the requests of a short window share one predict call.
 
 The model reference is taken once per micro-batch, so a hot swap never mixes versions
-inside one response.
+inside one response. With a shadow (serving/shadow.py), the batch's rows go to the shadow
+worker after every champion answer of the batch is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
+from mlops.naming import ROLE_CHAMPION
+
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.serving.metrics import ServiceMetrics
     from mlops.serving.models import LoadedModel, ModelCache
+    from mlops.serving.shadow import RequestContext, ShadowScorer
 
 Probabilities = list[list[float]] | None
 Result = tuple["LoadedModel", list[Any], Probabilities]
 """The model that answered, one prediction per row and, for a classifier, one probability row per row."""
+
+
+_Pending = tuple["LoadedModel", list[list[Any]], "asyncio.Future[Result]", "RequestContext | None"]
 
 
 class VersionChanged(Exception):
@@ -31,17 +42,28 @@ class MicroBatcher:
     companions makes one call serve several requests.
     """
 
-    def __init__(self, cache: ModelCache, use_case: str, window_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        cache: ModelCache,
+        use_case: str,
+        window_seconds: float = 0.0,
+        shadow: ShadowScorer | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self.cache = cache
         self.use_case = use_case
         self.window_seconds = window_seconds
-        self._pending: list[tuple[LoadedModel, list[list[Any]], asyncio.Future[Result]]] = []
+        self.shadow = shadow
+        """This use case's shadow worker (deployment.strategy: shadow); None: no shadow scoring."""
+        self.metrics = metrics
+        self._pending: list[_Pending] = []
         self._scheduled = False
 
-    async def predict(self, model: LoadedModel, rows: list[list[Any]]) -> Result:
+    async def predict(self, model: LoadedModel, rows: list[list[Any]], context: RequestContext | None = None) -> Result:
+        """The request's predictions; `context` (ids, event times, source) lets the shadow log its rows."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._pending.append((model, rows, future))
+        self._pending.append((model, rows, future, context))
         if not self._scheduled:
             self._scheduled = True
             if self.window_seconds > 0:
@@ -56,48 +78,75 @@ class MicroBatcher:
         pending, self._pending = self._pending, []
         model = self.cache.get(self.use_case)
         if model is None:
-            for _, _, future in pending:
+            for _, _, future, _ in pending:
                 if not future.done():
                     future.set_exception(RuntimeError("no model loaded"))
             return
-        usable = []
-        for validated_with, rows, future in pending:
+        usable: list[tuple[list[list[Any]], asyncio.Future[Result], RequestContext | None]] = []
+        for validated_with, rows, future, context in pending:
             # Rows are ordered by the schema they were validated with; a new version
             # with other columns cannot take them (never seen in practice: same use case).
             if validated_with.schema.names != model.schema.names:
                 future.set_exception(VersionChanged())
             else:
-                usable.append((rows, future))
+                usable.append((rows, future, context))
         if not usable:
             return
+        all_rows = [row for rows, _, _ in usable for row in rows]
+        started = time.perf_counter()
         try:
-            all_rows = [row for rows, _ in usable for row in rows]
+            frame = model.schema.to_frame(all_rows)
             # A classifier: one predict_proba per micro-batch, the class derived from it.
-            predictions, probabilities = model.predict_rows(model.schema.to_frame(all_rows))
+            predictions, probabilities = model.predict_rows(frame)
         except Exception:
-            if len(usable) == 1:
-                self._predict_one(model, *usable[0])
-                return
             # One bad request must not fail its neighbours: predict them one by one.
-            for rows, future in usable:
-                self._predict_one(model, rows, future)
+            answered = [(rows, context) for rows, future, context in usable if self._predict_one(model, rows, future)]
+            self._to_shadow(model, [row for rows, _ in answered for row in rows], None, [c for _, c in answered])
             return
+        self._observe(model, len(all_rows), time.perf_counter() - started)
         start = 0
-        for rows, future in usable:
+        for rows, future, _ in usable:
             if not future.done():
                 end = start + len(rows)
                 future.set_result(
                     (model, predictions[start:end], probabilities[start:end] if probabilities is not None else None)
                 )
             start += len(rows)
+        self._to_shadow(model, all_rows, frame, [context for _, _, context in usable])
 
-    @staticmethod
-    def _predict_one(model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]) -> None:
+    def _to_shadow(
+        self,
+        model: LoadedModel,
+        rows: list[list[Any]],
+        frame: pd.DataFrame | None,
+        contexts: list[RequestContext | None],
+    ) -> None:
+        """Hand the answered rows to the shadow worker, if this use case has a shadow now."""
+        if self.shadow is None or not rows:
+            return
+        shadow = self.cache.get_shadow(self.use_case)
+        if shadow is None or any(c is None for c in contexts):
+            return
+        from mlops.serving.shadow import ShadowJob
+
+        known = [c for c in contexts if c is not None]
+        self.shadow.submit(ShadowJob(model, shadow, rows, frame, known, self.shadow.deadline()))
+
+    def _observe(self, model: LoadedModel, rows: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_predict(self.use_case, model.version, ROLE_CHAMPION, rows, seconds)
+
+    def _predict_one(self, model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]) -> bool:
+        """Predict one request on its own; True when it was answered."""
+        started = time.perf_counter()
         try:
             predictions, probabilities = model.predict_rows(model.schema.to_frame(rows))
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result((model, predictions, probabilities))
+            return False
+        self._observe(model, len(rows), time.perf_counter() - started)
+        if future.done():
+            return False
+        future.set_result((model, predictions, probabilities))
+        return True

@@ -3,7 +3,9 @@
 A poller thread resolves `@champion` (or another alias) every few seconds; when the
 version changes it loads the new version completely and only then swaps the reference,
 so a request in flight keeps the model object it started with. Loaded versions stay
-cached, so a rollback to the previous champion swaps back at once. The registry is
+cached, so a rollback to the previous champion swaps back at once. For a use case with
+`deployment.strategy: shadow` it follows `@shadow` the same way, and forgets the shadow
+when the alias goes (a shadow is optional; its absence is no error). The registry is
 read through `mlops.mlflow.models`; this module adds the compiled input schema and
 the array fast path (serving/fastpath.py) to what it returns.
 """
@@ -29,6 +31,7 @@ from mlops.mlflow.models import (
     load_sklearn_model,
     resolve_alias,
 )
+from mlops.naming import ROLE_CHAMPION, ROLE_SHADOW, SHADOW
 from mlops.serving.fastpath import ArrayPredictor, compile_array_predictor, compile_array_proba
 from mlops.serving.schema import InputSchema
 
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlops.config import UseCase
+    from mlops.serving.metrics import ServiceMetrics
 
 log = logging.getLogger("mlops.serving")
 
@@ -202,14 +206,20 @@ class ModelCache:
         keep_versions: int = 3,
         tracking_uri: str | None = None,
         array_predict: bool = True,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.use_cases = {u.name: u for u in use_cases}
+        self.shadowed = [u.name for u in use_cases if u.deployment.strategy == "shadow"]
+        """Use cases whose `@shadow` is followed too (deployment.strategy: shadow)."""
+        self.metrics = metrics
         self.array_predict = array_predict
         self.alias = alias
         self.poll_seconds = poll_seconds
         self.keep_versions = keep_versions
         self.tracking_uri = tracking_uri
         self._current: dict[str, LoadedModel] = {}
+        self._shadow: dict[str, LoadedModel] = {}
+        self._shadow_errors: dict[str, str] = {}
         self._loaded: dict[str, OrderedDict[str, LoadedModel]] = {name: OrderedDict() for name in self.use_cases}
         self._errors: dict[str, str] = {}
         self._last_poll: datetime | None = None
@@ -220,45 +230,80 @@ class ModelCache:
         # A plain dict read: the poller replaces entries whole, so this never sees half a swap.
         return self._current.get(use_case)
 
+    def get_shadow(self, use_case: str) -> LoadedModel | None:
+        """The `@shadow` version scoring beside the champion; None without one (or without strategy shadow)."""
+        return self._shadow.get(use_case)
+
     def current(self) -> dict[str, LoadedModel]:
         return dict(self._current)
+
+    def shadows(self) -> dict[str, LoadedModel]:
+        return dict(self._shadow)
 
     def refresh(self) -> None:
         """One polling round: load any version the alias moved to, then swap."""
         for name, use_case in self.use_cases.items():
             try:
-                self._follow_alias(name, use_case)
+                self._follow_alias(name, use_case, self.alias, self._current, ROLE_CHAMPION)
                 self._errors.pop(name, None)
             except ModelNotFoundError as exc:
                 self._errors[name] = str(exc)
             except Exception as exc:  # the registry may be down; keep serving what we have
                 self._errors[name] = f"{type(exc).__name__}: {exc}"
+                self._event(name, ROLE_CHAMPION, "error")
                 log.warning("polling @%s of %s failed: %s", self.alias, use_case.model_name, exc)
+            if name in self.shadowed:
+                self._follow_shadow(name, use_case)
         self._last_poll = datetime.now(UTC)
 
-    def _follow_alias(self, name: str, use_case: UseCase) -> None:
+    def _follow_shadow(self, name: str, use_case: UseCase) -> None:
+        try:
+            self._follow_alias(name, use_case, SHADOW, self._shadow, ROLE_SHADOW)
+            self._shadow_errors.pop(name, None)
+        except ModelNotFoundError:
+            # The rollout promoted or rejected it (or none was set): stop shadowing.
+            self._shadow_errors.pop(name, None)
+            gone = self._shadow.pop(name, None)
+            if gone is not None:
+                self._event(name, ROLE_SHADOW, "drop")
+                log.warning("use case %s: @%s is gone; version %s no longer shadows", name, SHADOW, gone.version)
+        except Exception as exc:  # a registry error keeps the shadow we have, like the champion
+            self._shadow_errors[name] = f"{type(exc).__name__}: {exc}"
+            self._event(name, ROLE_SHADOW, "error")
+            log.warning("polling @%s of %s failed: %s", SHADOW, use_case.model_name, exc)
+
+    def _follow_alias(
+        self, name: str, use_case: UseCase, alias: str, served: dict[str, LoadedModel], role: str
+    ) -> None:
         """Serve the version the alias points at, loading it unless it is current or cached."""
-        info = resolve_alias(use_case.model_name, self.alias, self.tracking_uri)
-        current = self._current.get(name)
+        info = resolve_alias(use_case.model_name, alias, self.tracking_uri)
+        current = served.get(name)
         if current is not None and current.version == info.version:
             if current.aliases != info.aliases:  # e.g. @previous moved; keep /models truthful
-                self._current[name] = replace(current, aliases=info.aliases)
+                served[name] = replace(current, aliases=info.aliases)
             return
+        # The champion and the shadow share the cache: a promoted shadow swaps in at once.
         cached = self._loaded[name].get(info.version)
         loaded = (
-            replace(cached, aliases=info.aliases)
+            replace(cached, alias=alias, aliases=info.aliases)
             if cached
-            else load_version(use_case, info, self.alias, self.tracking_uri, self.array_predict)
+            else load_version(use_case, info, alias, self.tracking_uri, self.array_predict)
         )
         self._keep_loaded(name, loaded)
-        self._current[name] = loaded
+        served[name] = loaded
         if not cached:
+            self._event(name, role, "load")
             # Everything loaded so far (libraries, the model) lives as long as the
             # process: freezing it keeps the cyclic GC from walking those millions
             # of objects in the middle of a request (pauses of tens of ms at p99).
             gc.freeze()
+        self._event(name, role, "swap")
         old = current.version if current else None
-        log.warning("use case %s now serves %s version %s (was %s)", name, info.name, info.version, old)
+        log.warning("use case %s: @%s is now %s version %s (was %s)", name, alias, info.name, info.version, old)
+
+    def _event(self, name: str, role: str, event: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_event(name, role, event)
 
     def _keep_loaded(self, name: str, loaded: LoadedModel) -> None:
         """Remember `loaded` as the most recent version of `name`, forgetting the oldest past keep_versions."""
@@ -293,4 +338,5 @@ class ModelCache:
             "poll_seconds": self.poll_seconds,
             "last_poll": self._last_poll.isoformat() if self._last_poll else None,
             "errors": dict(self._errors),
+            "shadow_errors": dict(self._shadow_errors),
         }

@@ -1,20 +1,26 @@
 """What the prediction service's routes share: the model cache, the log writer and a batcher per use case.
 
 One `ServiceState` is built per app and attached to it (`app.state.service`); routes read it
-with `service_state(request)`. The lifespan starts and stops its two background threads.
+with `service_state(request)`. The lifespan starts and stops its background threads: the
+alias poller, the log writer and one shadow worker per use case with `strategy: shadow`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mlops.naming import ROLE_CHAMPION, ROLE_SHADOW
 from mlops.serving.logwriter import PredictionLogWriter
+from mlops.serving.metrics import ServiceMetrics, log_writer_metrics
 from mlops.serving.microbatch import MicroBatcher
 from mlops.serving.models import ModelCache
+from mlops.serving.shadow import ShadowScorer
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
     from starlette.requests import Request
 
     from mlops.serving.config import ServingConfig
@@ -33,9 +39,14 @@ class ServiceState:
     """One per served use case, in configuration order."""
     served: list[str]
     """The served use cases, sorted: named in every refusal of a use case."""
+    metrics: ServiceMetrics
+    shadows: dict[str, ShadowScorer]
+    """One shadow worker per served use case with deployment.strategy: shadow."""
 
     def start(self) -> None:
         self.writer.start()
+        for scorer in self.shadows.values():
+            scorer.start()
         self.cache.start()
 
     def stop(self) -> None:
@@ -44,6 +55,12 @@ class ServiceState:
         # unreachable registry can take minutes to return, and waiting for it before
         # the flush would let the supervisor's SIGKILL take the buffered predictions with it.
         self.cache.signal_stop()
+        # Shadow rows already handed to the writer are flushed with the champion's; a shadow
+        # batch still running (or hung) is abandoned: daemon threads, a short join.
+        for scorer in self.shadows.values():
+            scorer.signal_stop()
+        for scorer in self.shadows.values():
+            scorer.stop(timeout=1.0)
         self.writer.stop()
         log.warning("prediction service stopped; log writer flushed (%s)", self.writer.stats())
         # A daemon thread: if it is still inside a registry call, exiting abandons only that call.
@@ -53,14 +70,64 @@ class ServiceState:
 def build_state(config: ServingConfig) -> ServiceState:
     """The cache, log writer and batchers for the use cases `config` serves (threads not started)."""
     use_cases = config.load_use_cases()
+    metrics = ServiceMetrics()
     cache = ModelCache(
-        use_cases, alias=config.alias, poll_seconds=config.poll_seconds, array_predict=config.array_predict
+        use_cases,
+        alias=config.alias,
+        poll_seconds=config.poll_seconds,
+        array_predict=config.array_predict,
+        metrics=metrics,
     )
     writer = PredictionLogWriter(
         config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds
     )
-    batchers = {u.name: MicroBatcher(cache, u.name, config.batch_window_ms / 1000) for u in use_cases}
-    return ServiceState(config=config, cache=cache, writer=writer, batchers=batchers, served=sorted(batchers))
+    shadows = {
+        u.name: ShadowScorer(u.name, writer, u.deployment.shadow_timeout_ms / 1000, metrics)
+        for u in use_cases
+        if u.deployment.strategy == "shadow"
+    }
+    batchers = {
+        u.name: MicroBatcher(cache, u.name, config.batch_window_ms / 1000, shadows.get(u.name), metrics)
+        for u in use_cases
+    }
+    state = ServiceState(
+        config=config,
+        cache=cache,
+        writer=writer,
+        batchers=batchers,
+        served=sorted(batchers),
+        metrics=metrics,
+        shadows=shadows,
+    )
+    metrics.watch(lambda: _scraped(state))
+    return state
+
+
+def _scraped(state: ServiceState) -> Iterator[Metric]:
+    """What /metrics reads from the running service at scrape time: log writer, shadow queues, versions served."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    yield from log_writer_metrics(state.writer.stats())
+    depth = GaugeMetricFamily("mlops_serving_shadow_queue_depth", "Micro-batches waiting for the shadow.",
+                              labels=["use_case"])  # fmt: skip
+    late = GaugeMetricFamily(
+        "mlops_serving_shadow_overdue_seconds",
+        "How far past its deadline the shadow's batch in progress is (0: none late); grows while a shadow hangs.",
+        labels=["use_case"],
+    )
+    for name, scorer in state.shadows.items():
+        depth.add_metric([name], float(scorer.queue_depth()))
+        late.add_metric([name], scorer.busy_seconds())
+    yield depth
+    yield late
+    info = GaugeMetricFamily(
+        "mlops_serving_model_info", "1 per version served, by use case and role.",
+        labels=["use_case", "role", "model_name", "model_version"],
+    )  # fmt: skip
+    for role, served in ((ROLE_CHAMPION, state.cache.current()), (ROLE_SHADOW, state.cache.shadows())):
+        for name, model in served.items():
+            info.add_metric([name, role, model.model_name, model.version], 1.0)
+    yield info
 
 
 def service_state(request: Request) -> ServiceState:

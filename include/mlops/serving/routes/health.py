@@ -1,6 +1,8 @@
-"""Liveness, readiness and the models served: what an operator or a load balancer asks."""
+"""Liveness, readiness, the models served, Prometheus metrics: what an operator, a load balancer, a scraper asks."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -16,9 +18,15 @@ async def health(request: Request) -> Response:
     state = service_state(request)
     models = {name: (m.version if (m := state.cache.get(name)) else None) for name in state.batchers}
     status = "degraded" if state.writer.degraded() else "ok"
-    return json_response(
-        200, {"status": status, "models": models, "log": state.writer.stats(), "registry": state.cache.status()}
-    )
+    body = {"status": status, "models": models, "log": state.writer.stats(), "registry": state.cache.status()}
+    if state.shadows:
+        # Per use case with strategy shadow: the @shadow version scoring beside the champion (None: no
+        # @shadow now) and its worker's counts.
+        body["shadows"] = {
+            name: {"version": m.version if (m := state.cache.get_shadow(name)) else None, **scorer.stats()}
+            for name, scorer in state.shadows.items()
+        }
+    return json_response(200, body)
 
 
 @router.get("/ready", summary="200 once every served use case has its model loaded, else 503")
@@ -29,16 +37,31 @@ async def ready(request: Request) -> Response:
     return json_response(503 if missing else 200, body)
 
 
-@router.get("/models", summary="The model each use case serves: name, version, alias, signature, run id")
+@router.get(
+    "/models",
+    summary="The model each use case serves: name, version, alias, signature, run id; `shadow`: its @shadow",
+)
 async def models(request: Request) -> Response:
     state = service_state(request)
     out = []
     for name in state.batchers:
         model = state.cache.get(name)
         uc = state.cache.use_cases[name]
-        out.append(
+        entry: dict[str, Any] = (
             model.describe()
             if model
             else {"use_case": name, "name": uc.model_name, "version": None, "alias": state.config.alias}
         )
+        entry["strategy"] = uc.deployment.strategy
+        if name in state.shadows:
+            shadow = state.cache.get_shadow(name)
+            entry["shadow"] = shadow.describe() if shadow else None
+        out.append(entry)
     return json_response(200, {"models": out})
+
+
+@router.get("/metrics", summary="Prometheus metrics: requests, latency, shadow failures and time-outs, log, models")
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(content=service_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -4,11 +4,14 @@ The hot path reads the body with a size cap, decodes it with orjson, validates i
 the model's compiled schema and joins a micro-batch (serving/microbatch.py): every
 request of the batch window is predicted with one `pipeline.predict` call, because a
 scikit-learn pipeline costs nearly the same for 1 row as for 100. The prediction is then
-queued for the log writer thread and the response goes out.
+queued for the log writer thread and the response goes out. With a shadow (deployment.strategy:
+shadow), the micro-batcher hands the same rows to the shadow worker after the answers are set;
+nothing here waits for it. Every answered request is counted and timed for /metrics.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from mlops.naming import ROLE_CHAMPION
 from mlops.serving.logwriter import LogEntry
 from mlops.serving.microbatch import VersionChanged
 from mlops.serving.routes import json_response
 from mlops.serving.schema import RequestError, parse_json
+from mlops.serving.shadow import RequestContext
 from mlops.serving.state import service_state
 
 if TYPE_CHECKING:
@@ -77,7 +82,8 @@ _PREDICT_EXAMPLE = {
 }
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "`{use_case, model_name, model_version, ids, predictions}`; a classifier adds `classes` "
+        "description": "`{use_case, model_name, model_version, role, ids, predictions}` (`role`: `champion`, the "
+        "version that answered); a classifier adds `classes` "
         "(its class labels) and `probabilities` (one array per record, in the order of `classes`)"
     },
     400: {"description": "Malformed or too deeply nested JSON"},
@@ -145,27 +151,45 @@ async def predict(use_case: str, request: Request) -> Response:
 
 
 async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> Response:
-    """Validate, predict (micro-batched), queue for the log, answer."""
+    """Validate, predict (micro-batched), queue for the log, answer; count and time it."""
+    started = time.perf_counter()
+    response, version = await _answered(state, use_case, model, payload)
+    state.metrics.observe_request(use_case, version, ROLE_CHAMPION, response.status_code,
+                                  time.perf_counter() - started)  # fmt: skip
+    return response
+
+
+async def _answered(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> tuple[Response, str]:
+    """The response and the version that made it (another than `model` after a hot swap mid-request)."""
     try:
         parsed = model.schema.parse(payload, state.config.max_records)
     except RequestError as exc:
-        return json_response(exc.status, exc.body())
+        return json_response(exc.status, exc.body()), model.version
+    # Ids and event times before predicting: the shadow logs its rows under the same ones.
+    ids = parsed.ids or [uuid.uuid4().hex for _ in parsed.rows]
+    times = parsed.event_times
+    if times is None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        times = [now] * len(ids)
+    context = RequestContext(ids, times, parsed.source)
     try:
-        used, predictions, probabilities = await state.batchers[use_case].predict(model, parsed.rows)
+        used, predictions, probabilities = await state.batchers[use_case].predict(model, parsed.rows, context)
     except VersionChanged:
-        return json_response(503, {"detail": "the model changed its input columns during this request; retry"})
+        return json_response(503, {"detail": "the model changed its input columns during this request; retry"}), (
+            model.version
+        )
     except (ValueError, TypeError, KeyError) as exc:
         # The pipeline refused values the signature allowed (e.g. an unknown category).
         return json_response(
             422,
             {"detail": [{"loc": ["body"], "msg": f"the model rejected the input: {exc}", "type": "model_error"}]},
-        )
-    ids = parsed.ids or [uuid.uuid4().hex for _ in parsed.rows]
-    _log(state.writer, used, parsed, ids, predictions, probabilities)
+        ), model.version
+    _log(state.writer, used, parsed, context, predictions, probabilities)
     body: dict[str, Any] = {
         "use_case": use_case,
         "model_name": used.model_name,
         "model_version": used.version,
+        "role": ROLE_CHAMPION,
         "ids": ids,
         "predictions": predictions,
     }
@@ -174,7 +198,7 @@ async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payloa
         # and to encode, and the labels keep their JSON type (1, not "1").
         body["classes"] = list(used.classes)
         body["probabilities"] = probabilities
-    return json_response(200, body)
+    return json_response(200, body), used.version
 
 
 def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: int) -> Response:
@@ -183,6 +207,7 @@ def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: in
 
 
 def _not_loaded(state: ServiceState, use_case: str) -> Response:
+    state.metrics.observe_request(use_case, "", ROLE_CHAMPION, 503, 0.0)
     reason = state.cache.status()["errors"].get(use_case, "the model is still loading")
     return json_response(503, {"detail": f"no @{state.config.alias} model loaded for {use_case}: {reason}"})
 
@@ -284,23 +309,19 @@ def _log(
     writer: PredictionLogWriter,
     model: LoadedModel,
     parsed: ParsedRequest,
-    ids: list[str],
+    context: RequestContext,
     predictions: list[Any],
     probabilities: list[list[float]] | None,
 ) -> None:
-    """Queue the answered rows for the prediction log; event times default to now (UTC)."""
-    times = parsed.event_times
-    if times is None:
-        now = datetime.now(UTC).replace(tzinfo=None)
-        times = [now] * len(ids)
+    """Queue the answered rows for the prediction log."""
     writer.submit(
         LogEntry(
             use_case=model.use_case,
             model_name=model.model_name,
             model_version=model.version,
-            source=parsed.source,
-            ids=ids,
-            event_times=times,
+            source=context.source,
+            ids=context.ids,
+            event_times=context.event_times,
             names=model.schema.names,
             rows=parsed.rows,
             predictions=predictions,
