@@ -164,7 +164,7 @@ def relative_gain(metric: str, champion: np.ndarray[Any, Any], shadow: np.ndarra
     better_by = champion - shadow if METRIC_DIRECTIONS[metric] == "min" else shadow - champion
     scale = np.abs(champion)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(scale > 0, better_by / np.where(scale > 0, scale, 1.0), better_by)
+        return np.asarray(np.where(scale > 0, better_by / np.where(scale > 0, scale, 1.0), better_by), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- weighted metrics
@@ -183,11 +183,11 @@ def weighted_metric(task: str, metric: str, side: pd.DataFrame, weights: np.ndar
         y = side["label"].to_numpy(dtype=np.float64)
         e = side["prediction"].to_numpy(dtype=np.float64) - y
         if metric == "rmse":
-            return np.sqrt((w @ e**2) / n)
+            return np.asarray(np.sqrt((w @ e**2) / n), dtype=np.float64)
         if metric == "mae":
-            return (w @ np.abs(e)) / n
+            return np.asarray((w @ np.abs(e)) / n, dtype=np.float64)
         if metric == "mape":
-            return (w @ (np.abs(e) / np.maximum(np.abs(y), np.finfo(np.float64).eps))) / n
+            return np.asarray((w @ (np.abs(e) / np.maximum(np.abs(y), np.finfo(np.float64).eps))) / n, dtype=np.float64)
         if metric == "r2":
             mean = (w @ y) / n
             total = (w @ y**2) - n * mean**2
@@ -198,7 +198,7 @@ def weighted_metric(task: str, metric: str, side: pd.DataFrame, weights: np.ndar
     proba_cols = [c for c in side.columns if str(c).startswith(PROBA_COLUMN_PREFIX)]
     classes = [c[len(PROBA_COLUMN_PREFIX) :] for c in proba_cols] or sorted(set(truth) | set(pred))
     if metric == "accuracy":
-        return (w @ (truth == pred)) / n
+        return np.asarray((w @ (truth == pred)) / n, dtype=np.float64)
     if metric in ("precision", "recall", "f1"):
         return _weighted_counts_metric(metric, truth, pred, classes, w)
     if not proba_cols:
@@ -211,7 +211,7 @@ def weighted_metric(task: str, metric: str, side: pd.DataFrame, weights: np.ndar
         proba = proba / proba.sum(axis=1, keepdims=True)
         eps = np.finfo(np.float64).eps
         p_true = np.clip(proba[np.arange(len(truth)), [index[t] for t in truth]], eps, 1 - eps)
-        return (w @ -np.log(p_true)) / n
+        return np.asarray((w @ -np.log(p_true)) / n, dtype=np.float64)
     if metric == "roc_auc":
         return _weighted_roc_auc(truth, proba, classes, w)
     raise ValueError(f"{metric!r} is not a classification metric")
@@ -241,7 +241,7 @@ def _weighted_counts_metric(
         num, den = {"precision": (tp, predicted), "recall": (tp, actual), "f1": (2 * tp, predicted + actual)}[metric]
         with np.errstate(divide="ignore", invalid="ignore"):
             values.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0))
-    return np.mean(values, axis=0)
+    return np.asarray(np.mean(values, axis=0), dtype=np.float64)
 
 
 def _weighted_roc_auc(
