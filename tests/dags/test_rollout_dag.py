@@ -16,6 +16,8 @@ service that scores the shadow is tested with the service.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,14 +29,21 @@ from mlops.config import Deployment, FileSource, UseCase, find_use_case
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ge_dir")]
 
-RAW = Path(__file__).resolve().parents[2] / "data" / "raw" / "bike_sharing_hourly.csv"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RAW = PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
 REQUESTS = 300
 
 
 @pytest.fixture(scope="module")
-def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A shadow-strategy use case of its own (name, model, log) with a champion; returns it and its candidate."""
+def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """bike_sharing under the shadow strategy with a champion; yields it and its candidate.
+
+    `dag.test()` runs a DAG the DAG folder also defines, so the DAG files read a configs
+    folder where bike_sharing rolls out in shadow, and the use case keeps its name; a model
+    name and a prediction log of its own keep the session's other bike_sharing tests apart.
+    """
     import pandas as pd
+    import yaml
 
     from mlops.data import ingestion
     from mlops.evaluation import champion
@@ -42,28 +51,36 @@ def bike(mlflow_server: str, airflow_home: Path, tmp_path_factory: pytest.TempPa
     from mlops.training import candidates as training_candidates
     from mlops.training import runs as training_runs
 
-    source = tmp_path_factory.mktemp("source") / "bike_sharing_hourly.csv"
+    root = tmp_path_factory.mktemp("rollout")
+    configs = root / "configs"
+    shutil.copytree(PROJECT_ROOT / "configs", configs)
+    raw = yaml.safe_load((configs / "bike_sharing.yaml").read_text())
+    raw["deployment"] = {"strategy": "shadow", "min_labeled_rows": 200, "deadline_hours": 72}
+    (configs / "bike_sharing.yaml").write_text(yaml.safe_dump(raw))
+    source = root / "bike_sharing_hourly.csv"
     pd.read_csv(RAW).to_csv(source, index=False)
-    base = find_use_case("bike_sharing")
-    use_case = base.model_copy(
-        update={
-            "name": "bike_rollout",
-            "model_name": "bike_sharing_rollout_test",
-            "source": FileSource(path=str(source)),
-            "candidates": [base.candidates[0].model_copy(update={"params": {"alpha": [1.0]}})],
-            "deployment": Deployment(strategy="shadow", min_labeled_rows=200, deadline_hours=72),
-        }
-    )
-    snapshot = ingestion.ingest_snapshot(use_case, run_id="rollout_fixture", as_of="2011-03-01")
-    lineage = {"snapshot_path": snapshot.path, "dvc_md5": snapshot.md5, "reason": "fixture"}
-    parent = training_runs.start_parent_run(use_case, "fixture", "rollout_fixture", lineage)
-    spec = training_candidates.expand_candidates(use_case)[0]
-    result = training_runs.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
-    decision = champion.evaluate_against_champion(use_case, result, snapshot.path, parent)
-    version = decisions.register_candidate(use_case, result, "fixture/rollout-champion")
-    promotion = decisions.apply_decision(use_case, version, decision, "fixture/rollout-champion")
-    assert promotion.action == "promoted", promotion  # no champion yet: nothing to shadow
-    return {"use_case": use_case, "candidate": result}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_CONFIGS_DIR", str(configs))
+        mp.setenv("MLOPS_PREDICTION_LOG_URI", str(root / "log"))
+        base = find_use_case("bike_sharing")
+        use_case = base.model_copy(
+            update={
+                "model_name": "bike_sharing_rollout_test",
+                "source": FileSource(path=str(source)),
+                "candidates": [base.candidates[0].model_copy(update={"params": {"alpha": [1.0]}})],
+            }
+        )
+        assert use_case.deployment == Deployment(strategy="shadow", min_labeled_rows=200, deadline_hours=72)
+        snapshot = ingestion.ingest_snapshot(use_case, run_id="rollout_fixture", as_of="2011-03-01")
+        lineage = {"snapshot_path": snapshot.path, "dvc_md5": snapshot.md5, "reason": "fixture"}
+        parent = training_runs.start_parent_run(use_case, "fixture", "rollout_fixture", lineage)
+        spec = training_candidates.expand_candidates(use_case)[0]
+        result = training_runs.train_and_log_candidate(use_case, spec.to_dict(), snapshot.path, parent, lineage)
+        decision = champion.evaluate_against_champion(use_case, result, snapshot.path, parent)
+        version = decisions.register_candidate(use_case, result, "fixture/rollout-champion")
+        promotion = decisions.apply_decision(use_case, version, decision, "fixture/rollout-champion")
+        assert promotion.action == "promoted", promotion  # no champion yet: nothing to shadow
+        yield {"use_case": use_case, "candidate": result}
 
 
 def _passing_candidate(bike: dict[str, Any], key: str) -> Any:
