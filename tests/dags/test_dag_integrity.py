@@ -59,8 +59,8 @@ def test_a_shadow_config_gets_a_rollout_dag_on_the_hour_and_its_challenger_asset
     assert [t.task_id for t in dag.topological_sort()] == [
         "find_rollout", "judge_shadow", "apply_rollout", "publish_champion",
     ]  # fmt: skip
-    assert "Triggered by assets or" in dag.timetable.description and "300" in dag.doc_md
-    assert dag.timetable.timetable.summary == "@hourly"
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule" and "300" in dag.doc_md
+    assert dag.timetable.timetable.expression == "0 * * * *"  # @hourly
     use_case = find_use_case("bike_sharing", tmp_path)
     assert [a.uri for a in dag.timetable.asset_condition.objects] == [challenger_asset(use_case).uri]
     assert "publish_challenger" in bag.dags["train_bike_sharing"].task_ids
