@@ -262,7 +262,8 @@ def _promote_candidate(use_case: UseCase, evaluation: TaskOutput, version: TaskO
 
         decision = GateDecision.from_dict(evaluation["decision"])
         result = decisions.apply_decision(use_case, version, decision, _run_key(context))
-        if result.action == "challenger":
+        # A candidate that passed but waits behind a rollout in progress is no gate rejection.
+        if result.action == "challenger" and not decision.passed:
             MlopsNotifier.for_gate_rejection(use_case.name, use_case.model_name, version, decision.reasons)(context)
         return result.to_dict()
 
