@@ -192,6 +192,30 @@ TAG_ROLLED_BACK_AT = "mlops.rolled_back.at"
 TAG_ROLLED_BACK_BY = "mlops.rolled_back.by"
 TAG_ROLLED_BACK_REASON = "mlops.rolled_back.reason"
 TAG_ROLLED_BACK_TO = "mlops.rolled_back.to"
+# A shadow rollout (deployment.strategy: shadow): set when the training DAG makes the version
+# @shadow, and the evidence when rollout_<use case> decides.
+TAG_SHADOW_AT = "mlops.rollout.shadow_at"
+"""When `@shadow` was set on the version (ISO, UTC): the rollout's log window and its deadline start here."""
+TAG_SHADOW_BY = "mlops.rollout.shadow_by"
+"""The training run key that made the version `@shadow`, written last: a re-run of that run moves nothing."""
+TAG_SHADOW_REASON = "mlops.rollout.shadow_reason"
+"""Why the version is `@shadow` and not `@champion` (the gate passed under the shadow strategy)."""
+TAG_ROLLOUT_DECISION = "mlops.rollout.decision"
+"""`promote` or `reject`: what the rollout decided on live traffic (a `wait` writes nothing)."""
+TAG_ROLLOUT_REASONS = "mlops.rollout.reasons"
+TAG_ROLLOUT_ROWS = "mlops.rollout.rows"
+"""Labelled requests scored by both champion and shadow that the decision compared."""
+TAG_ROLLOUT_METRIC = "mlops.rollout.metric"
+TAG_ROLLOUT_CHAMPION_METRIC = "mlops.rollout.champion_metric"
+TAG_ROLLOUT_SHADOW_METRIC = "mlops.rollout.shadow_metric"
+TAG_ROLLOUT_CHAMPION_VERSION = "mlops.rollout.champion_version"
+TAG_ROLLOUT_INTERVAL = "mlops.rollout.interval"
+"""`[low, high] at 95%`: the paired bootstrap interval of the shadow's relative gain over the champion."""
+TAG_ROLLOUT_EVIDENCE = "mlops.rollout.evidence"
+"""The whole evidence as JSON (rows, metrics, interval, decision, reasons)."""
+TAG_ROLLOUT_DECIDED_AT = "mlops.rollout.decided_at"
+TAG_ROLLOUT_DECIDED_BY = "mlops.rollout.decided_by"
+"""The rollout run key that applied the decision, written last."""
 TAG_MODEL_CARD = "mlops.model_card"
 """On a model version: the artifact path of its Markdown model card, on the version's training run."""
 
@@ -206,7 +230,7 @@ APPROVAL_TAGS = (TAG_APPROVAL_DECISION, TAG_APPROVAL_BY, TAG_APPROVAL_AT)
 # them as recorded. Not the run key or the copied metrics, which say nothing about a decision.
 DECISION_TAG_PREFIXES = (
     "mlops.gate.", "mlops.approval.", TAG_REJECTION_REASON, "mlops.rejected", "mlops.promoted",
-    TAG_REPLACED, "mlops.rollback.", "mlops.rolled_back.",
+    TAG_REPLACED, "mlops.rollback.", "mlops.rolled_back.", "mlops.rollout.",
 )  # fmt: skip
 
 # --------------------------------------------------------------------------- reproductions

@@ -33,7 +33,40 @@ def test_expected_dags_exist(dagbag: Any) -> None:
     expected = {"platform_self_check", "rollback_model"} | {f"train_{u.name}" for u in load_all()}
     expected |= {f"model_card_{u.name}" for u in load_all()}
     expected |= {f"ingest_labels_{u.name}" for u in load_all()}
+    expected |= {f"rollout_{u.name}" for u in load_all() if u.deployment.strategy == "shadow"}
     assert expected <= set(dagbag.dag_ids)
+    rollouts = {d for d in dagbag.dag_ids if d.startswith("rollout_")}
+    assert rollouts == {f"rollout_{u.name}" for u in load_all() if u.deployment.strategy == "shadow"}
+
+
+def test_a_shadow_config_gets_a_rollout_dag_on_the_hour_and_its_challenger_asset(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed from the DAG files like any DAG, and held to the same rules."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mlops.config import find_use_case
+    from mlops.orchestration.assets import challenger_asset
+
+    raw = yaml.safe_load((PROJECT_ROOT / "configs" / "bike_sharing.yaml").read_text())
+    raw["deployment"] = {"strategy": "shadow", "min_labeled_rows": 300}
+    (tmp_path / "bike_sharing.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "training"))
+    assert bag.import_errors == {}
+    dag = bag.dags["rollout_bike_sharing"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "find_rollout", "judge_shadow", "apply_rollout", "publish_champion",
+    ]  # fmt: skip
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule" and "300" in dag.doc_md
+    assert dag.timetable.timetable.expression == "0 * * * *"  # @hourly
+    use_case = find_use_case("bike_sharing", tmp_path)
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == [challenger_asset(use_case).uri]
+    assert "publish_challenger" in bag.dags["train_bike_sharing"].task_ids
+    test_every_dag_follows_the_rules(bag)
+    test_every_task_alerts_when_it_fails(bag)
+    test_every_run_alerts_when_it_fails_without_a_failed_task(bag)
 
 
 def test_each_label_ingestion_dag_runs_on_its_labels_schedule(dagbag: Any) -> None:

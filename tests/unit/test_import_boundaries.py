@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mlops.lineage",),
     ("mlops.promotion",),
     ("mlops.monitoring", "mlops.serving"),
+    ("mlops.rollout",),
     ("mlops.ui",),
     ("mlops.platform",),
     ("mlops.orchestration",),

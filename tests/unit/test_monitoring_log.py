@@ -204,6 +204,20 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MonitoringSu
     }
 
 
+def test_shadow_rows_never_enter_the_champions_window(tmp_path: Path) -> None:
+    reference = scored(flights(1500, seed=20), seed=21).rename(columns={"label": "delayed"})
+    served = log_frame(scored(flights(1200, seed=34), seed=35), "2")
+    # A shadow far more confident on every request: in the window it would be prediction drift.
+    shadow = log_frame(scored(flights(1200, seed=34), seed=35, positive_shift=3.0), "3", role="shadow")
+    alone = run_monitoring(FLIGHTS, served, reference, "alone", {"roc_auc": 0.85}, tmp_path, champion_version="2")
+    with_shadow = run_monitoring(FLIGHTS, pd.concat([served, shadow], ignore_index=True), reference, "shadowed",
+                                 {"roc_auc": 0.85}, tmp_path, champion_version="2")  # fmt: skip
+    assert with_shadow.rows == alone.rows == 1200
+    assert with_shadow.prediction_drift == alone.prediction_drift
+    assert with_shadow.drift.to_dict() == alone.drift.to_dict()
+    assert with_shadow.label_lag == alone.label_lag
+
+
 def test_decay_is_judged_on_the_champion_versions_own_predictions(promoted: dict[str, MonitoringSummary]) -> None:
     judged, mixed = promoted["judged_v2"], promoted["mixed"]
     assert judged.performance_version == "2" and judged.performance_rows == 800

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from mlops.naming import PROBA_COLUMN_PREFIX, ROLE_CHAMPION, positive_class
+from mlops.naming import PROBA_COLUMN_PREFIX, ROLE_CHAMPION, ROLE_SHADOW, positive_class
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +61,17 @@ def champion_rows(frame: pd.DataFrame) -> pd.DataFrame:
     if ROLE not in frame.columns:
         return frame
     return frame[frame[ROLE].fillna(ROLE_CHAMPION).astype(str) == ROLE_CHAMPION]
+
+
+def served_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows answered to a client: a shadow's rows (scored beside the champion, never answered) left out.
+
+    Drift, data quality and the label lag read these, so a shadow rollout never counts a
+    request twice nor puts its challenger's predictions into the champion's window.
+    """
+    if ROLE not in frame.columns:
+        return frame
+    return frame[frame[ROLE].fillna(ROLE_CHAMPION).astype(str) != ROLE_SHADOW]
 
 
 def is_probability(values: pd.Series) -> bool:

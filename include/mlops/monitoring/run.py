@@ -30,6 +30,7 @@ from mlops.monitoring.performance import (
     performance_by_version,
     proba_classes,
     proba_columns,
+    served_rows,
     task_metrics,
 )
 from mlops.monitoring.reports import (
@@ -181,6 +182,7 @@ def run_monitoring(
     and open the summary's notes.
     """
     directory = report_dir(use_case.name, run_key, reports_root)
+    current = served_rows(current)  # a shadow's rows are never the champion's window
     labelled = _labelled_rows(current)
     summary = MonitoringSummary(
         use_case=use_case.name,

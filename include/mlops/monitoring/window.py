@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops._io import atomic_path
 from mlops.config import UseCase
-from mlops.monitoring.performance import LABEL, MODEL_VERSION, PREDICTION, ROLE
+from mlops.monitoring.performance import LABEL, MODEL_VERSION, PREDICTION, ROLE, served_rows
 from mlops.monitoring.reports import report_dir
 from mlops.naming import PROBA_COLUMN_PREFIX
 from mlops.settings import get_settings
@@ -73,7 +73,7 @@ def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: s
 def read_window(use_case: UseCase, window_path: str | Path) -> pd.DataFrame:
     """The window's columns monitoring uses, where present: the features, `prediction`, `label`,
     the `proba__<label>` columns, and `role`, `model_version`, `label_arrived_at`,
-    `logged_at`, `event_time`.
+    `logged_at`, `event_time`; of the rows answered to clients only (a shadow's are left out).
 
     The prediction log also holds request ids, sources and partitions as strings; a
     10M-row window read whole held 6.2 GB, most of it those Python strings, which no
@@ -86,7 +86,9 @@ def read_window(use_case: UseCase, window_path: str | Path) -> pd.DataFrame:
     proba = [c for c in names if c.startswith(PROBA_COLUMN_PREFIX)]
     wanted = [*use_case.features.all, PREDICTION, *proba, LABEL, *LOG_COLUMNS]
     present = set(names)
-    return pd.read_parquet(window_path, columns=[c for c in wanted if c in present])
+    frame = pd.read_parquet(window_path, columns=[c for c in wanted if c in present])
+    served = served_rows(frame)
+    return served.reset_index(drop=True) if len(served) != len(frame) else frame
 
 
 def missing_values_imputed(use_case: UseCase) -> bool:

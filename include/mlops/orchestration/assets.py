@@ -21,6 +21,16 @@ def champion_asset(use_case: UseCase) -> Asset:
     )
 
 
+def challenger_asset(use_case: UseCase) -> Asset:
+    """Updated when a candidate that passed the gate becomes `@shadow` (deployment.strategy: shadow);
+    its event's extra names the version. `rollout_<use case>` is scheduled on it."""
+    return Asset(
+        name=f"{use_case.name}.challenger",
+        uri=f"x-mlops://models/{use_case.model_name}/challenger",
+        group="model",
+    )
+
+
 def champion_moves() -> AssetAlias:
     """The outlet of a task that moves `@champion` of a model known only at run time (rollback).
 

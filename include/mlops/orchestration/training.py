@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.config import UseCase
 from mlops.naming import run_key, training_dag_id
-from mlops.orchestration.assets import champion_asset
+from mlops.orchestration.assets import challenger_asset, champion_asset
 from mlops.orchestration.connections import sql_uri
 from mlops.orchestration.defaults import COMPUTE_BOUND, GATE, NETWORK_BOUND, REGISTRY, dag_kwargs
 from mlops.orchestration.training_slot import QUEUE_XCOM_KEY, claim_training_slot
@@ -51,6 +51,8 @@ def build_training_dag(use_case: UseCase) -> DAG:
         version = _register_candidate(use_case, evaluation)
         promotion = _promote_candidate(use_case, evaluation, version)
         _publish_champion(use_case, promotion)
+        if use_case.deployment.strategy == "shadow":
+            _publish_challenger(use_case, promotion)
         if use_case.approval.required:
             from mlops.orchestration.approval import wire_approval
 
@@ -71,9 +73,19 @@ trains {len(use_case.candidates)} candidate families as parallel mapped tasks tr
 compares the best with `@champion` on `{use_case.gate.primary_metric}`, and registers it as
 `{use_case.model_name}`: promoted to `@champion` (old one kept as `@previous`) or kept as
 `@challenger` with the reasons. A promotion updates the Asset `{champion_asset(use_case).name}`.
-
+{_shadow_doc(use_case)}
 **Params**: `as_of` (exclusive end of the training window, `YYYY-MM-DD`; default from config),
 `reason` (why this run was triggered; recorded in MLflow).
+"""
+
+
+def _shadow_doc(use_case: UseCase) -> str:
+    if use_case.deployment.strategy != "shadow":
+        return ""
+    return f"""
+**Shadow rollout**: a candidate that passes the gate becomes `@shadow` instead (while a champion exists),
+updating the Asset `{challenger_asset(use_case).name}`; `rollout_{use_case.name}` promotes or rejects it
+on live labelled traffic. While a rollout is in progress a new passing candidate stays `@challenger`.
 """
 
 
@@ -250,7 +262,8 @@ def _promote_candidate(use_case: UseCase, evaluation: TaskOutput, version: TaskO
 
         decision = GateDecision.from_dict(evaluation["decision"])
         result = decisions.apply_decision(use_case, version, decision, _run_key(context))
-        if result.action == "challenger":
+        # A candidate that passed but waits behind a rollout in progress is no gate rejection.
+        if result.action == "challenger" and not decision.passed:
             MlopsNotifier.for_gate_rejection(use_case.name, use_case.model_name, version, decision.reasons)(context)
         return result.to_dict()
 
@@ -268,3 +281,17 @@ def _publish_champion(use_case: UseCase, promotion: TaskOutput) -> TaskOutput:
         return promotion
 
     return publish_champion(promotion)
+
+
+def _publish_challenger(use_case: UseCase, promotion: TaskOutput) -> TaskOutput:
+    """The challenger Asset event, after the candidate became `@shadow` only; it starts the rollout DAG."""
+
+    @task(outlets=[challenger_asset(use_case)], retries=0)
+    def publish_challenger(promotion: dict[str, Any], **context: Any) -> dict[str, Any]:
+        if promotion["action"] != "shadow":
+            raise AirflowSkipException(f"no new shadow: {promotion['action']}")
+        extra = {"version": promotion["version"], "champion": promotion["champion"]}
+        context["outlet_events"][challenger_asset(use_case)].extra = extra
+        return promotion
+
+    return publish_challenger(promotion)

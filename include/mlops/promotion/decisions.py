@@ -1,6 +1,10 @@
 """Promotion: register the gate's candidate and move the aliases as the gate decided.
 
-Passed: `@champion` moves to the version and the old champion becomes `@previous`.
+Passed: `@champion` moves to the version and the old champion becomes `@previous`; under
+`deployment.strategy: shadow` the version becomes `@shadow` instead, scored beside the
+champion on live traffic until `rollout_<use case>` promotes or rejects it (`mlops.rollout`).
+One rollout per use case at a time: while a `@shadow` exists, a new passing candidate is
+kept as `@challenger` with that reason; end the rollout first (the rollout DAG's `abort`).
 Failed: the version becomes `@challenger`, tagged with the reasons. Every write is
 idempotent per DAG run: a version is found by its `mlops.run_key` tag before registering,
 and a DAG run's decision, once applied, is not applied again.
@@ -11,6 +15,7 @@ Tags on a version, so the UI can say when and why it got where it is:
 - `mlops.gate.*`: the gate's verdict and reasons, as the gate wrote them;
 - `mlops.promoted_by`, `mlops.promoted_at`, `mlops.replaced`: promoted to `@champion`;
 - `mlops.rejected_by`, `mlops.rejected_at`, `mlops.rejection_reason`: kept as `@challenger`;
+- `mlops.rollout.shadow_at`, `.shadow_reason`, `.shadow_by`: made `@shadow`; `mlops.rollout.*`: the live evidence;
 - `mlops.approval.*`: a person's answer to its promotion request (`promotion.approval`);
 - `mlops.rollback.*`, `mlops.rolled_back.*`: moved by hand (`promotion.rollback`).
 Times are ISO 8601 in UTC, to the second.
@@ -32,6 +37,7 @@ from mlops.naming import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
+    SHADOW,
     TAG_CANDIDATE_KEY,
     TAG_GATE_CHAMPION_VERSION,
     TAG_GATE_CHECKS,
@@ -46,6 +52,9 @@ from mlops.naming import (
     TAG_REJECTION_REASON,
     TAG_REPLACED,
     TAG_RUN_KEY,
+    TAG_SHADOW_AT,
+    TAG_SHADOW_BY,
+    TAG_SHADOW_REASON,
     TAG_USE_CASE,
 )
 from mlops.training.results import CandidateResult
@@ -55,7 +64,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PromotionResult:
-    action: Literal["promoted", "challenger", "unchanged"]
+    action: Literal["promoted", "shadow", "challenger", "unchanged"]
     version: str
     champion: str | None
     previous: str | None
@@ -109,8 +118,11 @@ def apply_decision(
         log.info("%s: %s", name, earlier)
         return PromotionResult("unchanged", version, champion, previous, [*reasons, earlier])
     registry.set_version_tags(name, version, gate_tags(gate, run_key))
+    if gate.passed and uc.deployment.strategy == "shadow" and champion is not None and champion != version:
+        return _start_shadow(name, version, champion, previous, reasons, run_key)
     if gate.passed:
-        return _promote(name, version, champion, previous, reasons, run_key)
+        # Direct, or the first champion of a model: with no champion there is no live traffic to compare on.
+        return move_champion(name, version, champion, previous, reasons, run_key)
     if champion == version:
         # Only a rollback demotes a champion, deliberately and on the record.
         note = f"v{version} is @champion and stays so; use rollback to replace it"
@@ -120,7 +132,7 @@ def apply_decision(
     return PromotionResult(action, version, champion, previous, reasons)
 
 
-def _promote(
+def move_champion(
     name: str, version: str, champion: str | None, previous: str | None, reasons: list[str], run_key: str
 ) -> PromotionResult:
     """Move `@champion` to the version, the replaced champion to `@previous`; then mark it done."""
@@ -148,6 +160,34 @@ def _promote(
     return PromotionResult("promoted", version, version, previous, reasons)
 
 
+def _start_shadow(
+    name: str, version: str, champion: str, previous: str | None, reasons: list[str], run_key: str
+) -> PromotionResult:
+    """Point `@shadow` at the version, unless another version's rollout is in progress (then `@challenger`)."""
+    shadow = registry.alias_version(name, SHADOW)
+    if shadow is not None and shadow != version:
+        # Two rollouts at once would split the evidence and race on @champion; the running one ends
+        # first, on its evidence, its deadline or by hand (the rollout DAG's `abort`).
+        refusal = (
+            f"passed the gate, but a rollout of v{shadow} is in progress; two rollouts for one use case cannot run "
+            f"at once: end it (rollout DAG, param abort) and re-run training to roll out v{version}"
+        )
+        action = keep_as_challenger(name, version, refusal, run_key)
+        log.info("%s v%s: %s", name, version, refusal)
+        return PromotionResult(action, version, champion, previous, [*reasons, refusal])
+    why = f"passed the gate; deployment.strategy is shadow: judged on live traffic beside champion v{champion}"
+    tags = registry.version_tags(name, version)
+    # The rollout's window and deadline start here; an interrupted earlier attempt keeps its time.
+    started = {TAG_SHADOW_AT: tags.get(TAG_SHADOW_AT) or applied_at(), TAG_SHADOW_REASON: why}
+    registry.set_version_tags(name, version, started)
+    registry.set_alias(name, SHADOW, version)
+    if registry.alias_version(name, CHALLENGER) == version:
+        registry.delete_alias(name, CHALLENGER)
+    registry.set_version_tags(name, version, {TAG_SHADOW_BY: run_key})  # written last, as promoted_by
+    log.info("%s v%s is @shadow beside @champion v%s", name, version, champion)
+    return PromotionResult("shadow", version, champion, previous, [*reasons, why])
+
+
 def decided_earlier(tags: Mapping[str, str], version: str, run_key: str) -> str | None:
     """Why a decision of `run_key` on this version must not be applied again, or None.
 
@@ -156,6 +196,8 @@ def decided_earlier(tags: Mapping[str, str], version: str, run_key: str) -> str 
     """
     if tags.get(TAG_PROMOTED_BY) == run_key:
         return f"v{version} was already promoted to @champion by {run_key}; a re-run moves no alias"
+    if tags.get(TAG_SHADOW_BY) == run_key:
+        return f"v{version} was already made @shadow by {run_key}; a re-run moves no alias"
     if tags.get(TAG_REJECTED_BY) == run_key:
         return (
             f"v{version} was already kept as @challenger by {run_key}; a re-run moves no alias "

@@ -1,0 +1,20 @@
+"""
+### Rollout DAGs, one per use case rolled out in shadow
+
+Generated from `configs/*.yaml`: each file with `deployment.strategy: shadow` gives a
+`rollout_<use case>` DAG that judges the `@shadow` challenger on live labelled traffic
+beside `@champion`, hourly and when training sets a new shadow, and promotes it, rejects
+it or waits, with the evidence recorded on the model version.
+"""
+
+from __future__ import annotations
+
+# The words "airflow" and "dag" must appear here: Airflow's safe mode skips files without them,
+# and this file imports no airflow module itself (the builder does).
+from mlops.config import load_all
+from mlops.naming import rollout_dag_id
+from mlops.orchestration.rollout import build_rollout_dag
+
+for _use_case in load_all():
+    if _use_case.deployment.strategy == "shadow":
+        globals()[rollout_dag_id(_use_case.name)] = build_rollout_dag(_use_case)

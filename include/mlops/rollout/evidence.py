@@ -1,0 +1,265 @@
+"""The live evidence of a shadow rollout: champion and shadow paired on the same labelled requests.
+
+`pair_rows` keeps the requests both scored whose label has arrived; `compare` measures the
+primary metric of each side with the holdout's own function (`mlops.training.candidates.
+compute_metrics`, through `mlops.monitoring.performance.measure_performance`) and a paired
+bootstrap of the shadow's relative gain: each resample draws the same requests for both
+sides, so what varies between them is the model alone. Pure: frames in, a dataclass out.
+
+The resamples are counts per row (a multinomial draw), and every metric is computed from
+them with sample weights: the metrics that are means of a per-row loss (rmse, mae, mape,
+r2, accuracy, log_loss, precision/recall/f1 from weighted counts) as one matrix product for
+all resamples at once; roc_auc, which is not, one weighted call per resample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlops.config import METRIC_DIRECTIONS
+from mlops.naming import PROBA_COLUMN_PREFIX, ROLE_CHAMPION, ROLE_SHADOW
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+RESAMPLES = 2000
+SEED = 0
+"""Fixed: the same log gives the same interval and the same decision on every re-run."""
+_PAIRED = ("label", "prediction")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What champion and shadow did on the same labelled live requests."""
+
+    metric: str
+    direction: str
+    """`max` or `min` (mlops.config.METRIC_DIRECTIONS): which way is better."""
+    shadow_version: str
+    rows: int
+    """Labelled requests scored by both, the ones compared."""
+    shadow_rows: int
+    """Requests the shadow scored in the window, labelled or not."""
+    champion_versions: list[str] = field(default_factory=list)
+    champion_metric: float | None = None
+    shadow_metric: float | None = None
+    gain: float | None = None
+    """The shadow's relative gain on the metric: positive = better, 0.02 = 2 % better than the champion."""
+    interval: tuple[float, float] | None = None
+    """The paired bootstrap interval of `gain` at `confidence`."""
+    confidence: float = 0.95
+    resamples: int = RESAMPLES
+    note: str | None = None
+    """Why there is no metric or interval, when there is none."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["interval"] = list(self.interval) if self.interval is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        interval = data.get("interval")
+        return cls(**{**data, "interval": tuple(interval) if interval is not None else None})
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The compared requests, in the same order on both sides: label, prediction and proba columns each."""
+
+    champion: pd.DataFrame
+    shadow: pd.DataFrame
+    shadow_rows: int
+    champion_versions: list[str]
+
+
+def pair_rows(frame: pd.DataFrame, shadow_version: str) -> Paired:
+    """Champion and shadow rows of the same requests whose label has arrived, matched by request id.
+
+    `frame` is `read_predictions(..., with_labels=True)`. Shadow rows are those of
+    `shadow_version` only (an earlier shadow's rows are not its evidence); a request
+    logged twice by one side counts once, its last row.
+    """
+    role = frame["role"].fillna(ROLE_CHAMPION).astype(str) if "role" in frame else ROLE_CHAMPION
+    shadow = frame[(role == ROLE_SHADOW) & (frame["model_version"].astype(str) == str(shadow_version))]
+    champion = frame[role == ROLE_CHAMPION]
+    shadow_rows = int(shadow["request_id"].nunique())
+    if "label" in frame:
+        shadow, champion = shadow[shadow["label"].notna()], champion[champion["label"].notna()]
+    else:
+        shadow, champion = shadow.iloc[0:0], champion.iloc[0:0]
+    shadow = shadow.drop_duplicates("request_id", keep="last").set_index("request_id")
+    champion = champion.drop_duplicates("request_id", keep="last").set_index("request_id")
+    common = shadow.index.intersection(champion.index).sort_values()
+    champion, shadow = champion.loc[common], shadow.loc[common]
+    versions = sorted({str(v) for v in champion["model_version"]}, key=lambda v: (len(v), v))
+    return Paired(_side(champion), _side(shadow), shadow_rows, versions)
+
+
+def _side(rows: pd.DataFrame) -> pd.DataFrame:
+    """Label, prediction and the probability columns this side logged (all its rows have them)."""
+    proba = [str(c) for c in rows.columns if str(c).startswith(PROBA_COLUMN_PREFIX) and rows[c].notna().all()]
+    return rows[[*_PAIRED, *proba]].reset_index(drop=True) if len(rows) else rows[[*_PAIRED]].reset_index(drop=True)
+
+
+def compare(
+    task: str,
+    metric: str,
+    paired: Paired,
+    shadow_version: str,
+    *,
+    confidence: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> Evidence:
+    """Both sides' `metric` on the paired rows and the bootstrap interval of the shadow's relative gain."""
+    import numpy as np
+
+    from mlops.monitoring.performance import measure_performance
+
+    base = Evidence(
+        metric=metric,
+        direction=METRIC_DIRECTIONS[metric],
+        shadow_version=str(shadow_version),
+        rows=len(paired.shadow),
+        shadow_rows=paired.shadow_rows,
+        champion_versions=paired.champion_versions,
+        confidence=confidence,
+        resamples=resamples,
+    )
+    if base.rows == 0:
+        return _with(base, note="no request has both a champion and a shadow prediction with its label yet")
+    champion_perf = measure_performance(task, paired.champion)
+    shadow_perf = measure_performance(task, paired.shadow)
+    champion_value, shadow_value = champion_perf.metrics.get(metric), shadow_perf.metrics.get(metric)
+    if champion_value is None or shadow_value is None:
+        why = champion_perf.unavailable.get(metric) or shadow_perf.unavailable.get(metric) or "undefined"
+        return _with(base, champion_metric=champion_value, shadow_metric=shadow_value, note=f"{metric}: {why}")
+    counts = np.random.default_rng(seed).multinomial(base.rows, np.full(base.rows, 1 / base.rows), size=resamples)
+    gains = relative_gain(
+        metric,
+        weighted_metric(task, metric, paired.champion, counts),
+        weighted_metric(task, metric, paired.shadow, counts),
+    )
+    gains = gains[np.isfinite(gains)]
+    if gains.size < resamples // 2:
+        note = f"{metric} is undefined on most resamples of {base.rows} rows; more labelled rows are needed"
+        return _with(base, champion_metric=champion_value, shadow_metric=shadow_value, note=note)
+    tail = (1 - confidence) / 2
+    low, high = (float(q) for q in np.quantile(gains, [tail, 1 - tail]))
+    gain = float(relative_gain(metric, np.array([champion_value]), np.array([shadow_value]))[0])
+    return _with(base, champion_metric=champion_value, shadow_metric=shadow_value, gain=gain, interval=(low, high))
+
+
+def _with(base: Evidence, **changes: Any) -> Evidence:
+    return Evidence(**{**asdict(base), **changes})
+
+
+def relative_gain(metric: str, champion: np.ndarray[Any, Any], shadow: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """How much better the shadow is, as a fraction of |champion| (negative: worse); absolute where champion is 0."""
+    import numpy as np
+
+    better_by = champion - shadow if METRIC_DIRECTIONS[metric] == "min" else shadow - champion
+    scale = np.abs(champion)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.where(scale > 0, better_by / np.where(scale > 0, scale, 1.0), better_by), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- weighted metrics
+
+
+def weighted_metric(task: str, metric: str, side: pd.DataFrame, weights: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """`metric` of the side's rows under each row of `weights` (resample counts): one value per resample.
+
+    With weights of one it equals `compute_metrics` on the rows (tests/unit/test_rollout.py).
+    """
+    import numpy as np
+
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    n = w.sum(axis=1)
+    if task == "regression":
+        y = side["label"].to_numpy(dtype=np.float64)
+        e = side["prediction"].to_numpy(dtype=np.float64) - y
+        if metric == "rmse":
+            return np.asarray(np.sqrt((w @ e**2) / n), dtype=np.float64)
+        if metric == "mae":
+            return np.asarray((w @ np.abs(e)) / n, dtype=np.float64)
+        if metric == "mape":
+            return np.asarray((w @ (np.abs(e) / np.maximum(np.abs(y), np.finfo(np.float64).eps))) / n, dtype=np.float64)
+        if metric == "r2":
+            mean = (w @ y) / n
+            total = (w @ y**2) - n * mean**2
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(total > 0, 1 - (w @ e**2) / np.where(total > 0, total, 1.0), np.nan)
+        raise ValueError(f"{metric!r} is not a regression metric")
+    truth, pred = _class_names(side["label"]), _class_names(side["prediction"])
+    proba_cols = [c for c in side.columns if str(c).startswith(PROBA_COLUMN_PREFIX)]
+    classes = [c[len(PROBA_COLUMN_PREFIX) :] for c in proba_cols] or sorted(set(truth) | set(pred))
+    if metric == "accuracy":
+        return np.asarray((w @ (truth == pred)) / n, dtype=np.float64)
+    if metric in ("precision", "recall", "f1"):
+        return _weighted_counts_metric(metric, truth, pred, classes, w)
+    if not proba_cols:
+        return np.full(len(w), np.nan)
+    proba = side[proba_cols].to_numpy(dtype=np.float64)
+    if metric == "log_loss":
+        index = {c: i for i, c in enumerate(classes)}
+        if any(t not in index for t in truth):
+            return np.full(len(w), np.nan)
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        eps = np.finfo(np.float64).eps
+        p_true = np.clip(proba[np.arange(len(truth)), [index[t] for t in truth]], eps, 1 - eps)
+        return np.asarray((w @ -np.log(p_true)) / n, dtype=np.float64)
+    if metric == "roc_auc":
+        return _weighted_roc_auc(truth, proba, classes, w)
+    raise ValueError(f"{metric!r} is not a classification metric")
+
+
+def _class_names(values: pd.Series) -> np.ndarray[Any, Any]:
+    """Class labels as the text the proba columns name (labels arrive as floats: 1.0 is class "1")."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(values.dtype) and bool((values == values.round()).all()):
+        values = values.astype(int)
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def _weighted_counts_metric(
+    metric: str, truth: np.ndarray[Any, Any], pred: np.ndarray[Any, Any], classes: list[str], w: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """Binary on the positive class (the last), else the macro average, with zero for 0/0 as compute_metrics."""
+    import numpy as np
+
+    scored = classes[-1:] if len(classes) == 2 else classes
+    values = []
+    for c in scored:
+        tp = w @ ((truth == c) & (pred == c))
+        predicted, actual = w @ (pred == c), w @ (truth == c)
+        num, den = {"precision": (tp, predicted), "recall": (tp, actual), "f1": (2 * tp, predicted + actual)}[metric]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0))
+    return np.asarray(np.mean(values, axis=0), dtype=np.float64)
+
+
+def _weighted_roc_auc(
+    truth: np.ndarray[Any, Any], proba: np.ndarray[Any, Any], classes: list[str], w: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    import numpy as np
+    from sklearn import metrics as skm
+
+    out = np.full(len(w), np.nan)
+    for i, row in enumerate(w):
+        keep = row > 0
+        present = set(truth[keep].tolist())
+        if len(present) < 2:
+            continue
+        if len(classes) == 2:
+            out[i] = skm.roc_auc_score(truth[keep] == classes[-1], proba[keep, -1], sample_weight=row[keep])
+        elif present == set(classes):
+            out[i] = skm.roc_auc_score(
+                truth[keep], proba[keep], multi_class="ovr", labels=classes, sample_weight=row[keep]
+            )
+    return out
