@@ -261,33 +261,6 @@ class Labels(_Strict):
     )
 
 
-class Deployment(_Strict):
-    """How a candidate that passed the gate reaches traffic: at once (`direct`) or judged live first (`shadow`)."""
-
-    strategy: Literal["direct", "shadow", "canary"] = Field(
-        default="direct",
-        description="`direct`: the gate's pass moves @champion (today's behaviour). `shadow`: the candidate becomes "
-        "@shadow, scored beside the champion on live traffic, and rollout_<use case> promotes or rejects it.",
-    )
-    shadow_timeout_ms: float = Field(default=250, gt=0, description="A slower shadow micro-batch is abandoned.")
-    min_labeled_rows: int = Field(default=200, gt=0, description="Labelled rows scored by both before deciding.")
-    deadline_hours: float = Field(default=72, gt=0, description="No decision by then: the shadow is rejected.")
-    confidence: float = Field(default=0.95, gt=0, lt=1, description="Of the paired bootstrap interval.")
-    min_improvement: float = Field(
-        default=0.0,
-        ge=0,
-        description="Relative gain of the primary metric the shadow must show: the interval's lower bound must "
-        "exceed it (0.01 = 1 % better than the champion).",
-    )
-
-    @field_validator("strategy")
-    @classmethod
-    def _implemented(cls, value: str) -> str:
-        if value == "canary":
-            raise ValueError("deployment.strategy 'canary' is not implemented yet; use direct or shadow")
-        return value
-
-
 SOURCE_KINDS = ("files", "sql", "sklearn")
 
 
