@@ -18,6 +18,7 @@ from fastapi.responses import Response
 
 from mlops.serving.logwriter import LogEntry
 from mlops.serving.microbatch import VersionChanged
+from mlops.serving.openapi import PREDICT_ERRORS, error_responses
 from mlops.serving.routes import json_response
 from mlops.serving.schema import RequestError, parse_json
 from mlops.serving.state import service_state
@@ -78,12 +79,10 @@ _PREDICT_EXAMPLE = {
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`{use_case, model_name, model_version, ids, predictions}`; a classifier adds `classes` "
-        "(its class labels) and `probabilities` (one array per record, in the order of `classes`)"
+        "(its class labels) and `probabilities` (one array per record, in the order of `classes`)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
     },
-    400: {"description": "Malformed or too deeply nested JSON"},
-    413: {"description": "Body or batch too large"},
-    422: {"description": "Invalid fields; `detail[].loc` names each one"},
-    503: {"description": "No model loaded yet for this use case"},
+    **error_responses(*PREDICT_ERRORS),
 }
 
 
@@ -106,6 +105,7 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def predict_any(request: Request) -> Response:
     state = service_state(request)
     try:
+        require_json(request)
         payload = parse_json(await _read_body(request, state.config.max_body_bytes))
         use_case = _use_case_of(payload, state.served)
     except RequestError as exc:
@@ -127,7 +127,7 @@ async def predict_any(request: Request) -> Response:
             "content": {"application/json": {"schema": _PREDICT_BODY_SCHEMA, "example": _PREDICT_EXAMPLE}},
         }
     },
-    responses={**_PREDICT_RESPONSES, 404: {"description": "Unknown use case"}},
+    responses=_PREDICT_RESPONSES,
 )
 async def predict(use_case: str, request: Request) -> Response:
     state = service_state(request)
@@ -137,6 +137,7 @@ async def predict(use_case: str, request: Request) -> Response:
     if model is None:
         return _not_loaded(state, use_case)
     try:
+        require_json(request)
         payload = parse_json(await _read_body(request, state.config.max_body_bytes))
         _drop_use_case_matching(payload, use_case)
     except RequestError as exc:
@@ -146,6 +147,16 @@ async def predict(use_case: str, request: Request) -> Response:
 
 async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> Response:
     """Validate, predict (micro-batched), queue for the log, answer."""
+    answer = await score(state, use_case, model, payload)
+    return answer if isinstance(answer, Response) else json_response(200, answer)
+
+
+async def score(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> dict[str, Any] | Response:
+    """Validate, predict (micro-batched), queue for the log: the answer's body, or the refusal.
+
+    /invocations (routes/invocations.py) scores through here too, so its rows are validated
+    and logged like every other prediction.
+    """
     try:
         parsed = model.schema.parse(payload, state.config.max_records)
     except RequestError as exc:
@@ -174,7 +185,7 @@ async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payloa
         # and to encode, and the labels keep their JSON type (1, not "1").
         body["classes"] = list(used.classes)
         body["probabilities"] = probabilities
-    return json_response(200, body)
+    return body
 
 
 def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: int) -> Response:
@@ -185,6 +196,26 @@ def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: in
 def _not_loaded(state: ServiceState, use_case: str) -> Response:
     reason = state.cache.status()["errors"].get(use_case, "the model is still loading")
     return json_response(503, {"detail": f"no @{state.config.alias} model loaded for {use_case}: {reason}"})
+
+
+def require_json(request: Request) -> None:
+    """A 415 unless the body is declared JSON: a form or text body would only fail later, less clearly."""
+    declared = request.headers.get("content-type")
+    media_type, _, params = (declared or "").partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset" in params.lower() else "utf-8"
+    if media_type.strip().lower() == "application/json" and charset in ("utf-8", "utf8"):
+        return
+    got = f"got {declared!r}" if declared else "none was sent"
+    raise RequestError(
+        415,
+        [
+            {
+                "loc": ["header", "content-type"],
+                "msg": f"send the body as JSON with 'Content-Type: application/json' (UTF-8); {got}",
+                "type": "content_type",
+            }
+        ],
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
