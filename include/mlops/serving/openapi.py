@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from mlops.serving.state import ServiceState
 
 REF = "#/components/schemas/"
-_DOUBLE_MAX = 1.7976931348623157e308
+# The documented range of a number: the service takes any finite double, but a model fed values
+# this far beyond any training range overflows (a 422 `model_error`), so the contract stops here.
+_DOUBLE_MAX = 1e12
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 # An event time the log accepts (serving/schema.py: 1900..2200, after conversion to UTC).

@@ -9,6 +9,7 @@ queued for the log writer thread and the response goes out.
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -171,6 +172,15 @@ async def score(state: ServiceState, use_case: str, model: LoadedModel, payload:
             422,
             {"detail": [{"loc": ["body"], "msg": f"the model rejected the input: {exc}", "type": "model_error"}]},
         )
+    bad = _non_finite(predictions, probabilities)
+    if bad is not None:
+        # JSON has no NaN: the answer would say `null`, a 200 with no prediction. Refuse, naming the record.
+        loc = ["body", "record"] if "record" in payload else ["body", "records", bad]
+        msg = (
+            "the model returned no finite prediction for this record (NaN or infinity): a null its pipeline "
+            "does not impute, or values far outside the training range"
+        )
+        return json_response(422, {"detail": [{"loc": loc, "msg": msg, "type": "model_error"}]})
     ids = parsed.ids or [uuid.uuid4().hex for _ in parsed.rows]
     _log(state.writer, used, parsed, ids, predictions, probabilities)
     body: dict[str, Any] = {
@@ -186,6 +196,18 @@ async def score(state: ServiceState, use_case: str, model: LoadedModel, payload:
         body["classes"] = list(used.classes)
         body["probabilities"] = probabilities
     return body
+
+
+def _non_finite(predictions: list[Any], probabilities: list[list[float]] | None) -> int | None:
+    """The first record whose prediction or probabilities are NaN or infinite; None when all are finite."""
+    for i, value in enumerate(predictions):
+        if type(value) is float and not math.isfinite(value):
+            return i
+    if probabilities is not None:
+        for i, row in enumerate(probabilities):
+            if not all(math.isfinite(p) for p in row):
+                return i
+    return None
 
 
 def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: int) -> Response:
