@@ -119,3 +119,11 @@ def test_invocations_without_a_use_case_names_the_choices(client: TestClient) ->
     assert body["error_code"] == "BAD_REQUEST" and "bike_sharing" in body["message"]
     unknown = client.post("/invocations/nope", json={"dataframe_records": RECORDS})
     assert unknown.status_code == 404 and "unknown use case" in unknown.json()["message"]
+
+
+def test_an_integral_float_id_is_the_integer_id() -> None:
+    """JSON Schema calls -141.0 an integer, so the documented `id` accepts it (schemathesis found the 422)."""
+    from mlops.serving.schema import _check_id
+
+    assert _check_id(-141.0) == ("-141", None)
+    assert _check_id(1.5)[1] is not None and _check_id(float("inf"))[1] is not None

@@ -387,6 +387,9 @@ def _check_id(value: Any) -> tuple[Any, str | None]:
         return value, None
     if type(value) is int and _LONG_MIN <= value <= _LONG_MAX:
         return str(value), None
+    if type(value) is float and value.is_integer() and _LONG_MIN <= value < 2.0**63:
+        # JSON does not tell 141 from 141.0 (JSON Schema calls both an integer): the same id.
+        return str(int(value)), None
     return None, "must be a non-empty string (at most 200 characters) or a 64-bit integer"
 
 

@@ -9,6 +9,7 @@ prediction log as `POST /predict` (source "online"), so every prediction is logg
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -104,9 +105,7 @@ async def _invoke(state: ServiceState, use_case: str, request: Request) -> Respo
         return _refusal(exc.status, exc.detail)
     answer = await score(state, use_case, model, {"records": records})
     if isinstance(answer, Response):
-        import orjson
-
-        body = orjson.loads(bytes(answer.body))
+        body = json.loads(bytes(answer.body))
         detail = body["detail"] if isinstance(body.get("detail"), list) else None
         if detail:
             for item in detail:
