@@ -253,12 +253,14 @@ def _fuzz(url: str, operations: list[str], checks: list[Any], seed: int, budget:
 
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     failures: list[str] = []
+    seen: set[str] = set()
     started = time.monotonic()
     for result in schema.get_all_operations():
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
         if label not in operations:
             continue
+        seen.add(label)
 
         @hypothesis.settings(
             max_examples=MAX_EXAMPLES,
@@ -278,6 +280,7 @@ def _fuzz(url: str, operations: list[str], checks: list[Any], seed: int, budget:
         except (Exception, BaseExceptionGroup) as exc:  # one entry per operation; the seed replays it
             failures.append(f"{label}: {str(exc).strip()[:1500]}")
         assert time.monotonic() - started < budget, f"fuzzing took over {budget} s; seed {seed}"
+    assert seen == set(operations), f"not in /openapi.json: {set(operations) - seen}"
     return failures
 
 
