@@ -445,7 +445,9 @@ def test_predict_without_a_path_takes_the_use_case_from_the_body(setup: Setup) -
         # Body validation is the same as on the path form.
         bad = client.post("/predict", json={"use_case": "bike_sharing", "record": {**rows[0], "temp": "warm"}})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "record", "temp"]
-        assert client.post("/predict", content=b"[1]").status_code == 422
+        json_header = {"content-type": "application/json"}
+        assert client.post("/predict", content=b"[1]", headers=json_header).status_code == 422
+        assert client.post("/predict", content=b"[1]").status_code == 415  # no Content-Type (issue 23)
 
     def logged() -> bool:
         frame = read_predictions("bike_sharing", "2011-06-01", "2011-06-02", uri=str(setup.service.log_dir))

@@ -120,4 +120,6 @@ def test_unknown_use_case_and_mismatched_body(client: TestClient) -> None:
     assert several.status_code == 422 and "serves several use cases" in several.json()["detail"][0]["msg"]
     other = client.post("/labels/bike_sharing", json={"use_case": "breast_cancer", "labels": []})
     assert other.status_code == 422 and "drop one" in other.json()["detail"][0]["msg"]
-    assert client.post("/labels/bike_sharing", content=b"{").status_code == 400
+    json_header = {"content-type": "application/json"}
+    assert client.post("/labels/bike_sharing", content=b"{", headers=json_header).status_code == 400
+    assert client.post("/labels/bike_sharing", content=b"{").status_code == 415  # no Content-Type (issue 23)

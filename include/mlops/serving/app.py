@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from mlops.serving import openapi
 from mlops.serving.config import ServingConfig
-from mlops.serving.routes import health, labels, predict
+from mlops.serving.routes import health, invocations, labels, predict
 from mlops.serving.state import ServiceState, build_state
 
 
@@ -31,6 +32,8 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(labels.router)
+    app.include_router(invocations.router)
+    openapi.install(app)
     return app
 
 

@@ -190,6 +190,7 @@ class ParsedRequest:
 
 
 MISSING_POLICIES = ("impute", "refuse")
+MAX_EXTRAS_LISTED = 10
 
 
 @dataclass
@@ -285,9 +286,14 @@ class InputSchema:
                 failed = True
             row.append(checked)
         if len(record) > len(row) or not self._known.issuperset(record):
-            for extra in record.keys() - self._known:
-                errors.append(_error([*loc, str(extra)], "extra field not permitted", "extra_forbidden"))
-                failed = True
+            extras = sorted(str(k) for k in record.keys() - self._known)
+            # A record with thousands of unknown columns gets a short answer, not one entry per column.
+            for extra in extras[:MAX_EXTRAS_LISTED]:
+                errors.append(_error([*loc, extra], "extra field not permitted", "extra_forbidden"))
+            if len(extras) > MAX_EXTRAS_LISTED:
+                msg = f"{len(extras)} extra fields in all; the model takes these {len(self.names)}: {self.names}"
+                errors.append(_error(loc, msg, "extra_forbidden"))
+            failed = True
         return None if failed else row
 
     def parse(self, payload: Any, max_records: int) -> ParsedRequest:
@@ -381,6 +387,9 @@ def _check_id(value: Any) -> tuple[Any, str | None]:
         return value, None
     if type(value) is int and _LONG_MIN <= value <= _LONG_MAX:
         return str(value), None
+    if type(value) is float and value.is_integer() and _LONG_MIN <= value < 2.0**63:
+        # JSON does not tell 141 from 141.0 (JSON Schema calls both an integer): the same id.
+        return str(int(value)), None
     return None, "must be a non-empty string (at most 200 characters) or a 64-bit integer"
 
 

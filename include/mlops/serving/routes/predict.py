@@ -11,6 +11,7 @@ nothing here waits for it. Every answered request is counted and timed for /metr
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from fastapi.responses import Response
 from mlops.naming import ROLE_CHAMPION
 from mlops.serving.logwriter import LogEntry
 from mlops.serving.microbatch import VersionChanged
+from mlops.serving.openapi import PREDICT_ERRORS, error_responses
 from mlops.serving.routes import json_response
 from mlops.serving.schema import RequestError, parse_json
 from mlops.serving.shadow import RequestContext
@@ -84,12 +86,10 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`{use_case, model_name, model_version, role, ids, predictions}` (`role`: `champion`, the "
         "version that answered); a classifier adds `classes` "
-        "(its class labels) and `probabilities` (one array per record, in the order of `classes`)"
+        "(its class labels) and `probabilities` (one array per record, in the order of `classes`)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
     },
-    400: {"description": "Malformed or too deeply nested JSON"},
-    413: {"description": "Body or batch too large"},
-    422: {"description": "Invalid fields; `detail[].loc` names each one"},
-    503: {"description": "No model loaded yet for this use case"},
+    **error_responses(*PREDICT_ERRORS),
 }
 
 
@@ -112,6 +112,7 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def predict_any(request: Request) -> Response:
     state = service_state(request)
     try:
+        require_json(request)
         payload = parse_json(await _read_body(request, state.config.max_body_bytes))
         use_case = _use_case_of(payload, state.served)
     except RequestError as exc:
@@ -133,7 +134,7 @@ async def predict_any(request: Request) -> Response:
             "content": {"application/json": {"schema": _PREDICT_BODY_SCHEMA, "example": _PREDICT_EXAMPLE}},
         }
     },
-    responses={**_PREDICT_RESPONSES, 404: {"description": "Unknown use case"}},
+    responses=_PREDICT_RESPONSES,
 )
 async def predict(use_case: str, request: Request) -> Response:
     state = service_state(request)
@@ -143,6 +144,7 @@ async def predict(use_case: str, request: Request) -> Response:
     if model is None:
         return _not_loaded(state, use_case)
     try:
+        require_json(request)
         payload = parse_json(await _read_body(request, state.config.max_body_bytes))
         _drop_use_case_matching(payload, use_case)
     except RequestError as exc:
@@ -153,18 +155,25 @@ async def predict(use_case: str, request: Request) -> Response:
 async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> Response:
     """Validate, predict (micro-batched), queue for the log, answer; count and time it."""
     started = time.perf_counter()
-    response, version = await _answered(state, use_case, model, payload)
+    answer = await score(state, use_case, model, payload)
+    response = answer if isinstance(answer, Response) else json_response(200, answer)
+    # The version that answered: another than `model` after a hot swap mid-request.
+    version = str(answer["model_version"]) if isinstance(answer, dict) else model.version
     state.metrics.observe_request(use_case, version, ROLE_CHAMPION, response.status_code,
                                   time.perf_counter() - started)  # fmt: skip
     return response
 
 
-async def _answered(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> tuple[Response, str]:
-    """The response and the version that made it (another than `model` after a hot swap mid-request)."""
+async def score(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> dict[str, Any] | Response:
+    """Validate, predict (micro-batched), queue for the log: the answer's body, or the refusal.
+
+    /invocations (routes/invocations.py) scores through here too, so its rows are validated
+    and logged like every other prediction.
+    """
     try:
         parsed = model.schema.parse(payload, state.config.max_records)
     except RequestError as exc:
-        return json_response(exc.status, exc.body()), model.version
+        return json_response(exc.status, exc.body())
     # Ids and event times before predicting: the shadow logs its rows under the same ones.
     ids = parsed.ids or [uuid.uuid4().hex for _ in parsed.rows]
     times = parsed.event_times
@@ -175,15 +184,22 @@ async def _answered(state: ServiceState, use_case: str, model: LoadedModel, payl
     try:
         used, predictions, probabilities = await state.batchers[use_case].predict(model, parsed.rows, context)
     except VersionChanged:
-        return json_response(503, {"detail": "the model changed its input columns during this request; retry"}), (
-            model.version
-        )
+        return json_response(503, {"detail": "the model changed its input columns during this request; retry"})
     except (ValueError, TypeError, KeyError) as exc:
         # The pipeline refused values the signature allowed (e.g. an unknown category).
         return json_response(
             422,
             {"detail": [{"loc": ["body"], "msg": f"the model rejected the input: {exc}", "type": "model_error"}]},
-        ), model.version
+        )
+    bad = _non_finite(predictions, probabilities)
+    if bad is not None:
+        # JSON has no NaN: the answer would say `null`, a 200 with no prediction. Refuse, naming the record.
+        loc = ["body", "record"] if "record" in payload else ["body", "records", bad]
+        msg = (
+            "the model returned no finite prediction for this record (NaN or infinity): a null its pipeline "
+            "does not impute, or values far outside the training range"
+        )
+        return json_response(422, {"detail": [{"loc": loc, "msg": msg, "type": "model_error"}]})
     _log(state.writer, used, parsed, context, predictions, probabilities)
     body: dict[str, Any] = {
         "use_case": use_case,
@@ -198,7 +214,19 @@ async def _answered(state: ServiceState, use_case: str, model: LoadedModel, payl
         # and to encode, and the labels keep their JSON type (1, not "1").
         body["classes"] = list(used.classes)
         body["probabilities"] = probabilities
-    return json_response(200, body), used.version
+    return body
+
+
+def _non_finite(predictions: list[Any], probabilities: list[list[float]] | None) -> int | None:
+    """The first record whose prediction or probabilities are NaN or infinite; None when all are finite."""
+    for i, value in enumerate(predictions):
+        if type(value) is float and not math.isfinite(value):
+            return i
+    if probabilities is not None:
+        for i, row in enumerate(probabilities):
+            if not all(math.isfinite(p) for p in row):
+                return i
+    return None
 
 
 def _unknown_use_case(state: ServiceState, loc: list[str], name: str, status: int) -> Response:
@@ -210,6 +238,26 @@ def _not_loaded(state: ServiceState, use_case: str) -> Response:
     state.metrics.observe_request(use_case, "", ROLE_CHAMPION, 503, 0.0)
     reason = state.cache.status()["errors"].get(use_case, "the model is still loading")
     return json_response(503, {"detail": f"no @{state.config.alias} model loaded for {use_case}: {reason}"})
+
+
+def require_json(request: Request) -> None:
+    """A 415 unless the body is declared JSON: a form or text body would only fail later, less clearly."""
+    declared = request.headers.get("content-type")
+    media_type, _, params = (declared or "").partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset" in params.lower() else "utf-8"
+    if media_type.strip().lower() == "application/json" and charset in ("utf-8", "utf8"):
+        return
+    got = f"got {declared!r}" if declared else "none was sent"
+    raise RequestError(
+        415,
+        [
+            {
+                "loc": ["header", "content-type"],
+                "msg": f"send the body as JSON with 'Content-Type: application/json' (UTF-8); {got}",
+                "type": "content_type",
+            }
+        ],
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
