@@ -183,7 +183,8 @@ def _time(value: Any) -> datetime | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return None
     if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
+        # The log keeps microseconds (Python datetimes); sub-microsecond digits mean nothing here.
+        value = value.to_pydatetime(warn=False)
     if isinstance(value, datetime | date | str):
         if isinstance(value, str) and not value.strip():
             return None

@@ -135,7 +135,8 @@ def _event_times(
     if event_times is not None:
         if len(event_times) != len(frame):
             raise ValueError(f"event_times has {len(event_times)} entries for {len(frame)} rows")
-        return [to_timestamp(t) if not isinstance(t, pd.Timestamp) else t.to_pydatetime() for t in event_times]
+        # The log keeps microseconds (Python datetimes); sub-microsecond digits mean nothing here.
+        return [t.to_pydatetime(warn=False) if isinstance(t, pd.Timestamp) else to_timestamp(t) for t in event_times]
     if use_case.time_column and use_case.time_column in frame.columns:
         times = pd.to_datetime(frame[use_case.time_column], errors="coerce")
         if times.isna().any():
