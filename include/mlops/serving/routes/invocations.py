@@ -16,8 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlops.serving.routes import json_response
-from mlops.serving.routes.predict import _read_body, require_json, score
-from mlops.serving.schema import RequestError, parse_json
+from mlops.serving.routes.predict import read_json_body, score
+from mlops.serving.schema import RequestError
 from mlops.serving.state import ServiceState, service_state
 
 router = APIRouter()
@@ -98,8 +98,7 @@ async def _invoke(state: ServiceState, use_case: str, request: Request) -> Respo
         reason = state.cache.status()["errors"].get(use_case, "the model is still loading")
         return _error(503, f"no @{state.config.alias} model loaded for {use_case}: {reason}")
     try:
-        require_json(request)
-        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        payload = await read_json_body(request, state)
         key, records = to_records(payload, model.schema.names)
     except RequestError as exc:
         return _refusal(exc.status, exc.detail)

@@ -19,12 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from mlops.serving.routes import json_response
 from mlops.serving.routes.predict import (
     _drop_use_case_matching,
-    _read_body,
     _unknown_use_case,
     _use_case_of,
-    require_json,
+    read_json_body,
 )
-from mlops.serving.schema import RequestError, parse_json
+from mlops.serving.schema import RequestError
 from mlops.serving.state import ServiceState, service_state
 
 router = APIRouter()
@@ -91,8 +90,7 @@ _LABELS_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def post_labels_any(request: Request) -> Response:
     state = service_state(request)
     try:
-        require_json(request)
-        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        payload = await read_json_body(request, state)
         use_case = _use_case_of(payload, state.served)
     except RequestError as exc:
         return json_response(exc.status, exc.body())
@@ -117,8 +115,7 @@ async def post_labels(use_case: str, request: Request) -> Response:
     if use_case not in state.cache.use_cases:
         return _unknown_use_case(state, ["path", "use_case"], use_case, 404)
     try:
-        require_json(request)
-        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        payload = await read_json_body(request, state)
         _drop_use_case_matching(payload, use_case)
     except RequestError as exc:
         return json_response(exc.status, exc.body())

@@ -112,8 +112,7 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def predict_any(request: Request) -> Response:
     state = service_state(request)
     try:
-        require_json(request)
-        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        payload = await read_json_body(request, state)
         use_case = _use_case_of(payload, state.served)
     except RequestError as exc:
         return json_response(exc.status, exc.body())
@@ -144,8 +143,7 @@ async def predict(use_case: str, request: Request) -> Response:
     if model is None:
         return _not_loaded(state, use_case)
     try:
-        require_json(request)
-        payload = parse_json(await _read_body(request, state.config.max_body_bytes))
+        payload = await read_json_body(request, state)
         _drop_use_case_matching(payload, use_case)
     except RequestError as exc:
         return json_response(exc.status, exc.body())
@@ -238,6 +236,12 @@ def _not_loaded(state: ServiceState, use_case: str) -> Response:
     state.metrics.observe_request(use_case, "", ROLE_CHAMPION, 503, 0.0)
     reason = state.cache.status()["errors"].get(use_case, "the model is still loading")
     return json_response(503, {"detail": f"no @{state.config.alias} model loaded for {use_case}: {reason}"})
+
+
+async def read_json_body(request: Request, state: ServiceState) -> Any:
+    """The request's JSON body: 415 without a JSON Content-Type, 413 over the size limit, 400 if malformed."""
+    require_json(request)
+    return parse_json(await _read_body(request, state.config.max_body_bytes))
 
 
 def require_json(request: Request) -> None:
