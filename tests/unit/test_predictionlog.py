@@ -66,6 +66,19 @@ def test_parquet_layout_is_partitioned_by_event_date(tmp_path: Path) -> None:
     assert not list((tmp_path / "log").rglob(".tmp-*"))
 
 
+def test_a_file_still_being_written_is_not_read(tmp_path: Path) -> None:
+    """A write in progress (hidden `.tmp-` name, half its bytes) is invisible to readers, not an error."""
+    from mlops.predictionlog.lookup import find_prediction
+
+    uri = str(tmp_path / "log")
+    append_predictions("bike", [_batch(["a"], ["2011-05-01T08:00"])], uri=uri)
+    half = tmp_path / "log" / "bike" / "date=2011-05-01" / ".tmp-online__1__abc.parquet"
+    half.write_bytes(b"PAR1 half a file")
+    assert list(read_predictions("bike", "2011-05-01", "2011-05-02", uri=uri)["request_id"]) == ["a"]
+    found = find_prediction("a", ["bike"], uri=uri)
+    assert found is not None and found["request_id"] == "a"
+
+
 def test_batch_partition_rerun_replaces_instead_of_appending(stores: tuple[str, str]) -> None:
     uri, _ = stores
     days = ["2011-05-01T00:00", "2011-05-01T01:00", "2011-05-02T00:00"]

@@ -39,6 +39,7 @@ from mlops.predictionlog.stores import (
     ParquetStore,
     PredictionLogError,
     SqlStore,
+    finished_files,
     is_sql_uri,
     label_store,
     prediction_store,
@@ -302,7 +303,7 @@ def logged_classes(use_case: str, log_uri: str | None = None) -> list[str]:
     if isinstance(store, ParquetStore):
         import pyarrow.parquet as pq
 
-        files = sorted((store.root / use_case).glob("date=*/*.parquet"))
+        files = finished_files((store.root / use_case).glob("date=*/*.parquet"))
         for path in reversed(files):  # the newest partition: the current model's classes
             try:
                 names = pq.read_schema(path).names
@@ -493,7 +494,7 @@ def _files_with(folder: Path, ids: set[str]) -> tuple[list[Path], set[str]]:
 
     files, found = [], set()
     wanted = sorted(ids)
-    for path in sorted(folder.glob("*.parquet")):
+    for path in finished_files(folder.glob("*.parquet")):
         held = set(
             pq.read_table(path, columns=["request_id"], filters=[("request_id", "in", wanted)])[
                 "request_id"
@@ -574,7 +575,7 @@ def _parquet_settle(base: Path, use_case: str, log_uri: str | None) -> int:
 
     folder = base / UNMATCHED
     with file_lock(base / ".labels.lock"):
-        files = sorted(folder.glob("*.parquet"))
+        files = finished_files(folder.glob("*.parquet"))
         if not files:
             return 0
         waiting = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -666,7 +667,7 @@ def _parquet_read(base: Path, lo: datetime | None, hi: datetime | None) -> pd.Da
             folders.append(folder)
     frames = []
     for folder in folders:
-        for path in sorted(folder.glob("*.parquet")):
+        for path in finished_files(folder.glob("*.parquet")):
             try:
                 frames.append(pd.read_parquet(path))
             except FileNotFoundError:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.predictionlog.frames import META_COLUMNS
-from mlops.predictionlog.stores import ParquetStore, PredictionLogError, SqlStore, prediction_store
+from mlops.predictionlog.stores import ParquetStore, PredictionLogError, SqlStore, finished_files, prediction_store
 
 
 def find_prediction(request_id: str, use_cases: Sequence[str], *, uri: str | None = None) -> dict[str, Any] | None:
@@ -50,7 +50,7 @@ def _parquet_rows(store: ParquetStore, use_case: str, request_id: str) -> list[d
     import pyarrow.parquet as pq
 
     rows: list[dict[str, Any]] = []
-    for path in sorted((store.root / use_case).glob("date=*/*.parquet")):
+    for path in finished_files((store.root / use_case).glob("date=*/*.parquet")):
         try:
             table = pq.read_table(path, filters=[("request_id", "=", request_id)])
         except FileNotFoundError:
@@ -147,7 +147,7 @@ def _id_rows(folders: Iterable[Path], wanted: set[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     ids = sorted(wanted)
     for folder in folders:
-        for path in sorted(folder.glob("*.parquet")):
+        for path in finished_files(folder.glob("*.parquet")):
             try:
                 names = pq.read_schema(path).names
                 columns = [c for c in ("request_id", "event_time", "logged_at") if c in names]

@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,6 +79,16 @@ class Store(Protocol):
     def read_schemas(self, use_case: str) -> Schemas: ...
 
     def write_schema(self, use_case: str, version: str, columns: dict[str, str]) -> None: ...
+
+
+def finished_files(paths: Iterable[Path]) -> list[Path]:
+    """The Parquet files a reader may open, sorted.
+
+    Why: a file still being written has a hidden `.tmp-` name (`ParquetStore._write`) and
+    `Path.glob("*.parquet")` matches hidden names too, so a read racing a write opened a half
+    file ("Parquet magic bytes not found"), seen when a window was read while the service logged.
+    """
+    return sorted(p for p in paths if not p.name.startswith("."))
 
 
 def _partition_tag(partition: str) -> str:
@@ -148,7 +159,7 @@ class ParquetStore:
         tag = _partition_tag(partition)
         with _replace_lock(self.root / use_case):
             pending = self._write(use_case, frame, f"batch__{tag}__{_slug(partition)}") if not frame.empty else []
-            old = sorted((self.root / use_case).glob(f"date=*/batch__{tag}__*.parquet"))
+            old = finished_files((self.root / use_case).glob(f"date=*/batch__{tag}__*.parquet"))
             replaced = 0
             for path in old:
                 replaced += pq.ParquetFile(path).metadata.num_rows
@@ -171,7 +182,7 @@ class ParquetStore:
                 continue
             if end is not None and day >= end:
                 continue
-            files.extend(sorted(folder.glob("*.parquet")))
+            files.extend(finished_files(folder.glob("*.parquet")))
         return files
 
     def read_schemas(self, use_case: str) -> Schemas:
