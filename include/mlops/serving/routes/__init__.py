@@ -15,3 +15,8 @@ from mlops.serving.schema import dumps
 
 def json_response(status: int, body: Any) -> Response:
     return Response(content=dumps(body), status_code=status, media_type="application/json")
+
+
+def json_body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its JSON body itself: the body's schema and example."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from mlops.serving.routes import json_response
+from mlops.serving.routes import json_body, json_response
 from mlops.serving.routes.predict import (
     _drop_use_case_matching,
     _unknown_use_case,
@@ -74,17 +74,7 @@ _LABELS_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/labels",
     summary="Write ground truth for logged predictions; the body's `use_case` names the use case",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": _LABELS_BODY_SCHEMA,
-                    "example": {"use_case": "bike_sharing", **_LABELS_EXAMPLE},
-                }
-            },
-        }
-    },
+    openapi_extra=json_body(_LABELS_BODY_SCHEMA, {"use_case": "bike_sharing", **_LABELS_EXAMPLE}),
     responses=_LABELS_RESPONSES,
 )
 async def post_labels_any(request: Request) -> Response:
@@ -102,12 +92,7 @@ async def post_labels_any(request: Request) -> Response:
 @router.post(
     "/labels/{use_case}",
     summary="Write ground truth for the use case's logged predictions",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _LABELS_BODY_SCHEMA, "example": _LABELS_EXAMPLE}},
-        }
-    },
+    openapi_extra=json_body(_LABELS_BODY_SCHEMA, _LABELS_EXAMPLE),
     responses={**_LABELS_RESPONSES, 404: {"description": "Unknown use case"}},
 )
 async def post_labels(use_case: str, request: Request) -> Response:

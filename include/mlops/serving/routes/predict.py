@@ -24,7 +24,7 @@ from mlops.naming import ROLE_CHAMPION
 from mlops.serving.logwriter import LogEntry
 from mlops.serving.microbatch import VersionChanged
 from mlops.serving.openapi import PREDICT_ERRORS, error_responses
-from mlops.serving.routes import json_response
+from mlops.serving.routes import json_body, json_response
 from mlops.serving.schema import RequestError, parse_json
 from mlops.serving.shadow import RequestContext
 from mlops.serving.state import service_state
@@ -96,17 +96,7 @@ _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/predict",
     summary="Predict one record or a batch; the body's `use_case` names the model (optional with one use case)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": _PREDICT_BODY_SCHEMA,
-                    "example": {"use_case": "bike_sharing", **_PREDICT_EXAMPLE},
-                }
-            },
-        }
-    },
+    openapi_extra=json_body(_PREDICT_BODY_SCHEMA, {"use_case": "bike_sharing", **_PREDICT_EXAMPLE}),
     responses=_PREDICT_RESPONSES,
 )
 async def predict_any(request: Request) -> Response:
@@ -127,12 +117,7 @@ async def predict_any(request: Request) -> Response:
 @router.post(
     "/predict/{use_case}",
     summary="Predict one record or a batch with the use case's @champion",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _PREDICT_BODY_SCHEMA, "example": _PREDICT_EXAMPLE}},
-        }
-    },
+    openapi_extra=json_body(_PREDICT_BODY_SCHEMA, _PREDICT_EXAMPLE),
     responses=_PREDICT_RESPONSES,
 )
 async def predict(use_case: str, request: Request) -> Response:
