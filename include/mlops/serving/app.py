@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from mlops.serving import openapi
+from mlops.serving.auth import ApiKeyMiddleware, load_keys
 from mlops.serving.config import ServingConfig
 from mlops.serving.routes import health, invocations, labels, predict
 from mlops.serving.state import ServiceState, build_state
@@ -29,6 +30,10 @@ def create_app(config: ServingConfig | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.service = state
+    # Read here, in every worker, from the environment: the keys never travel in MLOPS_SERVING_CONFIG.
+    app.state.api_keys = keys = load_keys()
+    if keys.enabled:
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(labels.router)

@@ -122,6 +122,9 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             document = complete(base, state, current)
+            from mlops.serving.auth import document as document_keys
+
+            document_keys(document, app.state.api_keys)
             cache.update(key=key, document=document)
             app.openapi_schema = document
             return document
