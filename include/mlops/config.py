@@ -229,6 +229,35 @@ class Deployment(_Strict):
         return value
 
 
+class FeatureStoreSource(_Strict):
+    """Features read from the Feast store (docs/features.md) instead of sent by the client."""
+
+    entity_keys: list[str] = Field(min_length=1, description="Join keys the client sends, e.g. [hour].")
+    features: list[str] = Field(min_length=1, description="`feature_view:feature` references.")
+    request_features: list[str] = Field(
+        default_factory=list, description="Features the client still sends with each request."
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> FeatureStoreSource:
+        problems = [
+            f"features[{i}]: {ref!r} is not `feature_view:feature`"
+            for i, ref in enumerate(self.features)
+            if ref.count(":") != 1 or not all(ref.split(":"))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def views(self) -> list[str]:
+        return sorted({ref.split(":")[0] for ref in self.features})
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [ref.split(":")[1] for ref in self.features]
+
+
 class ModelCard(_Strict):
     limitations: str = Field(
         default="",
@@ -284,6 +313,7 @@ class UseCase(_Strict):
     serving: Serving = Field(default_factory=Serving)
     labels: Labels = Field(default_factory=Labels)
     deployment: Deployment = Field(default_factory=Deployment)
+    feature_store: FeatureStoreSource | None = None
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -299,6 +329,10 @@ class UseCase(_Strict):
                 if column == self.target:
                     problems.append((f"features.{kind}[{i}]", f"{column!r} is the target; a model cannot use it"))
         problems += self._slice_problems()
+        if self.feature_store is not None:
+            for i, name in enumerate(self.feature_store.feature_names):
+                if name not in self.features.all:
+                    problems.append((f"feature_store.features[{i}]", f"{name!r} is not in features; list it there too"))
         if self.labels.classes is not None and self.task != "classification":
             problems.append(("labels.classes", "a class set is for classification; a regression label is a number"))
         first_with: dict[str, int] = {}
