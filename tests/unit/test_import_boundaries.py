@@ -29,6 +29,8 @@ SEAMS: dict[str, tuple[str, ...]] = {
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("mlops.settings", "mlops.naming", "mlops._io", "mlops.processes"),
     ("mlops.config",),
+    # The Feast seam: below data (training snapshots) and serving (online lookups), which will read it.
+    ("mlops.features",),
     ("mlops.mlflow", "mlops.data", "mlops.predictionlog"),
     ("mlops.training",),
     ("mlops.evaluation",),
