@@ -100,6 +100,10 @@ PREVIOUS = "previous"
 CHALLENGER = "challenger"
 SHADOW = "shadow"
 """A candidate that passed the offline gate, scored beside @champion on live traffic (deployment.strategy: shadow)."""
+CANARY = "canary"
+"""A candidate that passed the offline gate, answering a growing fraction of live requests (strategy: canary)."""
+ROLLOUT_ALIASES = (SHADOW, CANARY)
+"""The aliases of a rollout in progress: at most one of them per model at a time."""
 ALIASES = (CHAMPION, PREVIOUS, CHALLENGER)
 
 # --------------------------------------------------------------------------- tags on training runs
@@ -200,6 +204,21 @@ TAG_SHADOW_BY = "mlops.rollout.shadow_by"
 """The training run key that made the version `@shadow`, written last: a re-run of that run moves nothing."""
 TAG_SHADOW_REASON = "mlops.rollout.shadow_reason"
 """Why the version is `@shadow` and not `@champion` (the gate passed under the shadow strategy)."""
+# A canary rollout (deployment.strategy: canary): its step is on the version, so a restarted
+# service or scheduler resumes at the same fraction.
+TAG_CANARY_AT = "mlops.rollout.canary_at"
+"""When `@canary` was set on the version (ISO, UTC): the rollout's log window and its deadline start here."""
+TAG_CANARY_BY = "mlops.rollout.canary_by"
+"""The training run key that made the version `@canary`, written last."""
+TAG_CANARY_REASON = "mlops.rollout.canary_reason"
+TAG_CANARY_STEP = "mlops.rollout.canary_step"
+"""The index into `deployment.canary_steps` the canary is at: its fraction of requests."""
+TAG_CANARY_STEP_AT = "mlops.rollout.canary_step_at"
+"""When the canary reached its current step (ISO, UTC): the step's request count starts here."""
+TAG_CANARY_BREACH = "mlops.rollout.canary_breach"
+"""JSON `{reason, check, at, by}`: a guard breach the service saw; from then on the canary gets 0 % of requests."""
+TAG_ROLLOUT_PROGRESS = "mlops.rollout.progress"
+"""JSON of the last rollout run's decision and evidence, written on every run (a wait too): what the UI shows."""
 TAG_ROLLOUT_DECISION = "mlops.rollout.decision"
 """`promote` or `reject`: what the rollout decided on live traffic (a `wait` writes nothing)."""
 TAG_ROLLOUT_REASONS = "mlops.rollout.reasons"
