@@ -193,14 +193,16 @@ class Serving(_Strict):
 
 
 class Deployment(_Strict):
-    """How a candidate that passed the offline gate reaches live traffic (issue 18)."""
+    """How a candidate that passed the offline gate reaches live traffic (issue 18, docs/serving.md)."""
 
     strategy: Literal["direct", "shadow", "canary"] = Field(
         default="direct",
         description="`direct`: the promote step moves @champion (today's behaviour). `shadow`: it sets @shadow; "
         "the service scores every request with @shadow too, off the response path, and logs those rows with "
-        "role `shadow`; the rollout_<use case> DAG then promotes or rejects on labelled live rows. `canary`: not "
-        "implemented yet.",
+        "role `shadow`; the rollout_<use case> DAG then promotes or rejects on labelled live rows. `canary`: it "
+        "sets @canary; the service answers `canary_steps[step]` of the requests (sticky by X-Routing-Key or the "
+        "request id) with it, rolls it back to 0 % itself on an error or latency breach, and the rollout DAG "
+        "advances the step, promotes or rolls back on labelled live rows.",
     )
     shadow_timeout_ms: float = Field(
         default=250,
@@ -209,24 +211,68 @@ class Deployment(_Strict):
         "(its rows are not logged) and counted as a time-out.",
     )
     min_labeled_rows: int = Field(
-        default=200, gt=0, description="The rollout decides only once this many labelled rows were scored by both."
+        default=200,
+        gt=0,
+        description="The rollout judges the labelled metric only once this many labelled rows exist (shadow: "
+        "scored by both; canary: on each side).",
     )
     deadline_hours: float = Field(
-        default=72, gt=0, description="No decision this long after the shadow was set: rejected, with the reason."
+        default=72, gt=0, description="No decision this long after the rollout began: rejected, with the reason."
     )
-    confidence: float = Field(default=0.95, gt=0, lt=1, description="Of the paired interval on the primary metric.")
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="Of the bootstrap interval on the primary metric.")
     min_improvement: float = Field(
         default=0.0,
-        description="Relative gain of the primary metric the shadow must show: the lower bound of the paired "
-        "interval must exceed it (0.0: any sure improvement; 0.02: at least 2 %).",
+        description="Relative gain of the primary metric the candidate must show: the lower bound of the "
+        "interval must exceed it (0.0: any sure improvement; 0.02: at least 2 %). A canary is promoted on it at "
+        "its last step.",
+    )
+    canary_steps: list[float] = Field(
+        default_factory=lambda: [0.05, 0.25, 1.0],
+        min_length=1,
+        description="The canary's fractions of requests, step by step (increasing, each in (0, 1]).",
+    )
+    canary_min_requests: int = Field(
+        default=200,
+        gt=0,
+        description="Requests the canary must answer at a step (counted in the prediction log) before the rollout "
+        "DAG moves it to the next one.",
+    )
+    canary_max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="Share of the canary's requests that may fail (a 5xx, or a time-out past canary_timeout_ms) "
+        "before the service rolls it back.",
+    )
+    canary_timeout_ms: float = Field(
+        default=1000, gt=0, description="A canary answer slower than this counts as an error (a time-out)."
+    )
+    canary_max_latency_ratio: float = Field(
+        default=1.5,
+        ge=1,
+        description="The canary's p99 may be at most this times the champion's p99 (plus canary_latency_slack_ms) "
+        "over the same recent requests.",
+    )
+    canary_latency_slack_ms: float = Field(
+        default=5,
+        ge=0,
+        description="Added to the latency bound: at a p99 of one millisecond a ratio alone would trip on noise.",
+    )
+    canary_guard_min_requests: int = Field(
+        default=50,
+        gt=0,
+        description="The service judges the canary's error rate and p99 only once it has answered this many of "
+        "its recent requests (and the champion as many, for the p99).",
     )
 
-    @field_validator("strategy")
+    @field_validator("canary_steps")
     @classmethod
-    def _canary_not_yet(cls, value: str) -> str:
-        if value == "canary":
-            raise ValueError("deployment.strategy 'canary' is not implemented yet; use direct or shadow")
-        return value
+    def _increasing_fractions(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in steps):
+            raise ValueError(f"each canary step is a fraction of requests in (0, 1]; got {steps}")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(f"canary steps must increase, e.g. [0.05, 0.25, 1.0]; got {steps}")
+        return steps
 
 
 class FeatureStoreSource(_Strict):

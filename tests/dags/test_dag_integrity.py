@@ -57,7 +57,7 @@ def test_a_shadow_config_gets_a_rollout_dag_on_the_hour_and_its_challenger_asset
     assert bag.import_errors == {}
     dag = bag.dags["rollout_bike_sharing"]
     assert [t.task_id for t in dag.topological_sort()] == [
-        "find_rollout", "judge_shadow", "apply_rollout", "publish_champion",
+        "find_rollout", "judge_rollout", "apply_rollout", "publish_champion",
     ]  # fmt: skip
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule" and "300" in dag.doc_md
     assert dag.timetable.timetable.expression == "0 * * * *"  # @hourly

@@ -153,7 +153,7 @@ def test_a_better_shadow_is_promoted_with_its_evidence(bike: dict[str, Any]) -> 
     assert aliases["champion"] == started.version and aliases["previous"] == old and aliases["shadow"] is None
     tags = registry.version_tags(use_case.model_name, started.version)
     assert tags["mlops.rollout.decision"] == "promote" and tags["mlops.rollout.rows"] == str(REQUESTS)
-    assert float(tags["mlops.rollout.shadow_metric"]) < float(tags["mlops.rollout.champion_metric"])
+    assert float(tags["mlops.rollout.candidate_metric"]) < float(tags["mlops.rollout.champion_metric"])
     assert tags["mlops.rollout.interval"].endswith("at 95%") and tags["mlops.rollout.champion_version"] == old
     assert tags["mlops.promoted_by"] == f"{dag.dag_id}/{dag_run.run_id}" and tags["mlops.replaced"] == old
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}

@@ -98,9 +98,9 @@ def _unknown_model_card_key(raw: dict[str, Any]) -> tuple[str, str]:
     return "model_card.limitation", "Extra inputs are not permitted"
 
 
-def _canary_strategy(raw: dict[str, Any]) -> tuple[str, str]:
-    raw["deployment"] = {"strategy": "canary"}
-    return "deployment.strategy", "deployment.strategy 'canary' is not implemented yet; use direct or shadow"
+def _canary_steps_decreasing(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["deployment"] = {"strategy": "canary", "canary_steps": [0.25, 0.05]}
+    return "deployment.canary_steps", "canary steps must increase, e.g. [0.05, 0.25, 1.0]; got [0.25, 0.05]"
 
 
 def _unknown_strategy(raw: dict[str, Any]) -> tuple[str, str]:
@@ -127,7 +127,7 @@ MUTATIONS: list[Mutation] = [
     _unknown_key, _missing_target, _threshold_wrong_type, _estimator_missing, _unknown_metric,
     _threshold_on_unknown_metric, _target_as_feature, _duplicate_candidate_name, _wrong_source_kind,
     _file_source_without_path, _slice_not_categorical, _slice_regression_without_slices,
-    _negative_slice_regression, _limitations_not_text, _unknown_model_card_key, _canary_strategy,
+    _negative_slice_regression, _limitations_not_text, _unknown_model_card_key, _canary_steps_decreasing,
     _unknown_strategy, _zero_shadow_timeout, _confidence_over_one, _unknown_deployment_key,
 ]  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""The rollout's evidence and decision on hand-built log frames: pairing, the paired bootstrap, the rules."""
+"""The rollout's evidence and decision on hand-built log frames: pairing, the bootstrap (paired for a shadow,
+unpaired for a canary), the rules."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mlops.config import Deployment
-from mlops.rollout.decision import decide
-from mlops.rollout.evidence import Evidence, compare, pair_rows, weighted_metric
+from mlops.rollout.decision import decide, decide_canary
+from mlops.rollout.evidence import Evidence, compare, pair_rows, split_rows, weighted_metric
 from mlops.training.candidates import compute_metrics
 
 SINCE = datetime(2026, 5, 1)
@@ -39,7 +40,7 @@ def _evidence(frame: Any, task: str = "regression", metric: str = "rmse") -> Evi
 def test_a_better_shadow_is_promoted_with_its_interval() -> None:
     evidence = _evidence(_log(400, champion_noise=10, shadow_noise=5))
     assert evidence.rows == 400 and evidence.champion_versions == ["1"]
-    assert evidence.shadow_metric < evidence.champion_metric
+    assert evidence.candidate_metric < evidence.champion_metric
     low, high = evidence.interval
     assert 0 < low <= evidence.gain <= high
     decision = decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1))
@@ -55,7 +56,7 @@ def test_a_worse_shadow_is_rejected() -> None:
 
 def test_too_few_labelled_rows_wait_even_for_a_clearly_better_shadow() -> None:
     evidence = _evidence(_log(400, 10, 1, labelled=150))
-    assert evidence.rows == 150 and evidence.shadow_rows == 400
+    assert evidence.rows == 150 and evidence.candidate_rows == 400
     decision = decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1))
     assert decision.action == "wait"
     assert decision.reasons == [
@@ -97,9 +98,9 @@ def test_pairing_keeps_requests_both_scored_with_labels_and_the_shadow_version_o
     stale = frame[frame["role"] == "shadow"].head(3).assign(model_version="7")  # an earlier shadow's rows
     extra = frame[frame["role"] == "shadow"].head(2).assign(request_id=["x1", "x2"])  # no champion row
     paired = pair_rows(pd.concat([frame.iloc[1:], stale, extra]), "2")  # r0's champion row is missing
-    assert len(paired.champion) == len(paired.shadow) == 9
-    assert paired.shadow_rows == 12
-    assert (paired.champion["label"].to_numpy() == paired.shadow["label"].to_numpy()).all()
+    assert len(paired.champion) == len(paired.candidate) == 9
+    assert paired.candidate_rows == 12
+    assert (paired.champion["label"].to_numpy() == paired.candidate["label"].to_numpy()).all()
 
 
 def _classification_log(n: int, champion_flip: float, shadow_flip: float) -> Any:
@@ -117,7 +118,7 @@ def _classification_log(n: int, champion_flip: float, shadow_flip: float) -> Any
 
 @pytest.mark.parametrize("metric", ["accuracy", "f1", "precision", "recall", "roc_auc", "log_loss"])
 def test_weighted_classification_metrics_equal_compute_metrics_at_unit_weights(metric: str) -> None:
-    side = pair_rows(_classification_log(300, 0.3, 0.2), "2").shadow
+    side = pair_rows(_classification_log(300, 0.3, 0.2), "2").candidate
     truth, pred = side["label"].astype(int).astype(str), side["prediction"].astype(str)
     expected = compute_metrics("classification", truth, pred, side[["proba__0", "proba__1"]].to_numpy(),
                                labels=["0", "1"])[metric]  # fmt: skip
@@ -126,19 +127,90 @@ def test_weighted_classification_metrics_equal_compute_metrics_at_unit_weights(m
 
 @pytest.mark.parametrize("metric", ["rmse", "mae", "mape", "r2"])
 def test_weighted_regression_metrics_equal_compute_metrics_at_unit_weights(metric: str) -> None:
-    side = pair_rows(_log(200, 3, 2), "2").shadow
+    side = pair_rows(_log(200, 3, 2), "2").candidate
     expected = compute_metrics("regression", side["label"], side["prediction"])[metric]
     assert weighted_metric("regression", metric, side, np.ones((1, len(side))))[0] == pytest.approx(expected)
 
 
 def test_a_classifier_judged_on_roc_auc_from_the_proba_columns() -> None:
     evidence = _evidence(_classification_log(600, 0.35, 0.1), "classification", "roc_auc")
-    assert evidence.shadow_metric > evidence.champion_metric
+    assert evidence.candidate_metric > evidence.champion_metric
     assert decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1)).action == "promote"
     worse = _evidence(_classification_log(600, 0.1, 0.35), "classification", "log_loss")
     assert worse.direction == "min" and decide(worse, RULES, SINCE, SINCE).action == "reject"
 
 
-def test_canary_is_refused_by_the_config() -> None:
-    with pytest.raises(ValueError, match="deployment.strategy 'canary' is not implemented yet; use direct or shadow"):
-        Deployment(strategy="canary")
+CANARY = Deployment(strategy="canary", canary_steps=[0.05, 0.25, 1.0], canary_min_requests=100,
+                    min_labeled_rows=200, deadline_hours=72)  # fmt: skip
+
+
+def _canary_log(n: int, champion_noise: float, canary_noise: float, *, seed: int = 3) -> Any:
+    """A canary's log: each request answered by one side only (other ids), both sides labelled."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for role, version, noise, prefix in (("champion", "1", champion_noise, "h"), ("canary", "2", canary_noise, "c")):
+        y = rng.normal(100, 20, n)
+        parts.append(pd.DataFrame({"request_id": [f"{prefix}{i}" for i in range(n)], "model_version": version,
+                                   "role": role, "prediction": y + rng.normal(0, 1, n) * noise, "label": y,
+                                   "logged_at": pd.Timestamp(SINCE + timedelta(minutes=5))}))  # fmt: skip
+    return pd.concat(parts, ignore_index=True)
+
+
+def _canary_evidence(frame: Any) -> Evidence:
+    return compare("regression", "rmse", split_rows(frame, "2"), "2", confidence=0.95, resamples=500)
+
+
+def test_canary_evidence_is_unpaired_each_side_on_its_own_requests() -> None:
+    evidence = _canary_evidence(_canary_log(300, 5, 5))
+    assert not evidence.paired
+    assert evidence.candidate_labelled == evidence.champion_rows == evidence.rows == 300
+    assert evidence.interval is not None and evidence.interval[0] < 0 < evidence.interval[1]
+
+
+def test_a_worse_canary_is_rolled_back_at_its_first_step_once_labels_say_so() -> None:
+    evidence = _canary_evidence(_canary_log(300, 5, 20))
+    decision = decide_canary(evidence, CANARY, SINCE, SINCE + timedelta(hours=1), step=0, step_requests=300)
+    assert decision.action == "reject"
+    assert "rolled back at 5%" in decision.reasons[0] and "worse than the champion" in decision.reasons[0]
+
+
+def test_a_canary_with_no_labels_yet_moves_a_step_on_after_enough_requests() -> None:
+    evidence = _canary_evidence(_canary_log(300, 5, 20).assign(label=np.nan))
+    early = decide_canary(evidence, CANARY, SINCE, SINCE, step=0, step_requests=99)
+    assert early.action == "wait" and "99 of 100 requests answered at 5%" in early.reasons[0]
+    on = decide_canary(evidence, CANARY, SINCE, SINCE, step=0, step_requests=100)
+    assert on.action == "advance" and "on to 25%" in on.reasons[0]
+    assert any("moves to 25% after 100 requests" in s for s in on.ends_when)
+
+
+def test_a_guard_breach_is_a_rollback_whatever_the_labels_say() -> None:
+    evidence = _canary_evidence(_canary_log(300, 20, 5))  # better on labels
+    decision = decide_canary(evidence, CANARY, SINCE, SINCE, step=1, step_requests=500,
+                             breach="p99 40.0 ms > 1.5x the champion's 2.0 ms + 5 ms")  # fmt: skip
+    assert decision.action == "reject" and "breach its guard: p99 40.0 ms" in decision.reasons[0]
+
+
+def test_at_the_last_step_a_better_canary_is_promoted_and_a_tie_waits_until_the_deadline() -> None:
+    better = _canary_evidence(_canary_log(400, 20, 5))
+    assert decide_canary(better, CANARY, SINCE, SINCE, step=2, step_requests=0).action == "promote"
+    tie = _canary_evidence(_canary_log(300, 5, 5))
+    assert decide_canary(tie, CANARY, SINCE, SINCE, step=2, step_requests=10_000).action == "wait"
+    late = decide_canary(tie, CANARY, SINCE, SINCE + timedelta(hours=72), step=2, step_requests=10_000)
+    assert late.action == "reject" and "deadline" in late.reasons[0]
+
+
+def test_the_step_counts_only_the_canary_versions_requests_since_the_step_began() -> None:
+    from mlops.rollout.apply import _answered_since
+
+    frame = _canary_log(50, 5, 5)
+    older = frame[frame["role"] == "canary"].head(20).assign(
+        request_id=[f"old{i}" for i in range(20)], logged_at=pd.Timestamp(SINCE - timedelta(hours=1))
+    )
+    other_version = frame[frame["role"] == "canary"].head(5).assign(model_version="9", request_id=list("abcde"))
+    assert _answered_since(pd.concat([frame, older, other_version]), "2", SINCE) == 50
+
+
+@pytest.mark.parametrize("steps", [[0.5, 0.25], [0.0, 1.0], [0.5, 1.5], [0.5, 0.5]])
+def test_canary_steps_must_be_increasing_fractions(steps: list[float]) -> None:
+    with pytest.raises(ValueError, match="canary step"):
+        Deployment(strategy="canary", canary_steps=steps)

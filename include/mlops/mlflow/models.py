@@ -8,7 +8,7 @@ MLflow state, so a long-lived service never repoints anyone else's fluent calls.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.mlflow.client import client, is_missing, tracking_uri
@@ -32,6 +32,8 @@ class VersionInfo:
     version: str
     run_id: str | None
     aliases: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+    """The version's tags as read with the alias (a canary's step and breach are among them)."""
 
     @property
     def uri(self) -> str:
@@ -63,7 +65,15 @@ def resolve_alias(model_name: str, alias: str = "champion", uri: str | None = No
                 f"registered model {model_name!r} has no @{alias} version yet; train and promote a model first"
             ) from exc
         raise
-    return VersionInfo(model_name, str(mv.version), mv.run_id, tuple(getattr(mv, "aliases", ()) or ()))
+    aliases = tuple(getattr(mv, "aliases", ()) or ())
+    return VersionInfo(model_name, str(mv.version), mv.run_id, aliases, dict(getattr(mv, "tags", None) or {}))
+
+
+def tag_version(model_name: str, version: str, tags: dict[str, str], uri: str | None = None) -> None:
+    """Set tags on a registered version (the service records a canary breach this way)."""
+    registry = client(uri)
+    for key, value in tags.items():
+        registry.set_model_version_tag(model_name, version, key, value)
 
 
 def download_version(info: VersionInfo, uri: str | None = None) -> DownloadedVersion:

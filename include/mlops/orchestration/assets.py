@@ -22,7 +22,7 @@ def champion_asset(use_case: UseCase) -> Asset:
 
 
 def challenger_asset(use_case: UseCase) -> Asset:
-    """Updated when a candidate that passed the gate becomes `@shadow` (deployment.strategy: shadow);
+    """Updated when a candidate that passed the gate becomes `@shadow` or `@canary` (deployment.strategy);
     its event's extra names the version. `rollout_<use case>` is scheduled on it."""
     return Asset(
         name=f"{use_case.name}.challenger",

@@ -65,6 +65,10 @@ class MlopsNotifier(BaseNotifier):  # type: ignore[misc]
     ) -> MlopsNotifier:
         return cls(*alerts.gate_rejection_alert(use_case, model_name, version, reasons))
 
+    @classmethod
+    def for_rollout_rejection(cls, use_case: str, model_name: str, result: Mapping[str, Any]) -> MlopsNotifier:
+        return cls(*alerts.rollout_rejection_alert(use_case, model_name, result))
+
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         # Alert text is built from data (reasons, column names, exception text) and is
         # sent verbatim: braces in an error message must not be read as Jinja.

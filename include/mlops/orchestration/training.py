@@ -51,7 +51,7 @@ def build_training_dag(use_case: UseCase) -> DAG:
         version = _register_candidate(use_case, evaluation)
         promotion = _promote_candidate(use_case, evaluation, version)
         _publish_champion(use_case, promotion)
-        if use_case.deployment.strategy == "shadow":
+        if use_case.deployment.strategy in ("shadow", "canary"):
             _publish_challenger(use_case, promotion)
         if use_case.approval.required:
             from mlops.orchestration.approval import wire_approval
@@ -80,12 +80,18 @@ compares the best with `@champion` on `{use_case.gate.primary_metric}`, and regi
 
 
 def _shadow_doc(use_case: UseCase) -> str:
-    if use_case.deployment.strategy != "shadow":
+    strategy = use_case.deployment.strategy
+    if strategy == "direct":
         return ""
+    how = (
+        "scored beside the champion on every request, off the response path"
+        if strategy == "shadow"
+        else f"answering {', then '.join(f'{f:.0%}' for f in use_case.deployment.canary_steps)} of the requests"
+    )
     return f"""
-**Shadow rollout**: a candidate that passes the gate becomes `@shadow` instead (while a champion exists),
-updating the Asset `{challenger_asset(use_case).name}`; `rollout_{use_case.name}` promotes or rejects it
-on live labelled traffic. While a rollout is in progress a new passing candidate stays `@challenger`.
+**{strategy.title()} rollout**: a candidate that passes the gate becomes `@{strategy}` instead (while a champion
+exists), {how}, updating the Asset `{challenger_asset(use_case).name}`; `rollout_{use_case.name}` promotes or
+rejects it on live labelled traffic. While a rollout is in progress a new passing candidate stays `@challenger`.
 """
 
 
@@ -284,12 +290,12 @@ def _publish_champion(use_case: UseCase, promotion: TaskOutput) -> TaskOutput:
 
 
 def _publish_challenger(use_case: UseCase, promotion: TaskOutput) -> TaskOutput:
-    """The challenger Asset event, after the candidate became `@shadow` only; it starts the rollout DAG."""
+    """The challenger Asset event, after the candidate became `@shadow` or `@canary` only; it starts the rollout DAG."""
 
     @task(outlets=[challenger_asset(use_case)], retries=0)
     def publish_challenger(promotion: dict[str, Any], **context: Any) -> dict[str, Any]:
-        if promotion["action"] != "shadow":
-            raise AirflowSkipException(f"no new shadow: {promotion['action']}")
+        if promotion["action"] not in ("shadow", "canary"):
+            raise AirflowSkipException(f"no new rollout: {promotion['action']}")
         extra = {"version": promotion["version"], "champion": promotion["champion"]}
         context["outlet_events"][challenger_asset(use_case)].extra = extra
         return promotion

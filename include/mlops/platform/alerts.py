@@ -137,6 +137,18 @@ def gate_rejection_alert(
     return f"{use_case}: candidate {name} rejected by the quality gate", body, "warning"
 
 
+def rollout_rejection_alert(use_case: str, model_name: str, result: Mapping[str, Any]) -> tuple[str, str, Severity]:
+    """A rollout that ended in a rejection: for a canary that is a rollback, already done, told here."""
+    strategy, version = result.get("strategy", "shadow"), result.get("version", "?")
+    what = "rolled back" if strategy == "canary" else "rejected"
+    body = (
+        f"Use case: {use_case}\nCandidate: {model_name} v{version} (@{strategy})\n"
+        f"Champion: v{result.get('champion') or 'none'} (unchanged; nobody has to act)\n"
+        f"The rollout {what} it:\n{_lines(result.get('reasons', []))}"
+    )
+    return f"{use_case}: {strategy} {model_name} v{version} {what} on live evidence", body, "warning"
+
+
 def failure_alert(
     dag_id: str, task_id: str | None, run_id: str | None, error: object, log_url: str | None = None
 ) -> tuple[str, str, Severity]:

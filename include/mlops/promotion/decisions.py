@@ -2,9 +2,11 @@
 
 Passed: `@champion` moves to the version and the old champion becomes `@previous`; under
 `deployment.strategy: shadow` the version becomes `@shadow` instead, scored beside the
-champion on live traffic until `rollout_<use case>` promotes or rejects it (`mlops.rollout`).
-One rollout per use case at a time: while a `@shadow` exists, a new passing candidate is
-kept as `@challenger` with that reason; end the rollout first (the rollout DAG's `abort`).
+champion on live traffic, and under `canary` it becomes `@canary`, answering a growing
+fraction of it, until `rollout_<use case>` promotes or rejects it (`mlops.rollout`).
+One rollout per use case at a time: while a `@shadow` or `@canary` exists, a new passing
+candidate is kept as `@challenger` with that reason; end the rollout first (the rollout
+DAG's `abort`).
 Failed: the version becomes `@challenger`, tagged with the reasons. Every write is
 idempotent per DAG run: a version is found by its `mlops.run_key` tag before registering,
 and a DAG run's decision, once applied, is not applied again.
@@ -15,7 +17,8 @@ Tags on a version, so the UI can say when and why it got where it is:
 - `mlops.gate.*`: the gate's verdict and reasons, as the gate wrote them;
 - `mlops.promoted_by`, `mlops.promoted_at`, `mlops.replaced`: promoted to `@champion`;
 - `mlops.rejected_by`, `mlops.rejected_at`, `mlops.rejection_reason`: kept as `@challenger`;
-- `mlops.rollout.shadow_at`, `.shadow_reason`, `.shadow_by`: made `@shadow`; `mlops.rollout.*`: the live evidence;
+- `mlops.rollout.shadow_at`, `.shadow_reason`, `.shadow_by`: made `@shadow`; `.canary_at`, `.canary_step`,
+  `.canary_step_at`, `.canary_reason`, `.canary_by`: made `@canary`; `mlops.rollout.*`: the live evidence;
 - `mlops.approval.*`: a person's answer to its promotion request (`promotion.approval`);
 - `mlops.rollback.*`, `mlops.rolled_back.*`: moved by hand (`promotion.rollback`).
 Times are ISO 8601 in UTC, to the second.
@@ -37,7 +40,13 @@ from mlops.naming import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
+    ROLLOUT_ALIASES,
     SHADOW,
+    TAG_CANARY_AT,
+    TAG_CANARY_BY,
+    TAG_CANARY_REASON,
+    TAG_CANARY_STEP,
+    TAG_CANARY_STEP_AT,
     TAG_CANDIDATE_KEY,
     TAG_GATE_CHAMPION_VERSION,
     TAG_GATE_CHECKS,
@@ -64,7 +73,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PromotionResult:
-    action: Literal["promoted", "shadow", "challenger", "unchanged"]
+    action: Literal["promoted", "shadow", "canary", "challenger", "unchanged"]
     version: str
     champion: str | None
     previous: str | None
@@ -118,8 +127,9 @@ def apply_decision(
         log.info("%s: %s", name, earlier)
         return PromotionResult("unchanged", version, champion, previous, [*reasons, earlier])
     registry.set_version_tags(name, version, gate_tags(gate, run_key))
-    if gate.passed and uc.deployment.strategy == "shadow" and champion is not None and champion != version:
-        return _start_shadow(name, version, champion, previous, reasons, run_key)
+    strategy = uc.deployment.strategy
+    if gate.passed and strategy in ROLLOUT_ALIASES and champion is not None and champion != version:
+        return _start_rollout(name, strategy, version, champion, previous, reasons, run_key)
     if gate.passed:
         # Direct, or the first champion of a model: with no champion there is no live traffic to compare on.
         return move_champion(name, version, champion, previous, reasons, run_key)
@@ -160,32 +170,48 @@ def move_champion(
     return PromotionResult("promoted", version, version, previous, reasons)
 
 
-def _start_shadow(
-    name: str, version: str, champion: str, previous: str | None, reasons: list[str], run_key: str
+def _start_rollout(
+    name: str, alias: str, version: str, champion: str, previous: str | None, reasons: list[str], run_key: str
 ) -> PromotionResult:
-    """Point `@shadow` at the version, unless another version's rollout is in progress (then `@challenger`)."""
-    shadow = registry.alias_version(name, SHADOW)
-    if shadow is not None and shadow != version:
-        # Two rollouts at once would split the evidence and race on @champion; the running one ends
-        # first, on its evidence, its deadline or by hand (the rollout DAG's `abort`).
-        refusal = (
-            f"passed the gate, but a rollout of v{shadow} is in progress; two rollouts for one use case cannot run "
-            f"at once: end it (rollout DAG, param abort) and re-run training to roll out v{version}"
-        )
-        action = keep_as_challenger(name, version, refusal, run_key)
-        log.info("%s v%s: %s", name, version, refusal)
-        return PromotionResult(action, version, champion, previous, [*reasons, refusal])
-    why = f"passed the gate; deployment.strategy is shadow: judged on live traffic beside champion v{champion}"
+    """Point `@shadow` or `@canary` at the version, unless another version's rollout is in progress (then
+    `@challenger`)."""
+    for running in ROLLOUT_ALIASES:
+        other = registry.alias_version(name, running)
+        if other is not None and other != version:
+            # Two rollouts at once would split the traffic and the evidence and race on @champion; the
+            # running one ends first, on its evidence, its deadline or by hand (the rollout DAG's `abort`).
+            refusal = (
+                f"passed the gate, but a rollout of v{other} (@{running}) is in progress; two rollouts for one use "
+                f"case cannot run at once: end it (rollout DAG, param abort) and re-run training to roll out "
+                f"v{version}"
+            )
+            action = keep_as_challenger(name, version, refusal, run_key)
+            log.info("%s v%s: %s", name, version, refusal)
+            return PromotionResult(action, version, champion, previous, [*reasons, refusal])
     tags = registry.version_tags(name, version)
     # The rollout's window and deadline start here; an interrupted earlier attempt keeps its time.
-    started = {TAG_SHADOW_AT: tags.get(TAG_SHADOW_AT) or applied_at(), TAG_SHADOW_REASON: why}
+    if alias == SHADOW:
+        why = f"passed the gate; deployment.strategy is shadow: judged on live traffic beside champion v{champion}"
+        started = {TAG_SHADOW_AT: tags.get(TAG_SHADOW_AT) or applied_at(), TAG_SHADOW_REASON: why}
+        done_tag = TAG_SHADOW_BY
+    else:
+        why = f"passed the gate; deployment.strategy is canary: answers a growing share of traffic beside v{champion}"
+        at = tags.get(TAG_CANARY_AT) or applied_at()
+        started = {
+            TAG_CANARY_AT: at,
+            TAG_CANARY_REASON: why,
+            TAG_CANARY_STEP: tags.get(TAG_CANARY_STEP) or "0",
+            TAG_CANARY_STEP_AT: tags.get(TAG_CANARY_STEP_AT) or at,
+        }
+        done_tag = TAG_CANARY_BY
+    # Tags before the alias: the service reads the canary's step from them the moment it sees @canary.
     registry.set_version_tags(name, version, started)
-    registry.set_alias(name, SHADOW, version)
+    registry.set_alias(name, alias, version)
     if registry.alias_version(name, CHALLENGER) == version:
         registry.delete_alias(name, CHALLENGER)
-    registry.set_version_tags(name, version, {TAG_SHADOW_BY: run_key})  # written last, as promoted_by
-    log.info("%s v%s is @shadow beside @champion v%s", name, version, champion)
-    return PromotionResult("shadow", version, champion, previous, [*reasons, why])
+    registry.set_version_tags(name, version, {done_tag: run_key})  # written last, as promoted_by
+    log.info("%s v%s is @%s beside @champion v%s", name, version, alias, champion)
+    return PromotionResult(alias, version, champion, previous, [*reasons, why])  # type: ignore[arg-type]
 
 
 def decided_earlier(tags: Mapping[str, str], version: str, run_key: str) -> str | None:
@@ -198,6 +224,8 @@ def decided_earlier(tags: Mapping[str, str], version: str, run_key: str) -> str 
         return f"v{version} was already promoted to @champion by {run_key}; a re-run moves no alias"
     if tags.get(TAG_SHADOW_BY) == run_key:
         return f"v{version} was already made @shadow by {run_key}; a re-run moves no alias"
+    if tags.get(TAG_CANARY_BY) == run_key:
+        return f"v{version} was already made @canary by {run_key}; a re-run moves no alias"
     if tags.get(TAG_REJECTED_BY) == run_key:
         return (
             f"v{version} was already kept as @challenger by {run_key}; a re-run moves no alias "

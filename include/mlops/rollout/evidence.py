@@ -1,10 +1,13 @@
-"""The live evidence of a shadow rollout: champion and shadow paired on the same labelled requests.
+"""The live evidence of a rollout: the candidate's labelled requests against the champion's.
 
-`pair_rows` keeps the requests both scored whose label has arrived; `compare` measures the
-primary metric of each side with the holdout's own function (`mlops.training.candidates.
-compute_metrics`, through `mlops.monitoring.performance.measure_performance`) and a paired
-bootstrap of the shadow's relative gain: each resample draws the same requests for both
-sides, so what varies between them is the model alone. Pure: frames in, a dataclass out.
+Shadow: `pair_rows` keeps the requests both scored whose label has arrived, and the bootstrap
+is paired: each resample draws the same requests for both sides, so what varies between them
+is the model alone. Canary: each request was answered by one side only, so `split_rows` keeps
+each side's own labelled requests of the same window, and the bootstrap resamples each side on
+its own (unpaired; it needs more rows for the same certainty). `compare` measures the primary
+metric of each side with the holdout's own function (`mlops.training.candidates.
+compute_metrics`, through `mlops.monitoring.performance.measure_performance`) and the
+interval of the candidate's relative gain. Pure: frames in, a dataclass out.
 
 The resamples are counts per row (a multinomial draw), and every metric is computed from
 them with sample weights: the metrics that are means of a per-row loss (rmse, mae, mape,
@@ -18,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import METRIC_DIRECTIONS
-from mlops.naming import PROBA_COLUMN_PREFIX, ROLE_CHAMPION, ROLE_SHADOW
+from mlops.naming import PROBA_COLUMN_PREFIX, ROLE_CANARY, ROLE_CHAMPION, ROLE_SHADOW
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,23 +35,29 @@ _PAIRED = ("label", "prediction")
 
 @dataclass(frozen=True)
 class Evidence:
-    """What champion and shadow did on the same labelled live requests."""
+    """What champion and candidate (the shadow or the canary) did on labelled live requests."""
 
     metric: str
     direction: str
     """`max` or `min` (mlops.config.METRIC_DIRECTIONS): which way is better."""
-    shadow_version: str
+    candidate_version: str
     rows: int
-    """Labelled requests scored by both, the ones compared."""
-    shadow_rows: int
-    """Requests the shadow scored in the window, labelled or not."""
+    """Labelled requests compared: scored by both (paired), or the fewer of the two sides' (unpaired)."""
+    candidate_rows: int
+    """Requests the candidate scored (shadow) or answered (canary) in the window, labelled or not."""
     champion_versions: list[str] = field(default_factory=list)
     champion_metric: float | None = None
-    shadow_metric: float | None = None
+    candidate_metric: float | None = None
     gain: float | None = None
-    """The shadow's relative gain on the metric: positive = better, 0.02 = 2 % better than the champion."""
+    """The candidate's relative gain on the metric: positive = better, 0.02 = 2 % better than the champion."""
     interval: tuple[float, float] | None = None
-    """The paired bootstrap interval of `gain` at `confidence`."""
+    """The bootstrap interval of `gain` at `confidence`."""
+    paired: bool = True
+    """True: both sides on the same requests (shadow); False: each on its own requests (canary)."""
+    champion_rows: int = 0
+    """Labelled champion requests compared (equal to `rows` when paired)."""
+    candidate_labelled: int = 0
+    """Labelled candidate requests compared (equal to `rows` when paired)."""
     confidence: float = 0.95
     resamples: int = RESAMPLES
     note: str | None = None
@@ -67,12 +76,14 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Paired:
-    """The compared requests, in the same order on both sides: label, prediction and proba columns each."""
+    """The compared requests: label, prediction and proba columns each; in the same order on both sides when
+    `paired`, each side's own requests otherwise."""
 
     champion: pd.DataFrame
-    shadow: pd.DataFrame
-    shadow_rows: int
+    candidate: pd.DataFrame
+    candidate_rows: int
     champion_versions: list[str]
+    paired: bool = True
 
 
 def pair_rows(frame: pd.DataFrame, shadow_version: str) -> Paired:
@@ -94,8 +105,30 @@ def pair_rows(frame: pd.DataFrame, shadow_version: str) -> Paired:
     champion = champion.drop_duplicates("request_id", keep="last").set_index("request_id")
     common = shadow.index.intersection(champion.index).sort_values()
     champion, shadow = champion.loc[common], shadow.loc[common]
-    versions = sorted({str(v) for v in champion["model_version"]}, key=lambda v: (len(v), v))
-    return Paired(_side(champion), _side(shadow), shadow_rows, versions)
+    return Paired(_side(champion), _side(shadow), shadow_rows, _versions(champion))
+
+
+def split_rows(frame: pd.DataFrame, canary_version: str) -> Paired:
+    """The canary's labelled requests (of `canary_version`) and the champion's, of the same window, unpaired.
+
+    `frame` is `read_predictions(..., with_labels=True)` from when the canary began, so both
+    sides saw the same hours of traffic; a request logged twice by one side counts once.
+    """
+    role = frame["role"].fillna(ROLE_CHAMPION).astype(str) if "role" in frame else ROLE_CHAMPION
+    canary = frame[(role == ROLE_CANARY) & (frame["model_version"].astype(str) == str(canary_version))]
+    champion = frame[role == ROLE_CHAMPION]
+    canary_rows = int(canary["request_id"].nunique())
+    if "label" in frame:
+        canary, champion = canary[canary["label"].notna()], champion[champion["label"].notna()]
+    else:
+        canary, champion = canary.iloc[0:0], champion.iloc[0:0]
+    canary = canary.drop_duplicates("request_id", keep="last")
+    champion = champion.drop_duplicates("request_id", keep="last")
+    return Paired(_side(champion), _side(canary), canary_rows, _versions(champion), paired=False)
+
+
+def _versions(champion: pd.DataFrame) -> list[str]:
+    return sorted({str(v) for v in champion["model_version"]}, key=lambda v: (len(v), v))
 
 
 def _side(rows: pd.DataFrame) -> pd.DataFrame:
@@ -108,13 +141,13 @@ def compare(
     task: str,
     metric: str,
     paired: Paired,
-    shadow_version: str,
+    candidate_version: str,
     *,
     confidence: float = 0.95,
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> Evidence:
-    """Both sides' `metric` on the paired rows and the bootstrap interval of the shadow's relative gain."""
+    """Both sides' `metric` and the bootstrap interval of the candidate's relative gain (paired or not)."""
     import numpy as np
 
     from mlops.monitoring.performance import measure_performance
@@ -122,46 +155,62 @@ def compare(
     base = Evidence(
         metric=metric,
         direction=METRIC_DIRECTIONS[metric],
-        shadow_version=str(shadow_version),
-        rows=len(paired.shadow),
-        shadow_rows=paired.shadow_rows,
+        candidate_version=str(candidate_version),
+        rows=min(len(paired.candidate), len(paired.champion)),
+        candidate_rows=paired.candidate_rows,
         champion_versions=paired.champion_versions,
         confidence=confidence,
         resamples=resamples,
+        paired=paired.paired,
+        champion_rows=len(paired.champion),
+        candidate_labelled=len(paired.candidate),
     )
     if base.rows == 0:
-        return _with(base, note="no request has both a champion and a shadow prediction with its label yet")
+        missing = "both a champion and a shadow prediction" if paired.paired else "a label on both sides"
+        return _with(base, note=f"no request has {missing} with its label yet")
     champion_perf = measure_performance(task, paired.champion)
-    shadow_perf = measure_performance(task, paired.shadow)
-    champion_value, shadow_value = champion_perf.metrics.get(metric), shadow_perf.metrics.get(metric)
-    if champion_value is None or shadow_value is None:
-        why = champion_perf.unavailable.get(metric) or shadow_perf.unavailable.get(metric) or "undefined"
-        return _with(base, champion_metric=champion_value, shadow_metric=shadow_value, note=f"{metric}: {why}")
-    counts = np.random.default_rng(seed).multinomial(base.rows, np.full(base.rows, 1 / base.rows), size=resamples)
+    candidate_perf = measure_performance(task, paired.candidate)
+    champion_value, candidate_value = champion_perf.metrics.get(metric), candidate_perf.metrics.get(metric)
+    if champion_value is None or candidate_value is None:
+        why = champion_perf.unavailable.get(metric) or candidate_perf.unavailable.get(metric) or "undefined"
+        return _with(base, champion_metric=champion_value, candidate_metric=candidate_value, note=f"{metric}: {why}")
+    rng = np.random.default_rng(seed)
+    champion_counts = _resample_counts(rng, len(paired.champion), resamples)
+    # Paired: the same draw for both sides. Unpaired: each side's requests resampled on their own.
+    candidate_counts = champion_counts if paired.paired else _resample_counts(rng, len(paired.candidate), resamples)
     gains = relative_gain(
         metric,
-        weighted_metric(task, metric, paired.champion, counts),
-        weighted_metric(task, metric, paired.shadow, counts),
+        weighted_metric(task, metric, paired.champion, champion_counts),
+        weighted_metric(task, metric, paired.candidate, candidate_counts),
     )
     gains = gains[np.isfinite(gains)]
     if gains.size < resamples // 2:
         note = f"{metric} is undefined on most resamples of {base.rows} rows; more labelled rows are needed"
-        return _with(base, champion_metric=champion_value, shadow_metric=shadow_value, note=note)
+        return _with(base, champion_metric=champion_value, candidate_metric=candidate_value, note=note)
     tail = (1 - confidence) / 2
     low, high = (float(q) for q in np.quantile(gains, [tail, 1 - tail]))
-    gain = float(relative_gain(metric, np.array([champion_value]), np.array([shadow_value]))[0])
-    return _with(base, champion_metric=champion_value, shadow_metric=shadow_value, gain=gain, interval=(low, high))
+    gain = float(relative_gain(metric, np.array([champion_value]), np.array([candidate_value]))[0])
+    return _with(
+        base, champion_metric=champion_value, candidate_metric=candidate_value, gain=gain, interval=(low, high)
+    )
+
+
+def _resample_counts(rng: np.random.Generator, rows: int, resamples: int) -> np.ndarray[Any, Any]:
+    """How often each row is drawn in each bootstrap resample: one multinomial draw per resample."""
+    import numpy as np
+
+    return rng.multinomial(rows, np.full(rows, 1 / rows), size=resamples)
 
 
 def _with(base: Evidence, **changes: Any) -> Evidence:
     return Evidence(**{**asdict(base), **changes})
 
 
-def relative_gain(metric: str, champion: np.ndarray[Any, Any], shadow: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """How much better the shadow is, as a fraction of |champion| (negative: worse); absolute where champion is 0."""
+def relative_gain(metric: str, champion: np.ndarray[Any, Any], candidate: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """How much better the candidate is, as a fraction of |champion| (negative: worse); absolute where it is 0."""
     import numpy as np
 
-    better_by = champion - shadow if METRIC_DIRECTIONS[metric] == "min" else shadow - champion
+    better_by = champion - candidate if METRIC_DIRECTIONS[metric] == "min" else candidate - champion
     scale = np.abs(champion)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(np.where(scale > 0, better_by / np.where(scale > 0, scale, 1.0), better_by), dtype=np.float64)

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 # put every request in the first one.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-MODEL_EVENTS = ("load", "swap", "drop", "error")
+MODEL_EVENTS = ("load", "swap", "drop", "error", "rollback")
 """`load`: a version downloaded and loaded; `swap`: the served version changed (a load or from the
-cache); `drop`: the alias went away (a shadow); `error`: a polling round failed for the alias."""
+cache); `drop`: the alias went away (a shadow or canary); `error`: a polling round failed for the
+alias; `rollback`: the canary breached its guard and was taken off (serving/canary.py)."""
 
 
 class ServiceMetrics:
@@ -87,6 +88,13 @@ class ServiceMetrics:
             "mlops_serving_shadow_dropped_batches",
             "Micro-batches never given to the shadow because its queue was full (a slow or hung shadow).",
             ["use_case"],
+            registry=r,
+        )
+        self.canary_fallbacks = Counter(
+            "mlops_serving_canary_fallbacks",
+            "Requests routed to the canary that it failed (raised, or returned no finite prediction): answered by "
+            "the champion instead, and counted against the canary's error rate.",
+            ["use_case", "model_version"],
             registry=r,
         )
         self.model_events = Counter(

@@ -2,13 +2,15 @@
 
 The model reference is taken once per micro-batch, so a hot swap never mixes versions
 inside one response. With a shadow (serving/shadow.py), the batch's rows go to the shadow
-worker after every champion answer of the batch is set.
+worker after every champion answer of the batch is set. A use case with a canary has a
+second batcher for the requests routed to it, which predicts with `@canary` (`model_of`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_CHAMPION
@@ -49,9 +51,14 @@ class MicroBatcher:
         window_seconds: float = 0.0,
         shadow: ShadowScorer | None = None,
         metrics: ServiceMetrics | None = None,
+        model_of: Callable[[], LoadedModel | None] | None = None,
+        role: str = ROLE_CHAMPION,
     ) -> None:
         self.cache = cache
         self.use_case = use_case
+        self.model_of = model_of or (lambda: cache.get(use_case))
+        """The model a micro-batch is predicted with, read once per batch: the champion unless told."""
+        self.role = role
         self.window_seconds = window_seconds
         self.shadow = shadow
         """This use case's shadow worker (deployment.strategy: shadow); None: no shadow scoring."""
@@ -76,7 +83,7 @@ class MicroBatcher:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
-        model = self.cache.get(self.use_case)
+        model = self.model_of()
         if model is None:
             for _, _, future, _ in pending:
                 if not future.done():
@@ -134,7 +141,7 @@ class MicroBatcher:
 
     def _observe(self, model: LoadedModel, rows: int, seconds: float) -> None:
         if self.metrics is not None:
-            self.metrics.observe_predict(self.use_case, model.version, ROLE_CHAMPION, rows, seconds)
+            self.metrics.observe_predict(self.use_case, model.version, self.role, rows, seconds)
 
     def _predict_one(self, model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]) -> bool:
         """Predict one request on its own; True when it was answered."""

@@ -5,7 +5,9 @@ version changes it loads the new version completely and only then swaps the refe
 so a request in flight keeps the model object it started with. Loaded versions stay
 cached, so a rollback to the previous champion swaps back at once. For a use case with
 `deployment.strategy: shadow` it follows `@shadow` the same way, and forgets the shadow
-when the alias goes (a shadow is optional; its absence is no error). The registry is
+when the alias goes (a shadow is optional; its absence is no error); under `canary` it
+follows `@canary`, with the fraction of requests its step tag gives (0 after a guard
+breach, which it records on the version: serving/canary.py). The registry is
 read through `mlops.mlflow.models`; this module adds the compiled input schema and
 the array fast path (serving/fastpath.py) to what it returns.
 """
@@ -13,7 +15,10 @@ the array fast path (serving/fastpath.py) to what it returns.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -30,8 +35,17 @@ from mlops.mlflow.models import (
     load_input_example,
     load_sklearn_model,
     resolve_alias,
+    tag_version,
 )
-from mlops.naming import ROLE_CHAMPION, ROLE_SHADOW, SHADOW
+from mlops.naming import (
+    CANARY,
+    ROLE_CANARY,
+    ROLE_CHAMPION,
+    ROLE_SHADOW,
+    SHADOW,
+    TAG_CANARY_BREACH,
+    TAG_CANARY_STEP,
+)
 from mlops.serving.fastpath import ArrayPredictor, compile_array_predictor, compile_array_proba
 from mlops.serving.schema import InputSchema
 
@@ -39,6 +53,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlops.config import UseCase
+    from mlops.serving.canary import Breach
     from mlops.serving.metrics import ServiceMetrics
 
 log = logging.getLogger("mlops.serving")
@@ -211,6 +226,8 @@ class ModelCache:
         self.use_cases = {u.name: u for u in use_cases}
         self.shadowed = [u.name for u in use_cases if u.deployment.strategy == "shadow"]
         """Use cases whose `@shadow` is followed too (deployment.strategy: shadow)."""
+        self.canaried = [u.name for u in use_cases if u.deployment.strategy == "canary"]
+        """Use cases whose `@canary` is followed too (deployment.strategy: canary)."""
         self.metrics = metrics
         self.array_predict = array_predict
         self.alias = alias
@@ -220,6 +237,12 @@ class ModelCache:
         self._current: dict[str, LoadedModel] = {}
         self._shadow: dict[str, LoadedModel] = {}
         self._shadow_errors: dict[str, str] = {}
+        self._canary: dict[str, LoadedModel] = {}
+        self._canary_fraction: dict[str, float] = {}
+        self._canary_step: dict[str, int] = {}
+        self._breached: dict[str, str] = {}
+        """Use case → the canary version this process saw breach its guard (its fraction is 0 from then on)."""
+        self._canary_errors: dict[str, str] = {}
         self._loaded: dict[str, OrderedDict[str, LoadedModel]] = {name: OrderedDict() for name in self.use_cases}
         self._errors: dict[str, str] = {}
         self._last_poll: datetime | None = None
@@ -233,6 +256,54 @@ class ModelCache:
     def get_shadow(self, use_case: str) -> LoadedModel | None:
         """The `@shadow` version scoring beside the champion; None without one (or without strategy shadow)."""
         return self._shadow.get(use_case)
+
+    def get_canary(self, use_case: str) -> tuple[LoadedModel, float] | None:
+        """The `@canary` version and the fraction of requests it answers now; None without one."""
+        canary = self._canary.get(use_case)
+        if canary is None:
+            return None
+        if self._breached.get(use_case) == canary.version:
+            return canary, 0.0
+        return canary, self._canary_fraction.get(use_case, 0.0)
+
+    def canaries(self) -> dict[str, LoadedModel]:
+        return dict(self._canary)
+
+    def canary_status(self, use_case: str) -> dict[str, Any] | None:
+        found = self.get_canary(use_case)
+        if found is None:
+            return None
+        model, fraction = found
+        return {**model.describe(), "fraction": fraction, "step": self._canary_step.get(use_case),
+                "breached": self._breached.get(use_case) == model.version}  # fmt: skip
+
+    def record_breach(self, breach: Breach) -> None:
+        """Take the canary off at once in this process, then record the breach on its version, off the
+        request path: every replica and every restart reads it from there."""
+        use_case = next((n for n, m in self._canary.items() if m.version == breach.version), None)
+        if use_case is None:
+            return
+        model = self._canary[use_case]
+        self._breached[use_case] = breach.version
+        self._event(use_case, ROLE_CANARY, "rollback")
+        log.warning("use case %s: canary version %s taken off: %s", use_case, breach.version, breach.reason)
+        value = json.dumps({"check": breach.check, "reason": breach.reason, "at": breach.at,
+                            "by": f"serving {socket.gethostname()}:{os.getpid()}"})  # fmt: skip
+        threading.Thread(
+            target=self._write_breach, args=(model, value), name=f"canary-breach-{use_case}", daemon=True
+        ).start()
+
+    def _write_breach(self, model: LoadedModel, value: str) -> None:
+        # The registry may be down for a while: the breach holds in this process meanwhile, and is
+        # retried until it is on record (a restart before that would resume the canary; said in docs).
+        for attempt in range(30):
+            try:
+                tag_version(model.model_name, model.version, {TAG_CANARY_BREACH: value}, self.tracking_uri)
+                return
+            except Exception as exc:
+                log.warning("recording the canary breach of %s failed (attempt %d): %s", model.uri, attempt + 1, exc)
+                if self._stop.wait(min(2.0**attempt, 30.0)):
+                    return
 
     def current(self) -> dict[str, LoadedModel]:
         return dict(self._current)
@@ -254,7 +325,40 @@ class ModelCache:
                 log.warning("polling @%s of %s failed: %s", self.alias, use_case.model_name, exc)
             if name in self.shadowed:
                 self._follow_shadow(name, use_case)
+            if name in self.canaried:
+                self._follow_canary(name, use_case)
         self._last_poll = datetime.now(UTC)
+
+    def _follow_canary(self, name: str, use_case: UseCase) -> None:
+        try:
+            info = self._follow_alias(name, use_case, CANARY, self._canary, ROLE_CANARY)
+            self._canary_errors.pop(name, None)
+        except ModelNotFoundError:
+            # Promoted or rolled back (or none was set): every request goes to the champion.
+            self._canary_errors.pop(name, None)
+            gone = self._canary.pop(name, None)
+            self._canary_fraction.pop(name, None)
+            if gone is not None:
+                self._event(name, ROLE_CANARY, "drop")
+                log.warning("use case %s: @%s is gone; version %s no longer answers", name, CANARY, gone.version)
+            return
+        except Exception as exc:  # a registry error keeps the canary and its fraction as they were
+            self._canary_errors[name] = f"{type(exc).__name__}: {exc}"
+            self._event(name, ROLE_CANARY, "error")
+            log.warning("polling @%s of %s failed: %s", CANARY, use_case.model_name, exc)
+            return
+        steps = use_case.deployment.canary_steps
+        try:
+            step = min(max(int(info.tags.get(TAG_CANARY_STEP, "0")), 0), len(steps) - 1)
+        except ValueError:
+            step = 0  # an unreadable step: the smallest fraction is the safe one
+        if info.tags.get(TAG_CANARY_BREACH):
+            self._breached[name] = info.version  # recorded by this or another replica, before or after a restart
+        previous = self._canary_fraction.get(name)
+        self._canary_step[name], self._canary_fraction[name] = step, steps[step]
+        if previous != steps[step]:
+            log.warning("use case %s: canary version %s answers %.0f%% of requests (step %d)", name, info.version,
+                        steps[step] * 100, step)  # fmt: skip
 
     def _follow_shadow(self, name: str, use_case: UseCase) -> None:
         try:
@@ -274,14 +378,14 @@ class ModelCache:
 
     def _follow_alias(
         self, name: str, use_case: UseCase, alias: str, served: dict[str, LoadedModel], role: str
-    ) -> None:
+    ) -> VersionInfo:
         """Serve the version the alias points at, loading it unless it is current or cached."""
         info = resolve_alias(use_case.model_name, alias, self.tracking_uri)
         current = served.get(name)
         if current is not None and current.version == info.version:
             if current.aliases != info.aliases:  # e.g. @previous moved; keep /models truthful
                 served[name] = replace(current, aliases=info.aliases)
-            return
+            return info
         # The champion and the shadow share the cache: a promoted shadow swaps in at once.
         cached = self._loaded[name].get(info.version)
         loaded = (
@@ -300,6 +404,7 @@ class ModelCache:
         self._event(name, role, "swap")
         old = current.version if current else None
         log.warning("use case %s: @%s is now %s version %s (was %s)", name, alias, info.name, info.version, old)
+        return info
 
     def _event(self, name: str, role: str, event: str) -> None:
         if self.metrics is not None:
@@ -339,4 +444,5 @@ class ModelCache:
             "last_poll": self._last_poll.isoformat() if self._last_poll else None,
             "errors": dict(self._errors),
             "shadow_errors": dict(self._shadow_errors),
+            "canary_errors": dict(self._canary_errors),
         }

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.naming import ROLE_CHAMPION
+from mlops.naming import ROLE_CANARY, ROLE_CHAMPION
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -387,8 +387,9 @@ def response_schema(use_case: UseCase, model: LoadedModel | None) -> dict[str, A
         "model_version": {"type": "string"},
         "role": {
             "type": "string",
-            "enum": [ROLE_CHAMPION],
-            "description": "Which alias answered: always the champion (a shadow never answers).",
+            "enum": [ROLE_CHAMPION, ROLE_CANARY],
+            "description": "Which alias answered: the champion, or the canary for the requests routed to it "
+            "(deployment.strategy: canary). A shadow never answers.",
         },
         "ids": {"type": "array", "items": {"type": "string"}, "description": "Sent or generated, one per record."},
         "predictions": {"type": "array", "items": label},

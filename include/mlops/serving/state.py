@@ -3,16 +3,19 @@
 One `ServiceState` is built per app and attached to it (`app.state.service`); routes read it
 with `service_state(request)`. The lifespan starts and stops its background threads: the
 alias poller, the log writer and one shadow worker per use case with `strategy: shadow`.
+A use case with `strategy: canary` has a second batcher (for the requests routed to
+`@canary`) and a guard (serving/canary.py); neither has a thread of its own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlops.naming import ROLE_CHAMPION, ROLE_SHADOW
+from mlops.naming import ROLE_CANARY, ROLE_CHAMPION, ROLE_SHADOW
+from mlops.serving.canary import CanaryGuard
 from mlops.serving.logwriter import PredictionLogWriter
 from mlops.serving.metrics import ServiceMetrics, log_writer_metrics
 from mlops.serving.microbatch import MicroBatcher
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from mlops.serving.config import ServingConfig
+    from mlops.serving.models import LoadedModel
 
 log = logging.getLogger("mlops.serving")
 
@@ -42,6 +46,10 @@ class ServiceState:
     metrics: ServiceMetrics
     shadows: dict[str, ShadowScorer]
     """One shadow worker per served use case with deployment.strategy: shadow."""
+    canary_batchers: dict[str, MicroBatcher]
+    """One per served use case with deployment.strategy: canary: predicts with `@canary`."""
+    guards: dict[str, CanaryGuard]
+    """One per served use case with deployment.strategy: canary: takes the canary off on a breach."""
 
     def start(self) -> None:
         self.writer.start()
@@ -86,10 +94,14 @@ def build_state(config: ServingConfig) -> ServiceState:
         for u in use_cases
         if u.deployment.strategy == "shadow"
     }
-    batchers = {
-        u.name: MicroBatcher(cache, u.name, config.batch_window_ms / 1000, shadows.get(u.name), metrics)
-        for u in use_cases
+    window = config.batch_window_ms / 1000
+    batchers = {u.name: MicroBatcher(cache, u.name, window, shadows.get(u.name), metrics) for u in use_cases}
+    canaried = [u for u in use_cases if u.deployment.strategy == "canary"]
+    canary_batchers = {
+        u.name: MicroBatcher(cache, u.name, window, None, metrics, model_of=_canary_of(cache, u.name), role=ROLE_CANARY)
+        for u in canaried
     }
+    guards = {u.name: CanaryGuard(u.name, u.deployment, cache.record_breach) for u in canaried}
     state = ServiceState(
         config=config,
         cache=cache,
@@ -98,9 +110,19 @@ def build_state(config: ServingConfig) -> ServiceState:
         served=sorted(batchers),
         metrics=metrics,
         shadows=shadows,
+        canary_batchers=canary_batchers,
+        guards=guards,
     )
     metrics.watch(lambda: _scraped(state))
     return state
+
+
+def _canary_of(cache: ModelCache, use_case: str) -> Callable[[], LoadedModel | None]:
+    def canary() -> LoadedModel | None:
+        found = cache.get_canary(use_case)
+        return found[0] if found is not None else None
+
+    return canary
 
 
 def _scraped(state: ServiceState) -> Iterator[Metric]:
@@ -124,10 +146,25 @@ def _scraped(state: ServiceState) -> Iterator[Metric]:
         "mlops_serving_model_info", "1 per version served, by use case and role.",
         labels=["use_case", "role", "model_name", "model_version"],
     )  # fmt: skip
-    for role, served in ((ROLE_CHAMPION, state.cache.current()), (ROLE_SHADOW, state.cache.shadows())):
+    served_by_role = (
+        (ROLE_CHAMPION, state.cache.current()),
+        (ROLE_SHADOW, state.cache.shadows()),
+        (ROLE_CANARY, state.cache.canaries()),
+    )
+    for role, served in served_by_role:
         for name, model in served.items():
             info.add_metric([name, role, model.model_name, model.version], 1.0)
     yield info
+    fraction = GaugeMetricFamily(
+        "mlops_serving_canary_fraction",
+        "Share of requests routed to the canary now (its step's fraction; 0 after a guard breach).",
+        labels=["use_case", "model_version"],
+    )
+    for name in state.guards:
+        found = state.cache.get_canary(name)
+        if found is not None:
+            fraction.add_metric([name, found[0].version], found[1])
+    yield fraction
 
 
 def service_state(request: Request) -> ServiceState:

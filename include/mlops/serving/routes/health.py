@@ -39,7 +39,8 @@ async def ready(request: Request) -> Response:
 
 @router.get(
     "/models",
-    summary="The model each use case serves: name, version, alias, signature, run id; `shadow`: its @shadow",
+    summary="The model each use case serves: name, version, alias, signature, run id; `shadow`: its @shadow; "
+    "`canary`: its @canary, the fraction it answers and its guard's numbers",
 )
 async def models(request: Request) -> Response:
     state = service_state(request)
@@ -56,6 +57,10 @@ async def models(request: Request) -> Response:
         if name in state.shadows:
             shadow = state.cache.get_shadow(name)
             entry["shadow"] = shadow.describe() if shadow else None
+        if name in state.guards:
+            entry["canary"] = state.cache.canary_status(name)
+            if entry["canary"] is not None:
+                entry["canary"]["guard"] = state.guards[name].stats()
         out.append(entry)
     return json_response(200, {"models": out})
 

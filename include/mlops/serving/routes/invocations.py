@@ -10,13 +10,21 @@ prediction log as `POST /predict` (source "online"), so every prediction is logg
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlops.serving.routes import json_response
-from mlops.serving.routes.predict import read_json_body, score
+from mlops.serving.routes.predict import (
+    ROLE_HEADER,
+    ROUTING_KEY_HEADER,
+    VERSION_HEADER,
+    observe_answer,
+    read_json_body,
+    score,
+)
 from mlops.serving.schema import RequestError
 from mlops.serving.state import ServiceState, service_state
 
@@ -102,7 +110,10 @@ async def _invoke(state: ServiceState, use_case: str, request: Request) -> Respo
         key, records = to_records(payload, model.schema.names)
     except RequestError as exc:
         return _refusal(exc.status, exc.detail)
-    answer = await score(state, use_case, model, {"records": records})
+    started = time.perf_counter()
+    answer = await score(state, use_case, model, {"records": records}, request.headers.get(ROUTING_KEY_HEADER))
+    status = answer.status_code if isinstance(answer, Response) else 200
+    observe_answer(state, use_case, model, answer, status, time.perf_counter() - started)
     if isinstance(answer, Response):
         body = json.loads(bytes(answer.body))
         detail = body["detail"] if isinstance(body.get("detail"), list) else None
@@ -113,7 +124,10 @@ async def _invoke(state: ServiceState, use_case: str, request: Request) -> Respo
                     item["loc"] = ["body", key, *loc[2:]]
             return _refusal(answer.status_code, detail)
         return _error(answer.status_code, str(body.get("detail")))
-    return json_response(200, {"predictions": answer["predictions"]})
+    response = json_response(200, {"predictions": answer["predictions"]})
+    # MLflow's body has no room for it: which version answered (a canary or the champion) goes in headers.
+    response.headers[VERSION_HEADER], response.headers[ROLE_HEADER] = str(answer["model_version"]), answer["role"]
+    return response
 
 
 def to_records(payload: Any, names: list[str]) -> tuple[str, list[Any]]:

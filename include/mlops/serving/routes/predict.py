@@ -6,11 +6,17 @@ request of the batch window is predicted with one `pipeline.predict` call, becau
 scikit-learn pipeline costs nearly the same for 1 row as for 100. The prediction is then
 queued for the log writer thread and the response goes out. With a shadow (deployment.strategy:
 shadow), the micro-batcher hands the same rows to the shadow worker after the answers are set;
-nothing here waits for it. Every answered request is counted and timed for /metrics.
+nothing here waits for it. With a canary (strategy: canary), a request whose routing key
+(`X-Routing-Key`, else its first id) falls in the canary's fraction is answered by `@canary`
+through its own batcher; if the canary fails it, the champion answers it instead and the
+failure counts against the canary's guard (serving/canary.py), so a bad canary never fails
+a client. Every answered request is counted and timed for /metrics, and the guard reads the
+same times.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -20,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlops.naming import ROLE_CHAMPION
+from mlops.naming import ROLE_CANARY, ROLE_CHAMPION
+from mlops.serving.canary import goes_to_canary
 from mlops.serving.logwriter import LogEntry
 from mlops.serving.microbatch import VersionChanged
 from mlops.serving.openapi import PREDICT_ERRORS, error_responses
@@ -32,10 +39,15 @@ from mlops.serving.state import service_state
 if TYPE_CHECKING:
     from mlops.serving.logwriter import PredictionLogWriter
     from mlops.serving.models import LoadedModel
-    from mlops.serving.schema import ParsedRequest
     from mlops.serving.state import ServiceState
 
 router = APIRouter()
+log = logging.getLogger("mlops.serving")
+ROUTING_KEY_HEADER = "x-routing-key"
+"""A request header naming who the request is for (a user or session id): the same key, the same side of a
+canary. Without it, the request's first id routes it."""
+VERSION_HEADER, ROLE_HEADER = "x-model-version", "x-model-role"
+"""/invocations answers in MLflow's shape, with no room for them in the body: which version answered."""
 
 _PREDICT_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -84,8 +96,8 @@ _PREDICT_EXAMPLE = {
 }
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "`{use_case, model_name, model_version, role, ids, predictions}` (`role`: `champion`, the "
-        "version that answered); a classifier adds `classes` "
+        "description": "`{use_case, model_name, model_version, role, ids, predictions}` (`model_version` and "
+        "`role`: the version that answered, `champion` or `canary`); a classifier adds `classes` "
         "(its class labels) and `probabilities` (one array per record, in the order of `classes`)",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
     },
@@ -111,7 +123,7 @@ async def predict_any(request: Request) -> Response:
     model = state.cache.get(use_case)
     if model is None:
         return _not_loaded(state, use_case)
-    return await _answer(state, use_case, model, payload)
+    return await _answer(state, use_case, model, payload, request.headers.get(ROUTING_KEY_HEADER))
 
 
 @router.post(
@@ -132,22 +144,46 @@ async def predict(use_case: str, request: Request) -> Response:
         _drop_use_case_matching(payload, use_case)
     except RequestError as exc:
         return json_response(exc.status, exc.body())
-    return await _answer(state, use_case, model, payload)
+    return await _answer(state, use_case, model, payload, request.headers.get(ROUTING_KEY_HEADER))
 
 
-async def _answer(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> Response:
+async def _answer(
+    state: ServiceState, use_case: str, model: LoadedModel, payload: Any, routing_key: str | None = None
+) -> Response:
     """Validate, predict (micro-batched), queue for the log, answer; count and time it."""
     started = time.perf_counter()
-    answer = await score(state, use_case, model, payload)
+    answer = await score(state, use_case, model, payload, routing_key)
     response = answer if isinstance(answer, Response) else json_response(200, answer)
-    # The version that answered: another than `model` after a hot swap mid-request.
-    version = str(answer["model_version"]) if isinstance(answer, dict) else model.version
-    state.metrics.observe_request(use_case, version, ROLE_CHAMPION, response.status_code,
-                                  time.perf_counter() - started)  # fmt: skip
+    observe_answer(state, use_case, model, answer, response.status_code, time.perf_counter() - started)
     return response
 
 
-async def score(state: ServiceState, use_case: str, model: LoadedModel, payload: Any) -> dict[str, Any] | Response:
+def observe_answer(
+    state: ServiceState,
+    use_case: str,
+    model: LoadedModel,
+    answer: dict[str, Any] | Response,
+    status: int,
+    seconds: float,
+) -> None:
+    """Count and time an answered request for /metrics, and for the canary's guard."""
+    # The version that answered: the canary's, or another than `model` after a hot swap mid-request.
+    if isinstance(answer, dict):
+        version, role = str(answer["model_version"]), str(answer["role"])
+    else:
+        version, role = model.version, ROLE_CHAMPION
+    state.metrics.observe_request(use_case, version, role, status, seconds)
+    guard = state.guards.get(use_case)
+    if guard is not None:
+        if role == ROLE_CANARY:
+            guard.observe_canary(version, seconds, failed=status >= 500)
+        else:
+            guard.observe_champion(seconds)
+
+
+async def score(
+    state: ServiceState, use_case: str, model: LoadedModel, payload: Any, routing_key: str | None = None
+) -> dict[str, Any] | Response:
     """Validate, predict (micro-batched), queue for the log: the answer's body, or the refusal.
 
     /invocations (routes/invocations.py) scores through here too, so its rows are validated
@@ -164,8 +200,16 @@ async def score(state: ServiceState, use_case: str, model: LoadedModel, payload:
         now = datetime.now(UTC).replace(tzinfo=None)
         times = [now] * len(ids)
     context = RequestContext(ids, times, parsed.source)
+    rows, role = parsed.rows, ROLE_CHAMPION
+    canary = _canary_for(state, use_case, routing_key or ids[0])
+    answered = await _predict_canary(state, use_case, canary, payload, context) if canary else None
+    if answered is not None:
+        used, predictions, probabilities, rows = answered
+        role = ROLE_CANARY
+        _log(state.writer, used, rows, context, predictions, probabilities, role)
+        return _body(use_case, used, role, ids, predictions, probabilities)
     try:
-        used, predictions, probabilities = await state.batchers[use_case].predict(model, parsed.rows, context)
+        used, predictions, probabilities = await state.batchers[use_case].predict(model, rows, context)
     except VersionChanged:
         return json_response(503, {"detail": "the model changed its input columns during this request; retry"})
     except (ValueError, TypeError, KeyError) as exc:
@@ -183,12 +227,57 @@ async def score(state: ServiceState, use_case: str, model: LoadedModel, payload:
             "does not impute, or values far outside the training range"
         )
         return json_response(422, {"detail": [{"loc": loc, "msg": msg, "type": "model_error"}]})
-    _log(state.writer, used, parsed, context, predictions, probabilities)
+    _log(state.writer, used, rows, context, predictions, probabilities, role)
+    return _body(use_case, used, role, ids, predictions, probabilities)
+
+
+def _canary_for(state: ServiceState, use_case: str, key: str) -> LoadedModel | None:
+    """The `@canary` version when this request's key falls in its fraction; None: the champion answers."""
+    if use_case not in state.guards:
+        return None
+    found = state.cache.get_canary(use_case)
+    if found is None or not goes_to_canary(key, found[1]):
+        return None
+    return found[0]
+
+
+async def _predict_canary(
+    state: ServiceState,
+    use_case: str,
+    canary: LoadedModel,
+    payload: Any,
+    context: RequestContext,
+) -> tuple[LoadedModel, list[Any], list[list[float]] | None, list[list[Any]]] | None:
+    """The canary's answer, or None (counted against its guard) when it fails: the champion answers then."""
+    started = time.perf_counter()
+    try:
+        # Usually the same columns as the champion's; a canary that reads others validates the request itself.
+        parsed = canary.schema.parse(payload, state.config.max_records)
+        used, predictions, probabilities = await state.canary_batchers[use_case].predict(canary, parsed.rows, context)
+        if _non_finite(predictions, probabilities) is not None:
+            raise ValueError("no finite prediction (NaN or infinity)")
+    except Exception as exc:
+        state.metrics.canary_fallbacks.labels(use_case, canary.version).inc()
+        state.guards[use_case].observe_canary(canary.version, time.perf_counter() - started, failed=True)
+        log.warning("canary version %s of %s failed a request, the champion answered it: %s: %s",
+                    canary.version, use_case, type(exc).__name__, exc)  # fmt: skip
+        return None
+    return used, predictions, probabilities, parsed.rows
+
+
+def _body(
+    use_case: str,
+    used: LoadedModel,
+    role: str,
+    ids: list[str],
+    predictions: list[Any],
+    probabilities: list[list[float]] | None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "use_case": use_case,
         "model_name": used.model_name,
         "model_version": used.version,
-        "role": ROLE_CHAMPION,
+        "role": role,
         "ids": ids,
         "predictions": predictions,
     }
@@ -345,12 +434,13 @@ def _drop_use_case_matching(payload: Any, use_case: str) -> None:
 def _log(
     writer: PredictionLogWriter,
     model: LoadedModel,
-    parsed: ParsedRequest,
+    rows: list[list[Any]],
     context: RequestContext,
     predictions: list[Any],
     probabilities: list[list[float]] | None,
+    role: str,
 ) -> None:
-    """Queue the answered rows for the prediction log."""
+    """Queue the answered rows for the prediction log, with the role that answered them."""
     writer.submit(
         LogEntry(
             use_case=model.use_case,
@@ -360,10 +450,11 @@ def _log(
             ids=context.ids,
             event_times=context.event_times,
             names=model.schema.names,
-            rows=parsed.rows,
+            rows=rows,
             predictions=predictions,
             feature_types=model.schema.log_types,
             classes=model.classes if probabilities is not None else None,
             probabilities=probabilities,
+            role=role,
         )
     )
