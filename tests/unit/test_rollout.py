@@ -203,8 +203,10 @@ def test_the_step_counts_only_the_canary_versions_requests_since_the_step_began(
     from mlops.rollout.apply import _answered_since
 
     frame = _canary_log(50, 5, 5)
-    older = frame[frame["role"] == "canary"].head(20).assign(
-        request_id=[f"old{i}" for i in range(20)], logged_at=pd.Timestamp(SINCE - timedelta(hours=1))
+    older = (
+        frame[frame["role"] == "canary"]
+        .head(20)
+        .assign(request_id=[f"old{i}" for i in range(20)], logged_at=pd.Timestamp(SINCE - timedelta(hours=1)))
     )
     other_version = frame[frame["role"] == "canary"].head(5).assign(model_version="9", request_id=list("abcde"))
     assert _answered_since(pd.concat([frame, older, other_version]), "2", SINCE) == 50
