@@ -274,8 +274,9 @@ class ModelCache:
         if found is None:
             return None
         model, fraction = found
-        return {**model.describe(), "fraction": fraction, "step": self._canary_step.get(use_case),
-                "breached": self._breached.get(use_case) == model.version}  # fmt: skip
+        return {"version": model.version, "uri": model.uri, "fraction": fraction,
+                "step": self._canary_step.get(use_case), "breached": self._breached.get(use_case) == model.version,
+                "loaded_at": model.loaded_at.isoformat()}  # fmt: skip
 
     def record_breach(self, breach: Breach) -> None:
         """Take the canary off at once in this process, then record the breach on its version, off the

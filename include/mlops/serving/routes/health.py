@@ -26,6 +26,13 @@ async def health(request: Request) -> Response:
             name: {"version": m.version if (m := state.cache.get_shadow(name)) else None, **scorer.stats()}
             for name, scorer in state.shadows.items()
         }
+    if state.guards:
+        # Per use case with strategy canary: the @canary version, the share of requests it answers now
+        # (0 after a breach) and its guard's recent numbers.
+        body["canaries"] = {
+            name: {**(state.cache.canary_status(name) or {"version": None}), "guard": guard.stats()}
+            for name, guard in state.guards.items()
+        }
     return json_response(200, body)
 
 

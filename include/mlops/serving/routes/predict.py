@@ -16,6 +16,7 @@ same times.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -253,7 +254,11 @@ async def _predict_canary(
     try:
         # Usually the same columns as the champion's; a canary that reads others validates the request itself.
         parsed = canary.schema.parse(payload, state.config.max_records)
-        used, predictions, probabilities = await state.canary_batchers[use_case].predict(canary, parsed.rows, context)
+        timeout = state.guards[use_case].rules.canary_timeout_ms / 1000
+        batcher = state.canary_batchers[use_case]
+        used, predictions, probabilities = await asyncio.wait_for(
+            batcher.predict(canary, parsed.rows, context), timeout
+        )
         if _non_finite(predictions, probabilities) is not None:
             raise ValueError("no finite prediction (NaN or infinity)")
     except Exception as exc:
