@@ -1,4 +1,4 @@
-"""The shadow rollout under `dag.test()`, against a real MLflow server and the real prediction log.
+"""The shadow and canary rollouts under `dag.test()`, against a real MLflow server and the real prediction log.
 
 A champion is trained on Jan–Feb 2011 bike hours; under `deployment.strategy: shadow`
 the first one is promoted directly (there is no live traffic to compare on without a
@@ -9,13 +9,18 @@ then the labels), runs `rollout_<use case>` and reads the registry:
   is gone, the evidence is on the version; while it was in progress a second passing
   candidate was kept as `@challenger` with the reason;
 - a worse shadow is rejected: `@challenger` with the evidence, `@champion` unchanged;
-- with no `@shadow` the run skips.
+- with no `@shadow` the run skips;
+- a canary (its own model name): a worse one is rolled back on labels (unpaired: each request
+  answered by one side), alerted, and a second rollout refused meanwhile; one moves a step on
+  after enough requests, then a better one is promoted at the last step; a breach the service
+  recorded becomes the rollback on record.
 The log's prediction values are built here, so the test decides which side is better; the
 service that scores the shadow is tested with the service.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -24,6 +29,7 @@ from typing import Any
 
 import pytest
 from airflow_xcom import task_xcom
+from alert_sink import AlertSink, alert_sink
 
 from mlops.config import Deployment, FileSource, UseCase, find_use_case
 
@@ -141,7 +147,7 @@ def test_a_better_shadow_is_promoted_with_its_evidence(bike: dict[str, Any]) -> 
     refused = _passing_candidate(bike, "fixture/second-candidate")
     assert refused.action == "challenger" and _aliases(use_case)["shadow"] == started.version
     reason = registry.version_tags(use_case.model_name, refused.version)[TAG_REJECTION_REASON]
-    assert f"a rollout of v{started.version} is in progress; two rollouts for one use case cannot run at once" in reason
+    assert f"a rollout of v{started.version} (@shadow) is in progress; two rollouts for one use case cannot" in reason
 
     _log_traffic(use_case, old, started.version, champion_noise=60, shadow_noise=25)
     dag = build_rollout_dag(use_case)
@@ -189,3 +195,144 @@ def test_no_shadow_no_rollout(bike: dict[str, Any]) -> None:
     dag_run = build_rollout_dag(bike["use_case"]).test()
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     assert states["find_rollout"] == "skipped" and states["apply_rollout"] == "skipped", states
+
+
+# --------------------------------------------------------------------------- canary
+
+CANARY_RULES = Deployment(strategy="canary", canary_steps=[0.25, 1.0], canary_min_requests=100,
+                          min_labeled_rows=100, deadline_hours=72)  # fmt: skip
+CANARY_REQUESTS = 150
+
+
+@pytest.fixture(scope="module")
+def canary_bike(bike: dict[str, Any]) -> dict[str, Any]:
+    """The same use case under the canary strategy, with a model name (and so a champion) of its own."""
+    use_case = bike["use_case"].model_copy(
+        update={"model_name": "bike_sharing_canary_test", "deployment": CANARY_RULES}
+    )
+    canary = {"use_case": use_case, "candidate": bike["candidate"]}
+    first = _passing_candidate(canary, "fixture/canary-champion")
+    assert first.action == "promoted", first  # no champion yet: nothing to canary beside
+    return canary
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[AlertSink]:
+    with alert_sink() as running:
+        monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", running.url)
+        yield running
+
+
+def _log_canary_traffic(
+    use_case: UseCase, champion: str, canary: str, *, champion_noise: float, canary_noise: float, labelled: bool = True
+) -> None:
+    """CANARY_REQUESTS requests answered by each side (each request by one side only), then labelled."""
+    import numpy as np
+
+    from mlops.predictionlog.frames import PredictionBatch
+    from mlops.predictionlog.labels import write_labels
+    from mlops.predictionlog.predictions import append_predictions
+
+    rng = np.random.default_rng(int(canary) * 7 + int(labelled))
+    now = datetime.now().replace(microsecond=0)
+    batches, ids, truths = [], [], []
+    for role, version, noise in (("champion", champion, champion_noise), ("canary", canary, canary_noise)):
+        truth = rng.gamma(2.0, 90.0, CANARY_REQUESTS).round()
+        side = [f"c{canary}-{role}-{labelled}-{rng.integers(1 << 30)}-{i}" for i in range(CANARY_REQUESTS)]
+        times = [now + timedelta(seconds=i) for i in range(CANARY_REQUESTS)]
+        batches.append(PredictionBatch(use_case.name, use_case.model_name, version, "online", side, times,
+                                       list(truth + rng.normal(0, noise, CANARY_REQUESTS)),
+                                       {"hr": [t.hour for t in times]}, role=role))  # fmt: skip
+        ids += side
+        truths += truth.tolist()
+    assert append_predictions(use_case, batches) == 2 * CANARY_REQUESTS
+    if labelled:
+        assert write_labels(use_case, ids, truths).written == 2 * CANARY_REQUESTS
+
+
+def _canary_aliases(use_case: UseCase) -> dict[str, str | None]:
+    from mlops.mlflow import registry
+
+    return {a: registry.alias_version(use_case.model_name, a) for a in ("champion", "previous", "canary", "challenger")}
+
+
+def _run_rollout(use_case: UseCase) -> tuple[Any, dict[str, Any]]:
+    from mlops.orchestration.rollout import build_rollout_dag
+
+    dag = build_rollout_dag(use_case)
+    dag_run = dag.test()
+    assert str(dag_run.state) == "success"
+    return dag_run, task_xcom(dag.dag_id, "apply_rollout", dag_run.run_id)
+
+
+def test_a_worse_canary_is_rolled_back_on_labels_alerted_and_a_second_rollout_refused(
+    canary_bike: dict[str, Any], sink: AlertSink
+) -> None:
+    from mlops.mlflow import registry
+    from mlops.naming import TAG_CANARY_STEP, TAG_REJECTION_REASON
+
+    use_case = canary_bike["use_case"]
+    champion = _canary_aliases(use_case)["champion"]
+    started = _passing_candidate(canary_bike, "fixture/worse-canary")
+    assert started.action == "canary" and _canary_aliases(use_case)["canary"] == started.version
+    assert registry.version_tags(use_case.model_name, started.version)[TAG_CANARY_STEP] == "0"
+    # One rollout at a time, whatever its strategy.
+    refused = _passing_candidate(canary_bike, "fixture/second-canary")
+    assert refused.action == "challenger"
+    reason = registry.version_tags(use_case.model_name, refused.version)[TAG_REJECTION_REASON]
+    assert f"a rollout of v{started.version} (@canary) is in progress" in reason
+
+    _log_canary_traffic(use_case, champion, started.version, champion_noise=25, canary_noise=90)
+    dag_run, result = _run_rollout(use_case)
+    assert result["action"] == "rejected", result["reasons"]
+    assert "rolled back at 25%" in result["reasons"][0] and "worse than the champion" in result["reasons"][0]
+    aliases = _canary_aliases(use_case)
+    assert aliases["champion"] == champion and aliases["canary"] is None and aliases["challenger"] == started.version
+    tags = registry.version_tags(use_case.model_name, started.version)
+    assert tags["mlops.rollout.decision"] == "reject" and tags["mlops.rollout.rows"] == str(CANARY_REQUESTS)
+    progress = json.loads(tags["mlops.rollout.progress"])
+    assert progress["strategy"] == "canary" and progress["fraction"] == 0.25 and not progress["evidence"]["paired"]
+    alert = sink.wait_for(f"bike_sharing: canary bike_sharing_canary_test v{started.version} rolled back on live "
+                          "evidence")  # fmt: skip
+    assert alert and "nobody has to act" in alert[0]["body"]
+    assert {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}["publish_champion"] == "skipped"
+
+
+def test_a_canary_moves_a_step_on_then_a_better_one_is_promoted_at_the_last_step(canary_bike: dict[str, Any]) -> None:
+    from mlops.mlflow import registry
+    from mlops.naming import TAG_CANARY_STEP
+
+    use_case = canary_bike["use_case"]
+    champion = _canary_aliases(use_case)["champion"]
+    assert champion is not None
+    started = _passing_candidate(canary_bike, "fixture/better-canary")
+    assert started.action == "canary", started
+
+    _log_canary_traffic(use_case, champion, started.version, champion_noise=60, canary_noise=20, labelled=False)
+    _, result = _run_rollout(use_case)
+    assert result["action"] == "advanced", result["reasons"]
+    assert registry.version_tags(use_case.model_name, started.version)[TAG_CANARY_STEP] == "1"
+
+    _log_canary_traffic(use_case, champion, started.version, champion_noise=60, canary_noise=20)
+    dag_run, result = _run_rollout(use_case)
+    assert result["action"] == "promoted", result["reasons"]
+    aliases = _canary_aliases(use_case)
+    assert aliases["champion"] == started.version and aliases["previous"] == champion and aliases["canary"] is None
+    assert {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}["publish_champion"] == "success"
+
+
+def test_a_breach_the_service_recorded_becomes_the_rollback_on_record(canary_bike: dict[str, Any]) -> None:
+    from mlops.mlflow import registry
+    from mlops.naming import TAG_CANARY_BREACH
+
+    use_case = canary_bike["use_case"]
+    champion = _canary_aliases(use_case)["champion"]
+    started = _passing_candidate(canary_bike, "fixture/breached-canary")
+    assert started.action == "canary", started
+    breach = {"check": "error_rate", "reason": "12 of its last 50 requests failed", "at": "2026-12-03T12:00:00+00:00",
+              "by": "serving host:1"}  # fmt: skip
+    registry.set_version_tags(use_case.model_name, started.version, {TAG_CANARY_BREACH: json.dumps(breach)})
+    _, result = _run_rollout(use_case)
+    assert result["action"] == "rejected"
+    assert "breach its guard: 12 of its last 50 requests failed (seen by serving host:1" in result["reasons"][0]
+    assert _canary_aliases(use_case) == {**_canary_aliases(use_case), "champion": champion, "canary": None}
