@@ -97,6 +97,7 @@ def test_a_shadow_before_its_first_rollout_run_says_so(use_case: UseCase) -> Non
 
     assert view is not None and view.progress is None
     assert view.progress_note is not None and "first run of rollout_bike_sharing is pending" in view.progress_note
+    assert not view.progress_unreadable
     # The deadline still shows: the config's hours from when @shadow was set.
     hours = use_case.deployment.deadline_hours
     assert (view.deadline - view.since).total_seconds() == hours * 3600  # type: ignore[operator]
@@ -165,7 +166,7 @@ def test_a_malformed_progress_tag_is_shown_as_unreadable(use_case: UseCase, raw:
     view = rollout_view(use_case, {"champion": "3", "shadow": "4"}, tags, MLFLOW)
 
     assert view is not None and view.progress is None
-    assert view.progress_note is not None and "unreadable" in view.progress_note
+    assert view.progress_note is not None and "unreadable" in view.progress_note and view.progress_unreadable
     assert naming.TAG_ROLLOUT_PROGRESS in view.progress_note
     assert view.since is not None and view.deadline is not None  # the rest of the panel still shows
 

@@ -110,6 +110,8 @@ class RolloutView:
     progress: Progress | None = None
     progress_note: str | None = None
     """Why `progress` is missing: no rollout run yet, or a tag that cannot be read."""
+    progress_unreadable: bool = False
+    """The progress tag exists but cannot be read: a fault to look at, not a wait."""
     notes: list[str] = field(default_factory=list)
     """Anything in the registry that disagrees with the contract, said rather than hidden."""
 
@@ -174,6 +176,7 @@ def rollout_view(
         breach=_read_breach(tags.get(TAG_CANARY_BREACH), notes) if strategy == CANARY else None,
         progress=progress,
         progress_note=progress_note,
+        progress_unreadable=progress is None and bool(tags.get(TAG_ROLLOUT_PROGRESS)),
         notes=notes,
     )
 
