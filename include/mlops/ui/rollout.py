@@ -157,6 +157,7 @@ def rollout_view(
     since = parse_time(tags.get(STARTED_AT_TAG[strategy])) or parse_time(_text(recorded.get("since")))
     steps = _steps(recorded, use_case) if strategy == CANARY else []
     step = _canary_step(tags, recorded) if strategy == CANARY else None
+    breach = _read_breach(tags.get(TAG_CANARY_BREACH), notes) if strategy == CANARY else None
     champion = aliases.get(CHAMPION) or _text(recorded.get("champion_version"))
     dag_id = rollout_dag_id(use_case.name)
     return RolloutView(
@@ -173,7 +174,7 @@ def rollout_view(
         steps=steps,
         fraction=_fraction(step, steps, recorded) if strategy == CANARY else None,
         step_since=parse_time(tags.get(TAG_CANARY_STEP_AT)) if strategy == CANARY else None,
-        breach=_read_breach(tags.get(TAG_CANARY_BREACH), notes) if strategy == CANARY else None,
+        breach=breach,
         progress=progress,
         progress_note=progress_note,
         progress_unreadable=progress is None and bool(tags.get(TAG_ROLLOUT_PROGRESS)),
@@ -234,6 +235,7 @@ def _disagreements(recorded: dict[str, Any], strategy: str, version: str) -> lis
 
 
 def _read_breach(raw: str | None, notes: list[str]) -> Breach | None:
+    """The breach the service recorded; an unreadable tag still counts as one, with a note added to `notes`."""
     if not raw:
         return None
     try:
