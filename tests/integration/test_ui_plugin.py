@@ -322,8 +322,9 @@ def test_a_rollout_in_progress_shows_its_panel_with_the_evidence(ui: UIStack) ->
         "action": "wait", "reasons": ["180 of 200 labelled rows on each side: waiting for more"],
         "decided_at": "2026-12-02T10:00:00+00:00",
         "evidence": {"metric": "rmse", "direction": "min", "candidate_version": version, "rows": 180,
-                     "candidate_rows": 412, "champion_rows": 1236, "champion_metric": 95.5, "candidate_metric": 91.25,
-                     "gain": 0.0445, "interval": [-0.012, 0.097], "confidence": 0.95, "paired": False, "note": None},
+                     "candidate_rows": 412, "candidate_labelled": 180, "champion_rows": 1236,
+                     "champion_metric": 95.5, "candidate_metric": 91.25, "gain": 0.0445,
+                     "interval": [-0.012, 0.097], "confidence": 0.95, "paired": False, "note": None},
         "ends_when": ["advance to 100% once the canary answered 200 requests at 25%",
                       "reject at 2026-12-04 10:00 UTC if still undecided"],
     }  # fmt: skip
@@ -343,9 +344,10 @@ def test_a_rollout_in_progress_shows_its_panel_with_the_evidence(ui: UIStack) ->
         assert '<strong class="strategy">canary</strong>' in panel and "against champion v2" in panel
         assert "Answers <strong>25%</strong> of requests (step 2 of 3" in panel
         assert '<span class="action-wait">wait</span>' in panel and "180 of 200 labelled rows" in panel
-        assert "<td>rows answered</td><td>412</td><td>1236</td>" in panel
+        assert "<td>labelled rows compared</td><td>180</td><td>1236</td>" in panel
         assert "<td>91.25</td><td>95.5</td>" in panel  # candidate, champion: the live metric of each side
         assert "Labelled rows compared: <strong>180</strong>" in panel
+        assert "The candidate has answered <strong>412</strong> requests so far" in panel
         assert "interval <strong>[-1.20%, +9.70%]</strong> at 95%" in panel
         assert "advance to 100% once the canary answered 200 requests" in panel
         version_link = f'href="{ui.settings.mlflow_ui_url}/#/models/{model}/versions/{version}"'

@@ -40,7 +40,8 @@ def shadow_progress(**changes: Any) -> dict[str, Any]:
         "decided_at": "2026-12-02T10:00:00+00:00",
         "evidence": {
             "metric": "rmse", "direction": "min", "candidate_version": "4", "rows": 120,
-            "candidate_rows": 900, "champion_rows": 880, "champion_metric": 41.2, "candidate_metric": 39.0,
+            "candidate_rows": 900, "champion_rows": 120, "candidate_labelled": 120,
+            "champion_metric": 41.2, "candidate_metric": 39.0,
             "gain": 0.053, "interval": [-0.01, 0.11], "confidence": 0.95, "paired": True, "note": None,
         },
         "ends_when": ["promote: 200 labelled rows and the interval's lower bound above 0",
@@ -51,7 +52,9 @@ def shadow_progress(**changes: Any) -> dict[str, Any]:
 
 def canary_progress(**changes: Any) -> dict[str, Any]:
     progress = shadow_progress(strategy="canary", step=1, fraction=0.25, steps=[0.05, 0.25, 1.0])
-    progress["evidence"] = {**progress["evidence"], "paired": False, "interval": [0.01, 0.09]}
+    # Unpaired: each side's own labelled requests; `rows` is the fewer of the two.
+    progress["evidence"] = {**progress["evidence"], "paired": False, "interval": [0.01, 0.09],
+                            "rows": 150, "candidate_labelled": 150, "champion_rows": 610}  # fmt: skip
     return {**progress, **changes}
 
 
@@ -80,7 +83,8 @@ def test_a_waiting_shadow_shows_its_evidence_and_what_would_end_it(use_case: Use
     progress = view.progress
     assert progress is not None and view.progress_note is None
     assert progress.action == "wait" and progress.reasons == shadow_progress()["reasons"]
-    assert (progress.rows, progress.candidate_rows, progress.champion_rows) == (120, 900, 880)
+    assert (progress.rows, progress.candidate_rows) == (120, 900)
+    assert progress.candidate_labelled == progress.champion_rows == 120  # paired: the same requests
     assert (progress.metric, progress.direction) == ("rmse", "min")
     assert (progress.candidate_metric, progress.champion_metric) == (39.0, 41.2)
     assert progress.interval == (-0.01, 0.11) and progress.confidence == 0.95 and progress.paired is True
@@ -126,6 +130,7 @@ def test_a_canary_at_step_one_with_a_breach_answers_nothing(use_case: UseCase) -
     assert view.breach.reason.startswith("error rate 4.0%")
     assert view.breach.at == datetime(2026, 12, 2, 11, 30, tzinfo=UTC)
     assert view.progress is not None and view.progress.paired is False and view.progress.interval == (0.01, 0.09)
+    assert (view.progress.rows, view.progress.candidate_labelled, view.progress.champion_rows) == (150, 150, 610)
 
 
 def test_a_canary_without_a_breach_answers_its_step(use_case: UseCase) -> None:
@@ -180,6 +185,17 @@ def test_odd_field_types_in_the_progress_are_dropped_not_raised(use_case: UseCas
     assert view is not None and view.progress is not None
     assert view.progress.reasons == ["one reason"] and view.progress.ends_when == []
     assert view.progress.rows is None and view.progress.interval is None and view.progress.candidate_metric is None
+
+
+def test_paired_evidence_without_per_side_counts_counts_rows_for_both(use_case: UseCase) -> None:
+    progress = shadow_progress()
+    progress["evidence"] = {
+        k: v for k, v in progress["evidence"].items() if k not in ("champion_rows", "candidate_labelled")
+    }
+    view = rollout_view(use_case, {"shadow": "4"}, {naming.TAG_ROLLOUT_PROGRESS: json.dumps(progress)}, MLFLOW)
+
+    assert view is not None and view.progress is not None
+    assert view.progress.candidate_labelled == view.progress.champion_rows == 120
 
 
 def test_an_unreadable_breach_still_stops_the_canary(use_case: UseCase) -> None:

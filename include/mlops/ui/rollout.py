@@ -64,10 +64,13 @@ class Progress:
     direction: str | None
     """`min` or `max`: which way the metric is better."""
     rows: int | None
-    """Labelled rows compared (shadow: scored by both)."""
+    """Labelled rows compared: scored by both (shadow), the fewer of the two sides' (canary)."""
     candidate_rows: int | None
-    """Rows the candidate scored (shadow) or answered (canary) in the window, labelled or not."""
+    """Requests the candidate scored (shadow) or answered (canary) so far, labelled or not."""
+    candidate_labelled: int | None
+    """The candidate's labelled requests compared (equal to `rows` when paired)."""
     champion_rows: int | None
+    """The champion's labelled requests compared (equal to `rows` when paired)."""
     candidate_metric: float | None
     champion_metric: float | None
     gain: float | None
@@ -204,21 +207,28 @@ def _progress(recorded: dict[str, Any]) -> Progress:
     evidence = recorded.get("evidence") or {}
     if not isinstance(evidence, dict):
         raise ValueError(f"evidence is {type(evidence).__name__}, not an object")
+    paired = evidence.get("paired") if isinstance(evidence.get("paired"), bool) else None
+    rows = _int(evidence.get("rows"))
+    # Paired rows are the same requests on both sides, so a run that records only `rows` still says both.
+    both = rows if paired else None
+    candidate_labelled = _int(evidence.get("candidate_labelled"))
+    champion_rows = _int(evidence.get("champion_rows"))
     return Progress(
         action=str(recorded.get("action") or "unknown"),
         reasons=_texts(recorded.get("reasons")),
         decided_at=parse_time(_text(recorded.get("decided_at"))),
         metric=_text(evidence.get("metric")),
         direction=_text(evidence.get("direction")),
-        rows=_int(evidence.get("rows")),
+        rows=rows,
         candidate_rows=_int(evidence.get("candidate_rows")),
-        champion_rows=_int(evidence.get("champion_rows")),
+        candidate_labelled=candidate_labelled if candidate_labelled is not None else both,
+        champion_rows=champion_rows if champion_rows is not None else both,
         candidate_metric=_float(evidence.get("candidate_metric")),
         champion_metric=_float(evidence.get("champion_metric")),
         gain=_float(evidence.get("gain")),
         interval=_interval(evidence.get("interval")),
         confidence=_float(evidence.get("confidence")),
-        paired=evidence.get("paired") if isinstance(evidence.get("paired"), bool) else None,
+        paired=paired,
         note=_text(evidence.get("note")),
         ends_when=_texts(recorded.get("ends_when")),
     )
