@@ -35,6 +35,7 @@ _templates = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), trim_blocks=True
 )
 _templates.filters["pct"] = lambda v: f"{v:.0%}" if isinstance(v, (int, float)) else "–"
+_templates.filters["signed_pct"] = lambda v: f"{v:+.2%}" if isinstance(v, (int, float)) else "–"
 _templates.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, (int, float)) else "–"
 _templates.filters["when"] = lambda v: f"{v:%Y-%m-%d %H:%M} UTC" if v else "–"
 _templates.filters["urlpath"] = lambda v: quote(str(v))

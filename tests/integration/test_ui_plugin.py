@@ -293,3 +293,77 @@ def test_mlflow_run_link_opens_the_run(ui: UIStack, task_runs: dict[str, str]) -
     run_id = link.rsplit("/", 1)[-1]
     api = httpx.get(f"{ui.settings.mlflow_tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
     assert api.status_code == 200 and api.json()["run"]["info"]["run_name"] == "gradient_boosting-v2"
+
+
+# --------------------------------------------------------------------------- rollout panel
+
+
+def test_a_rollout_in_progress_shows_its_panel_with_the_evidence(ui: UIStack) -> None:
+    """A canary at step 2 of 3, tagged as the rollout contract of issue 18 has it, on a real version."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from mlops import naming
+
+    model = ui.seeded["model_name"]
+    assert "Rollout in progress" not in ui.get("/mlops/", token=ui.token).text  # no rollout alias: no panel
+
+    client = MlflowClient(tracking_uri=ui.settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(USE_CASE)
+    assert experiment is not None
+    run = client.create_run(experiment.experiment_id, run_name="gradient_boosting-canary")
+    client.set_terminated(run.info.run_id)
+    version = client.create_model_version(model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id).version
+    progress = {
+        "strategy": "canary", "version": version, "champion_version": "2",
+        "since": "2026-12-01T10:00:00+00:00", "deadline": "2026-12-04T10:00:00+00:00",
+        "step": 1, "fraction": 0.25, "steps": [0.05, 0.25, 1.0],
+        "action": "wait", "reasons": ["180 of 200 labelled rows on each side: waiting for more"],
+        "decided_at": "2026-12-02T10:00:00+00:00",
+        "evidence": {"metric": "rmse", "direction": "min", "candidate_version": version, "rows": 180,
+                     "candidate_rows": 412, "candidate_labelled": 180, "champion_rows": 1236,
+                     "champion_metric": 95.5, "candidate_metric": 91.25, "gain": 0.0445,
+                     "interval": [-0.012, 0.097], "confidence": 0.95, "paired": False, "note": None},
+        "ends_when": ["advance to 100% once the canary answered 200 requests at 25%",
+                      "reject at 2026-12-04 10:00 UTC if still undecided"],
+    }  # fmt: skip
+    tags = {
+        naming.TAG_CANARY_AT: "2026-12-01T10:00:00+00:00",
+        naming.TAG_CANARY_STEP: "1",
+        naming.TAG_CANARY_STEP_AT: "2026-12-02T09:00:00+00:00",
+        naming.TAG_ROLLOUT_PROGRESS: json.dumps(progress),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model, version, key, value)
+    client.set_registered_model_alias(model, naming.CANARY, version)
+    try:
+        page = ui.get("/mlops/", token=ui.token).text
+        assert f'id="rollout-{USE_CASE}" data-strategy="canary"' in page and 'class="error"' not in page
+        panel = page.split(f'id="rollout-{USE_CASE}"')[1].split("</div>")[0]
+        assert '<strong class="strategy">canary</strong>' in panel and "against champion v2" in panel
+        assert "Answers <strong>25%</strong> of requests (step 2 of 3" in panel
+        assert '<span class="action-wait">wait</span>' in panel and "180 of 200 labelled rows" in panel
+        assert "<td>labelled rows compared</td><td>180</td><td>1236</td>" in panel
+        assert "<td>91.25</td><td>95.5</td>" in panel  # candidate, champion: the live metric of each side
+        assert "Labelled rows compared: <strong>180</strong>" in panel
+        assert "The candidate has answered <strong>412</strong> requests so far" in panel
+        assert "interval <strong>[-1.20%, +9.70%]</strong> at 95%" in panel
+        assert "advance to 100% once the canary answered 200 requests" in panel
+        version_link = f'href="{ui.settings.mlflow_ui_url}/#/models/{model}/versions/{version}"'
+        assert version_link in panel and 'href="/dags/rollout_bike_sharing"' in panel
+        # The alias table keeps its three rows; the other use case has no rollout.
+        assert 'class="alias-canary"' not in page
+        assert "Rollout in progress" not in page.split(f'id="uc-{APPROVAL_USE_CASE}"')[1]
+        # The evidence link's version holds the progress the panel shows, as MLflow serves it.
+        served = httpx.get(
+            f"{ui.settings.mlflow_tracking_uri}/api/2.0/mlflow/model-versions/get",
+            params={"name": model, "version": version}, timeout=30,
+        ).json()["model_version"]  # fmt: skip
+        assert {t["key"]: t["value"] for t in served["tags"]}[naming.TAG_ROLLOUT_PROGRESS] == json.dumps(progress)
+        assert naming.CANARY in served["aliases"]
+        # The DAG tab of the use case shows the same panel.
+        assert f'id="rollout-{USE_CASE}"' in ui.get(f"/mlops/dag/{TRAIN_DAG}", token=ui.token).text
+    finally:
+        client.delete_registered_model_alias(model, naming.CANARY)
+        client.delete_model_version(model, version)

@@ -315,6 +315,23 @@ def test_mlflow_down_is_reported_on_the_page(use_case: UseCase, monkeypatch: pyt
     assert view.by_alias == {}
 
 
+def test_a_shadow_in_the_registry_feeds_the_rollout_panel_not_the_alias_table(use_case: UseCase) -> None:
+    from mlflow.tracking import MlflowClient
+
+    seed_registry(use_case, "train_x/manual__1")
+    assert views.gather_use_case(use_case).rollout is None
+    client = MlflowClient()
+    # v3 failed the gate; as a shadow it stands for any candidate, the page does not judge that.
+    client.set_registered_model_alias(use_case.model_name, naming.SHADOW, "3")
+    client.set_model_version_tag(use_case.model_name, "3", naming.TAG_SHADOW_AT, "2026-12-01T10:00:00+00:00")
+
+    view = views.gather_use_case(use_case)
+    assert view.errors == [] and view.rollout is not None
+    assert (view.rollout.strategy, view.rollout.version, view.rollout.champion_version) == ("shadow", "3", "2")
+    assert view.rollout.progress is None and view.rollout.progress_note is not None  # no rollout run yet
+    assert "shadow" in view.by_alias and [entry.alias for entry in view.lineage][-1] == "shadow"
+
+
 def test_mlflow_ui_url_overrides_links(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
     seed_registry(use_case, "train_x/manual__1")
     monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "https://mlflow.example.org/")

@@ -21,6 +21,7 @@ from mlops.mlflow.runs import RunRecord
 from mlops.naming import (
     ALIASES,
     METRIC_DRIFT_SHARE,
+    ROLLOUT_ALIASES,
     TAG_DAG_ID,
     TAG_DAG_RUN_ID,
     TAG_MONITORING_RUN_KEY,
@@ -33,6 +34,9 @@ from mlops.naming import (
 if TYPE_CHECKING:
     from mlops.config import UseCase
     from mlops.lineage.chain import Records
+
+PAGE_ALIASES = (*ALIASES, *ROLLOUT_ALIASES)
+"""The aliases the page looks up: its alias table shows ALIASES; a rollout alias feeds the rollout panel."""
 
 
 class PageQueries:
@@ -54,7 +58,7 @@ class PageQueries:
             return {}, []
         newest = browse.newest_versions(self._client, model_name, recent)
         by_alias: dict[str, VersionRecord] = {}
-        for alias in ALIASES:
+        for alias in PAGE_ALIASES:
             found = next((v for v in newest if alias in v.aliases), None)
             found = found or browse.version_by_alias(self._client, model_name, alias)
             if found is not None:

@@ -37,6 +37,11 @@ def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{quote(experiment_id, safe='')}"
 
 
+def dag_path(dag_id: str) -> str:
+    """Airflow UI route of a DAG: its grid of runs beside the overview."""
+    return f"/dags/{quote(dag_id, safe='')}"
+
+
 def dag_run_path(dag_id: str, dag_run_id: str) -> str:
     """Airflow UI route of a DAG run."""
     return f"/dags/{quote(dag_id, safe='')}/runs/{quote(dag_run_id, safe='')}"

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mlops.mlflow.browse import MetricPoint, VersionRecord
     from mlops.ui.lineage import LineageView
     from mlops.ui.queries import PageQueries
+    from mlops.ui.rollout import RolloutView
 
 EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
@@ -139,6 +140,8 @@ class UseCaseView:
     pending: list[PendingApproval] = field(default_factory=list)
     lineage: list[LineageView] = field(default_factory=list)
     """Each alias's version traced back (mlops.ui.lineage), in alias order."""
+    rollout: RolloutView | None = None
+    """The shadow or canary in progress (mlops.ui.rollout); None when no version holds @shadow or @canary."""
     errors: list[str] = field(default_factory=list)
     """What could not be read (MLflow down, ...): shown on the page instead of failing it."""
 
@@ -286,10 +289,20 @@ def gather_use_case(use_case: UseCase, settings: Settings | None = None, recent:
     try:
         queries = _queries(settings)
         by_alias = _add_registry_and_drift(view, queries, recent, base)
+        _add_rollout(view, use_case, by_alias, base)
         _add_lineage(view, queries, use_case, by_alias, settings)
     except Exception as exc:  # the page must render even when MLflow is down
         view.errors.append(_unreadable(settings, exc))
     return view
+
+
+def _add_rollout(view: UseCaseView, use_case: UseCase, by_alias: dict[str, VersionRecord], base: str) -> None:
+    from mlops.ui.rollout import rollout_alias, rollout_view
+
+    aliases = {alias: record.version for alias, record in by_alias.items()}
+    alias = rollout_alias(aliases)
+    if alias is not None:
+        view.rollout = rollout_view(use_case, aliases, by_alias[alias].tags, base)
 
 
 def _add_lineage(
@@ -303,7 +316,11 @@ def _add_lineage(
 def _add_registry_and_drift(
     view: UseCaseView, queries: PageQueries, recent: int, base: str
 ) -> dict[str, VersionRecord]:
-    """The aliases' versions and the newest versions as views, the drift history; returns the alias records."""
+    """The aliases' versions and the newest versions as views, the drift history; returns the alias records.
+
+    `by_alias` holds the rollout aliases too (queries.PAGE_ALIASES): the alias table shows
+    its own aliases only, and the rollout panel and the lineage read the rest.
+    """
     by_alias, newest = queries.model_versions(view.model_name, recent)
     view.by_alias = {alias: version_view(queries, record, base) for alias, record in by_alias.items()}
     view.recent = [version_view(queries, record, base) for record in newest]
