@@ -272,10 +272,7 @@ def _steps(recorded: dict[str, Any], use_case: UseCase) -> list[float]:
     steps = recorded.get("steps")
     if isinstance(steps, list) and all(_float(s) is not None for s in steps):
         return [float(s) for s in steps]
-    # getattr: `canary_steps` arrives in the config with the canary itself (issue 18); until
-    # then a config without it still renders the panel, without the fractions.
-    configured = getattr(use_case.deployment, "canary_steps", None) or []
-    return [float(s) for s in configured]
+    return [float(s) for s in use_case.deployment.canary_steps]
 
 
 def _canary_step(tags: Mapping[str, str], recorded: dict[str, Any]) -> int | None:
