@@ -312,6 +312,14 @@ def test_a_canary_moves_a_step_on_then_a_better_one_is_promoted_at_the_last_step
     _, result = _run_rollout(use_case)
     assert result["action"] == "advanced", result["reasons"]
     assert registry.version_tags(use_case.model_name, started.version)[TAG_CANARY_STEP] == "1"
+    # What monitoring shows beside the champion's window: the same judgement, read only.
+    from mlops.rollout.apply import live_comparison
+
+    before = registry.version_tags(use_case.model_name, started.version)
+    live = live_comparison(use_case, datetime.now())
+    assert live is not None and (live["strategy"], live["step"], live["fraction"]) == ("canary", 1, 1.0)
+    assert live["evidence"]["candidate_rows"] == CANARY_REQUESTS and live["action"] == "wait"
+    assert registry.version_tags(use_case.model_name, started.version) == before
 
     _log_canary_traffic(use_case, champion, started.version, champion_noise=60, canary_noise=20)
     dag_run, result = _run_rollout(use_case)

@@ -40,6 +40,8 @@ class Assessment:
     report_html: str | None
     mlflow_run_id: str | None
     window_end: str
+    rollout: dict[str, Any] | None = None
+    """The rollout in progress compared live (champion and candidate on labelled requests), or None."""
 
     @property
     def trigger_reason(self) -> str:
@@ -49,8 +51,14 @@ class Assessment:
         return {**asdict(self), "decision": self.decision.to_dict(), "trigger_reason": self.trigger_reason}
 
 
-def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: str) -> Assessment:
-    """Reports against the champion's training data, the decision, and their MLflow record."""
+def assess_window(
+    use_case: UseCase, window_path: str, guards: Guards, run_key: str, live_comparison: dict[str, Any] | None = None
+) -> Assessment:
+    """Reports against the champion's training data, the decision, and their MLflow record.
+
+    `live_comparison`: a rollout in progress, as `mlops.rollout.apply.live_comparison` reads it;
+    written beside the reports as `rollout.json` (and so logged with them), the decision unchanged.
+    """
     from mlops.mlflow import registry
 
     window_end = guards.now.date().isoformat()
@@ -68,6 +76,8 @@ def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: 
     directory = summary.report_dir
     if directory is not None:
         write_atomic(directory / "decision.json", json.dumps(decision.to_dict(), indent=2, default=str))
+        if live_comparison is not None:
+            write_atomic(directory / "rollout.json", json.dumps(live_comparison, indent=2, default=str))
     run_id = record_monitoring_run(
         summary,
         decision,
@@ -82,6 +92,7 @@ def assess_window(use_case: UseCase, window_path: str, guards: Guards, run_key: 
         str(html) if html is not None and html.exists() else None,
         run_id,
         window_end,
+        live_comparison,
     )
 
 

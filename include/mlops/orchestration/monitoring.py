@@ -126,8 +126,13 @@ def build_monitoring_dag(use_case: UseCase) -> DAG:
             from mlops.monitoring import assessment
             from mlops.orchestration.notifiers import MlopsNotifier
 
-            result = assessment.assess_window(use_case, window["path"], _guards(use_case, validation, context),
-                                              _run_key(context))  # fmt: skip
+            guards = _guards(use_case, validation, context)
+            live = None
+            if use_case.deployment.strategy != "direct":
+                from mlops.rollout.apply import live_comparison
+
+                live = live_comparison(use_case, guards.now)
+            result = assessment.assess_window(use_case, window["path"], guards, _run_key(context), live)
             if result.decision.alert:
                 MlopsNotifier.for_monitoring(result.decision.to_dict(), result.report_dir)(context)
             if result.decision.data_quality_alert:  # its own alert: a null-share rise never retrains

@@ -99,11 +99,12 @@ class RolloutResult:
         return asdict(self)
 
 
-def current_rollout(use_case: UseCase | str, now: datetime) -> Rollout | None:
+def current_rollout(use_case: UseCase | str, now: datetime, *, record: bool = True) -> Rollout | None:
     """The use case's rollout in progress, or None when neither `@shadow` nor `@canary` exists.
 
     An alias set by hand has no start time: `now` (the run's time) becomes it, recorded on
-    the version, so the deadline runs from the first rollout run that saw it.
+    the version (unless `record` is False: a reader such as monitoring), so the deadline
+    runs from the first rollout run that saw it.
     """
     uc = resolve_use_case(use_case)
     for strategy, alias, since_tag in (("shadow", SHADOW, TAG_SHADOW_AT), ("canary", CANARY, TAG_CANARY_AT)):
@@ -118,7 +119,8 @@ def current_rollout(use_case: UseCase | str, now: datetime) -> Rollout | None:
             start = {since_tag: since}
             if strategy == "canary":
                 start |= {TAG_CANARY_STEP: tags.get(TAG_CANARY_STEP) or "0", TAG_CANARY_STEP_AT: since}
-            registry.set_version_tags(uc.model_name, version, start)
+            if record:
+                registry.set_version_tags(uc.model_name, version, start)
             tags = {**tags, **start}
         champion = registry.alias_version(uc.model_name, CHAMPION)
         if strategy == "shadow":
@@ -192,6 +194,17 @@ def _answered_since(frame: Any, version: str, since: datetime) -> int:
     if logged is not None:
         mine &= logged >= pd.Timestamp(since)
     return int(frame.loc[mine, "request_id"].nunique())
+
+
+def live_comparison(use_case: UseCase | str, now: datetime) -> dict[str, Any] | None:
+    """What `rollout_<use case>` would decide now, with its evidence, read only: the monitoring report shows
+    it beside the champion's window. None when no rollout is in progress."""
+    uc = resolve_use_case(use_case)
+    rollout = current_rollout(uc, now, record=False)
+    if rollout is None:
+        return None
+    comparison: dict[str, Any] = json.loads(progress_json(rollout, judge_rollout(uc, rollout, now), uc))
+    return comparison
 
 
 def abort_decision(decision: RolloutDecision, reason: str, requested_by: str) -> RolloutDecision:
