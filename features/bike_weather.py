@@ -1,7 +1,10 @@
 """Hourly weather for bike_sharing, keyed by the hour it was observed in.
 
 The source path is a parameter: the offline Parquet lives under MLOPS_HOME, which the
-wrapper (include/mlops/features/store.py) resolves at run time.
+wrapper (include/mlops/features/store.py) resolves at run time. `offline_frames` is this
+repository's feature pipeline: it reads the weather observations (the bundled UCI hourly
+data, where they sit beside the rentals) into the view's offline table; `mlops features
+ingest` and the materialize_features DAG run it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from typing import Any
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, String
+
+WEATHER_SOURCE = Path("data") / "raw" / "bike_sharing_hourly.csv"
+"""Relative to the project root: where the weather observations come from."""
 
 HOUR_KEY = "hour"
 EVENT_TIMESTAMP = "event_timestamp"
@@ -49,3 +55,26 @@ def definitions(offline_dir: Path) -> list[Any]:
         tags={"use_case": "bike_sharing"},
     )
     return [hour, weather]
+
+
+def offline_frames(project_root: Path) -> dict[str, Any]:
+    """`{view: frame}`: the weather observations as the offline table, one row per observed hour."""
+    import pandas as pd
+
+    raw = pd.read_csv(project_root / WEATHER_SOURCE)
+    observed = pd.to_datetime(raw["dteday"], utc=True) + pd.to_timedelta(raw["hr"].map(_hour_of_day), unit="h")
+    frame = pd.DataFrame({HOUR_KEY: observed.dt.strftime("%Y-%m-%dT%H"), EVENT_TIMESTAMP: observed})
+    for name in WEATHER_FEATURES:
+        frame[name] = raw[name]
+    # Text, with a missing observation kept missing (not the string "nan").
+    frame["weathersit"] = raw["weathersit"].astype(object).where(raw["weathersit"].notna(), None)
+    return {WEATHER_VIEW: frame.drop_duplicates(HOUR_KEY, keep="last").reset_index(drop=True)}
+
+
+def _hour_of_day(label: Any) -> int:
+    """'12am' -> 0, '1pm' -> 13: the bundled data's hour labels (mlops.features.keys does the same for the
+    platform; this module is loaded by path and keeps to Feast and pandas)."""
+    text = str(label).strip().lower()
+    if text.isdigit():
+        return int(text)
+    return int(text[:-2]) % 12 + (12 if text.endswith("pm") else 0)

@@ -283,6 +283,11 @@ class FeatureStoreSource(_Strict):
     request_features: list[str] = Field(
         default_factory=list, description="Features the client still sends with each request."
     )
+    hour_column: str | None = Field(
+        default=None,
+        description="When `time_column` holds dates only: the column with the hour of day (8 or '8am'). Each "
+        "row's event time, the point-in-time join's clock, is then that date at that hour (UTC).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> FeatureStoreSource:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.config import ConfigError, find_use_case
+from mlops.config import ConfigError, FeatureStoreSource, UseCase, find_use_case
+from mlops.data.store_features import StoreFeaturesError, join_store_features
 from mlops.features import keys, store
 from mlops.features.check import check_use_case
 
@@ -66,7 +67,7 @@ def test_materialize_then_online_lookup(repo: store.FeatureRepo) -> None:
 def test_no_offline_data_says_what_to_run(tmp_path: Path) -> None:
     empty = store.FeatureRepo(definitions_dir=ROOT / "features", home=tmp_path)
     entity = pd.DataFrame({"hour": ["x"], "event_timestamp": pd.to_datetime(["2011-01-01"], utc=True)})
-    with pytest.raises(store.FeatureStoreError, match="mlops features ingest"):
+    with pytest.raises(store.FeatureStoreError, match="run `mlops features ingest`"):
         store.historical_features(empty, entity, ["weather_hourly:temp"])
 
 
@@ -84,3 +85,82 @@ def test_unknown_view_and_feature_are_config_errors(repo: store.FeatureRepo) -> 
     section = {"entity_keys": ["hour"], "features": ["nope:temp"]}
     with pytest.raises(ConfigError, match="unknown feature view 'nope'"):
         check_use_case(base.model_validate({**base.model_dump(), "feature_store": section}), repo)
+
+
+# --------------------------------------------------------------------------- training snapshots from the store
+
+WEATHER = ["temp", "atemp", "hum", "windspeed", "weathersit"]
+
+
+def store_backed(base: UseCase | None = None) -> UseCase:
+    """bike_sharing with its weather from the store: the client (and the source) keep the calendar only."""
+    base = base or find_use_case("bike_sharing")
+    section = FeatureStoreSource(
+        entity_keys=["hour"], features=[f"weather_hourly:{f}" for f in WEATHER],
+        request_features=["season", "hr", "holiday", "weekday", "workingday"], hour_column="hr",
+    )  # fmt: skip
+    return base.model_copy(update={"feature_store": section})
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> store.FeatureRepo:
+    """The project's repository with its own feature pipeline run: the bundled weather offline."""
+    repo = store.FeatureRepo(definitions_dir=ROOT / "features", home=tmp_path_factory.mktemp("bundled"))
+    store.apply_definitions(repo)
+    assert store.ingest_offline(repo, ROOT) == {"weather_hourly": 17379}
+    return repo
+
+
+def _window() -> pd.DataFrame:
+    raw = pd.read_csv(ROOT / "data" / "raw" / "bike_sharing_hourly.csv")
+    return raw[(raw["dteday"] >= "2011-01-01") & (raw["dteday"] < "2011-03-01")].reset_index(drop=True)
+
+
+def test_a_snapshot_takes_its_weather_from_the_store_as_of_each_hour(bundled: store.FeatureRepo) -> None:
+    source = _window()
+    calendar_only = source.drop(columns=WEATHER)  # the source need not carry the weather at all
+    joined, record = join_store_features(store_backed(), calendar_only, bundled)
+    assert len(joined) == len(source) and record.rows_without_features == 0
+    assert list(joined["hour"].head(2)) == ["2011-01-01T00", "2011-01-01T01"]
+    for name in WEATHER:  # the same observations the source had, nulls kept null
+        pd.testing.assert_series_equal(joined[name], source[name], check_dtype=False, check_names=False)
+    assert record.views == {"weather_hourly": store.offline_version(bundled, "weather_hourly")}
+    assert record.references == [f"weather_hourly:{f}" for f in WEATHER]
+
+
+def test_a_row_earlier_than_every_observation_gets_nulls_never_a_later_value(repo: store.FeatureRepo) -> None:
+    # The small repo holds 2011-01-01 00:00-03:00; a row at 2010-12-31 23h has no value yet.
+    frame = pd.DataFrame({"dteday": ["2010-12-31", "2011-01-01"], "hr": ["11pm", "2am"], "cnt": [1, 2]})
+    joined, record = join_store_features(store_backed(), frame, repo)
+    assert record.rows_without_features == 1
+    assert joined["temp"].isna().tolist() == [True, False] and joined["temp"].iloc[1] == 3.0
+
+
+def test_a_window_the_store_holds_nothing_for_says_what_to_run(repo: store.FeatureRepo) -> None:
+    frame = pd.DataFrame({"dteday": ["2012-06-01"], "hr": ["8am"], "cnt": [1]})
+    with pytest.raises(StoreFeaturesError, match=r"weather_hourly holds 2011-01-01 .* run `mlops features ingest`"):
+        join_store_features(store_backed(), frame, repo)
+
+
+def test_definitions_changed_without_apply_are_named(tmp_path: Path, repo: store.FeatureRepo) -> None:
+    changed = tmp_path / "features"
+    changed.mkdir()
+    text = (ROOT / "features" / "bike_weather.py").read_text()
+    (changed / "bike_weather.py").write_text(text.replace("ttl=timedelta(hours=2)", "ttl=timedelta(hours=3)"))
+    edited = store.FeatureRepo(definitions_dir=changed, home=repo.home)
+    assert store.stale_definitions(edited) == [
+        "feature view 'weather_hourly' changed since it was registered (ttl): run `mlops features apply`"
+    ]
+    with pytest.raises(StoreFeaturesError, match="out of date with features/.*changed since it was registered"):
+        join_store_features(store_backed(), _window().head(3), edited)
+    assert store.stale_definitions(repo) == []
+
+
+def test_an_entity_key_neither_in_the_source_nor_derivable_is_a_config_error(repo: store.FeatureRepo) -> None:
+    use_case = store_backed()
+    assert use_case.feature_store is not None
+    odd = use_case.model_copy(
+        update={"feature_store": use_case.feature_store.model_copy(update={"entity_keys": ["station"]})}
+    )
+    with pytest.raises(ConfigError, match="'station' is not a column of the source"):
+        join_store_features(odd, _window().head(3), repo)

@@ -52,6 +52,8 @@ class Snapshot:
     window_start: str | None
     window_end: str | None
     columns: list[str]
+    features: dict[str, Any] | None = None
+    """What the snapshot took from the feature store (`JoinedFeatures.to_dict()`); None: all from the source."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +71,7 @@ class Snapshot:
             window_start=data["window_start"],
             window_end=data["window_end"],
             columns=[str(c) for c in data["columns"]],
+            features=data.get("features"),
         )
 
 
@@ -380,6 +383,11 @@ def ingest_snapshot(
                 f"the source spans {times.min()} to {times.max()}. Pass another as_of or fix training.window"
             )
         df = df.loc[mask.to_numpy()].reset_index(drop=True)
+    joined = None
+    if use_case.feature_store is not None:
+        from mlops.data.store_features import join_store_features
+
+        df, joined = join_store_features(use_case, df)
     path = snapshot_dir(use_case, run_id) / SNAPSHOT_FILE
     _write_parquet(df, path)
     tracked = versioning.track(path)
@@ -391,6 +399,7 @@ def ingest_snapshot(
         window_start=start.isoformat() if start is not None else None,
         window_end=end.isoformat() if end is not None else None,
         columns=[str(c) for c in df.columns],
+        features=joined.to_dict() if joined is not None else None,
     )
     log.info("snapshot of %s: %d rows in [%s, %s), md5 %s", use_case.name, len(df), start, end, tracked.md5)
     return snapshot

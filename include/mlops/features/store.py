@@ -8,6 +8,7 @@ definitions come from the project's `features/` directory, loaded by path.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,16 +60,75 @@ def _load_module(path: Path) -> Any:
     return module
 
 
+def _modules(repo: FeatureRepo) -> list[Any]:
+    return [_load_module(p) for p in sorted(repo.definitions_dir.glob("*.py")) if not p.name.startswith("_")]
+
+
 def load_definitions(repo: FeatureRepo) -> list[Any]:
     """Every `definitions(offline_dir)` of the repository's modules, in file order."""
     objects: list[Any] = []
-    for path in sorted(repo.definitions_dir.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        module = _load_module(path)
+    for module in _modules(repo):
         if hasattr(module, "definitions"):
             objects += module.definitions(repo.offline_dir)
     return objects
+
+
+def ingest_offline(repo: FeatureRepo, project_root: Path) -> dict[str, int]:
+    """Run the repository's feature pipelines (`offline_frames(project_root)`): `{view: rows}` written offline.
+
+    Each view's table is replaced whole and atomically; the same source gives the same bytes,
+    so a re-run changes nothing.
+    """
+    written: dict[str, int] = {}
+    for module in _modules(repo):
+        if hasattr(module, "offline_frames"):
+            for view, frame in module.offline_frames(project_root).items():
+                write_offline(repo, view, frame)
+                written[view] = len(frame)
+    return written
+
+
+def offline_version(repo: FeatureRepo, view: str) -> str:
+    """The md5 of the view's offline table: the version of the values a training snapshot joined."""
+    return hashlib.md5((repo.offline_dir / f"{view}.parquet").read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def offline_span(repo: FeatureRepo, view: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The oldest and newest event timestamp the view's offline table holds."""
+    _check_offline(repo, [f"{view}:_"])
+    times = pd.read_parquet(repo.offline_dir / f"{view}.parquet", columns=["event_timestamp"])["event_timestamp"]
+    return times.min(), times.max()
+
+
+def stale_definitions(repo: FeatureRepo) -> list[str]:
+    """What differs between the definitions in `features/` and the registry (`feast apply` not run since)."""
+    from feast import FeatureView
+
+    store = open_store(repo)
+    try:
+        registered = {v.name: v for v in store.list_feature_views()}
+    except Exception as exc:
+        return [f"the registry cannot be read ({type(exc).__name__}: {exc}); run `mlops features apply`"]
+    defined = {o.name: o for o in load_definitions(repo) if isinstance(o, FeatureView)}
+    problems = [f"feature view {n!r} is defined but not registered" for n in sorted(set(defined) - set(registered))]
+    problems += [
+        f"feature view {n!r} is registered but no longer defined" for n in sorted(set(registered) - set(defined))
+    ]
+    for name in sorted(set(defined) & set(registered)):
+        want, have = _shape(defined[name]), _shape(registered[name])
+        if want != have:
+            changed = sorted(k for k in want if want[k] != have.get(k))
+            problems.append(f"feature view {name!r} changed since it was registered ({', '.join(changed)})")
+    return [f"{p}: run `mlops features apply`" for p in problems]
+
+
+def _shape(view: Any) -> dict[str, Any]:
+    """What of a feature view the platform relies on: its features and their types, entities, ttl."""
+    return {
+        "features": [(f.name, str(f.dtype)) for f in view.features],
+        "entities": sorted(view.entities),
+        "ttl": view.ttl,
+    }
 
 
 def known_features(repo: FeatureRepo) -> dict[str, dict[str, Any]]:
@@ -123,7 +183,7 @@ def _check_offline(repo: FeatureRepo, refs: list[str]) -> None:
         if not (repo.offline_dir / f"{view}.parquet").exists():
             raise FeatureStoreError(
                 f"feature view {view!r} has no offline data in {repo.offline_dir}; "
-                "run `mlops features ingest` (or the materialize_features DAG) first"
+                "run `mlops features ingest` (or trigger the materialize_features DAG) first"
             )
 
 

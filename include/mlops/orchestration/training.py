@@ -192,6 +192,19 @@ def _parent_lineage(
         "monitoring_report": str(params.get("report")),
         # Why this run started later than asked (queued behind another run), if it did.
         **queue,
+        **_feature_lineage(snapshot.get("features")),
+    }
+
+
+def _feature_lineage(features: dict[str, Any] | None) -> dict[str, str]:
+    """A store-backed snapshot's views and the versions (md5 of each offline table) it joined."""
+    if not features:
+        return {}
+    views = features.get("views", {})
+    return {
+        "feature_views": ",".join(f"{view}@{version}" for view, version in sorted(views.items())),
+        "feature_references": ",".join(features.get("references", [])),
+        "rows_without_features": str(features.get("rows_without_features")),
     }
 
 
