@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 
 def _stack_up(args: argparse.Namespace) -> int:
@@ -78,6 +79,41 @@ def _config_check(args: argparse.Namespace) -> int:
         else:
             print(f"{directory / f'{name}.yaml'}: ok")
     return 1 if failed else 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from mlops.config import ConfigError, load_all
+    from mlops.features import store
+    from mlops.features.check import check_use_case
+    from mlops.settings import get_settings
+
+    repo = store.FeatureRepo.default()
+    try:
+        if args.action == "apply":
+            print(f"registered in {repo.registry_path}: {', '.join(store.apply_definitions(repo))}")
+        elif args.action == "ingest":
+            for view, rows in store.ingest_offline(repo, get_settings().project_root).items():
+                print(f"{view}: {rows} rows in {repo.offline_dir / (view + '.parquet')}")
+        elif args.action == "materialize":
+            end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
+            end = end if end.tzinfo else end.replace(tzinfo=UTC)
+            print(f"online store loaded up to {end.isoformat()}: {', '.join(store.materialize(repo, end))}")
+        else:
+            problems = store.stale_definitions(repo)
+            for use_case in load_all():
+                try:
+                    check_use_case(use_case, repo)
+                except ConfigError as exc:
+                    problems.append(str(exc))
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if not problems:
+                print(f"features/ matches the registry in {repo.registry_path}; every store-backed config checks")
+            return 1 if problems else 0
+    except store.FeatureStoreError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _lineage(args: argparse.Namespace) -> int:
@@ -192,6 +228,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     check.add_argument("use_cases", nargs="*", help="use case names; default: every file in the configs folder")
     check.set_defaults(handler=_config_check)
+
+    features = sub.add_parser("features", help="the Feast feature store under MLOPS_HOME (docs/features.md)")
+    features_sub = features.add_subparsers(dest="action", required=True)
+    features_sub.add_parser("apply", help="register features/ in the registry (feast apply)")
+    features_sub.add_parser("ingest", help="run the repository's feature pipelines into the offline store")
+    materialize = features_sub.add_parser("materialize", help="load the online store, incrementally")
+    materialize.add_argument("--end", help="ISO time to load up to (default: now, UTC)")
+    features_sub.add_parser("check", help="features/ against the registry, and every store-backed config")
+    features.set_defaults(handler=_features)
 
     lineage = sub.add_parser("lineage", help="where a prediction or model version came from, fact by fact")
     lineage.add_argument("target", help="a prediction's request id, model@alias or model/version")

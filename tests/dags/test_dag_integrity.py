@@ -30,13 +30,14 @@ def test_no_import_errors(dagbag: Any) -> None:
 def test_expected_dags_exist(dagbag: Any) -> None:
     from mlops.config import load_all
 
-    expected = {"platform_self_check", "rollback_model"} | {f"train_{u.name}" for u in load_all()}
+    expected = {"platform_self_check", "rollback_model", "materialize_features"}
+    expected |= {f"train_{u.name}" for u in load_all()}
     expected |= {f"model_card_{u.name}" for u in load_all()}
     expected |= {f"ingest_labels_{u.name}" for u in load_all()}
-    expected |= {f"rollout_{u.name}" for u in load_all() if u.deployment.strategy == "shadow"}
+    rolled_out = {f"rollout_{u.name}" for u in load_all() if u.deployment.strategy in ("shadow", "canary")}
+    expected |= rolled_out
     assert expected <= set(dagbag.dag_ids)
-    rollouts = {d for d in dagbag.dag_ids if d.startswith("rollout_")}
-    assert rollouts == {f"rollout_{u.name}" for u in load_all() if u.deployment.strategy == "shadow"}
+    assert {d for d in dagbag.dag_ids if d.startswith("rollout_")} == rolled_out
 
 
 def test_a_shadow_config_gets_a_rollout_dag_on_the_hour_and_its_challenger_asset(
