@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mlops._io import atomic_path
 from mlops.config import FileSource, SklearnSource, SqlSource, UseCase
 from mlops.data import versioning
+from mlops.data.errors import IngestionError as IngestionError  # raised here; callers catch it from here
 from mlops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "snapshot.parquet"
 _TAIL_BYTES = 64 * 1024
-
-
-class IngestionError(ValueError):
-    """The source cannot be read or the window is empty; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import ConfigError, UseCase
-from mlops.data.ingestion import IngestionError
+from mlops.data.errors import IngestionError
 from mlops.features import keys, store
 
 if TYPE_CHECKING:

@@ -226,3 +226,26 @@ def online_features(repo: FeatureRepo, entity_rows: list[dict[str, Any]], refs: 
     except Exception as exc:
         raise FeatureStoreError(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
     return [{key: values[i] for key, values in result.items()} for i in range(len(entity_rows))]
+
+
+class OnlineReader:
+    """One service's reader of the online store: the FeatureStore opened once, then a lookup per request.
+
+    Opening a FeatureStore reads the registry; per request that would cost more than the lookup.
+    """
+
+    def __init__(self, repo: FeatureRepo, refs: list[str]) -> None:
+        self.repo = repo
+        self.refs = list(refs)
+        self._store: Any = None
+
+    def read(self, entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The values of `refs` per entity row (None where the store holds none); FeatureStoreError if it cannot."""
+        try:
+            if self._store is None:
+                self._store = open_store(self.repo)
+            result = self._store.get_online_features(features=self.refs, entity_rows=entity_rows).to_dict()
+        except Exception as exc:
+            self._store = None  # reopen next time: the store may be back, or replaced
+            raise FeatureStoreError(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
+        return [{key: values[i] for key, values in result.items()} for i in range(len(entity_rows))]

@@ -21,6 +21,7 @@ from mlops.serving.logwriter import PredictionLogWriter
 from mlops.serving.metrics import ServiceMetrics, log_writer_metrics
 from mlops.serving.microbatch import MicroBatcher
 from mlops.serving.models import ModelCache
+from mlops.serving.online_features import OnlineFeatures
 from mlops.serving.shadow import ShadowScorer
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class ServiceState:
     """One per served use case with deployment.strategy: canary: predicts with `@canary`."""
     guards: dict[str, CanaryGuard]
     """One per served use case with deployment.strategy: canary: takes the canary off on a breach."""
+    online: dict[str, OnlineFeatures]
+    """One per served use case with a `feature_store` section: completes its records from the online store."""
 
     def start(self) -> None:
         self.writer.start()
@@ -128,6 +131,7 @@ def build_state(config: ServingConfig) -> ServiceState:
         shadows=shadows,
         canary_batchers=canary_batchers,
         guards=guards,
+        online={u.name: OnlineFeatures(u) for u in use_cases if u.feature_store is not None},
     )
     metrics.watch(lambda: _scraped(state))
     return state

@@ -17,8 +17,13 @@ router = APIRouter()
 async def health(request: Request) -> Response:
     state = service_state(request)
     models = {name: (m.version if (m := state.cache.get(name)) else None) for name in state.batchers}
-    status = "degraded" if state.writer.degraded() else "ok"
+    # Degraded: answers are still right but something behind them fails (the log falls behind, or a
+    # store-backed use case's online features cannot be read: those requests get a 503).
+    degraded = state.writer.degraded() or any(online.degraded() for online in state.online.values())
+    status = "degraded" if degraded else "ok"
     body = {"status": status, "models": models, "log": state.writer.stats(), "registry": state.cache.status()}
+    if state.online:
+        body["feature_store"] = {name: online.stats() for name, online in state.online.items()}
     if state.shadows:
         # Per use case with strategy shadow: the @shadow version scoring beside the champion (None: no
         # @shadow now) and its worker's counts.

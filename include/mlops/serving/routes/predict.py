@@ -191,6 +191,10 @@ async def score(
     and logged like every other prediction.
     """
     try:
+        online = state.online.get(use_case)
+        if online is not None:
+            # A store-backed use case: the entity keys in, the store's features filled in, before validation.
+            payload = await online.complete(payload)
         parsed = model.schema.parse(payload, state.config.max_records)
     except RequestError as exc:
         return json_response(exc.status, exc.body())

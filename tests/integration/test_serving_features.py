@@ -1,0 +1,150 @@
+"""A store-backed use case served over HTTP: the client sends the hour and the calendar, the service reads the
+weather from the Feast online store, predicts and logs the values it used; bad keys are 422s, an unknown hour is
+imputed (or refused under `serving.missing: refuse`), and an unreachable store is a 503 with `/health` degraded.
+
+bike_sharing with a `feature_store` section, its own model name, a champion built with the platform's own
+pipeline (median impute: an unknown hour's nulls are answerable), and a store under the service's MLOPS_HOME,
+loaded by the project's own feature pipeline.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+from polling import wait_until
+from test_serving import PROJECT_ROOT, Service, bike_frame, register, start_service
+
+from mlops.predictionlog.predictions import read_predictions
+
+pytestmark = pytest.mark.integration
+
+WEATHER = ["temp", "atemp", "hum", "windspeed", "weathersit"]
+CALENDAR = ["season", "hr", "holiday", "weekday", "workingday"]
+
+
+@dataclass
+class Setup:
+    service: Service
+    home: Path
+    pipeline: Any
+    raw: pd.DataFrame
+
+
+@pytest.fixture(scope="module")
+def setup(mlflow_server: str, session_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    from mlops.config import load_use_case
+    from mlops.features import store
+    from mlops.training.candidates import build_pipeline, expand_candidates
+
+    root = tmp_path_factory.mktemp("features")
+    home = root / "home"
+    repo = store.FeatureRepo(definitions_dir=PROJECT_ROOT / "features", home=home / "features")
+    store.apply_definitions(repo)
+    store.ingest_offline(repo, PROJECT_ROOT)
+    store.materialize(repo, pd.Timestamp("2011-09-01", tz="UTC").to_pydatetime())
+
+    configs = root / "configs"
+    configs.mkdir()
+    raw = yaml.safe_load((PROJECT_ROOT / "configs" / "bike_sharing.yaml").read_text())
+    raw["model_name"] = f"bike_features_{uuid.uuid4().hex[:8]}"
+    raw["feature_store"] = {"entity_keys": ["hour"], "features": [f"weather_hourly:{f}" for f in WEATHER],
+                            "request_features": CALENDAR, "hour_column": "hr"}  # fmt: skip
+    (configs / "bike_sharing.yaml").write_text(yaml.safe_dump(raw))
+    use_case = load_use_case(configs / "bike_sharing.yaml")
+    frame = bike_frame()
+    features = frame[use_case.features.all]
+    pipeline = build_pipeline(use_case, expand_candidates(use_case)[0]).fit(features, frame["cnt"])
+    register(use_case.model_name, pipeline, features)
+    service = start_service(root, configs, root / "log", "--use-case", "bike_sharing", "--log-flush-seconds", "0.2",
+                            env={"MLOPS_HOME": str(home)})  # fmt: skip
+    try:
+        yield Setup(service, home, pipeline, pd.read_csv(PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"))
+    finally:
+        service.stop()
+
+
+def _row(setup: Setup, day: str, hour: str) -> pd.Series:
+    raw = setup.raw
+    return raw[(raw["dteday"] == day) & (raw["hr"] == hour)].iloc[0]
+
+
+def _calendar(row: pd.Series) -> dict[str, Any]:
+    return {name: row[name] for name in CALENDAR}
+
+
+def _post(setup: Setup, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{setup.service.url}/predict/bike_sharing", json=body, timeout=30)
+
+
+def test_the_weather_comes_from_the_store_and_is_logged_with_the_prediction(setup: Setup) -> None:
+    hours = [("2011-05-02", "8am", "2011-05-02T08"), ("2011-07-15", "2pm", "2011-07-15T14")]
+    rows = [_row(setup, day, hour) for day, hour, _ in hours]
+    ids = [f"fs-{uuid.uuid4().hex[:6]}-{i}" for i in range(len(rows))]
+    body = {"records": [{"hour": key, **_calendar(row)} for (_, _, key), row in zip(hours, rows, strict=True)],
+            "ids": ids, "event_times": ["2011-05-02T08:00:00", "2011-07-15T14:00:00"]}  # fmt: skip
+    response = _post(setup, body)
+    assert response.status_code == 200, response.text
+    # The same answer as the pipeline on the full rows, the weather as observed: the store's values were used.
+    full = pd.DataFrame([{**_calendar(r), **{w: r[w] for w in WEATHER}} for r in rows])
+    expected = setup.pipeline.predict(full[list(setup.pipeline.feature_names_in_)])
+    assert response.json()["predictions"] == pytest.approx(list(expected), rel=1e-9)
+
+    def logged() -> pd.DataFrame:
+        frame = read_predictions("bike_sharing", "2011-05-01", "2011-08-01", uri=str(setup.service.log_dir))
+        return frame[frame["request_id"].isin(ids)]
+
+    wait_until(lambda: len(logged()) == len(ids), what="the rows in the log")
+    frame = logged().set_index("request_id").loc[ids]
+    assert frame["temp"].tolist() == [r["temp"] for r in rows] and frame["weathersit"].tolist() == [
+        r["weathersit"] for r in rows
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record", "loc", "kind"),
+    [
+        ({"hour": 2011050208}, ["body", "record", "hour"], "entity_key"),
+        ({}, ["body", "record", "hour"], "entity_key"),
+        ({"hour": "2011-05-02T08", "temp": 20.0}, ["body", "record", "temp"], "extra_forbidden"),
+    ],
+    ids=["key-not-a-string", "key-missing", "store-feature-sent"],
+)
+def test_bad_entity_keys_are_422s_naming_the_field(
+    setup: Setup, record: dict[str, Any], loc: list[str], kind: str
+) -> None:
+    response = _post(setup, {"record": {**record, **_calendar(_row(setup, "2011-05-02", "8am"))}})
+    assert response.status_code == 422, response.text
+    assert [(d["loc"], d["type"]) for d in response.json()["detail"]] == [(loc, kind)]
+
+
+def test_an_unknown_hour_is_imputed_under_the_missing_value_policy(setup: Setup) -> None:
+    response = _post(setup, {"record": {"hour": "1999-01-01T00", **_calendar(_row(setup, "2011-05-02", "8am"))}})
+    assert response.status_code == 200, response.text
+    health = httpx.get(f"{setup.service.url}/health").json()
+    assert health["feature_store"]["bike_sharing"]["unknown_entities"] >= 1
+
+
+def test_an_unreachable_online_store_is_a_503_and_degrades_health_until_it_is_back(setup: Setup) -> None:
+    online = setup.home / "features" / "online.db"
+    original = online.read_bytes()
+    # Overwritten in place (the service holds the file open): SQLite then finds no database there.
+    online.write_bytes(b"\0" * len(original))
+    body = {"record": {"hour": "2011-05-02T08", **_calendar(_row(setup, "2011-05-02", "8am"))}}
+    try:
+        response = _post(setup, body)
+        assert response.status_code == 503, response.text
+        assert "online store unavailable" in response.text and "no prediction without its features" in response.text
+        health = httpx.get(f"{setup.service.url}/health").json()
+        assert health["status"] == "degraded" and health["feature_store"]["bike_sharing"]["failing"] is True
+    finally:
+        online.write_bytes(original)
+    wait_until(lambda: _post(setup, body).status_code == 200, timeout=30, what="answers once the store is back")
+    assert httpx.get(f"{setup.service.url}/health").json()["status"] == "ok"
