@@ -177,6 +177,13 @@ class Monitoring(_Strict):
             "(0.1 = 10 points) is a data-quality finding with its own alert: no retraining, no data bug."
         ),
     )
+    max_skew_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A store-backed use case: a feature whose served values differ from the offline store's on "
+        "more than this share of the window's rows is a skew finding with its own alert (never a retrain).",
+    )
 
 
 class Approval(_Strict):

@@ -103,6 +103,7 @@ def test_the_weather_comes_from_the_store_and_is_logged_with_the_prediction(setu
 
     wait_until(lambda: len(logged()) == len(ids), what="the rows in the log")
     frame = logged().set_index("request_id").loc[ids]
+    assert frame["hour"].tolist() == [key for _, _, key in hours]  # the entity keys, for the skew check
     assert frame["temp"].tolist() == [r["temp"] for r in rows] and frame["weathersit"].tolist() == [
         r["weathersit"] for r in rows
     ]

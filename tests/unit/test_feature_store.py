@@ -164,3 +164,20 @@ def test_an_entity_key_neither_in_the_source_nor_derivable_is_a_config_error(rep
     )
     with pytest.raises(ConfigError, match="'station' is not a column of the source"):
         join_store_features(odd, _window().head(3), repo)
+
+
+def test_the_skew_check_looks_the_served_keys_up_offline_at_their_event_time(
+    repo: store.FeatureRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops.monitoring.skew import check_skew
+
+    monkeypatch.setattr(store.FeatureRepo, "default", classmethod(lambda cls: repo))
+    times = pd.Series(pd.date_range("2011-01-01", periods=4, freq="h"))
+    window = pd.DataFrame({"hour": keys.hour_keys(times.dt.tz_localize("UTC")), "event_time": times,
+                           "temp": [1.0, 2.0, 3.5, 4.0], "atemp": 0.0, "hum": 50.0, "windspeed": 0.0,
+                           "weathersit": "Clear"})  # fmt: skip
+    skew = check_skew(store_backed(), window, window)
+    assert skew is not None and skew.rows == 4
+    assert skew.features["temp"].differing == 1 and skew.features["hum"].differing == 0
+    assert [f.split(":")[0] for f in skew.findings] == ["feature 'temp'"]
+    assert "hour '2011-01-01T02': served 3.5, offline 3.0" in skew.findings[0]

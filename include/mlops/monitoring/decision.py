@@ -8,7 +8,8 @@ Checked in order: a data bug, too little data, then the triggers (drift share,
 performance of the current champion version on its own predictions against its
 holdout), then the guards that hold a trigger back (a training run already active,
 the cooldown after the last trigger). A feature's rising null share is a data-quality
-finding: listed in `data_quality` and the reasons, alerted on its own, never a trigger.
+finding: listed in `data_quality` and the reasons, alerted on its own, never a trigger; a
+store-backed use case's training/serving skew likewise, in `skew`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class MonitoringDecision:
     """Each metric the task allows that could not be computed on the window, and why."""
     data_quality: list[str] = field(default_factory=list)
     """Data-quality findings (a feature's null share rising): their own alert, not a retrain."""
+    skew: list[str] = field(default_factory=list)
+    """Training/serving skew findings (served store features unlike the offline store's): their own alert."""
 
     @property
     def alert(self) -> bool:
@@ -72,8 +75,14 @@ class MonitoringDecision:
         """A data-quality finding to alert on, whatever the action."""
         return bool(self.data_quality)
 
+    @property
+    def skew_alert(self) -> bool:
+        """A skew finding to alert on, whatever the action: a bug to fix, not a reason to retrain."""
+        return bool(self.skew)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "alert": self.alert, "data_quality_alert": self.data_quality_alert}
+        return {**asdict(self), "alert": self.alert, "data_quality_alert": self.data_quality_alert,
+                "skew_alert": self.skew_alert}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
             degradation=degradation, performance_version=summary.performance_version,
             performance_unavailable=dict(summary.performance_unavailable),
             data_quality=list(summary.null_share_findings),
+            skew=list(summary.skew.findings) if summary.skew is not None else [],
         )  # fmt: skip
 
     if guards.validation_passed is False:
@@ -109,6 +119,8 @@ def decide(use_case: UseCase, summary: MonitoringSummary, guards: Guards) -> Mon
     triggers = [f.text for f in findings if f.triggers]
     others = [f.text for f in findings if not f.triggers] + ([prediction_drift] if prediction_drift else [])
     others += [f"data quality: {finding}" for finding in summary.null_share_findings]
+    if summary.skew is not None:
+        others += [f"skew: {finding}" for finding in summary.skew.findings]
     if not triggers:
         return decision("none", others, degradation)
     reasons = [*triggers, *others]

@@ -42,6 +42,7 @@ from mlops.monitoring.reports import (
     save_performance_report,
     write_atomic,
 )
+from mlops.monitoring.skew import Skew, check_skew
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,6 +87,8 @@ class MonitoringSummary:
     null_share_findings: list[str] = field(default_factory=list)
     """Features whose null share rose above the reference's by more than monitoring.max_null_share_increase."""
     label_lag: LabelLag | None = None
+    skew: Skew | None = None
+    """A store-backed use case's served features against the offline store (mlops.monitoring.skew)."""
     report_sample_rows: int | None = None
     report_dir: Path | None = None
     report_files: list[Path] = field(default_factory=list)
@@ -112,6 +115,7 @@ class MonitoringSummary:
             "null_shares": {c: asdict(n) for c, n in self.null_shares.items()},
             "null_share_findings": self.null_share_findings,
             "label_lag": asdict(self.label_lag) if self.label_lag else None,
+            "skew": self.skew.to_dict() if self.skew is not None else None,
             "report_sample_rows": self.report_sample_rows,
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "report_files": [str(p) for p in self.report_files],
@@ -202,6 +206,9 @@ def run_monitoring(
     columns = _drift_columns(use_case, reference, current)
     summary.notes += [f"column {s.column} skipped for drift: {s.reason}" for s in columns.skipped]
     _measure_null_shares(summary, use_case, reference, current)
+    summary.skew = check_skew(use_case, current, reference)
+    if summary.skew is not None and summary.skew.note:
+        summary.notes.append(f"skew check: {summary.skew.note}")
     reference, scored, prediction_kind = _prediction_reference(use_case, reference, current, summary)
     frames = _report_frames(scored, reference, fast_path_rows, report_sample_rows, seed)
     summary.report_sample_rows = len(frames.current) if frames.sampled else None

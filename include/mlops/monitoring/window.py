@@ -71,7 +71,8 @@ def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: s
 
 
 def read_window(use_case: UseCase, window_path: str | Path) -> pd.DataFrame:
-    """The window's columns monitoring uses, where present: the features, `prediction`, `label`,
+    """The window's columns monitoring uses, where present: the features (and a store-backed use case's
+    entity keys, for the skew check), `prediction`, `label`,
     the `proba__<label>` columns, and `role`, `model_version`, `label_arrived_at`,
     `logged_at`, `event_time`; of the rows answered to clients only (a shadow's are left out).
 
@@ -84,7 +85,8 @@ def read_window(use_case: UseCase, window_path: str | Path) -> pd.DataFrame:
 
     names = pq.read_schema(window_path).names
     proba = [c for c in names if c.startswith(PROBA_COLUMN_PREFIX)]
-    wanted = [*use_case.features.all, PREDICTION, *proba, LABEL, *LOG_COLUMNS]
+    keys = list(use_case.feature_store.entity_keys) if use_case.feature_store is not None else []
+    wanted = [*use_case.features.all, *keys, PREDICTION, *proba, LABEL, *LOG_COLUMNS]
     present = set(names)
     frame = pd.read_parquet(window_path, columns=[c for c in wanted if c in present])
     served = served_rows(frame)

@@ -137,6 +137,8 @@ def build_monitoring_dag(use_case: UseCase) -> DAG:
                 MlopsNotifier.for_monitoring(result.decision.to_dict(), result.report_dir)(context)
             if result.decision.data_quality_alert:  # its own alert: a null-share rise never retrains
                 MlopsNotifier.for_data_quality(result.decision.to_dict(), result.report_dir)(context)
+            if result.decision.skew_alert:  # its own alert too: skew is a pipeline bug, not drift
+                MlopsNotifier.for_skew(result.decision.to_dict(), result.report_dir)(context)
             return result.to_dict()
 
         @task.short_circuit(**GATE)

@@ -60,6 +60,10 @@ class MlopsNotifier(BaseNotifier):  # type: ignore[misc]
         return cls(*alerts.data_quality_alert(decision, report_dir))
 
     @classmethod
+    def for_skew(cls, decision: Mapping[str, Any], report_dir: str | None = None) -> MlopsNotifier:
+        return cls(*alerts.skew_alert(decision, report_dir))
+
+    @classmethod
     def for_gate_rejection(
         cls, use_case: str, model_name: str, version: str | None, reasons: Sequence[str]
     ) -> MlopsNotifier:

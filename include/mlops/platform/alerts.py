@@ -129,6 +129,17 @@ def data_quality_alert(decision: Mapping[str, Any], report_dir: str | None = Non
     return f"{use_case}: {len(findings)} data-quality {noun} (null share rising)", "\n".join(body), "warning"
 
 
+def skew_alert(decision: Mapping[str, Any], report_dir: str | None = None) -> tuple[str, str, Severity]:
+    """Subject, body and severity for training/serving skew: served store features unlike the offline store's."""
+    use_case, findings = decision.get("use_case", "?"), list(decision.get("skew", []))
+    body = [f"Use case: {use_case}", f"Action: {decision.get('action', '?')} (skew never retrains: fix the pipeline)"]
+    body += ["Findings:", _lines(findings)]
+    if report_dir:
+        body.append(f"Reports: {report_dir}")
+    noun = "feature" if len(findings) == 1 else "features"
+    return f"{use_case}: training/serving skew in {len(findings)} {noun}", "\n".join(body), "warning"
+
+
 def gate_rejection_alert(
     use_case: str, model_name: str, version: str | None, reasons: Sequence[str]
 ) -> tuple[str, str, Severity]:

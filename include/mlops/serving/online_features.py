@@ -58,14 +58,15 @@ class OnlineFeatures:
             "unknown_entities": self.unknown_entities,
         }
 
-    async def complete(self, payload: Any) -> Any:
-        """`payload` with each record's store features filled in; RequestError (422, 503) when it cannot be."""
+    async def complete(self, payload: Any) -> tuple[Any, list[dict[str, str]] | None]:
+        """`payload` with each record's store features filled in, and each record's entity keys (logged with
+        its prediction: the skew check looks the same keys up offline); RequestError (422, 503) when it cannot."""
         if type(payload) is not dict:
-            return payload  # the schema's parse names the problem
+            return payload, None  # the schema's parse names the problem
         single = "record" in payload
         records = [payload["record"]] if single else payload.get("records")
         if not isinstance(records, list) or not all(type(r) is dict for r in records):
-            return payload
+            return payload, None
         loc = ["body", "record"] if single else ["body", "records"]
         entity_rows = self._entity_rows(records, loc, single)
         try:
@@ -101,7 +102,7 @@ class OnlineFeatures:
             out["record"] = completed[0]
         else:
             out["records"] = completed
-        return out
+        return out, entity_rows
 
     def _entity_rows(self, records: list[dict[str, Any]], loc: list[str], single: bool) -> list[dict[str, Any]]:
         errors: list[dict[str, Any]] = []

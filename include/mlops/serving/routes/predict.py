@@ -190,11 +190,12 @@ async def score(
     /invocations (routes/invocations.py) scores through here too, so its rows are validated
     and logged like every other prediction.
     """
+    entity_keys = None
     try:
         online = state.online.get(use_case)
         if online is not None:
             # A store-backed use case: the entity keys in, the store's features filled in, before validation.
-            payload = await online.complete(payload)
+            payload, entity_keys = await online.complete(payload)
         parsed = model.schema.parse(payload, state.config.max_records)
     except RequestError as exc:
         return json_response(exc.status, exc.body())
@@ -211,7 +212,7 @@ async def score(
     if answered is not None:
         used, predictions, probabilities, rows = answered
         role = ROLE_CANARY
-        _log(state.writer, used, rows, context, predictions, probabilities, role)
+        _log(state.writer, used, rows, context, predictions, probabilities, role, entity_keys)
         return _body(use_case, used, role, ids, predictions, probabilities)
     try:
         used, predictions, probabilities = await state.batchers[use_case].predict(model, rows, context)
@@ -232,7 +233,7 @@ async def score(
             "does not impute, or values far outside the training range"
         )
         return json_response(422, {"detail": [{"loc": loc, "msg": msg, "type": "model_error"}]})
-    _log(state.writer, used, rows, context, predictions, probabilities, role)
+    _log(state.writer, used, rows, context, predictions, probabilities, role, entity_keys)
     return _body(use_case, used, role, ids, predictions, probabilities)
 
 
@@ -448,8 +449,15 @@ def _log(
     predictions: list[Any],
     probabilities: list[list[float]] | None,
     role: str,
+    entity_keys: list[dict[str, str]] | None = None,
 ) -> None:
-    """Queue the answered rows for the prediction log, with the role that answered them."""
+    """Queue the answered rows for the prediction log, with the role that answered them (and, for a
+    store-backed use case, each row's entity keys beside the features the store gave it)."""
+    names, types = model.schema.names, model.schema.log_types
+    if entity_keys:
+        keys = list(entity_keys[0])
+        names, types = [*names, *keys], {**types, **dict.fromkeys(keys, "string")}
+        rows = [[*row, *(entity[k] for k in keys)] for row, entity in zip(rows, entity_keys, strict=True)]
     writer.submit(
         LogEntry(
             use_case=model.use_case,
@@ -458,10 +466,10 @@ def _log(
             source=context.source,
             ids=context.ids,
             event_times=context.event_times,
-            names=model.schema.names,
+            names=names,
             rows=rows,
             predictions=predictions,
-            feature_types=model.schema.log_types,
+            feature_types=types,
             classes=model.classes if probabilities is not None else None,
             probabilities=probabilities,
             role=role,
