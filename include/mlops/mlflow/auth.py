@@ -1,0 +1,69 @@
+"""MLflow's own basic-auth app on the platform's tracking server (issue 22, docs/deployment.md).
+
+`mlflow server --app-name basic-auth` asks every request for HTTP basic credentials and checks
+permissions per experiment and registered model. The platform's account is the app's admin
+(it registers models and moves aliases); everyone else gets `default_permission` (READ: browse,
+never promote), and an anonymous request is a 401. The permissions database is SQL
+(PostgreSQL in the scale-out stack). MLflow's clients read the credentials from
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, so tasks and the service need nothing else.
+
+Nothing here has a default secret: the admin password and the Flask secret key are given, and
+MLflow itself refuses to start the app without an admin password for an empty user store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops._io import atomic_write_text
+
+AUTH_APP = "basic-auth"
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
+
+@dataclass(frozen=True)
+class ServerAuth:
+    """What the tracking server needs to run the basic-auth app."""
+
+    config_path: Path
+    admin_username: str
+    admin_password: str
+    secret_key: str
+    """Flask's CSRF secret: the same on every server process behind one URL."""
+
+    def server_env(self) -> dict[str, str]:
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.config_path),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
+        }
+
+    def client_env(self) -> dict[str, str]:
+        """The platform's own credentials, as MLflow's clients read them."""
+        return client_env(self.admin_username, self.admin_password)
+
+
+def client_env(username: str, password: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def write_auth_config(path: Path, database_uri: str, admin_username: str, default_permission: str = "READ") -> Path:
+    """The basic-auth app's ini file: where its users live, who the admin is, what everyone else may do."""
+    if default_permission not in PERMISSIONS:
+        raise ValueError(f"default_permission must be one of {PERMISSIONS}; got {default_permission!r}")
+    settings = {
+        "default_permission": default_permission,
+        "database_uri": database_uri,
+        "admin_username": admin_username,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+    # The admin password is not written here: MLflow reads it from MLFLOW_AUTH_ADMIN_PASSWORD.
+    return atomic_write_text(path, "[mlflow]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+
+
+def create_user(tracking_uri: str, username: str, password: str) -> None:
+    """Create a user with the default permission (run with the admin's credentials in the environment)."""
+    from mlflow.server import get_app_client
+
+    get_app_client(AUTH_APP, tracking_uri=tracking_uri).create_user(username=username, password=password)
