@@ -78,6 +78,8 @@ class Settings:
     """The commit the container image was built from (the Dockerfile's GIT_COMMIT), for
     training runs in a tree without `.git`."""
     build_git_dirty: str | None = None
+    mlflow_auth: bool = False
+    """The local stack runs MLflow with its basic-auth app (MLOPS_MLFLOW_AUTH=basic; docs/deployment.md)."""
     """Whether that build's tree had uncommitted changes (the Dockerfile's GIT_DIRTY)."""
 
     @property
@@ -152,7 +154,15 @@ def get_settings() -> Settings:
         ),
         build_git_commit=_build_value("MLOPS_GIT_COMMIT"),
         build_git_dirty=_build_value("MLOPS_GIT_DIRTY"),
+        mlflow_auth=_mlflow_auth(),
     )
+
+
+def _mlflow_auth() -> bool:
+    value = os.environ.get("MLOPS_MLFLOW_AUTH", "").strip().lower()
+    if value not in ("", "off", "basic"):
+        raise ValueError(f"MLOPS_MLFLOW_AUTH must be 'basic' (MLflow's basic-auth app) or unset; got {value!r}")
+    return value == "basic"
 
 
 def _build_value(name: str) -> str | None:

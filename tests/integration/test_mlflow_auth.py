@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops.mlflow.auth import ServerAuth, create_user, write_auth_config
+from mlops.mlflow.auth import ServerAuth, create_user, user_exists, write_auth_config
 from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,9 @@ def test_anonymous_and_reader_cannot_promote_the_platform_can(server: Server, mo
     assert anonymous.status_code == 401, anonymous.text
     assert httpx.get(f"{server.uri}/api/2.0/mlflow/registered-models/get", params={"name": MODEL}).status_code == 401
 
-    create_user(server.uri, "viewer", "viewer-password-123")
+    assert not user_exists(server.uri, "viewer", platform)
+    create_user(server.uri, "viewer", "viewer-password-123", platform)
+    assert user_exists(server.uri, "viewer", platform)
     viewer = ("viewer", "viewer-password-123")
     browse = httpx.get(f"{server.uri}/api/2.0/mlflow/registered-models/get", params={"name": MODEL}, auth=viewer)
     assert browse.status_code == 200 and browse.json()["registered_model"]["name"] == MODEL

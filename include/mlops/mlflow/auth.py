@@ -62,8 +62,24 @@ def write_auth_config(path: Path, database_uri: str, admin_username: str, defaul
     return atomic_write_text(path, "[mlflow]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
 
 
-def create_user(tracking_uri: str, username: str, password: str) -> None:
-    """Create a user with the default permission (run with the admin's credentials in the environment)."""
-    from mlflow.server import get_app_client
+def create_user(tracking_uri: str, username: str, password: str, admin: tuple[str, str]) -> None:
+    """Create a user with the default permission, as the admin (MLflow's users REST API)."""
+    import httpx
 
-    get_app_client(AUTH_APP, tracking_uri=tracking_uri).create_user(username=username, password=password)
+    response = httpx.post(
+        f"{tracking_uri}/api/2.0/mlflow/users/create",
+        json={"username": username, "password": password}, auth=admin, timeout=30,
+    )  # fmt: skip
+    response.raise_for_status()
+
+
+def user_exists(tracking_uri: str, username: str, admin: tuple[str, str]) -> bool:
+    import httpx
+
+    response = httpx.get(
+        f"{tracking_uri}/api/2.0/mlflow/users/get", params={"username": username}, auth=admin, timeout=30
+    )
+    if response.status_code == 404:
+        return False
+    response.raise_for_status()
+    return True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import urllib.request
 from dataclasses import asdict, dataclass
 
@@ -45,10 +47,13 @@ def check_configs() -> CheckResult:
 def check_mlflow(timeout: float = 10.0) -> CheckResult:
     """The tracking server answers and lists experiments."""
     uri = get_settings().mlflow_tracking_uri.rstrip("/")
+    headers = {"Content-Type": "application/json"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        # MLflow's basic-auth app (MLOPS_MLFLOW_AUTH): the credentials its own clients send.
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     request = urllib.request.Request(
-        f"{uri}/api/2.0/mlflow/experiments/search",
-        data=json.dumps({"max_results": 1}).encode(),
-        headers={"Content-Type": "application/json"},
+        f"{uri}/api/2.0/mlflow/experiments/search", data=json.dumps({"max_results": 1}).encode(), headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

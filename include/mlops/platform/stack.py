@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops.mlflow.auth import AUTH_APP, ServerAuth, create_user, user_exists, write_auth_config
 from mlops.processes import (
     free_port,
     group_alive,
@@ -112,7 +113,33 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "MLOPS_HOME": str(settings.home),
         "MLOPS_PROJECT_ROOT": str(settings.project_root),
     }
+    if settings.mlflow_auth:
+        # One environment for every process: the server reads its part, every MLflow client the credentials.
+        auth = mlflow_auth(settings)
+        env |= auth.server_env() | auth.client_env()
     return env
+
+
+MLFLOW_PLATFORM_USER = "platform"
+MLFLOW_VIEWER_USER = "viewer"
+
+
+def mlflow_auth(settings: Settings) -> ServerAuth:
+    """The local MLflow's basic-auth app: its ini (users in SQLite beside MLflow's), the platform's account as
+    its admin, generated secrets kept in the stack's secrets folder."""
+    secrets_dir = settings.run_dir / "secrets"
+    config = write_auth_config(
+        settings.mlflow_dir / "basic_auth.ini", f"sqlite:///{settings.mlflow_dir / 'basic_auth.db'}",
+        MLFLOW_PLATFORM_USER,
+    )  # fmt: skip
+    return ServerAuth(
+        config, MLFLOW_PLATFORM_USER, _secret(secrets_dir / "mlflow_platform_password", "password"),
+        _secret(secrets_dir / "mlflow_flask_secret", "key"),
+    )  # fmt: skip
+
+
+def mlflow_viewer_password(settings: Settings) -> str:
+    return _secret(settings.run_dir / "secrets" / "mlflow_viewer_password", "password")
 
 
 def services(settings: Settings) -> list[Service]:
@@ -128,6 +155,7 @@ def services(settings: Settings) -> list[Service]:
                 "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination", str(mlflow_dir / "artifacts"),
                 "--serve-artifacts", "--workers", "1",
+                *(["--app-name", AUTH_APP] if settings.mlflow_auth else []),
             ],
             f"http://{settings.host}:{settings.mlflow_port}/health",
             settings.mlflow_port,
@@ -248,10 +276,20 @@ def up(settings: Settings | None = None, timeout: float = STARTUP_TIMEOUT_SECOND
         wait_airflow_components(
             f"http://{settings.host}:{settings.airflow_port}/api/v2/monitor/health", timeout, log_dir
         )
+        if settings.mlflow_auth:
+            _ensure_mlflow_viewer(settings)
     except Exception:
         down(settings)
         raise
     return urls(settings)
+
+
+def _ensure_mlflow_viewer(settings: Settings) -> None:
+    """A read-only account for people browsing MLflow: the platform's own account stays with the platform."""
+    auth = mlflow_auth(settings)
+    admin = (auth.admin_username, auth.admin_password)
+    if not user_exists(settings.mlflow_tracking_uri, MLFLOW_VIEWER_USER, admin):
+        create_user(settings.mlflow_tracking_uri, MLFLOW_VIEWER_USER, mlflow_viewer_password(settings), admin)
 
 
 def urls(settings: Settings) -> dict[str, str]:
@@ -260,6 +298,11 @@ def urls(settings: Settings) -> dict[str, str]:
         "mlflow": f"http://{settings.host}:{settings.mlflow_port}",
         "prediction_service": f"http://{settings.host}:{settings.serving_port}/docs",
         "login": f"{AIRFLOW_USER} / {airflow_password(settings)}",
+        **(
+            {"mlflow_login": f"{MLFLOW_VIEWER_USER} / {mlflow_viewer_password(settings)} (read-only)"}
+            if settings.mlflow_auth
+            else {}
+        ),
     }
 
 
