@@ -17,4 +17,5 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
     -v mlflow_db_user="${MLFLOW_DB_USER:-mlflow}" \
     -v mlflow_db_name="${MLFLOW_DB_NAME:-mlflow}" \
     -v mlflow_db_password="$MLFLOW_DB_PASSWORD" \
+    -v mlflow_auth_db_name="${MLFLOW_AUTH_DB_NAME:-mlflow_auth}" \
     -f /opt/mlops-postgres/init-databases.sql

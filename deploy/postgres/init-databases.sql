@@ -1,4 +1,4 @@
--- Two databases, each owned by its own login role, so the Airflow components
+-- Two databases (and MLflow's users and permissions beside its own), each owned by its own login role, so the Airflow components
 -- cannot read or drop the MLflow registry and the other way round.
 -- Run once by deploy/postgres/init-databases.sh on an empty data volume; the
 -- psql variables come from the compose env file.
@@ -9,3 +9,7 @@ REVOKE ALL ON DATABASE :"airflow_db_name" FROM PUBLIC;
 CREATE ROLE :"mlflow_db_user" LOGIN PASSWORD :'mlflow_db_password';
 CREATE DATABASE :"mlflow_db_name" OWNER :"mlflow_db_user";
 REVOKE ALL ON DATABASE :"mlflow_db_name" FROM PUBLIC;
+
+-- MLflow's basic-auth app: its users and permissions, owned by the MLflow role.
+CREATE DATABASE :"mlflow_auth_db_name" OWNER :"mlflow_db_user";
+REVOKE ALL ON DATABASE :"mlflow_auth_db_name" FROM PUBLIC;

@@ -438,6 +438,8 @@ def test_secrets_are_required_so_compose_refuses_to_start_without_them(
         "AIRFLOW_API_SECRET_KEY",
         "AIRFLOW_JWT_SECRET",
         "AIRFLOW_ADMIN_PASSWORD",
+        "MLFLOW_PLATFORM_PASSWORD",
+        "MLFLOW_FLASK_SECRET_KEY",
     } <= required
     apiserver_env = environment_of(compose["services"]["airflow-apiserver"])
     with pytest.raises(KeyError, match="AIRFLOW_FERNET_KEY"):

@@ -56,3 +56,17 @@ def test_an_unknown_value_names_the_variable(home: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("MLOPS_MLFLOW_AUTH", "yes")
     with pytest.raises(ValueError, match="MLOPS_MLFLOW_AUTH must be 'basic'"):
         get_settings()
+
+
+def test_the_containers_ini_is_written_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.mlflow.auth import main
+
+    target = tmp_path / "basic_auth.ini"
+    monkeypatch.delenv("MLFLOW_AUTH_DATABASE_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", "platform")
+    assert main([str(target)]) == 2 and not target.exists()  # no URL: refused, nothing written
+    monkeypatch.setenv("MLFLOW_AUTH_DATABASE_URI", "postgresql+psycopg2://mlflow:s3cret@postgres:5432/mlflow_auth")
+    assert main([str(target)]) == 0
+    text = target.read_text()
+    assert "database_uri = postgresql+psycopg2://mlflow:s3cret@postgres:5432/mlflow_auth" in text
+    assert "admin_username = platform" in text and "default_permission = READ" in text

@@ -13,6 +13,9 @@ MLflow itself refuses to start the app without an admin password for an empty us
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +86,27 @@ def user_exists(tracking_uri: str, username: str, admin: tuple[str, str]) -> boo
         return False
     response.raise_for_status()
     return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m mlops.mlflow.auth <ini path>`: write the ini from the environment, for a container's start.
+
+    The permissions database's URL carries a password, so it is not baked into the image: the
+    compose stack passes MLFLOW_AUTH_DATABASE_URI and MLFLOW_AUTH_ADMIN_USERNAME, and MLflow
+    reads the admin's password from MLFLOW_AUTH_ADMIN_PASSWORD itself.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    missing = [n for n in ("MLFLOW_AUTH_DATABASE_URI", "MLFLOW_AUTH_ADMIN_USERNAME") if not os.environ.get(n)]
+    if len(args) != 1 or missing:
+        print(f"usage: python -m mlops.mlflow.auth <ini path>, with {missing or 'the variables'} set", file=sys.stderr)
+        return 2
+    default = os.environ.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ")
+    path = write_auth_config(
+        Path(args[0]), os.environ["MLFLOW_AUTH_DATABASE_URI"], os.environ["MLFLOW_AUTH_ADMIN_USERNAME"], default
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
