@@ -183,6 +183,13 @@ def replay_months(use_case: UseCase, span: tuple[str, str], url: str, rows_per_r
     wait_for_service(url, log_flushed, "its prediction log flushed")
 
 
+def stopped_early(settings: Settings, why: str) -> int:
+    """Say why the demo stops here and how to stop its stack, which is left running to look into."""
+    announce(f"stopping the demo: {why} (see the Airflow UI); the stack keeps running: "
+             f"`MLOPS_HOME={settings.home} ./run down` stops it")  # fmt: skip
+    return 1
+
+
 def run(keep_running: bool = True) -> int:
     settings = demo_settings()
     start_fresh(settings)
@@ -201,13 +208,13 @@ def run(keep_running: bool = True) -> int:
     announce(f"training on {use_case.training.window.days} days before {INITIAL_AS_OF} (winter 2011) ...")
     first = train(api, use_case, INITIAL_AS_OF, "initial training on early 2011")
     if first is None or first["action"] != "promoted":
-        return 1
+        return stopped_early(settings, "the first training did not promote a champion")
 
     announce(f"shadow rollout: retraining on the {use_case.training.window.days} days before {SHADOW_AS_OF} ...")
     known = {r["dag_run_id"] for r in api.dag_runs(rollout_id)}
     shadow = train(api, use_case, SHADOW_AS_OF, "shadow rollout: retrained on March-April 2011")
     if shadow is None or shadow["action"] != "shadow":
-        return 1
+        return stopped_early(settings, "the retraining did not become @shadow")
     wait_for_asset_run(api, rollout_id, known)
     version = str(shadow["version"])
     wait_for_service(service, lambda h: rollout_version(h, "shadows") == version, f"@shadow v{version}")
@@ -228,7 +235,7 @@ def run(keep_running: bool = True) -> int:
         "deliberately worse for the canary demo: retrained on the stale winter window (Jan-Feb 2011)",
     )  # fmt: skip
     if canary is None or canary["action"] != "canary":
-        return 1
+        return stopped_early(settings, "the stale retraining did not become @canary")
     wait_for_asset_run(api, rollout_id, known)
     version = str(canary["version"])
     wait_for_service(service, lambda h: rollout_version(h, "canaries") == version, f"@canary v{version}")
