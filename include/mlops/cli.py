@@ -39,6 +39,10 @@ def _stack_status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.rollout:
+        from mlops.platform import rollout_demo
+
+        return rollout_demo.run(keep_running=not args.stop_after)
     from mlops.platform import demo
 
     return demo.run(keep_running=not args.stop_after, fast=args.fast)
@@ -204,6 +208,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the end-to-end demo on the bundled bike data")
     demo.add_argument("--stop-after", action="store_true", help="stop the stack when the demo ends")
     demo.add_argument("--fast", action="store_true", help="replay fewer months (for tests)")
+    demo.add_argument(
+        "--rollout",
+        action="store_true",
+        help="instead: a shadow rollout promoted and a worse canary rolled back, on a stack of its own",
+    )
     demo.set_defaults(handler=_demo)
 
     data = sub.add_parser("data", help="DVC-versioned snapshots")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -18,6 +19,9 @@ from typing import Any
 from mlops.config import UseCase, find_use_case
 from mlops.mlflow.client import client as mlflow_client
 from mlops.naming import (
+    ROLLOUT_ALIASES,
+    TAG_CANARY_AT,
+    TAG_GATE_CHAMPION_VERSION,
     TAG_GATE_PASSED,
     TAG_GATE_REASONS,
     TAG_PROMOTED_AT,
@@ -25,6 +29,19 @@ from mlops.naming import (
     TAG_REJECTED_AT,
     TAG_REJECTED_BY,
     TAG_REJECTION_REASON,
+    TAG_ROLLOUT_CANDIDATE_METRIC,
+    TAG_ROLLOUT_CHAMPION_METRIC,
+    TAG_ROLLOUT_CHAMPION_VERSION,
+    TAG_ROLLOUT_DECIDED_AT,
+    TAG_ROLLOUT_DECIDED_BY,
+    TAG_ROLLOUT_DECISION,
+    TAG_ROLLOUT_EVIDENCE,
+    TAG_ROLLOUT_INTERVAL,
+    TAG_ROLLOUT_METRIC,
+    TAG_ROLLOUT_PROGRESS,
+    TAG_ROLLOUT_REASONS,
+    TAG_ROLLOUT_ROWS,
+    TAG_SHADOW_AT,
     card_dag_id,
 )
 from mlops.platform import stack
@@ -38,11 +55,11 @@ FULL_MONTHS = ["2011-04-01", "2011-05-01", "2011-06-01", "2011-07-01", "2011-08-
 FAST_MONTHS = ["2011-04-01", "2011-06-01"]
 
 
-def _say(message: str) -> None:
+def announce(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _xcom(api: AirflowAPI, dag_id: str, run_id: str, task_id: str) -> Any:
+def task_result(api: AirflowAPI, dag_id: str, run_id: str, task_id: str) -> Any:
     try:
         entry = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
     except RuntimeError:
@@ -50,17 +67,17 @@ def _xcom(api: AirflowAPI, dag_id: str, run_id: str, task_id: str) -> Any:
     return entry.get("value") if entry else None
 
 
-def _run_dag(api: AirflowAPI, dag_id: str, conf: dict[str, Any], timeout: float = 1200) -> tuple[str, str]:
+def run_dag(api: AirflowAPI, dag_id: str, conf: dict[str, Any], timeout: float = 1200) -> tuple[str, str]:
     run_id = api.trigger(dag_id, conf=conf)
     state = api.wait_for_run(dag_id, run_id, timeout=timeout)
     if state != "success":
         failed = [t["task_id"] for t in api.task_instances(dag_id, run_id) if t["state"] == "failed"]
-        _say(f"  {dag_id} ended {state}; failed tasks: {failed} (see the Airflow UI)")
+        announce(f"  {dag_id} ended {state}; failed tasks: {failed} (see the Airflow UI)")
     return run_id, state
 
 
-def _wait_for_new_training(api: AirflowAPI, dag_id: str, known: set[str], timeout: float = 1200) -> str | None:
-    """The monitoring DAG triggers training itself; find that run and wait for it."""
+def wait_for_new_run(api: AirflowAPI, dag_id: str, known: set[str], timeout: float = 1200) -> str | None:
+    """Wait for a run of `dag_id` that another DAG or an Asset started (one not in `known`) to finish."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         fresh = [r for r in api.dag_runs(dag_id) if r["dag_run_id"] not in known]
@@ -72,23 +89,27 @@ def _wait_for_new_training(api: AirflowAPI, dag_id: str, known: set[str], timeou
     return None
 
 
-def _report_training(api: AirflowAPI, dag_id: str, run_id: str) -> None:
-    promotion = _xcom(api, dag_id, run_id, "promote_candidate")
-    evaluation = _xcom(api, dag_id, run_id, "evaluate_candidate") or {}
+def report_training(api: AirflowAPI, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """Say what the training run's promote step did; returns its result (None when it did not get there)."""
+    promotion: dict[str, Any] | None = task_result(api, dag_id, run_id, "promote_candidate")
+    evaluation = task_result(api, dag_id, run_id, "evaluate_candidate") or {}
     metrics = (evaluation.get("candidate") or {}).get("metrics", {})
     if not promotion:
-        _say("  training did not reach promotion (see the Airflow UI for the failed gate)")
-        return
+        announce("  training did not reach promotion (see the Airflow UI for the failed gate)")
+        return None
     headline = ", ".join(f"{k} {v:.3g}" for k, v in sorted(metrics.items()) if k in ("rmse", "r2", "mae"))
     if promotion["action"] == "promoted":
-        _say(f"  v{promotion['version']} promoted to @champion ({headline})")
+        announce(f"  v{promotion['version']} promoted to @champion ({headline})")
+    elif promotion["action"] in ROLLOUT_ALIASES:
+        announce(f"  v{promotion['version']} passed the gate ({headline}) and is @{promotion['action']}")
     else:
         reasons = "; ".join(promotion.get("reasons") or [])
-        _say(f"  v{promotion['version']} {promotion['action']}: {reasons}")
+        announce(f"  v{promotion['version']} {promotion['action']}: {reasons}")
+    return promotion
 
 
-def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], None] = _say) -> None:
-    """Which versions became champion, when, and why (read back from the registry)."""
+def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], None] = announce) -> None:
+    """Which versions became champion, when, and why, with each rollout's evidence (read back from the registry)."""
     from mlops.mlflow import browse, registry
 
     versions = browse.all_versions(mlflow_client(settings.mlflow_tracking_uri), use_case.model_name)
@@ -103,9 +124,78 @@ def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], N
         reason = info.lineage.get("reason", "?").split("; ")[0]
         when = _decided_at(info.tags, version.created)
         say(f"  v{info.version:<3} {when} {outcome:<9} {score:<12} {aliases:<22} trained because: {reason}")
-        if outcome == "rejected":
+        rollout = rollout_lines(info.tags)
+        for line in rollout:
+            say(f"       {line}")
+        if outcome == "rejected" and not rollout:
             why = info.tags.get(TAG_REJECTION_REASON) or info.tags.get(TAG_GATE_REASONS, "")
             say(f"       rejected because: {why[:160]}")
+
+
+def rollout_lines(tags: dict[str, str]) -> list[str]:
+    """A version's shadow or canary rollout and its live evidence, from its `mlops.rollout.*` tags.
+
+    Empty for a version that was never rolled out. A decided rollout shows its decision, the
+    labelled requests compared, both sides' metric, the interval of the gain and the reasons;
+    one in progress shows its last run's decision (`mlops.rollout.progress`).
+    """
+    if TAG_SHADOW_AT in tags:
+        strategy, began = "shadow", tags[TAG_SHADOW_AT]
+    elif TAG_CANARY_AT in tags:
+        strategy, began = "canary", tags[TAG_CANARY_AT]
+    else:
+        return []
+    champion = tags.get(TAG_ROLLOUT_CHAMPION_VERSION) or tags.get(TAG_GATE_CHAMPION_VERSION, "?")
+    decision = tags.get(TAG_ROLLOUT_DECISION)
+    if decision is None:
+        progress = _json(tags.get(TAG_ROLLOUT_PROGRESS))
+        head = f"{strategy} rollout beside v{champion} since {_clock(began)}: in progress"
+        if not progress:
+            return [f"{head}, not judged yet"]
+        return [f"{head}, last run: {progress.get('action')}", *(f"  {r}" for r in progress.get("reasons") or [])]
+    evidence = _json(_json(tags.get(TAG_ROLLOUT_EVIDENCE)).get("evidence"))
+    if evidence.get("paired", strategy == "shadow"):
+        compared = f"{tags.get(TAG_ROLLOUT_ROWS, '?')} labelled requests scored by both"
+    else:
+        compared = (
+            f"{evidence.get('candidate_labelled', '?')} canary and {evidence.get('champion_rows', '?')} champion "
+            "labelled requests (unpaired)"
+        )
+    metric = tags.get(TAG_ROLLOUT_METRIC, "?")
+    scores = (
+        f"{metric} {strategy} {_number(tags.get(TAG_ROLLOUT_CANDIDATE_METRIC))} vs champion v{champion} "
+        f"{_number(tags.get(TAG_ROLLOUT_CHAMPION_METRIC))}"
+    )
+    decided = _clock(tags.get(TAG_ROLLOUT_DECIDED_AT))
+    by = tags.get(TAG_ROLLOUT_DECIDED_BY, "?").split("/")[0]
+    return [
+        f"{strategy} rollout from {_clock(began)}, decided {decided} by {by}: {decision.upper()}",
+        f"  evidence: {compared}; {scores}; relative gain {tags.get(TAG_ROLLOUT_INTERVAL, 'none')}",
+        f"  because: {tags.get(TAG_ROLLOUT_REASONS, '')}",
+    ]
+
+
+def _json(raw: Any) -> dict[str, Any]:
+    """A JSON object from a tag (or an already decoded one); {} when absent or unreadable."""
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _number(raw: str | None) -> str:
+    try:
+        return f"{float(raw):.4g}" if raw not in (None, "none") else "none"
+    except (TypeError, ValueError):
+        return str(raw)
+
+
+def _clock(iso: str | None) -> str:
+    """An ISO time from a tag as local HH:MM:SS, as the timeline's other times; `?` when absent."""
+    return time.strftime("%H:%M:%S", time.localtime(datetime.fromisoformat(iso).timestamp())) if iso else "?"
 
 
 def _decided_at(tags: dict[str, str], registered: datetime | None) -> str:
@@ -129,11 +219,11 @@ def run(keep_running: bool = True, fast: bool = False) -> int:
 
     settings = get_settings()
     use_case = find_use_case(USE_CASE)
-    _say("starting the local stack (Airflow, MLflow, prediction service) ...")
+    announce("starting the local stack (Airflow, MLflow, prediction service) ...")
     urls = stack.up()
-    _say(f"Airflow UI:  {urls['airflow']}   login {urls['login']}")
-    _say(f"MLflow UI:   {urls['mlflow']}")
-    _say(f"Predictions: {urls['prediction_service']}")
+    announce(f"Airflow UI:  {urls['airflow']}   login {urls['login']}")
+    announce(f"MLflow UI:   {urls['mlflow']}")
+    announce(f"Predictions: {urls['prediction_service']}")
     api = AirflowAPI(urls["airflow"], stack.AIRFLOW_USER, stack.airflow_password(settings))
     train_id, monitor_id = f"train_{use_case.name}", f"monitor_{use_case.name}"
     # The model-card DAG runs on its own after each promotion (scheduled on the champion Asset).
@@ -141,42 +231,42 @@ def run(keep_running: bool = True, fast: bool = False) -> int:
         api.wait_for_dag(dag_id)
         api.unpause(dag_id)
 
-    _say(f"training on {use_case.training.window.days} days before {INITIAL_AS_OF} (early 2011) ...")
-    run_id, state = _run_dag(api, train_id, {"as_of": INITIAL_AS_OF, "reason": "initial training on early 2011"})
+    announce(f"training on {use_case.training.window.days} days before {INITIAL_AS_OF} (early 2011) ...")
+    run_id, state = run_dag(api, train_id, {"as_of": INITIAL_AS_OF, "reason": "initial training on early 2011"})
     if state != "success":
         return 1
-    _report_training(api, train_id, run_id)
+    report_training(api, train_id, run_id)
 
     previous_end = date.fromisoformat(INITIAL_AS_OF)
     for month_end in FAST_MONTHS if fast else FULL_MONTHS:
         end = date.fromisoformat(month_end)
         label = previous_end.strftime("%Y-%m")
-        _say(f"replaying {label} … through {urls['prediction_service'].removesuffix('/docs')}")
+        announce(f"replaying {label} … through {urls['prediction_service'].removesuffix('/docs')}")
         replay.replay(
             use_case, previous_end, end, speed=60.0, label_delay=1.0, via="http",
             deliver_remaining_labels=True, progress=lambda m: None,
         )  # fmt: skip
         known = {r["dag_run_id"] for r in api.dag_runs(train_id)}
-        monitor_run, _ = _run_dag(api, monitor_id, {"as_of": month_end})
-        assessment = _xcom(api, monitor_id, monitor_run, "assess_window") or {}
+        monitor_run, _ = run_dag(api, monitor_id, {"as_of": month_end})
+        assessment = task_result(api, monitor_id, monitor_run, "assess_window") or {}
         decision = assessment.get("decision") or {}
         share = decision.get("drift_share")
         action = decision.get("action", "unknown")
         share_text = f"drift share {share:.2f}" if isinstance(share, int | float) else "no drift figure"
         arrow = "retraining" if action == "retrain" else action
-        _say(f"replaying {label} … {share_text} → {arrow}")
+        announce(f"replaying {label} … {share_text} → {arrow}")
         for reason in decision.get("reasons", [])[:3]:
-            _say(f"  {reason}")
+            announce(f"  {reason}")
         if action == "retrain":
-            training_run = _wait_for_new_training(api, train_id, known)
+            training_run = wait_for_new_run(api, train_id, known)
             if training_run:
-                _report_training(api, train_id, training_run)
+                report_training(api, train_id, training_run)
         previous_end = end
 
     print_timeline(use_case, settings)
-    _say(f"open {urls['airflow']} (login {urls['login']}) and {urls['mlflow']} to explore the runs")
+    announce(f"open {urls['airflow']} (login {urls['login']}) and {urls['mlflow']} to explore the runs")
     if keep_running:
-        _say("the stack keeps running; stop it with `./run down`")
+        announce("the stack keeps running; stop it with `./run down`")
     else:
         stack.down()
     return 0

@@ -319,6 +319,17 @@ def down(settings: Settings | None = None, grace_seconds: float = 20.0) -> list[
     return stopped
 
 
+def restart(name: str, settings: Settings | None = None, grace_seconds: float = 20.0) -> dict[str, str]:
+    """Stop one service and start it again, the others left running; returns the URLs.
+
+    How the prediction service re-reads the configs (it reads them once, at start), as a
+    deployment would restart it after a config change.
+    """
+    settings = settings or get_settings()
+    stop_process_group(service_pid(name, settings), grace_seconds)
+    return up(settings)
+
+
 def service_pid(name: str, settings: Settings | None = None) -> int:
     """The pid of a running service, which is also its process-group id."""
     settings = settings or get_settings()

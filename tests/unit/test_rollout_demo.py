@@ -1,0 +1,47 @@
+"""The rollout demo's own configs: both deployments valid, nothing else changed, its home its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops.config import find_use_case
+from mlops.platform import rollout_demo
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def isolate(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`demo_settings` writes both variables into os.environ; set here first, monkeypatch restores them."""
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(home / "not-used"))
+
+
+def test_the_demo_runs_under_its_own_home_and_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate(tmp_path, monkeypatch)
+    settings = rollout_demo.demo_settings()
+    assert settings.home == tmp_path / rollout_demo.DEMO_FOLDER
+    assert settings.configs_dir == settings.home / "configs"
+
+
+@pytest.mark.parametrize(
+    ("deployment", "strategy"),
+    [(rollout_demo.SHADOW_DEPLOYMENT, "shadow"), (rollout_demo.CANARY_DEPLOYMENT, "canary")],
+)
+def test_each_rollout_gets_a_valid_config_and_the_others_are_copied_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deployment: dict[str, object], strategy: str
+) -> None:
+    isolate(tmp_path, monkeypatch)
+    settings = rollout_demo.demo_settings()
+    use_case = rollout_demo.write_configs(settings, deployment)
+    assert use_case.deployment.strategy == strategy
+    original = find_use_case(rollout_demo.USE_CASE, PROJECT_ROOT / "configs")
+    # Only `deployment` differs: the demo trains and serves the bike model the main demo does.
+    assert use_case.model_dump(exclude={"deployment"}) == original.model_dump(exclude={"deployment"})
+    for source in (PROJECT_ROOT / "configs").glob("*.yaml"):
+        if source.stem != rollout_demo.USE_CASE:
+            assert (settings.configs_dir / source.name).read_text() == source.read_text()
+    assert sorted(p.name for p in settings.configs_dir.iterdir()) == sorted(
+        p.name for p in (PROJECT_ROOT / "configs").glob("*.yaml")
+    )
