@@ -272,6 +272,13 @@ class Deployment(_Strict):
         "its recent requests (and the champion as many, for the p99).",
     )
 
+    canary_latency_min_requests: int = Field(
+        default=500,
+        gt=0,
+        description="The p99 check waits for this many recent answers on each side: the p99 of 50 answers is "
+        "the slowest one, and one request delayed by a busy machine would roll a sound canary back.",
+    )
+
     @field_validator("canary_steps")
     @classmethod
     def _increasing_fractions(cls, steps: list[float]) -> list[float]:

@@ -14,6 +14,7 @@ RULES = Deployment(
     canary_max_latency_ratio=1.5,
     canary_latency_slack_ms=2,
     canary_timeout_ms=100,
+    canary_latency_min_requests=100,
 )
 
 
@@ -75,6 +76,14 @@ def test_a_p99_over_the_champions_bound_breaches_and_one_within_it_does_not() ->
     for _ in range(100):
         guard.observe_canary("2", 0.012)
     assert [b.check for b in seen] == ["latency"] and "> 1.5x the champion's 4.0 ms + 2 ms" in seen[0].reason
+
+
+def test_one_slow_answer_among_too_few_never_decides_the_latency_check() -> None:
+    guard, seen = _guard()
+    for i in range(99):  # 99 answers a side: under canary_latency_min_requests (100)
+        guard.observe_champion(0.004)
+        guard.observe_canary("2", 0.090 if i == 50 else 0.004)
+    assert seen == []
 
 
 def test_a_new_canary_version_starts_with_a_clean_record() -> None:

@@ -13,8 +13,9 @@ use case with a canary it keeps the last `WINDOW` latencies of each side and the
 `CHECK_EVERY`-th canary answer checks:
 - its error rate (a 5xx, a failure the champion answered instead, or an answer slower than
   `canary_timeout_ms`) against `canary_max_error_rate`;
-- its p99 against the champion's p99 × `canary_max_latency_ratio` + `canary_latency_slack_ms`
-  (once the champion has as many answers).
+- its p99 against the champion's p99 × `canary_max_latency_ratio` + `canary_latency_slack_ms`,
+  once both sides have `canary_latency_min_requests` (500) recent answers: the p99 of fewer is
+  one or two slow requests, which a loaded machine gives any model.
 A breach sets the canary's fraction to 0 in this process at once, and the cache records it on
 the version (`mlops.rollout.canary_breach`), so every replica and every restart sees it, and
 the rollout DAG turns it into the rollback on record. No request fails for a canary: one that
@@ -122,7 +123,9 @@ class CanaryGuard:
             )
             return
         champion = list(self._champion)
-        if len(champion) < rules.canary_guard_min_requests:
+        # The p99 of n answers is the slowest of the last 100/n%: under canary_latency_min_requests, one
+        # request a loaded machine delayed would decide (seen in the rollout demo at 50).
+        if min(n, len(champion)) < rules.canary_latency_min_requests:
             return
         mine, theirs = _p99(canary), _p99(champion)
         bound = theirs * rules.canary_max_latency_ratio + rules.canary_latency_slack_ms / 1000
