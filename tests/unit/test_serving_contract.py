@@ -127,3 +127,20 @@ def test_an_integral_float_id_is_the_integer_id() -> None:
 
     assert _check_id(-141.0) == ("-141", None)
     assert _check_id(1.5)[1] is not None and _check_id(float("inf"))[1] is not None
+
+
+def test_a_store_backed_record_asks_for_the_entity_keys_not_the_stores_features() -> None:
+    from mlops.config import FeatureStoreSource, find_use_case
+    from mlops.serving.openapi import example_record, record_schema
+
+    base = find_use_case("bike_sharing")
+    weather = ["temp", "atemp", "hum", "windspeed", "weathersit"]
+    section = FeatureStoreSource(entity_keys=["hour"], features=[f"weather_hourly:{f}" for f in weather],
+                                 hour_column="hr")  # fmt: skip
+    use_case = base.model_copy(update={"feature_store": section})
+    schema = record_schema(use_case, None)
+    assert not set(weather) & set(schema["properties"]) and "hour" in schema["required"]
+    assert schema["properties"]["hour"]["type"] == "string" and "season" in schema["properties"]
+    example = example_record(use_case, None)
+    assert "hour" in example and not set(weather) & set(example)
+    assert "come from the feature store" in schema["description"]

@@ -343,12 +343,21 @@ def _input_schema(use_case: UseCase, model: LoadedModel | None) -> InputSchema:
 def record_schema(use_case: UseCase, model: LoadedModel | None) -> dict[str, Any]:
     schema = _input_schema(use_case, model)
     domains = suite_domains(use_case)
-    properties = {c.name: column_schema(c, domains.get(c.name)) for c in schema.columns}
+    # A store-backed use case: the client sends the entity keys; the store's features are not the client's.
+    from_store = set(use_case.feature_store.feature_names) if use_case.feature_store is not None else set()
+    columns = [c for c in schema.columns if c.name not in from_store]
+    properties = {c.name: column_schema(c, domains.get(c.name)) for c in columns}
+    required = [c.name for c in columns if c.required]
     source = f"the signature of version {model.version}" if model else "the configured features (no model loaded)"
+    if use_case.feature_store is not None:
+        for key in use_case.feature_store.entity_keys:
+            properties[key] = {"type": "string", "minLength": 1, "description": "Entity key of the feature store."}
+            required.append(key)
+        source += f"; {', '.join(sorted(from_store))} come from the feature store"
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": [c.name for c in schema.columns if c.required],
+        "required": required,
         "properties": properties,
         "description": f"One record's features, from {source}.",
     }
@@ -416,7 +425,10 @@ def example_record(use_case: UseCase, model: LoadedModel | None) -> dict[str, An
     domains = suite_domains(use_case)
     ranges = suite_ranges(use_case)
     out: dict[str, Any] = {}
+    from_store = set(use_case.feature_store.feature_names) if use_case.feature_store is not None else set()
     for column in schema.columns:
+        if column.name in from_store:
+            continue
         low, high = ranges.get(column.name, (0, 1))
         if column.kind == "double":
             out[column.name] = round((low + high) / 2, 3)
@@ -428,6 +440,8 @@ def example_record(use_case: UseCase, model: LoadedModel | None) -> dict[str, An
             out[column.name] = False
         else:
             out[column.name] = None if column.nullable else 0
+    if use_case.feature_store is not None:
+        out |= dict.fromkeys(use_case.feature_store.entity_keys, "key")
     return out
 
 
