@@ -120,24 +120,29 @@ def data_quality_alert(decision: Mapping[str, Any], report_dir: str | None = Non
     Its own alert, sent whatever the action: under `serving.missing: impute` these rows
     were answered, so the feed's owner must hear of it, but the model need not retrain.
     """
-    use_case, findings = decision.get("use_case", "?"), list(decision.get("data_quality", []))
-    body = [f"Use case: {use_case}", f"Action: {decision.get('action', '?')} (data quality never retrains)"]
-    body += ["Findings:", _lines(findings)]
-    if report_dir:
-        body.append(f"Reports: {report_dir}")
+    findings = list(decision.get("data_quality", []))
     noun = "finding" if len(findings) == 1 else "findings"
-    return f"{use_case}: {len(findings)} data-quality {noun} (null share rising)", "\n".join(body), "warning"
+    what = f"{len(findings)} data-quality {noun} (null share rising)"
+    return _findings_alert(decision, findings, what, "data quality never retrains", report_dir)
 
 
 def skew_alert(decision: Mapping[str, Any], report_dir: str | None = None) -> tuple[str, str, Severity]:
     """Subject, body and severity for training/serving skew: served store features unlike the offline store's."""
-    use_case, findings = decision.get("use_case", "?"), list(decision.get("skew", []))
-    body = [f"Use case: {use_case}", f"Action: {decision.get('action', '?')} (skew never retrains: fix the pipeline)"]
+    findings = list(decision.get("skew", []))
+    what = f"training/serving skew in {len(findings)} {'feature' if len(findings) == 1 else 'features'}"
+    return _findings_alert(decision, findings, what, "skew never retrains: fix the pipeline", report_dir)
+
+
+def _findings_alert(
+    decision: Mapping[str, Any], findings: list[str], what: str, why_not_retrain: str, report_dir: str | None
+) -> tuple[str, str, Severity]:
+    """A monitoring finding with its own alert, whatever the action: what, the findings, the reports."""
+    use_case = decision.get("use_case", "?")
+    body = [f"Use case: {use_case}", f"Action: {decision.get('action', '?')} ({why_not_retrain})"]
     body += ["Findings:", _lines(findings)]
     if report_dir:
         body.append(f"Reports: {report_dir}")
-    noun = "feature" if len(findings) == 1 else "features"
-    return f"{use_case}: training/serving skew in {len(findings)} {noun}", "\n".join(body), "warning"
+    return f"{use_case}: {what}", "\n".join(body), "warning"
 
 
 def gate_rejection_alert(

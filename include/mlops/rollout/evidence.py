@@ -93,16 +93,8 @@ def pair_rows(frame: pd.DataFrame, shadow_version: str) -> Paired:
     `shadow_version` only (an earlier shadow's rows are not its evidence); a request
     logged twice by one side counts once, its last row.
     """
-    role = frame["role"].fillna(ROLE_CHAMPION).astype(str) if "role" in frame else ROLE_CHAMPION
-    shadow = frame[(role == ROLE_SHADOW) & (frame["model_version"].astype(str) == str(shadow_version))]
-    champion = frame[role == ROLE_CHAMPION]
-    shadow_rows = int(shadow["request_id"].nunique())
-    if "label" in frame:
-        shadow, champion = shadow[shadow["label"].notna()], champion[champion["label"].notna()]
-    else:
-        shadow, champion = shadow.iloc[0:0], champion.iloc[0:0]
-    shadow = shadow.drop_duplicates("request_id", keep="last").set_index("request_id")
-    champion = champion.drop_duplicates("request_id", keep="last").set_index("request_id")
+    champion, shadow, shadow_rows = _labelled_sides(frame, ROLE_SHADOW, shadow_version)
+    champion, shadow = champion.set_index("request_id"), shadow.set_index("request_id")
     common = shadow.index.intersection(champion.index).sort_values()
     champion, shadow = champion.loc[common], shadow.loc[common]
     return Paired(_side(champion), _side(shadow), shadow_rows, _versions(champion))
@@ -114,17 +106,23 @@ def split_rows(frame: pd.DataFrame, canary_version: str) -> Paired:
     `frame` is `read_predictions(..., with_labels=True)` from when the canary began, so both
     sides saw the same hours of traffic; a request logged twice by one side counts once.
     """
-    role = frame["role"].fillna(ROLE_CHAMPION).astype(str) if "role" in frame else ROLE_CHAMPION
-    canary = frame[(role == ROLE_CANARY) & (frame["model_version"].astype(str) == str(canary_version))]
-    champion = frame[role == ROLE_CHAMPION]
-    canary_rows = int(canary["request_id"].nunique())
-    if "label" in frame:
-        canary, champion = canary[canary["label"].notna()], champion[champion["label"].notna()]
-    else:
-        canary, champion = canary.iloc[0:0], champion.iloc[0:0]
-    canary = canary.drop_duplicates("request_id", keep="last")
-    champion = champion.drop_duplicates("request_id", keep="last")
+    champion, canary, canary_rows = _labelled_sides(frame, ROLE_CANARY, canary_version)
     return Paired(_side(champion), _side(canary), canary_rows, _versions(champion), paired=False)
+
+
+def _labelled_sides(frame: pd.DataFrame, role_name: str, version: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The champion's and the candidate's (`role_name` of `version`) labelled rows, each request once (its
+    last row), and how many requests the candidate scored, labelled or not."""
+    role = frame["role"].fillna(ROLE_CHAMPION).astype(str) if "role" in frame else ROLE_CHAMPION
+    candidate = frame[(role == role_name) & (frame["model_version"].astype(str) == str(version))]
+    champion = frame[role == ROLE_CHAMPION]
+    scored = int(candidate["request_id"].nunique())
+    if "label" in frame:
+        candidate, champion = candidate[candidate["label"].notna()], champion[champion["label"].notna()]
+    else:
+        candidate, champion = candidate.iloc[0:0], champion.iloc[0:0]
+    last = champion.drop_duplicates("request_id", keep="last"), candidate.drop_duplicates("request_id", keep="last")
+    return last[0], last[1], scored
 
 
 def _versions(champion: pd.DataFrame) -> list[str]:
