@@ -28,7 +28,7 @@ import httpx
 import rollout
 import yaml
 
-from mlops.naming import ROLE_SHADOW, TAG_CANARY_STEP
+from mlops.naming import ROLE_SHADOW, TAG_CANARY_BREACH, TAG_CANARY_STEP
 from mlops.predictionlog.predictions import read_predictions
 from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
@@ -453,6 +453,14 @@ def main() -> int:
             facts["load_average_rollout_end"] = os.getloadavg()[0]
         for server in rolled:
             checked = rollout.health_check(str(server.mode), server.port)
+            if checked["health"].get("breached"):
+                # What the guard saw when it fired: the service records it on the version (serving/canary.py).
+                from mlflow import MlflowClient
+
+                name = f"{MODEL_NAMES[rollout.USE_CASE]}_{str(server.mode).replace('-', '_')}"
+                tags = MlflowClient().get_model_version(name, checked["health"]["version"]).tags
+                checked["breach"] = tags.get(TAG_CANARY_BREACH)
+                checked["verdict"] += f"; breach on record: {checked['breach']}"
             log(f"{server.label}: /health after the cells: {checked['verdict']}")
             results.append({"server": server.label, **checked})
         for server in [*ab, *rolled]:
