@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import rollout
 import yaml
 
+from mlops.naming import ROLE_SHADOW, TAG_CANARY_BREACH, TAG_CANARY_STEP
 from mlops.predictionlog.predictions import read_predictions
 from mlops.processes import free_port, start_process_group, stop_process_group, wait_for_http
 
@@ -53,7 +55,9 @@ def start_mlflow(state: Path) -> tuple[int, str]:
     return process.pid, uri
 
 
-def _log_model(name: str, pipe: Any, inputs: Any) -> str:
+def _log_model(
+    name: str, pipe: Any, inputs: Any, aliases: tuple[str, ...] = ("champion",), tags: dict[str, str] | None = None
+) -> str:
     import mlflow
     import skops.io
     from mlflow import MlflowClient
@@ -67,14 +71,21 @@ def _log_model(name: str, pipe: Any, inputs: Any) -> str:
             skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipe)),
             pip_requirements=["scikit-learn", "pandas", "numpy", "skops"],
         )  # fmt: skip
-    MlflowClient().set_registered_model_alias(name, "champion", str(info.registered_model_version))
-    return str(info.registered_model_version)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    # Tags before aliases: the service reads a canary's step with its alias, and must not see it without one.
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    return version
 
 
-def fit_breast_cancer() -> tuple[Any, Any, list[dict[str, Any]]]:
-    """breast_cancer: imputer + scaler + LogisticRegression on 30 double features, as before.
+def fit_breast_cancer(c: float = 1.0) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """breast_cancer: imputer + scaler + LogisticRegression(C=c) on 30 double features, as before.
 
     Returns the fitted pipeline, the frame to infer its signature from, and 100 records.
+    The rollout cells' second version is the same with another `c`.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.datasets import load_breast_cancer
@@ -88,7 +99,7 @@ def fit_breast_cancer() -> tuple[Any, Any, list[dict[str, Any]]]:
     prep = ColumnTransformer(
         [("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), list(x.columns))]
     )
-    pipe = Pipeline([("prep", prep), ("model", LogisticRegression(max_iter=1000))]).fit(x, data.target)
+    pipe = Pipeline([("prep", prep), ("model", LogisticRegression(C=c, max_iter=1000))]).fit(x, data.target)
     records = [{k: float(v) for k, v in row.items()} for row in x.head(100).to_dict(orient="records")]
     return pipe, x, records
 
@@ -169,7 +180,7 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
-def wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, float]:
+def wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, Any]:
     threads = max(1, min(2, connections))
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s",
            "-s", str(HERE / "post.lua"), url]  # fmt: skip
@@ -201,13 +212,14 @@ def wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, floa
 @dataclass
 class Server:
     label: str
-    kind: str  # "old" | "new" | "mlflow"
+    kind: str  # "old" | "new" | "mlflow" | "rollout"
     use_case: str | None  # mlflow models serve serves one model; ours serve every use case
     pid: int
     port: int
     log_uri: Path | None = None
     answered: dict[str, int] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
+    mode: str | None = None  # rollout servers: off | shadow | canary25 (rollout.py)
 
     def url(self, use_case: str) -> str:
         path = "/invocations" if self.kind == "mlflow" else f"/predict/{use_case}"
@@ -253,6 +265,13 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--serve-args", default="", help="extra arguments for our services: '--log-flush-seconds 5'")
     parser.add_argument("--skip-mlflow", action="store_true", help="measure only our services (for quick comparisons)")
+    parser.add_argument(
+        "--rollout", default=",".join(rollout.MODES),
+        help="issue 18's modes side by side on breast_cancer (off, shadow, canary25, canary25-unguarded: "
+        "rollout.py); 'none' skips them",
+    )  # fmt: skip
+    parser.add_argument("--rollout-rows", default="1", help="records per request of the rollout cells")
+    parser.add_argument("--rollout-connections", default="8", help="connections of the rollout cells")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
@@ -261,6 +280,9 @@ def main() -> int:
     connections = [int(c) for c in args.connections.split(",")]
     rows_list = [int(r) for r in args.rows.split(",")]
     use_cases = args.use_cases.split(",")
+    modes = rollout.parse_modes(args.rollout) if rollout.USE_CASE in use_cases else []
+    rollout_rows = [int(r) for r in args.rollout_rows.split(",")] if modes else []
+    rollout_connections = [int(c) for c in args.rollout_connections.split(",")]
     unknown = sorted(set(use_cases) - set(MODEL_NAMES))
     if unknown:
         raise SystemExit(f"unknown use cases {unknown}: choose from {sorted(MODEL_NAMES)}")
@@ -289,12 +311,29 @@ def main() -> int:
                 pipe, inputs, records, facts["flight_delays_candidate"] = fit_flight_delays()
             version = _log_model(MODEL_NAMES[use_case], pipe, inputs)
             log(f"registered {MODEL_NAMES[use_case]} v{version} as @champion")
-            bodies.update(payloads(use_case, records, rows_list, tmp))
+            bodies.update(payloads(use_case, records, sorted({*rows_list, *rollout_rows}), tmp))
             raw = yaml.safe_load((ROOT / "configs" / f"{use_case}.yaml").read_text())
             raw["model_name"] = MODEL_NAMES[use_case]
             if raw.get("source", {}).get("kind") == "files":
                 raw["source"]["path"] = str(ROOT / raw["source"]["path"])
             (configs / f"{use_case}.yaml").write_text(yaml.safe_dump(raw))
+            if use_case == rollout.USE_CASE and modes:
+                # A registered model per mode: the guard records a breach on the canary's version, and the
+                # unguarded canary must not inherit the guarded one's. Each: the champion (the same pipeline
+                # as above) and, but for `off`, the second version as @shadow or @canary.
+                candidate, _, _ = fit_breast_cancer(rollout.CANDIDATE_C)
+                for mode in modes:
+                    name = f"{MODEL_NAMES[use_case]}_{mode.replace('-', '_')}"
+                    _log_model(name, pipe, inputs)
+                    block = rollout.deployment(mode)
+                    if block:
+                        alias = block["strategy"]
+                        tags = {TAG_CANARY_STEP: "0"} if alias == "canary" else None
+                        v2 = _log_model(name, candidate, inputs, (alias,), tags)
+                        log(f"registered {name} v{v2} (C={rollout.CANDIDATE_C:g}) as @{alias}")
+                    (tmp / f"configs-{mode}").mkdir()
+                    mode_raw = {**raw, "model_name": name, **({"deployment": block} if block else {})}
+                    (tmp / f"configs-{mode}" / f"{use_case}.yaml").write_text(yaml.safe_dump(mode_raw))
 
         ours = [sys.executable, "-m", "mlops.serving", "--configs-dir", str(configs), "--workers", str(args.workers)]
         plain_env = dict(os.environ)
@@ -312,6 +351,12 @@ def main() -> int:
         cmd = [*ours, "--log-uri", str(tmp / "log-new"), *args.serve_args.split()]
         servers.append(start_server("new (class + probabilities)", "new", cmd, "/ready", tmp, plain_env))
         servers[-1].log_uri = tmp / "log-new"
+        for mode in modes:
+            # One service per mode, the same command but for its configs folder (breast_cancer alone).
+            cmd = [*ours, "--log-uri", str(tmp / f"log-{mode}"), *args.serve_args.split()]
+            cmd[cmd.index("--configs-dir") + 1] = str(tmp / f"configs-{mode}")
+            servers.append(start_server(f"rollout {mode}", "rollout", cmd, "/ready", tmp, plain_env))
+            servers[-1].log_uri, servers[-1].mode = tmp / f"log-{mode}", mode
         if not args.skip_mlflow:
             # `mlflow models serve` refuses to deserialize any model unless told the registry is trusted.
             # It also runs `uvicorn` through bash, so the venv's bin must be on PATH.
@@ -325,7 +370,7 @@ def main() -> int:
                 )
                 servers[-1].use_case = use_case
         for server in servers:
-            if server.kind in ("old", "new"):
+            if server.kind in ("old", "new", "rollout"):
                 models = httpx.get(f"http://127.0.0.1:{server.port}/models", timeout=30).json()["models"]
                 for served in models:
                     path = served.get("predict_path")
@@ -333,22 +378,37 @@ def main() -> int:
                     log(f"{server.label}: {served['use_case']} predicts through {path}")
                     # The bodies the cells post: the new service must answer them with probabilities.
                     body = bodies[(served["use_case"], "ours", rows_list[-1])].read_bytes()
-                    answer = httpx.post(server.url(served["use_case"]), content=body, timeout=30)
+                    answer = httpx.post(
+                        server.url(served["use_case"]),
+                        content=body,
+                        headers={"Content-Type": "application/json"},
+                        timeout=30,
+                    )
                     answer.raise_for_status()
                     # These rows are logged too: count them with the ones wrk gets answered.
                     server.answered[served["use_case"]] = server.answered.get(served["use_case"], 0) + rows_list[-1]
                     keys = sorted(answer.json())
                     results.append({"server": server.label, "use_case": served["use_case"], "response_keys": keys})
-                    if server.kind == "new" and "probabilities" not in keys:
+                    if server.kind != "old" and "probabilities" not in keys:
                         raise SystemExit(f"{server.label} answered {served['use_case']} without probabilities: {keys}")
         facts["setup_seconds"] = time.time() - started
 
         def measure(server: Server, use_case: str, rows: int, c: int, repeat: int) -> None:
             body = bodies[(use_case, "mlflow" if server.kind == "mlflow" else "ours", rows)]
             warm = wrk(server.url(use_case), body, c, args.warmup)
+            roles_before = rollout.role_counts(server.port, use_case) if server.mode else {}
             cpu_before = group_cpu_seconds(server.pid)
             run = wrk(server.url(use_case), body, c, args.duration)
             cpu = group_cpu_seconds(server.pid) - cpu_before
+            if server.mode:
+                roles = rollout.role_counts(server.port, use_case)
+                by_role = {k: roles.get(k, 0.0) - roles_before.get(k, 0.0) for k in ("champion", "canary")}
+                run["mode"] = server.mode
+                if server.mode.startswith("canary"):
+                    run["canary_share"] = by_role["canary"] / max(1.0, by_role["champion"] + by_role["canary"])
+                    guard = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=30).json()
+                    run["champion_p99_ms"] = guard["canaries"][use_case]["guard"]["champion_p99_ms"]
+                    run["canary_p99_ms"] = guard["canaries"][use_case]["guard"]["canary_p99_ms"]
             for r in (warm, run):
                 answered = (int(r["requests"]) - int(r["non_2xx"])) * rows
                 server.answered[use_case] = server.answered.get(use_case, 0) + answered
@@ -357,11 +417,12 @@ def main() -> int:
             result = {"server": server.label, "kind": server.kind, "use_case": use_case, "rows": rows,
                       "connections": c, "repeat": repeat, **run}  # fmt: skip
             results.append(result)
+            share = f"  canary share {run['canary_share']:.1%}" if "canary_share" in run else ""
             log(
                 f"{server.label:34} {use_case:13} rows={rows:<3} c={c:<2} {run['rps']:8.0f} req/s  "
                 f"p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms  "
                 f"cpu {run['cpu_ms_per_request']:.2f} ms/req  non-2xx {run['non_2xx']}  "
-                f"socket errors {run['socket_errors']}"
+                f"socket errors {run['socket_errors']}{share}"
             )
 
         ab = [s for s in servers if s.kind in ("old", "new")]
@@ -377,11 +438,36 @@ def main() -> int:
                             for server in servers:
                                 if server.kind == "mlflow" and server.use_case == use_case:
                                     measure(server, use_case, rows, c, 0)
-        for server in ab:
+        rolled = [s for s in servers if s.kind == "rollout"]
+        if rolled:
+            facts["load_average_rollout_start"] = os.getloadavg()[0]
+        for rows in rollout_rows:
+            for c in rollout_connections:
+                # Every mode once per repeat, the order rotated each time (off, shadow, canary25; then
+                # shadow, canary25, off; ...), so no mode always runs first or after the same neighbour.
+                for repeat in range(args.repeats):
+                    shift = repeat % len(rolled)
+                    for server in rolled[shift:] + rolled[:shift]:
+                        measure(server, rollout.USE_CASE, rows, c, repeat)
+        if rolled:
+            facts["load_average_rollout_end"] = os.getloadavg()[0]
+        for server in rolled:
+            checked = rollout.health_check(str(server.mode), server.port)
+            if checked["health"].get("breached"):
+                # What the guard saw when it fired: the service records it on the version (serving/canary.py).
+                from mlflow import MlflowClient
+
+                name = f"{MODEL_NAMES[rollout.USE_CASE]}_{str(server.mode).replace('-', '_')}"
+                tags = MlflowClient().get_model_version(name, checked["health"]["version"]).tags
+                checked["breach"] = tags.get(TAG_CANARY_BREACH)
+                checked["verdict"] += f"; breach on record: {checked['breach']}"
+            log(f"{server.label}: /health after the cells: {checked['verdict']}")
+            results.append({"server": server.label, **checked})
+        for server in [*ab, *rolled]:
             stop_process_group(server.pid)
             servers.remove(server)
             time.sleep(0.5)
-            for use_case in use_cases:
+            for use_case in use_cases if server.kind != "rollout" else [rollout.USE_CASE]:
                 results.append(check_log(server, use_case))
     finally:
         for server in servers:
@@ -404,17 +490,22 @@ def check_log(server: Server, use_case: str) -> dict[str, Any]:
     """
     answered, in_flight = server.answered.get(use_case, 0), server.in_flight.get(use_case, 0)
     try:
-        logged = len(read_predictions(use_case, None, None, uri=str(server.log_uri)))
+        frame = read_predictions(use_case, None, None, uri=str(server.log_uri))
     except Exception as exc:  # the old service's log predates the typed log; report, don't fail
         log(f"{server.label}: cannot read its {use_case} log with today's reader: {exc}")
         return {"server": server.label, "use_case": use_case, "logged_rows": None, "answered_rows": answered}
+    # A shadow's rows were answered to nobody: counted apart (the champion's and a canary's were).
+    shadow = frame["role"] == ROLE_SHADOW if "role" in frame else None
+    logged = len(frame) - (int(shadow.sum()) if shadow is not None else 0)
+    shadow_rows = int(shadow.sum()) if shadow is not None else 0
     complete = answered <= logged <= answered + in_flight
     log(
         f"{server.label}: {use_case}: {logged} predictions in the log after shutdown, {answered} answered rows "
         f"counted by wrk (+ up to {in_flight} in flight): {'all logged' if complete else 'MISMATCH'}"
+        + (f"; {shadow_rows} shadow rows" if shadow_rows else "")
     )
     return {"server": server.label, "use_case": use_case, "logged_rows": logged, "answered_rows": answered,
-            "all_logged": complete}  # fmt: skip
+            "all_logged": complete, "shadow_rows": shadow_rows}  # fmt: skip
 
 
 def _mean(values: list[float]) -> float:
@@ -425,7 +516,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per use case, rows and connections: old vs new (means over repeats) and MLflow."""
     cells: dict[tuple[str, int, int], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        if "rps" in r:
+        if "rps" in r and not r.get("mode"):  # the rollout cells are rollout.summarize's
             cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(r["kind"], []).append(r)
     out = []
     for (use_case, rows, c), kinds in cells.items():
@@ -479,6 +570,13 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
             f"{_f(row, 'new_p99_ms', '.2f')} | {_f(row, 'cpu_change_pct', '+.1f')} % | {_f(row, 'mlflow_rps')} | "
             f"{_f(row, 'mlflow_p99_ms', '.2f')} |"
         )
+    if "load_average_rollout_start" in facts:
+        lines += [
+            "",
+            f"Load average (1 min) {facts['load_average_rollout_start']:.1f} before the rollout cells, "
+            f"{facts['load_average_rollout_end']:.1f} after them.",
+        ]
+    lines += rollout.report_lines(results)
     lines += [
         "",
         "Every run (req/s, p50/p99, CPU of the server's process group per request, error answers):",
@@ -501,7 +599,10 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
             notes.append(
                 f"- {r['server']}: {r['use_case']}: {r['logged_rows']} predictions in the log after shutdown, "
                 f"{r['answered_rows']} rows answered with a 2xx as counted by wrk: {verdict}"
+                + (f"; {r['shadow_rows']} rows scored by the shadow" if r.get("shadow_rows") else "")
             )
+        elif "verdict" in r:
+            continue  # a rollout server's /health: listed under its table (rollout.report_lines)
         else:
             # A cell with error answers measures an error page, not the model.
             flag = " (INVALID: error answers)" if r["non_2xx"] or r["socket_errors"] else ""
@@ -512,7 +613,12 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
             )
     text = "\n".join([*lines, "", *notes, ""])
     (HERE / "results.md").write_text(text)
-    (HERE / "results.json").write_text(json.dumps({"facts": facts, "summary": summary, "runs": results}, indent=1))
+    (HERE / "results.json").write_text(
+        json.dumps(
+            {"facts": facts, "summary": summary, "rollout_summary": rollout.summarize(results), "runs": results},
+            indent=1,
+        )
+    )
     print("\n" + text)
 
 
