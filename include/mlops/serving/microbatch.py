@@ -4,9 +4,10 @@ The model reference is taken once per micro-batch, so a hot swap never mixes ver
 inside one response. With a shadow (serving/shadow.py), the batch's rows go to the shadow
 worker after every champion answer of the batch is set. A use case with a canary has a
 second batcher for the requests routed to it, which predicts with `@canary` (`model_of`) on
-a thread of its own (`executor`), off the event loop: a slow or hung canary then holds up
-only the requests routed to it, which the route answers with the champion after
-`canary_timeout_ms` (serving/routes/predict.py), and never the champion's own.
+the event loop, as the champion's does: the guard then compares the two on equal terms. (A
+thread of its own was tried: under load its hand-off and GIL waits gave a canary of the
+champion's own kind a p99 3-4x the champion's, and the guard rolled every sound canary back;
+docs/serving.md, "Shadow and canary cost".)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_CHAMPION
@@ -57,15 +57,12 @@ class MicroBatcher:
         metrics: ServiceMetrics | None = None,
         model_of: Callable[[], LoadedModel | None] | None = None,
         role: str = ROLE_CHAMPION,
-        executor: Executor | None = None,
     ) -> None:
         self.cache = cache
         self.use_case = use_case
         self.model_of = model_of or (lambda: cache.get(use_case))
         """The model a micro-batch is predicted with, read once per batch: the champion unless told."""
         self.role = role
-        self.executor = executor
-        """Where micro-batches are predicted; None: on the event loop, inline (the champion's fast path)."""
         self.window_seconds = window_seconds
         self.shadow = shadow
         """This use case's shadow worker (deployment.strategy: shadow); None: no shadow scoring."""
@@ -90,34 +87,21 @@ class MicroBatcher:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
-        if self.executor is None:
-            self._predict_batch(pending, _settle_now)
-            return
-        loop = asyncio.get_running_loop()
-
-        def settle_on_loop(future: asyncio.Future[Result], result: Result | BaseException) -> None:
-            loop.call_soon_threadsafe(_settle_now, future, result)
-
-        self.executor.submit(self._predict_batch, pending, settle_on_loop)
-
-    def _predict_batch(self, pending: list[_Pending], settle: _Settle) -> None:
-        """Predict one micro-batch and settle each request's future (on the loop, through `settle`)."""
-        # On the canary's thread, requests that timed out while queued behind a slow batch are answered
-        # already (by the champion): predicting them would only keep the next canary waiting too.
+        # Requests that timed out or whose client left are answered already: predicting them is wasted.
         pending = [entry for entry in pending if not entry[2].done()]
         if not pending:
             return
         model = self.model_of()
         if model is None:
             for _, _, future, _ in pending:
-                settle(future, RuntimeError("no model loaded"))
+                _settle(future, RuntimeError("no model loaded"))
             return
         usable: list[tuple[list[list[Any]], asyncio.Future[Result], RequestContext | None]] = []
         for validated_with, rows, future, context in pending:
             # Rows are ordered by the schema they were validated with; a new version
             # with other columns cannot take them (never seen in practice: same use case).
             if validated_with.schema.names != model.schema.names:
-                settle(future, VersionChanged())
+                _settle(future, VersionChanged())
             else:
                 usable.append((rows, future, context))
         if not usable:
@@ -130,9 +114,7 @@ class MicroBatcher:
             predictions, probabilities = model.predict_rows(frame)
         except Exception:
             # One bad request must not fail its neighbours: predict them one by one.
-            answered = [
-                (rows, context) for rows, future, context in usable if self._predict_one(model, rows, future, settle)
-            ]
+            answered = [(rows, context) for rows, future, context in usable if self._predict_one(model, rows, future)]
             self._to_shadow(model, [row for rows, _ in answered for row in rows], None, [c for _, c in answered])
             return
         self._observe(model, len(all_rows), time.perf_counter() - started)
@@ -140,7 +122,7 @@ class MicroBatcher:
         for rows, future, _ in usable:
             end = start + len(rows)
             proba = probabilities[start:end] if probabilities is not None else None
-            settle(future, (model, predictions[start:end], proba))
+            _settle(future, (model, predictions[start:end], proba))
             start = end
         self._to_shadow(model, all_rows, frame, [context for _, _, context in usable])
 
@@ -166,27 +148,22 @@ class MicroBatcher:
         if self.metrics is not None:
             self.metrics.observe_predict(self.use_case, model.version, self.role, rows, seconds)
 
-    def _predict_one(
-        self, model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result], settle: _Settle
-    ) -> bool:
+    def _predict_one(self, model: LoadedModel, rows: list[list[Any]], future: asyncio.Future[Result]) -> bool:
         """Predict one request on its own; True when it was answered."""
         started = time.perf_counter()
         try:
             predictions, probabilities = model.predict_rows(model.schema.to_frame(rows))
         except Exception as exc:
-            settle(future, exc)
+            _settle(future, exc)
             return False
         self._observe(model, len(rows), time.perf_counter() - started)
         if future.done():
             return False
-        settle(future, (model, predictions, probabilities))
+        _settle(future, (model, predictions, probabilities))
         return True
 
 
-_Settle = Callable[["asyncio.Future[Result]", "Result | BaseException"], None]
-
-
-def _settle_now(future: asyncio.Future[Result], result: Result | BaseException) -> None:
+def _settle(future: asyncio.Future[Result], result: Result | BaseException) -> None:
     """Set a request's result or exception, unless it is done already (a client gone, a time-out)."""
     if future.done():
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -73,11 +72,6 @@ class ServiceState:
             scorer.signal_stop()
         for scorer in self.shadows.values():
             scorer.stop(timeout=1.0)
-        for batcher in self.canary_batchers.values():
-            if batcher.executor is not None:
-                # A canary batch in progress is abandoned (its requests were answered by the champion after
-                # their time-out, or are being now); what it already queued for the log is flushed below.
-                batcher.executor.shutdown(wait=False, cancel_futures=True)
         self.writer.stop()
         log.warning("prediction service stopped; log writer flushed (%s)", self.writer.stats())
         # A daemon thread: if it is still inside a registry call, exiting abandons only that call.
@@ -107,17 +101,7 @@ def build_state(config: ServingConfig) -> ServiceState:
     batchers = {u.name: MicroBatcher(cache, u.name, window, shadows.get(u.name), metrics) for u in use_cases}
     canaried = [u for u in use_cases if u.deployment.strategy == "canary"]
     canary_batchers = {
-        u.name: MicroBatcher(
-            cache,
-            u.name,
-            window,
-            None,
-            metrics,
-            model_of=_canary_of(cache, u.name),
-            role=ROLE_CANARY,
-            # One thread: the canary's batches in order, and a hung canary holds only its own requests.
-            executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"canary-{u.name}"),
-        )  # fmt: skip
+        u.name: MicroBatcher(cache, u.name, window, None, metrics, model_of=_canary_of(cache, u.name), role=ROLE_CANARY)
         for u in canaried
     }
     guards = {u.name: CanaryGuard(u.name, u.deployment, cache.record_breach) for u in canaried}
