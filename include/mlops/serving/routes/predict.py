@@ -261,9 +261,10 @@ async def _predict_canary(
         parsed = canary.schema.parse(payload, state.config.max_records)
         timeout = state.guards[use_case].rules.canary_timeout_ms / 1000
         batcher = state.canary_batchers[use_case]
-        used, predictions, probabilities = await asyncio.wait_for(
-            batcher.predict(canary, parsed.rows, context), timeout
-        )
+        # asyncio.timeout, not wait_for: wait_for wraps the call in a Task, which starts a loop turn later, so
+        # every canary request missed the batch it arrived with (py-spy and the bench: a 3x p99 under load).
+        async with asyncio.timeout(timeout):
+            used, predictions, probabilities = await batcher.predict(canary, parsed.rows, context)
         if _non_finite(predictions, probabilities) is not None:
             raise ValueError("no finite prediction (NaN or infinity)")
     except Exception as exc:
