@@ -279,6 +279,15 @@ class Deployment(_Strict):
         "the slowest one, and one request delayed by a busy machine would roll a sound canary back.",
     )
 
+    def canary_step(self, tag: str | None) -> int:
+        """The step a version's `mlops.rollout.canary_step` tag names, within `canary_steps`; 0 when the tag is
+        unset or unreadable (the smallest fraction is the safe one). The service routes by it and the rollout
+        DAG judges by it, so both read it here."""
+        try:
+            return min(max(int(tag or "0"), 0), len(self.canary_steps) - 1)
+        except ValueError:
+            return 0
+
     @field_validator("canary_steps")
     @classmethod
     def _increasing_fractions(cls, steps: list[float]) -> list[float]:

@@ -216,3 +216,8 @@ def test_the_step_counts_only_the_canary_versions_requests_since_the_step_began(
 def test_canary_steps_must_be_increasing_fractions(steps: list[float]) -> None:
     with pytest.raises(ValueError, match="canary step"):
         Deployment(strategy="canary", canary_steps=steps)
+
+
+@pytest.mark.parametrize(("tag", "step"), [(None, 0), ("", 0), ("1", 1), ("7", 2), ("-3", 0), ("two", 0)])
+def test_the_step_tag_is_read_within_the_configured_steps(tag: str | None, step: int) -> None:
+    assert CANARY.canary_step(tag) == step  # the service and the rollout DAG read it alike

@@ -127,17 +127,10 @@ def current_rollout(use_case: UseCase | str, now: datetime, *, record: bool = Tr
             return Rollout(uc.name, uc.model_name, "shadow", version, since, champion, recorded)
         return Rollout(
             uc.name, uc.model_name, "canary", version, since, champion, recorded,
-            step=canary_step(tags), step_at=tags.get(TAG_CANARY_STEP_AT) or since, breach=breach_reason(tags),
+            step=uc.deployment.canary_step(tags.get(TAG_CANARY_STEP)),
+            step_at=tags.get(TAG_CANARY_STEP_AT) or since, breach=breach_reason(tags),
         )  # fmt: skip
     return None
-
-
-def canary_step(tags: dict[str, str]) -> int:
-    """The canary's step from its version's tags: 0 when unset or unreadable (the smallest fraction is safe)."""
-    try:
-        return max(0, int(tags.get(TAG_CANARY_STEP, "0")))
-    except ValueError:
-        return 0
 
 
 def breach_reason(tags: dict[str, str]) -> str | None:

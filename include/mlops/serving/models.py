@@ -349,10 +349,7 @@ class ModelCache:
             log.warning("polling @%s of %s failed: %s", CANARY, use_case.model_name, exc)
             return
         steps = use_case.deployment.canary_steps
-        try:
-            step = min(max(int(info.tags.get(TAG_CANARY_STEP, "0")), 0), len(steps) - 1)
-        except ValueError:
-            step = 0  # an unreadable step: the smallest fraction is the safe one
+        step = use_case.deployment.canary_step(info.tags.get(TAG_CANARY_STEP))
         if info.tags.get(TAG_CANARY_BREACH):
             self._breached[name] = info.version  # recorded by this or another replica, before or after a restart
         previous = self._canary_fraction.get(name)
