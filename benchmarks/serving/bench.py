@@ -162,8 +162,8 @@ def payloads(use_case: str, records: list[dict[str, Any]], rows_list: list[int],
     return out
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU time (user + system) used so far by every process of a process group.
+def group_cpu_seconds(pgid: int, exclude: int | None = None) -> float:
+    """CPU time (user + system) used so far by every process of a process group (but `exclude`).
 
     On a machine shared with other work, wall-clock req/s says more about the
     neighbours than about the server; CPU per request does not.
@@ -175,18 +175,46 @@ def group_cpu_seconds(pgid: int) -> float:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and int(stat.parent.name) != exclude:  # after the command: state, ppid, pgrp
             total += int(fields[11]) + int(fields[12])
     return total / ticks
 
 
-def wrk(url: str, body: Path, connections: int, duration: int) -> dict[str, Any]:
+def process_cpu_seconds(pid: int | None) -> float:
+    """CPU time used so far by one process (0 when it is gone or None)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, over every core (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (wrk runs as one)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk(url: str, body: Path, connections: int, duration: int, rate: float | None = None) -> dict[str, Any]:
+    """One wrk run: as fast as answers come (closed loop), or paced at about `rate` requests a second."""
     threads = max(1, min(2, connections))
+    script, env = HERE / "post.lua", {**os.environ, "WRK_BODY": str(body)}
+    if rate:
+        script, env["WRK_DELAY_MS"] = HERE / "paced.lua", str(1000 * connections / rate)
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s",
-           "-s", str(HERE / "post.lua"), url]  # fmt: skip
-    out = subprocess.run(
-        cmd, check=True, capture_output=True, text=True, env={**os.environ, "WRK_BODY": str(body)}
-    ).stdout
+           "-s", str(script), url]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
     def latency(pct: str) -> float:
         match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -272,6 +300,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--rollout-rows", default="1", help="records per request of the rollout cells")
     parser.add_argument("--rollout-connections", default="8", help="connections of the rollout cells")
+    parser.add_argument(
+        "--rollout-rates", default="0,300",
+        help="load of the rollout cells: 0 = closed loop (as fast as answers come), else a paced rate in req/s "
+        "(paced.lua), meant to be below saturation",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
@@ -283,6 +316,7 @@ def main() -> int:
     modes = rollout.parse_modes(args.rollout) if rollout.USE_CASE in use_cases else []
     rollout_rows = [int(r) for r in args.rollout_rows.split(",")] if modes else []
     rollout_connections = [int(c) for c in args.rollout_connections.split(",")]
+    rollout_rates = [float(r) for r in args.rollout_rates.split(",")]
     unknown = sorted(set(use_cases) - set(MODEL_NAMES))
     if unknown:
         raise SystemExit(f"unknown use cases {unknown}: choose from {sorted(MODEL_NAMES)}")
@@ -393,13 +427,28 @@ def main() -> int:
                         raise SystemExit(f"{server.label} answered {served['use_case']} without probabilities: {keys}")
         facts["setup_seconds"] = time.time() - started
 
-        def measure(server: Server, use_case: str, rows: int, c: int, repeat: int) -> None:
+        def measure(server: Server, use_case: str, rows: int, c: int, repeat: int, rate: float = 0) -> None:
             body = bodies[(use_case, "mlflow" if server.kind == "mlflow" else "ours", rows)]
-            warm = wrk(server.url(use_case), body, c, args.warmup)
+            warm = wrk(server.url(use_case), body, c, args.warmup, rate)
             roles_before = rollout.role_counts(server.port, use_case) if server.mode else {}
-            cpu_before = group_cpu_seconds(server.pid)
-            run = wrk(server.url(use_case), body, c, args.duration)
+            # Where the cores go: the service process, the rest of its group (a shadow's worker), wrk, idle.
+            cpu_before, service_before = group_cpu_seconds(server.pid), process_cpu_seconds(server.pid)
+            wrk_before, (busy_before, idle_before) = children_cpu_seconds(), machine_cpu_seconds()
+            run = wrk(server.url(use_case), body, c, args.duration, rate)
             cpu = group_cpu_seconds(server.pid) - cpu_before
+            service = process_cpu_seconds(server.pid) - service_before
+            busy, idle = (a - b for a, b in zip(machine_cpu_seconds(), (busy_before, idle_before), strict=True))
+            seconds = busy + idle  # of all cores
+            cores = os.cpu_count() or 1
+            run["cores"] = {
+                "service": cores * service / seconds,
+                "shadow_worker": cores * (cpu - service) / seconds,
+                "wrk": cores * (children_cpu_seconds() - wrk_before) / seconds,
+                "idle": cores * idle / seconds,
+                "other": cores * busy / seconds,
+            }
+            run["cores"]["other"] -= run["cores"]["service"] + run["cores"]["shadow_worker"] + run["cores"]["wrk"]
+            run["load"] = f"paced {rate:g}/s" if rate else "closed"
             if server.mode:
                 roles = rollout.role_counts(server.port, use_case)
                 by_role = {k: roles.get(k, 0.0) - roles_before.get(k, 0.0) for k in ("champion", "canary")}
@@ -418,11 +467,12 @@ def main() -> int:
                       "connections": c, "repeat": repeat, **run}  # fmt: skip
             results.append(result)
             share = f"  canary share {run['canary_share']:.1%}" if "canary_share" in run else ""
+            where = " ".join(f"{k} {v:.2f}" for k, v in run["cores"].items())
             log(
-                f"{server.label:34} {use_case:13} rows={rows:<3} c={c:<2} {run['rps']:8.0f} req/s  "
+                f"{server.label:34} {use_case:13} rows={rows:<3} c={c:<2} {run['load']:12} {run['rps']:8.0f} req/s  "
                 f"p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms  "
                 f"cpu {run['cpu_ms_per_request']:.2f} ms/req  non-2xx {run['non_2xx']}  "
-                f"socket errors {run['socket_errors']}{share}"
+                f"socket errors {run['socket_errors']}{share}  cores: {where}"
             )
 
         ab = [s for s in servers if s.kind in ("old", "new")]
@@ -441,14 +491,17 @@ def main() -> int:
         rolled = [s for s in servers if s.kind == "rollout"]
         if rolled:
             facts["load_average_rollout_start"] = os.getloadavg()[0]
+        for server in rolled:
+            rollout.wait_ready(str(server.mode), server.port)
         for rows in rollout_rows:
             for c in rollout_connections:
-                # Every mode once per repeat, the order rotated each time (off, shadow, canary25; then
-                # shadow, canary25, off; ...), so no mode always runs first or after the same neighbour.
-                for repeat in range(args.repeats):
-                    shift = repeat % len(rolled)
-                    for server in rolled[shift:] + rolled[:shift]:
-                        measure(server, rollout.USE_CASE, rows, c, repeat)
+                for rate in rollout_rates:
+                    # Every mode once per repeat, the order rotated each time (off, shadow, canary25; then
+                    # shadow, canary25, off; ...), so no mode always runs first or after the same neighbour.
+                    for repeat in range(args.repeats):
+                        shift = repeat % len(rolled)
+                        for server in rolled[shift:] + rolled[:shift]:
+                            measure(server, rollout.USE_CASE, rows, c, repeat, rate)
         if rolled:
             facts["load_average_rollout_end"] = os.getloadavg()[0]
         for server in rolled:
@@ -581,8 +634,9 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
         "",
         "Every run (req/s, p50/p99, CPU of the server's process group per request, error answers):",
         "",
-        "| server | use case | rows/req | conn. | run | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx | sock. err. |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | use case | rows/req | conn. | load | run | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx "
+        "| sock. err. |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes = []
     for r in results:
@@ -607,7 +661,8 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
             # A cell with error answers measures an error page, not the model.
             flag = " (INVALID: error answers)" if r["non_2xx"] or r["socket_errors"] else ""
             lines.append(
-                f"| {r['server']}{flag} | {r['use_case']} | {r['rows']} | {r['connections']} | {r['repeat'] + 1} | "
+                f"| {r['server']}{flag} | {r['use_case']} | {r['rows']} | {r['connections']} | "
+                f"{r.get('load', 'closed')} | {r['repeat'] + 1} | "
                 f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_ms_per_request']:.2f} | "
                 f"{r['non_2xx']} | {r['socket_errors']} |"
             )

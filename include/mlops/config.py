@@ -217,6 +217,20 @@ class Deployment(_Strict):
         description="A shadow not done with a micro-batch this long after the champion answered it is abandoned "
         "(its rows are not logged) and counted as a time-out.",
     )
+    shadow_sample: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="The fraction of micro-batches the shadow scores, drawn at random (1: all). Below 1 the "
+        "shadow costs less CPU and the rollout gathers its paired rows that much slower (min_labeled_rows and "
+        "deadline_hours are counted on the rows scored by both).",
+    )
+    shadow_hang_ms: float = Field(
+        default=5000,
+        gt=0,
+        description="A shadow micro-batch still running this long after its deadline (shadow_timeout_ms) is taken "
+        "for a hang: the shadow's worker process is killed and started again.",
+    )
     min_labeled_rows: int = Field(
         default=200,
         gt=0,

@@ -86,8 +86,16 @@ class ServiceMetrics:
         )
         self.shadow_dropped = Counter(
             "mlops_serving_shadow_dropped_batches",
-            "Micro-batches never given to the shadow because its queue was full (a slow or hung shadow).",
+            "Micro-batches never given to the shadow: its queue or pipe was full (a slow or hung shadow), or its "
+            "worker was not ready (starting, loading a version, restarting).",
             ["use_case"],
+            registry=r,
+        )
+        self.shadow_restarts = Counter(
+            "mlops_serving_shadow_restarts",
+            "Shadow worker processes started again: `hung` (a micro-batch ran deployment.shadow_hang_ms past its "
+            "deadline: killed) or `exited` (it died).",
+            ["use_case", "reason"],
             registry=r,
         )
         self.canary_fallbacks = Counter(

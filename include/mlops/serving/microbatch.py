@@ -1,8 +1,8 @@
 """Micro-batching: the requests of a short window share one predict call.
 
 The model reference is taken once per micro-batch, so a hot swap never mixes versions
-inside one response. With a shadow (serving/shadow.py), the batch's rows go to the shadow
-worker after every champion answer of the batch is set. A use case with a canary has a
+inside one response. With a shadow (serving/shadow.py), the batch's rows go to the shadow's
+worker process after every champion answer of the batch is set. A use case with a canary has a
 second batcher for the requests routed to it, which predicts with `@canary` (`model_of`) on
 the event loop, as the champion's does: the guard then compares the two on equal terms. (A
 thread of its own was tried: under load its hand-off and GIL waits gave a canary of the
@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 from mlops.naming import ROLE_CHAMPION
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mlops.serving.metrics import ServiceMetrics
     from mlops.serving.models import LoadedModel, ModelCache
     from mlops.serving.shadow import RequestContext, ShadowScorer
@@ -115,7 +113,7 @@ class MicroBatcher:
         except Exception:
             # One bad request must not fail its neighbours: predict them one by one.
             answered = [(rows, context) for rows, future, context in usable if self._predict_one(model, rows, future)]
-            self._to_shadow(model, [row for rows, _ in answered for row in rows], None, [c for _, c in answered])
+            self._to_shadow(model, [row for rows, _ in answered for row in rows], [c for _, c in answered])
             return
         self._observe(model, len(all_rows), time.perf_counter() - started)
         start = 0
@@ -124,16 +122,10 @@ class MicroBatcher:
             proba = probabilities[start:end] if probabilities is not None else None
             _settle(future, (model, predictions[start:end], proba))
             start = end
-        self._to_shadow(model, all_rows, frame, [context for _, _, context in usable])
+        self._to_shadow(model, all_rows, [context for _, _, context in usable])
 
-    def _to_shadow(
-        self,
-        model: LoadedModel,
-        rows: list[list[Any]],
-        frame: pd.DataFrame | None,
-        contexts: list[RequestContext | None],
-    ) -> None:
-        """Hand the answered rows to the shadow worker, if this use case has a shadow now."""
+    def _to_shadow(self, model: LoadedModel, rows: list[list[Any]], contexts: list[RequestContext | None]) -> None:
+        """Hand the answered rows to the shadow's worker process, if this use case has a shadow now."""
         if self.shadow is None or not rows:
             return
         shadow = self.cache.get_shadow(self.use_case)
@@ -142,7 +134,7 @@ class MicroBatcher:
         from mlops.serving.shadow import ShadowJob
 
         known = [c for c in contexts if c is not None]
-        self.shadow.submit(ShadowJob(model, shadow, rows, frame, known, self.shadow.deadline()))
+        self.shadow.submit(ShadowJob(model, shadow, rows, known, self.shadow.deadline()))
 
     def _observe(self, model: LoadedModel, rows: int, seconds: float) -> None:
         if self.metrics is not None:

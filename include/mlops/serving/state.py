@@ -2,7 +2,8 @@
 
 One `ServiceState` is built per app and attached to it (`app.state.service`); routes read it
 with `service_state(request)`. The lifespan starts and stops its background threads: the
-alias poller, the log writer and one shadow worker per use case with `strategy: shadow`.
+alias poller, the log writer and, per use case with `strategy: shadow`, the supervisor of its shadow
+worker process (serving/shadow.py).
 A use case with `strategy: canary` has a second batcher (for the requests routed to
 `@canary`) and a guard (serving/canary.py); neither has a thread of its own.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_CANARY, ROLE_CHAMPION, ROLE_SHADOW
 from mlops.serving.canary import CanaryGuard
@@ -22,6 +24,7 @@ from mlops.serving.microbatch import MicroBatcher
 from mlops.serving.models import ModelCache
 from mlops.serving.online_features import OnlineFeatures
 from mlops.serving.shadow import ShadowScorer
+from mlops.serving.shadow_worker import RegistryLoader
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -46,7 +49,7 @@ class ServiceState:
     """The served use cases, sorted: named in every refusal of a use case."""
     metrics: ServiceMetrics
     shadows: dict[str, ShadowScorer]
-    """One shadow worker per served use case with deployment.strategy: shadow."""
+    """One per served use case with deployment.strategy: shadow: hands its micro-batches to a worker process."""
     canary_batchers: dict[str, MicroBatcher]
     """One per served use case with deployment.strategy: canary: predicts with `@canary`."""
     guards: dict[str, CanaryGuard]
@@ -66,13 +69,13 @@ class ServiceState:
         # unreachable registry can take minutes to return, and waiting for it before
         # the flush would let the supervisor's SIGKILL take the buffered predictions with it.
         self.cache.signal_stop()
-        # Shadow rows already handed to the writer are flushed with the champion's; a shadow
-        # batch still running (or hung) is abandoned: daemon threads, a short join.
+        # The shadow workers drain their own log writers while this one drains (they are told at
+        # once, waited for after); a worker still busy (or hung) past the wait is killed.
         for scorer in self.shadows.values():
             scorer.signal_stop()
-        for scorer in self.shadows.values():
-            scorer.stop(timeout=1.0)
         self.writer.stop()
+        for scorer in self.shadows.values():
+            scorer.stop()
         log.warning("prediction service stopped; log writer flushed (%s)", self.writer.stats())
         # A daemon thread: if it is still inside a registry call, exiting abandons only that call.
         self.cache.stop(timeout=2.0)
@@ -93,7 +96,17 @@ def build_state(config: ServingConfig) -> ServiceState:
         config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds
     )
     shadows = {
-        u.name: ShadowScorer(u.name, writer, u.deployment.shadow_timeout_ms / 1000, metrics)
+        u.name: ShadowScorer(
+            u.name,
+            u.deployment.shadow_timeout_ms / 1000,
+            metrics,
+            model_of=partial(cache.get_shadow, u.name),
+            loader=RegistryLoader(u, cache.tracking_uri, config.array_predict),
+            log_uri=config.log_uri,
+            log_flush_seconds=config.log_flush_seconds,
+            sample=u.deployment.shadow_sample,
+            hang_seconds=u.deployment.shadow_hang_ms / 1000,
+        )
         for u in use_cases
         if u.deployment.strategy == "shadow"
     }
@@ -133,7 +146,7 @@ def _scraped(state: ServiceState) -> Iterator[Metric]:
     """What /metrics reads from the running service at scrape time: log writer, shadow queues, versions served."""
     from prometheus_client.core import GaugeMetricFamily
 
-    yield from log_writer_metrics(state.writer.stats())
+    yield from log_writer_metrics(_log_stats(state))
     depth = GaugeMetricFamily("mlops_serving_shadow_queue_depth", "Micro-batches waiting for the shadow.",
                               labels=["use_case"])  # fmt: skip
     late = GaugeMetricFamily(
@@ -169,6 +182,17 @@ def _scraped(state: ServiceState) -> Iterator[Metric]:
         if found is not None:
             fraction.add_metric([name, found[0].version], found[1])
     yield fraction
+
+
+def _log_stats(state: ServiceState) -> dict[str, Any]:
+    """The service's log writer's counts, plus the rows its shadow workers' writers appended, held or dropped."""
+    stats = state.writer.stats()
+    for scorer in state.shadows.values():
+        shadow = scorer.log_stats()
+        for key in ("written_rows", "dropped_rows", "rejected_rows", "pending_rows"):
+            stats[key] += shadow.get(key, 0)
+        stats["failing"] = stats["failing"] or bool(shadow.get("failing"))
+    return stats
 
 
 def service_state(request: Request) -> ServiceState:
