@@ -324,6 +324,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     servers: list[Server] = []
     tree: Path | None = None
+    trees: list[Path] = []
+    """Baseline trees of rollout modes `<mode>@<commit>` (removed at the end)."""
     results: list[dict[str, Any]] = []
     facts: dict[str, Any] = {"load_average_start": os.getloadavg()[0], "baseline": args.baseline}
     try:
@@ -357,7 +359,7 @@ def main() -> int:
                 # as above) and, but for `off`, the second version as @shadow or @canary.
                 candidate, _, _ = fit_breast_cancer(rollout.CANDIDATE_C)
                 for mode in modes:
-                    name = f"{MODEL_NAMES[use_case]}_{mode.replace('-', '_')}"
+                    name = rollout.model_name(MODEL_NAMES[use_case], mode)
                     _log_model(name, pipe, inputs)
                     block = rollout.deployment(mode)
                     if block:
@@ -386,10 +388,15 @@ def main() -> int:
         servers.append(start_server("new (class + probabilities)", "new", cmd, "/ready", tmp, plain_env))
         servers[-1].log_uri = tmp / "log-new"
         for mode in modes:
-            # One service per mode, the same command but for its configs folder (breast_cancer alone).
+            # One service per mode, the same command but for its configs folder (breast_cancer alone);
+            # a mode `<mode>@<commit>` runs the service code of that commit (its package first on the path).
             cmd = [*ours, "--log-uri", str(tmp / f"log-{mode}"), *args.serve_args.split()]
             cmd[cmd.index("--configs-dir") + 1] = str(tmp / f"configs-{mode}")
-            servers.append(start_server(f"rollout {mode}", "rollout", cmd, "/ready", tmp, plain_env))
+            env = plain_env
+            if "@" in mode:
+                trees.append(baseline_tree(mode.split("@", 1)[1], tmp))
+                env = {**os.environ, "PYTHONPATH": str(trees[-1] / "include")}
+            servers.append(start_server(f"rollout {mode}", "rollout", cmd, "/ready", tmp, env))
             servers[-1].log_uri, servers[-1].mode = tmp / f"log-{mode}", mode
         if not args.skip_mlflow:
             # `mlflow models serve` refuses to deserialize any model unless told the registry is trusted.
@@ -510,7 +517,7 @@ def main() -> int:
                 # What the guard saw when it fired: the service records it on the version (serving/canary.py).
                 from mlflow import MlflowClient
 
-                name = f"{MODEL_NAMES[rollout.USE_CASE]}_{str(server.mode).replace('-', '_')}"
+                name = rollout.model_name(MODEL_NAMES[rollout.USE_CASE], str(server.mode))
                 tags = MlflowClient().get_model_version(name, checked["health"]["version"]).tags
                 checked["breach"] = tags.get(TAG_CANARY_BREACH)
                 checked["verdict"] += f"; breach on record: {checked['breach']}"
@@ -525,8 +532,9 @@ def main() -> int:
     finally:
         for server in servers:
             stop_process_group(server.pid)
-        if tree is not None:
-            remove_baseline_tree(tree)
+        for old in [tree, *trees]:
+            if old is not None:
+                remove_baseline_tree(old)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     facts["load_average_end"] = os.getloadavg()[0]

@@ -1,13 +1,17 @@
 """Shadow scoring on a real service: a use case with `deployment.strategy: shadow` scores every
-micro-batch with `@shadow` too, logs it with role `shadow`, and a shadow that raises or is slow
-changes no champion answer; /metrics counts all of it.
+micro-batch with `@shadow` too, in a worker process of its own, logs it with role `shadow`, and a
+shadow that raises, is slow or hangs changes no champion answer; /metrics counts all of it; a hung
+worker is killed and started again, and the worker dies with the service.
 
 One service (breast_cancer only) on the session MLflow server; the tests move `@shadow` between
-a good second model, one whose predict_proba raises and one that sleeps past the time-out.
+a good second model, one whose predict_proba raises, one that sleeps past the time-out and one
+that hangs once. The last test SIGKILLs the service.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +32,8 @@ from mlops.predictionlog.predictions import read_predictions
 pytestmark = pytest.mark.integration
 
 TIMEOUT_MS = 200
+HANG_MS = 1500
+"""shadow_hang_ms: the slow shadow (0.6 s a batch, 0.4 s past its deadline) is not hung; one that sleeps for good is."""
 
 
 @dataclass
@@ -48,7 +54,7 @@ def setup(mlflow_server: str, session_home: Path, tmp_path_factory: pytest.TempP
     names = write_configs(configs, uuid.uuid4().hex[:8])
     path = configs / "breast_cancer.yaml"
     raw = yaml.safe_load(path.read_text())
-    raw["deployment"] = {"strategy": "shadow", "shadow_timeout_ms": TIMEOUT_MS}
+    raw["deployment"] = {"strategy": "shadow", "shadow_timeout_ms": TIMEOUT_MS, "shadow_hang_ms": HANG_MS}
     path.write_text(yaml.safe_dump(raw))
     features, _ = breast_cancer_frame()
     champion_pipeline, shadow_pipeline = classifier(1.0), classifier(0.001)
@@ -65,11 +71,19 @@ def setup(mlflow_server: str, session_home: Path, tmp_path_factory: pytest.TempP
         service.stop()
 
 
-def wait_for_shadow(service: Service, version: str | None) -> None:
-    def shadowing() -> bool:
-        return bool(httpx.get(f"{service.url}/health").json()["shadows"]["breast_cancer"]["version"] == version)
+def shadow_health(service: Service) -> dict[str, Any]:
+    block: dict[str, Any] = httpx.get(f"{service.url}/health").json()["shadows"]["breast_cancer"]
+    return block
 
-    wait_until(shadowing, timeout=60, what=f"@shadow {version} loaded")
+
+def wait_for_shadow(service: Service, version: str | None) -> None:
+    """Until the service follows @shadow = `version` and its shadow worker process has loaded it too."""
+
+    def shadowing() -> bool:
+        block = shadow_health(service)
+        return bool(block["version"] == version and block["worker"]["version"] == version)
+
+    wait_until(shadowing, timeout=60, what=f"@shadow {version} loaded by the service and its shadow worker")
 
 
 def set_shadow(setup: Setup, pipeline: Any, *, pickled: bool = False) -> str:
@@ -95,8 +109,10 @@ def set_shadow(setup: Setup, pipeline: Any, *, pickled: bool = False) -> str:
     return version
 
 
-def misbehaving(kind: str) -> Any:
-    """The champion's kind of pipeline whose final step raises, or sleeps 0.6 s, in predict_proba.
+def misbehaving(kind: str, flag: str = "") -> Any:
+    """The champion's kind of pipeline whose final step raises, or sleeps 0.6 s, in predict_proba; or
+    (`hang`) sleeps for good on the first batch after the file `flag` appears, removing it (a hang that
+    a restart clears, like a deadlock).
 
     Defined inside a function so that cloudpickle stores the class by value: the service
     process can load it without this test module.
@@ -107,7 +123,12 @@ def misbehaving(kind: str) -> Any:
         def predict_proba(self, X: Any) -> Any:
             if kind == "raise":
                 raise RuntimeError("a shadow that fails on every batch")
-            time.sleep(0.6)
+            if kind == "hang":
+                if os.path.exists(flag):
+                    os.remove(flag)
+                    time.sleep(3600)
+            else:
+                time.sleep(0.6)
             return super().predict_proba(X)
 
     pipeline = classifier(0.5)
@@ -250,3 +271,50 @@ def test_removing_the_shadow_alias_stops_shadowing(setup: Setup) -> None:
     assert [(m["strategy"], m["shadow"]) for m in models] == [("shadow", None)]
     ids = [f"sh-gone-{uuid.uuid4().hex[:6]}"]
     assert_champion_answers(setup, post_all(setup, ids, [5], "2011-07-07T09:00:00"), [5])
+
+
+def test_a_hung_shadow_worker_is_killed_and_the_next_one_shadows_again(setup: Setup, tmp_path: Path) -> None:
+    flag = tmp_path / "hang"
+    hanging = set_shadow(setup, misbehaving("hang", str(flag)), pickled=True)
+    wait_for_shadow(setup.service, hanging)
+    hung_pid = shadow_health(setup.service)["worker"]["pid"]
+    restarts = value(metrics(setup.service), "mlops_serving_shadow_restarts_total", use_case="breast_cancer",
+                     reason="hung")  # fmt: skip
+    flag.touch()  # the worker's next batch hangs for good
+    tag = uuid.uuid4().hex[:6]
+    rows = list(range(100, 116))
+    ids = [f"sh-hung-{tag}-{i}" for i in rows]
+    assert_champion_answers(setup, post_all(setup, ids, rows, "2011-07-09T09:00:00"), rows)
+    wait_until(lambda: not flag.exists(), what="the shadow hanging")
+
+    def restarted() -> bool:
+        samples = metrics(setup.service)
+        return value(samples, "mlops_serving_shadow_restarts_total", use_case="breast_cancer", reason="hung") > restarts
+
+    # Killed HANG_MS after its deadline, a new worker started and loaded the same @shadow, with no service restart.
+    wait_until(restarted, timeout=30, what="the hung shadow worker killed")
+    wait_for_shadow(setup.service, hanging)
+    assert shadow_health(setup.service)["worker"]["pid"] != hung_pid
+    later = [f"sh-after-{tag}-{i}" for i in rows]
+    assert_champion_answers(setup, post_all(setup, later, rows, "2011-07-09T10:00:00"), rows)
+    wait_until(lambda: len(logged(setup, "2011-07-09", later)) == 2 * len(later), what="shadowed again")
+    assert set(logged(setup, "2011-07-09", later)["role"]) == {"champion", "shadow"}
+    hung_batches = logged(setup, "2011-07-09", ids)
+    assert (hung_batches["role"] == "champion").sum() == len(ids)
+
+
+def test_the_shadow_worker_dies_with_the_service(setup: Setup) -> None:
+    """Last in the module: SIGKILLs the service (no shutdown code runs); its shadow worker must not live on."""
+    worker = shadow_health(setup.service)["worker"]["pid"]
+    os.kill(worker, 0)
+    os.kill(setup.service.pid, signal.SIGKILL)
+    setup.service.process.wait(timeout=30)
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+
+    wait_until(gone, timeout=15, what="the shadow worker gone with its service")
