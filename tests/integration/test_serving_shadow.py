@@ -83,7 +83,7 @@ def wait_for_shadow(service: Service, version: str | None) -> None:
         block = shadow_health(service)
         return bool(block["version"] == version and block["worker"]["version"] == version)
 
-    wait_until(shadowing, timeout=60, what=f"@shadow {version} loaded by the service and its shadow worker")
+    wait_until(shadowing, timeout=120, what=f"@shadow {version} loaded by the service and its shadow worker")
 
 
 def set_shadow(setup: Setup, pipeline: Any, *, pickled: bool = False) -> str:

@@ -73,9 +73,10 @@ costs about the same for 1 row as for 100 (docs/serving.md, "Why it is fast"): a
 second most micro-batches hold one request, and gathering them cuts the shadow's CPU several times over. Far
 inside shadow_timeout_ms (250 ms by default); skipped when a job's deadline is closer than twice this."""
 NICENESS = 10
-"""The worker runs at this `nice`: when the champion's process and the shadow want the same core, the kernel
-gives it to the champion (CFS weights 1024 to 110); the shadow then falls behind, and its late batches are
-counted, rather than the champion's answers."""
+"""Once it has loaded its first version, the worker runs at this `nice`: when the champion's process and the
+shadow want the same core, the kernel gives it to the champion (CFS weights 1024 to 110); the shadow then falls
+behind, and its late batches are counted, rather than the champion's answers. (Not before: its imports and
+first load would crawl on a busy machine, and shadowing would start that much later.)"""
 
 Request = tuple[list[str], list[datetime], str]
 """One request of a micro-batch: its ids, event times and source."""
@@ -129,8 +130,11 @@ class ShadowWorker:
         writer: PredictionLogWriter,
         state: Any,
         report: Callable[[dict[str, Any]], None],
+        niceness: int = 0,
     ) -> None:
         self.writer = writer
+        self.niceness = niceness
+        """Added to the process's nice value after the first version loaded (NICENESS in the worker process)."""
         self.state = state
         """The shared float64 slots (a memoryview, or any list in tests)."""
         self.report = report
@@ -138,6 +142,7 @@ class ShadowWorker:
         self.schemas: dict[int, tuple[list[str], dict[str, str] | None]] = {}
         self.events: list[tuple[Any, ...]] = []
         self._last_report = 0.0
+        self._niced = False
 
     def handle(self, messages: Sequence[tuple[Any, ...]]) -> None:
         """Act on messages in order; consecutive jobs of one version and schema are predicted together."""
@@ -177,6 +182,10 @@ class ShadowWorker:
             return
         self.state[READY_SEQ] = seq
         self.events.append(("loaded", ref.version, time.perf_counter() - started))
+        if self.niceness and not self._niced:
+            self._niced = True
+            with contextlib.suppress(OSError):
+                os.nice(self.niceness)
 
     def _score(self, jobs: list[Job]) -> None:
         now = time.monotonic()
@@ -347,8 +356,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = os.getppid()
     _die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     # Ctrl-C in a terminal reaches the whole group: the service stops the worker itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -363,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports = Connection(args.reports_fd, readable=False)
     writer = PredictionLogWriter(args.log_uri, flush_seconds=args.log_flush_seconds)
     writer.start()
-    worker = ShadowWorker(writer, state, lambda body: reports.send_bytes(pickle.dumps(body)))
+    worker = ShadowWorker(writer, state, lambda body: reports.send_bytes(pickle.dumps(body)), NICENESS)
     try:
         while os.getppid() == parent:
             worker.handle(_read_messages(jobs, REPORT_SECONDS))
