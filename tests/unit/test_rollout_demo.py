@@ -45,3 +45,19 @@ def test_each_rollout_gets_a_valid_config_and_the_others_are_copied_as_they_are(
     assert sorted(p.name for p in settings.configs_dir.iterdir()) == sorted(
         p.name for p in (PROJECT_ROOT / "configs").glob("*.yaml")
     )
+
+
+def test_the_demo_waits_for_the_shadow_worker_and_its_log_before_judging() -> None:
+    from mlops.platform.rollout_demo import USE_CASE, log_flushed, rollout_version
+
+    idle = {"queue_depth": 0, "pending_rows": 0}
+    shadow = {"version": "2", "queue_depth": 0, "worker": {"version": None}, "log": {}}
+    health = {"log": idle, "shadows": {USE_CASE: shadow}}
+    assert rollout_version(health, "shadows") is None  # the service has @shadow, its worker not yet
+    assert not log_flushed(health)  # the worker has not reported its log writer yet
+    shadow["worker"] = {"version": "2"}
+    shadow["log"] = {"queue_depth": 3, "pending_rows": 0}
+    assert rollout_version(health, "shadows") == "2" and not log_flushed(health)
+    shadow["log"] = idle
+    assert log_flushed(health)
+    assert rollout_version({"canaries": {USE_CASE: {"version": "3"}}}, "canaries") == "3"

@@ -126,13 +126,19 @@ def rollout_version(health: dict[str, Any], section: str) -> str | None:
     """The version `/health` shows under `shadows` or `canaries` for the demo's use case."""
     found = (health.get(section) or {}).get(USE_CASE) or {}
     version = found.get("version")
+    worker = found.get("worker")
+    if worker is not None and worker.get("version") != version:
+        return None  # the shadow's worker process has not loaded it yet: its batches would be dropped
     return str(version) if version is not None else None
 
 
 def log_flushed(health: dict[str, Any]) -> bool:
     """Every answered row is in the prediction log: the rollout reads the log, not the service."""
-    log = health.get("log") or {}
-    return log.get("queue_depth") == 0 and log.get("pending_rows") == 0
+    logs = [health.get("log") or {}]
+    # A shadow's rows are logged by its worker process's own writer (as it last reported it).
+    logs += [shadow.get("log") or {} for shadow in (health.get("shadows") or {}).values()]
+    shadows_idle = all(shadow.get("queue_depth") == 0 for shadow in (health.get("shadows") or {}).values())
+    return shadows_idle and all(log.get("queue_depth") == 0 and log.get("pending_rows") == 0 for log in logs)
 
 
 def train(api: AirflowAPI, use_case: UseCase, as_of: str, reason: str) -> dict[str, Any] | None:
