@@ -26,9 +26,11 @@ What passes between the two, over two pipes and a small shared memory block:
   first job's seq and deadline; 0 when idle) and the model seq loaded, so the service sees
   a hung shadow at once, without a message.
 
-The worker ends when the jobs pipe closes (the service stops), on SIGTERM (its process
-group is stopped), or when the service process dies (PR_SET_PDEATHSIG on Linux, and the
-parent pid checked every report), draining its log writer first on the first two.
+The worker ends when the jobs pipe closes (the service stops it), draining its log writer
+first, or at once when the service process dies (PR_SET_PDEATHSIG on Linux, and the parent pid
+checked every 0.1 s). It ignores SIGTERM and SIGINT: they reach it with the rest of the process
+group when the service is stopped, and the service stops it in its own shutdown, after which
+an exit would look like a crash (and be restarted).
 """
 
 from __future__ import annotations
@@ -116,10 +118,6 @@ class Job:
     rows: list[list[Any]]
     requests: list[Request]
     deadline: float
-
-
-class _Stopping(Exception):
-    """SIGTERM: stop reading, drain the log, exit."""
 
 
 class ShadowWorker:
@@ -356,13 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = os.getppid()
     _die_with_parent()
-    # Ctrl-C in a terminal reaches the whole group: the service stops the worker itself.
+    # A stop of the process group (Ctrl-C, SIGTERM) reaches the worker too: the service stops it itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def stopping(signum: int, frame: Any) -> None:
-        raise _Stopping
-
-    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s shadow worker {args.use_case} %(message)s")
     block = mmap.mmap(args.state_fd, STATE_SLOTS * 8)
     state = memoryview(block).cast("d")
@@ -375,10 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         while os.getppid() == parent:
             worker.handle(_read_messages(jobs, REPORT_SECONDS))
             worker.flush_report()
-    except (_Stopping, EOFError, BrokenPipeError, OSError):
-        pass  # the service stopped (or is stopping): drain the log and go
+    except (EOFError, BrokenPipeError, OSError):
+        pass  # the service closed the pipe: drain the log and go
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         writer.stop()
         with contextlib.suppress(OSError):
             worker.flush_report(force=True)
