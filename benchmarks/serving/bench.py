@@ -254,10 +254,21 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
+def start_in_this_session(command: list[str], log_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Like `start_process_group` (a process group of its own, stopped by `stop_process_group`), but in this
+    session: Linux's autogroup scheduler shares the CPU fairly between sessions, so a service in a session of
+    its own with a second process (a shadow's worker) would get up to twice the CPU of a single-process one
+    whenever other sessions load the machine, and the modes would not compare. Here every server and wrk
+    share this session's autogroup."""
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                process_group=0)  # fmt: skip
+
+
 def start_server(label: str, kind: str, cmd: list[str], ready: str, folder: Path, env: dict[str, str]) -> Server:
     port = free_port()
     logfile = folder / f"{re.sub(r'[^a-z0-9]+', '_', label.lower())}.log"
-    process = start_process_group([*cmd, "--host", "127.0.0.1", "--port", str(port)], logfile, env=env)
+    process = start_in_this_session([*cmd, "--host", "127.0.0.1", "--port", str(port)], logfile, env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}{ready}", 600, process, logfile)
     except BaseException:
