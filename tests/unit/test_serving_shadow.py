@@ -175,6 +175,18 @@ def test_a_hung_shadow_worker_is_killed_and_a_new_one_shadows_again(serve: Any, 
     assert scorer.scored_batches == 1 and scorer.timeouts == 1  # the poison batch: one time-out, never logged
 
 
+def test_a_worker_that_dies_is_started_again(serve: Any, tmp_path: Path) -> None:
+    batcher, scorer, metrics = serve("2")
+    first = scorer.stats()["worker"]["pid"]
+    os.kill(first, signal.SIGKILL)  # as the OOM killer would
+    wait_until(lambda: scorer.restarts == 1, timeout=10, what="the dead worker noticed")
+    assert sample(metrics, "mlops_serving_shadow_restarts_total", use_case="demo", reason="exited") == 1
+    wait_until(lambda: scorer.stats()["worker"]["state"] == "ready", timeout=30, what="a new worker loaded")
+    assert scorer.stats()["worker"]["pid"] != first
+    assert ask(batcher, 2, "d") == [[1.0], [2.0]]
+    wait_until(lambda: len(logged(tmp_path)) == 2, what="the new worker's rows in the log")
+
+
 def test_a_sampled_shadow_scores_that_fraction_of_the_micro_batches(serve: Any, tmp_path: Path) -> None:
     batcher, scorer, _ = serve("2", sample=0.5)
     for round_ in range(100):
