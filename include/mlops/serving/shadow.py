@@ -245,9 +245,9 @@ class ShadowScorer:
         return time.monotonic() + self.timeout_seconds
 
     def _dropped(self) -> bool:
-        self.dropped_batches += 1
         if self.metrics is not None:
             self.metrics.shadow_dropped.labels(self.use_case).inc()
+        self.dropped_batches += 1
         return False
 
     # What /health and /metrics read.
@@ -428,16 +428,17 @@ class ShadowScorer:
                     self.metrics.observe_predict(self.use_case, version, ROLE_SHADOW, event[2], event[3])
             elif worker.outstanding.pop(event[2], None) is None:
                 continue  # counted already (a batch seen overdue while it ran)
+            # /metrics before the plain counts /health shows: whoever sees a count sees its metric too.
             elif kind == "scored":
-                self.scored_batches += 1
-                self._strikes = 0
                 if self.metrics is not None:
                     self.metrics.count_shadow_requests(self.use_case, version, event[3])
+                self.scored_batches += 1
+                self._strikes = 0
             elif kind == "failed":
-                self.failures += 1
                 if self.metrics is not None:
                     self.metrics.shadow_failures.labels(self.use_case, version).inc()
                 self._note(f"version {version} failed on a micro-batch: {event[3]}")
+                self.failures += 1
             elif kind in ("late", "expired"):
                 self._timed_out(version)
 
@@ -463,9 +464,9 @@ class ShadowScorer:
             self._worker = None
 
     def _timed_out(self, version: str) -> None:
-        self.timeouts += 1
         if self.metrics is not None:
             self.metrics.shadow_timeouts.labels(self.use_case, version).inc()
+        self.timeouts += 1
 
     def _lost(self, worker: _Worker, reason: str, detail: str) -> None:
         """The worker died or hangs: kill it, count what it never finished as time-outs, and back off."""
@@ -477,9 +478,9 @@ class ShadowScorer:
             self._timed_out(version)
         worker.outstanding.clear()
         self._close(worker)
-        self.restarts += 1
         if self.metrics is not None:
             self.metrics.shadow_restarts.labels(self.use_case, reason).inc()
+        self.restarts += 1
         self._note(f"worker pid {worker.process.pid} {reason}: {detail}; starting another", always=True)
         self._back_off()
 
