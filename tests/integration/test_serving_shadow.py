@@ -213,7 +213,9 @@ def test_the_shadow_scores_the_same_requests_and_is_logged_beside_the_champion(s
     assert value(samples, latency, **uc, model_version=setup.champion, role="champion") >= len(ids)
     assert value(samples, "mlops_serving_predict_duration_seconds_count", **uc, model_version=setup.shadow,
                  role="shadow") >= 1  # fmt: skip
-    assert value(samples, "mlops_serving_log_written_rows_total") >= 2 * len(ids)
+    # The shadow's rows are counted by its worker's log writer, which reports within a second of writing them.
+    wait_until(lambda: value(metrics(setup.service), "mlops_serving_log_written_rows_total") >= 2 * len(ids),
+               timeout=10, what="both roles' rows counted in /metrics")  # fmt: skip
     assert value(samples, "mlops_serving_model_events_total", **uc, role="shadow", event="load") >= 1
     info = {"role": "shadow", "model_name": setup.model_name, "model_version": setup.shadow}
     assert value(samples, "mlops_serving_model_info", **uc, **info) == 1
