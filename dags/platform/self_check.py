@@ -2,7 +2,8 @@
 ### Platform self-check
 
 Verifies the plumbing every other DAG depends on: the use-case configs parse,
-the MLflow tracking server answers, and the state folder is writable. It also reports
+the MLflow tracking server answers, the state folder is writable, and the feature
+store's registry matches `features/` (a definition changed without `feast apply` is named). It also reports
 whether task processes start with their libraries preloaded (informational).
 Trigger it by hand after `mlops stack up`, or let it run daily.
 """
@@ -52,7 +53,13 @@ def platform_self_check() -> None:
 
         return health.check_warm_start().to_dict()
 
-    check_warm_start() >> check_configs() >> check_mlflow() >> check_state_dir()
+    @task
+    def check_feature_store() -> dict[str, object]:
+        from mlops.platform import health
+
+        return health.check_feature_store().to_dict()
+
+    check_warm_start() >> check_configs() >> check_mlflow() >> check_state_dir() >> check_feature_store()
 
 
 self_check_dag = platform_self_check()

@@ -181,3 +181,37 @@ def test_the_skew_check_looks_the_served_keys_up_offline_at_their_event_time(
     assert skew.features["temp"].differing == 1 and skew.features["hum"].differing == 0
     assert [f.split(":")[0] for f in skew.findings] == ["feature 'temp'"]
     assert "hour '2011-01-01T02': served 3.5, offline 3.0" in skew.findings[0]
+
+
+# --------------------------------------------------------------------------- the self-check
+
+
+def test_the_self_check_names_a_definition_changed_without_apply(
+    tmp_path: Path, repo: store.FeatureRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from mlops.platform import health
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "bike_store.yaml").write_text(
+        yaml.safe_dump(store_backed().model_copy(update={"name": "bike_store"}).model_dump(mode="json"))
+    )
+    monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(configs))
+
+    fresh = health.check_feature_store(store.FeatureRepo(definitions_dir=ROOT / "features", home=tmp_path / "none"))
+    assert not fresh.ok and "trigger the materialize_features DAG" in fresh.detail
+    assert health.check_feature_store(repo).ok
+
+    changed = tmp_path / "features"
+    changed.mkdir()
+    text = (ROOT / "features" / "bike_weather.py").read_text()
+    (changed / "bike_weather.py").write_text(
+        text.replace('Field(name="hum", dtype=Float64)', 'Field(name="hum", dtype=String)')
+    )
+    edited = store.FeatureRepo(definitions_dir=changed, home=repo.home)
+    with pytest.raises(
+        ValueError, match=r"'weather_hourly' changed since it was registered \(features\): run `mlops features apply`"
+    ):
+        health.check_feature_store(edited)

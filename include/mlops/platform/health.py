@@ -7,6 +7,7 @@ import json
 import os
 import urllib.request
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from mlops.config import load_all
 from mlops.settings import get_settings
@@ -79,6 +80,40 @@ def check_state_dir() -> CheckResult:
             f"state folder {home} is not writable ({exc}); fix its permissions or set MLOPS_HOME"
         ) from exc
     return CheckResult("state_dir", True, f"{home} is writable")
+
+
+def check_feature_store(repo: Any = None) -> CheckResult:
+    """The feature repository's definitions match its registry, and every store-backed config its definitions.
+
+    A registry that differs from `features/` (a view edited, added or removed without
+    `feast apply`) fails the check, naming each view and what to run: training would refuse
+    the snapshot and serving would read views the definitions no longer describe. A
+    registry never written (a fresh stack before its first `materialize_features` run) is
+    reported, not failed.
+    """
+    from mlops.config import ConfigError
+    from mlops.features import store
+    from mlops.features.check import check_use_case
+
+    backed = [uc for uc in load_all() if uc.feature_store is not None]
+    if not backed:
+        return CheckResult("feature_store", True, "no use case reads the feature store")
+    repo = repo or store.FeatureRepo.default()
+    names = ", ".join(uc.name for uc in backed)
+    if not repo.registry_path.exists():
+        return CheckResult(
+            "feature_store", False, f"{names} read the store, whose registry {repo.registry_path} is not written yet: "
+            "trigger the materialize_features DAG (or run `mlops features apply`)",
+        )  # fmt: skip
+    problems = store.stale_definitions(repo)
+    for use_case in backed:
+        try:
+            check_use_case(use_case, repo)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("the feature store does not match features/ or the configs: " + "; ".join(problems))
+    return CheckResult("feature_store", True, f"features/ matches the registry {repo.registry_path}; used by {names}")
 
 
 def check_warm_start() -> CheckResult:
