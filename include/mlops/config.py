@@ -13,10 +13,10 @@ import importlib.util
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops.settings import get_settings
 
@@ -378,6 +378,43 @@ class Labels(_Strict):
     )
 
 
+# Airflow's FAB auth manager's own roles: each reads every DAG already (Public: anyone, signed in
+# or not), so naming one in `access` would restrict nothing or open a use case to everybody.
+BUILT_IN_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
+
+
+def _team_role(name: str) -> str:
+    if not name.strip() or name != name.strip():
+        raise ValueError(f"{name!r} is not a role name: no blanks around it, e.g. 'team-a-viewers'")
+    if name in BUILT_IN_ROLES:
+        raise ValueError(
+            f"{name!r} is a built-in Airflow role that reads every DAG (Public: anyone); "
+            "name a team's role, e.g. 'team-a-viewers' (docs/deployment.md, access per team)"
+        )
+    return name
+
+
+TeamRole = Annotated[str, AfterValidator(_team_role)]
+
+
+class Access(_Strict):
+    """Which Airflow roles may see and run this use case's DAGs (FAB auth manager; docs/deployment.md).
+
+    Each role becomes the DAGs' `access_control`: the DAG processor grants it on every DAG of the
+    use case, and the MLOps page shows the use case (its reports and Data Docs pages too) only to
+    users who may read its DAGs. The roles must exist in Airflow before the DAGs are parsed.
+    """
+
+    readers: list[TeamRole] = Field(
+        default_factory=list,
+        description="Roles that may read the use case's DAGs and runs (and see it on the MLOps page).",
+    )
+    operators: list[TeamRole] = Field(
+        default_factory=list,
+        description="Roles that may also trigger, clear and pause them (they read them too).",
+    )
+
+
 SOURCE_KINDS = ("files", "sql", "sklearn")
 
 
@@ -402,6 +439,10 @@ class UseCase(_Strict):
     labels: Labels = Field(default_factory=Labels)
     deployment: Deployment = Field(default_factory=Deployment)
     feature_store: FeatureStoreSource | None = None
+    access: Access | None = Field(
+        default=None,
+        description="Team roles that may read or operate this use case's DAGs; unset: Airflow's roles decide alone.",
+    )
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -417,6 +458,7 @@ class UseCase(_Strict):
                 if column == self.target:
                     problems.append((f"features.{kind}[{i}]", f"{column!r} is the target; a model cannot use it"))
         problems += self._slice_problems()
+        problems += self._access_problems()
         if self.feature_store is not None:
             for i, name in enumerate(self.feature_store.feature_names):
                 if name not in self.features.all:
@@ -443,6 +485,22 @@ class UseCase(_Strict):
         if self.gate.max_slice_regression is not None and not self.gate.slices:
             message = "judges slices, but gate.slices names none; list the features to slice by"
             problems.append(("gate.max_slice_regression", message))
+        return problems
+
+    def _access_problems(self) -> list[tuple[str, str]]:
+        if self.access is None:
+            return []
+        problems: list[tuple[str, str]] = []
+        seen: dict[str, str] = {}
+        for kind in ("readers", "operators"):
+            for i, role in enumerate(getattr(self.access, kind)):
+                key = f"access.{kind}[{i}]"
+                if role in seen:
+                    message = f"{role!r} is listed already as {seen[role]}; name each role once (operators read too)"
+                    problems.append((key, message))
+                seen.setdefault(role, key)
+        if not seen:
+            problems.append(("access", "names no role; list readers or operators, or leave `access` out"))
         return problems
 
     @property

@@ -210,6 +210,38 @@ def test_schedule_is_explicit(path: Path) -> None:
                 assert any(k.arg == "schedule" for k in node.keywords), f"{path}:{node.lineno} lacks schedule="
 
 
+def test_a_use_case_with_access_gives_its_roles_on_each_of_its_dags_only(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`access` becomes every DAG's `access_control` of that use case, through serialization (what FAB syncs from)."""
+    import shutil
+
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for path in (PROJECT_ROOT / "configs").glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    raw = yaml.safe_load((tmp_path / "bike_sharing.yaml").read_text())
+    raw["access"] = {"readers": ["team-a-viewers"], "operators": ["team-a-ops"]}
+    (tmp_path / "bike_sharing.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_CONFIGS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    expected = {
+        "team-a-viewers": {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
+        "team-a-ops": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}},
+    }
+    ours = {d for d in bag.dag_ids if d.endswith("_bike_sharing")}
+    assert {"train_bike_sharing", "monitor_bike_sharing", "score_bike_sharing", "ingest_labels_bike_sharing"} <= ours
+    for dag_id in sorted(ours):
+        assert bag.dags[dag_id].access_control == expected, dag_id
+        serialized = DagSerialization.to_dict(bag.dags[dag_id])
+        assert DagSerialization.from_dict(serialized).access_control == expected, dag_id
+    others = {d: bag.dags[d].access_control for d in bag.dag_ids if d not in ours}
+    assert others and {d: a for d, a in others.items() if a is not None} == {}, "no `access`: Airflow's roles alone"
+
+
 def test_broken_config_stops_the_parse_naming_file_and_key(
     airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

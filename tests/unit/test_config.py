@@ -123,12 +123,39 @@ def _unknown_deployment_key(raw: dict[str, Any]) -> tuple[str, str]:
     return "deployment.min_labelled_rows", "Extra inputs are not permitted"
 
 
+def _built_in_role_in_access(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["access"] = {"readers": ["team-a-viewers", "Viewer"]}
+    return "access.readers[1]", "'Viewer' is a built-in Airflow role that reads every DAG"
+
+
+def _role_listed_twice_in_access(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["access"] = {"readers": ["team-a"], "operators": ["team-a"]}
+    return "access.operators[0]", "'team-a' is listed already as access.readers[0]"
+
+
+def _blank_role_in_access(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["access"] = {"operators": [" team-a-ops"]}
+    return "access.operators[0]", "is not a role name"
+
+
+def _empty_access(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["access"] = {"readers": []}
+    return "access", "names no role"
+
+
+def _unknown_access_key(raw: dict[str, Any]) -> tuple[str, str]:
+    raw["access"] = {"viewers": ["team-a"]}
+    return "access.viewers", "Extra inputs are not permitted"
+
+
 MUTATIONS: list[Mutation] = [
     _unknown_key, _missing_target, _threshold_wrong_type, _estimator_missing, _unknown_metric,
     _threshold_on_unknown_metric, _target_as_feature, _duplicate_candidate_name, _wrong_source_kind,
     _file_source_without_path, _slice_not_categorical, _slice_regression_without_slices,
     _negative_slice_regression, _limitations_not_text, _unknown_model_card_key, _canary_steps_decreasing,
     _unknown_strategy, _zero_shadow_timeout, _confidence_over_one, _unknown_deployment_key,
+    _built_in_role_in_access, _role_listed_twice_in_access, _blank_role_in_access, _empty_access,
+    _unknown_access_key,
 ]  # fmt: skip
 
 

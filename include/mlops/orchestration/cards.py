@@ -40,6 +40,7 @@ def build_card_dag(use_case: UseCase) -> DAG:
             doc_md=_doc(use_case),
             dagrun_timeout=timedelta(minutes=30),
             owner=use_case.owner,
+            access=use_case.access,
         ),
     )
     def model_card() -> None:

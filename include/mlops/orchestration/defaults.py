@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
 from mlops.orchestration.notifiers import MlopsNotifier
+
+if TYPE_CHECKING:
+    from mlops.config import Access
 
 # Test-only. A factor in (0, 1] that shortens every retry delay below (not the retry counts
 # nor the time-outs), so a test that watches Airflow's own retries under the real scheduler
@@ -96,6 +99,24 @@ MAX_ACTIVE_RUNS = 1
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
+# What a use case's `access` roles may do on each of its DAGs, in the FAB auth manager's terms
+# (resource -> actions; it grants them per DAG when the DAG processor writes the DAG). Readers
+# see the DAG and its runs; operators also trigger runs (DAG Runs can_create) and pause, clear
+# and mark them (DAGs can_edit). Nobody gets can_delete through a config: deleting a DAG's
+# history is for Airflow's own Admin.
+READER_ACTIONS: dict[str, set[str]] = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
+OPERATOR_ACTIONS: dict[str, set[str]] = {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
+
+
+def access_control(access: Access | None) -> dict[str, dict[str, set[str]]] | None:
+    """A DAG's `access_control` from a use case's `access`; None (Airflow's roles decide alone) without one."""
+    if access is None:
+        return None
+    granted = {role: {k: set(v) for k, v in READER_ACTIONS.items()} for role in access.readers}
+    granted |= {role: {k: set(v) for k, v in OPERATOR_ACTIONS.items()} for role in access.operators}
+    return granted
+
+
 def dag_kwargs(
     dag_id: str,
     *,
@@ -103,13 +124,15 @@ def dag_kwargs(
     doc_md: str,
     dagrun_timeout: timedelta,
     owner: str = DAG_DEFAULTS["owner"],
+    access: Access | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The `@dag(...)` arguments every platform DAG shares, plus its own (params, ...).
 
     One run at a time, no catch-up, the default task profile with the use case's owner,
-    and the run-level failure alert: decided here once instead of in every builder. The
-    schedule stays at the `@dag(schedule=...)` call, where a reader looks for it.
+    the roles of its `access`, and the run-level failure alert: decided here once instead
+    of in every builder. The schedule stays at the `@dag(schedule=...)` call, where a
+    reader looks for it.
     """
     return {
         "dag_id": dag_id,
@@ -121,5 +144,6 @@ def dag_kwargs(
         "on_failure_callback": RUN_FAILURE_CALLBACK,
         "tags": tags,
         "doc_md": doc_md,
+        "access_control": access_control(access),
         **extra,
     }

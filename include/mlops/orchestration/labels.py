@@ -34,6 +34,7 @@ def build_label_ingestion_dag(use_case: UseCase) -> DAG:
             doc_md=_doc(use_case),
             dagrun_timeout=timedelta(hours=1),
             owner=use_case.owner,
+            access=use_case.access,
         ),
     )
     def label_ingestion() -> None:

@@ -102,6 +102,7 @@ def build_monitoring_dag(use_case: UseCase) -> DAG:
             doc_md=_doc(use_case),
             dagrun_timeout=timedelta(hours=2),
             owner=use_case.owner,
+            access=use_case.access,
             params={"as_of": Param(None, type=["null", "string"], description="Window end, YYYY-MM-DD")},
         ),
     )

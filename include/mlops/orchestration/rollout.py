@@ -84,6 +84,7 @@ def build_rollout_dag(use_case: UseCase) -> DAG:
             doc_md=_doc(use_case),
             dagrun_timeout=timedelta(minutes=50),
             owner=use_case.owner,
+            access=use_case.access,
             params={
                 "since": Param(None, type=["null", "string"], description="Read the log from here (ISO time)"),
                 "abort": Param(None, type=["null", "string"], description="End the rollout with this reason"),

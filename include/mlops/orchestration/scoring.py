@@ -30,6 +30,7 @@ def build_scoring_dag(use_case: UseCase) -> DAG:
             doc_md=_doc(use_case),
             dagrun_timeout=timedelta(hours=2),
             owner=use_case.owner,
+            access=use_case.access,
             params={"partition": Param(None, type=["null", "string"], description="YYYY-MM-DD to score")},
         ),
     )

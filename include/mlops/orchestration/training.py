@@ -38,6 +38,7 @@ def build_training_dag(use_case: UseCase) -> DAG:
             doc_md=_doc(use_case),
             dagrun_timeout=timedelta(hours=3),
             owner=use_case.owner,
+            access=use_case.access,
             params=_params(),
         ),
     )
