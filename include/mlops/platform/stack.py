@@ -64,6 +64,32 @@ def airflow_password(settings: Settings) -> str:
     return _secret(settings.run_dir / "secrets" / "airflow_admin_password", "password")
 
 
+LOG_SERVER_PORT_VARIABLES = (
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+)
+
+
+def _log_server_ports(settings: Settings) -> dict[str, str]:
+    """The ports of the scheduler's and triggerer's log servers, free ones chosen once per stack home.
+
+    Airflow's defaults (8793, 8794) bind every interface, so a second stack on the machine (the test
+    sessions run side by side) found them taken and its log server died. Kept in the run directory so a
+    restarted process serves on the port its task records name; the environment still wins.
+    """
+    record = settings.run_dir / "log_server_ports"
+    if record.exists():
+        ports = record.read_text().split()
+    else:
+        chosen: set[int] = set()
+        while len(chosen) < len(LOG_SERVER_PORT_VARIABLES):
+            chosen.add(free_port())
+        ports = [str(port) for port in sorted(chosen)]
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(" ".join(ports))
+    return {name: os.environ.get(name, port) for name, port in zip(LOG_SERVER_PORT_VARIABLES, ports, strict=True)}
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment for every Airflow process of the local stack (and the demo's CLI calls)."""
     home = settings.airflow_home
@@ -106,6 +132,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # Its HTTP server binds 0.0.0.0:8974 (nothing here reads it) and a second stack on the
         # machine would collide on the port; `mlops stack status` checks the process group.
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        **_log_server_ports(settings),
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         # MLflow's job runner (huey consumers, for GenAI evaluation jobs) is unused here
         # and costs several processes on a 2-core machine.
