@@ -271,8 +271,8 @@ class Deployment(_Strict):
     canary_max_latency_ratio: float = Field(
         default=1.5,
         ge=1,
-        description="The canary's p99 may be at most this times the champion's p99 (plus canary_latency_slack_ms) "
-        "over the same recent requests.",
+        description="The canary's p99 may be at most this times the champion's p99 (plus canary_latency_slack_ms), "
+        "both over the same seconds (serving/canary.py).",
     )
     canary_latency_slack_ms: float = Field(
         default=5,
@@ -289,8 +289,22 @@ class Deployment(_Strict):
     canary_latency_min_requests: int = Field(
         default=500,
         gt=0,
-        description="The p99 check waits for this many recent answers on each side: the p99 of 50 answers is "
-        "the slowest one, and one request delayed by a busy machine would roll a sound canary back.",
+        description="The latency check waits for this many answers on each side in its window: the p99 of 50 "
+        "answers is the slowest one, and one request delayed by a busy machine would roll a sound canary back.",
+    )
+    canary_latency_significance: float = Field(
+        default=0.001,
+        gt=0,
+        lt=1,
+        description="The latency check finds the canary slower only when a one-sided Fisher exact test says its "
+        "share of answers over the bound exceeds the champion's share over it, in the same seconds, with a "
+        "p-value below this (so a few unlucky answers do not roll a sound canary back).",
+    )
+    canary_latency_checks: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive latency checks (one every 10 canary answers) that must find the canary slower "
+        "before the service rolls it back: a stall that passes does not decide.",
     )
 
     def canary_step(self, tag: str | None) -> int:
