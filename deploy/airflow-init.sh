@@ -10,6 +10,11 @@ set -euo pipefail
 echo "Migrating the Airflow metadata database (also creates the FAB user tables)"
 airflow db migrate
 
+# The team roles the use-case configs name (`access`), before the DAG processor starts: it
+# refuses a DAG whose access_control names a role that does not exist. Existing roles are kept.
+echo "Creating the team roles the use-case configs name"
+python -m mlops.orchestration.team_roles
+
 # `users create` leaves an existing user untouched (it prints "already exists"
 # and exits 0), so the password in the env file only applies to the first init;
 # change it later with `airflow users reset-password`.

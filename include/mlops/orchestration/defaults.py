@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 from mlops.orchestration.notifiers import MlopsNotifier
+from mlops.orchestration.team_roles import access_control
 
 if TYPE_CHECKING:
     from mlops.config import Access
@@ -97,24 +98,6 @@ MAX_ACTIVE_RUNS = 1
 # Any fixed past date: with catchup=False it only bounds the schedule, and a constant keeps
 # the serialized DAG stable between parses.
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
-
-
-# What a use case's `access` roles may do on each of its DAGs, in the FAB auth manager's terms
-# (resource -> actions; it grants them per DAG when the DAG processor writes the DAG). Readers
-# see the DAG and its runs; operators also trigger runs (DAG Runs can_create) and pause, clear
-# and mark them (DAGs can_edit). Nobody gets can_delete through a config: deleting a DAG's
-# history is for Airflow's own Admin.
-READER_ACTIONS: dict[str, set[str]] = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
-OPERATOR_ACTIONS: dict[str, set[str]] = {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create"}}
-
-
-def access_control(access: Access | None) -> dict[str, dict[str, set[str]]] | None:
-    """A DAG's `access_control` from a use case's `access`; None (Airflow's roles decide alone) without one."""
-    if access is None:
-        return None
-    granted = {role: {k: set(v) for k, v in READER_ACTIONS.items()} for role in access.readers}
-    granted |= {role: {k: set(v) for k, v in OPERATOR_ACTIONS.items()} for role in access.operators}
-    return granted
 
 
 def dag_kwargs(
