@@ -43,8 +43,13 @@ def append_predictions(
     return append_frame(use_case, build_frame(batches, logged_at or utc_now()), uri=uri)
 
 
-def append_frame(use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | None = None) -> int:
+def append_frame(
+    use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | None = None, batch_id: str | None = None
+) -> int:
     """Append rows made by `build_frame`; a store failure raises PredictionLogError.
+
+    With a `batch_id`, appending the same batch again (a replay after a crash between the store's
+    write and the caller's bookkeeping) leaves its rows in the store once.
 
     Raises LogSchemaError (a ValueError too) when the rows would change the type of a
     column the log holds: a data error that a retry cannot fix.
@@ -57,7 +62,7 @@ def append_frame(use_case: UseCase | str, frame: pd.DataFrame, *, uri: str | Non
     store = prediction_store(uri)
     try:
         _keep_schema(store, name, frame)
-        store.append(name, frame)
+        store.append(name, frame, batch_id=batch_id)
     except LogSchemaError:
         raise
     except Exception as exc:

@@ -52,6 +52,8 @@ class LogSchemaError(PredictionLogError, ValueError):
 # for integer columns with nulls).
 SCHEMA_FOLDER = "_schema"
 SQL_SCHEMA_TABLE = "prediction_log_schema"
+SQL_BATCHES_TABLE = "prediction_log_batches"
+"""The ids of the batches the service's log writer appended (serving/spool.py): a replay skips them."""
 Schemas = dict[str, dict[str, str]]
 """model version -> {column: kind}."""
 
@@ -68,7 +70,9 @@ def is_sql_uri(uri: str) -> bool:
 class Store(Protocol):
     """What the log and the labels need of a backend: append, replace a batch partition, read a window."""
 
-    def append(self, use_case: str, frame: pd.DataFrame) -> None: ...
+    def append(self, use_case: str, frame: pd.DataFrame, batch_id: str | None = None) -> None:
+        """Add rows; with a `batch_id`, writing the same batch again leaves it in the store once."""
+        ...
 
     def replace_partition(self, use_case: str, partition: str, frame: pd.DataFrame) -> int: ...
 
@@ -125,8 +129,13 @@ class ParquetStore:
     def describe(self) -> str:
         return str(self.root)
 
-    def _write(self, use_case: str, frame: pd.DataFrame, prefix: str) -> list[tuple[Path, Path]]:
-        """Write one temporary file per event date; returns (temporary, final) pairs."""
+    def _write(
+        self, use_case: str, frame: pd.DataFrame, prefix: str, fixed_name: str | None = None
+    ) -> list[tuple[Path, Path]]:
+        """Write one temporary file per event date; returns (temporary, final) pairs.
+
+        The final name is `<prefix>__<random>.parquet`, or `<fixed_name>.parquet` in every date folder.
+        """
         import pandas as pd
 
         pending: list[tuple[Path, Path]] = []
@@ -136,8 +145,8 @@ class ParquetStore:
             for day, part in frame.groupby(days, sort=True):
                 folder = self.root / use_case / f"date={day:%Y-%m-%d}"
                 folder.mkdir(parents=True, exist_ok=True)
-                name = f"{prefix}__{uuid.uuid4().hex[:12]}.parquet"
-                tmp = folder / f".tmp-{name}"
+                name = f"{fixed_name}.parquet" if fixed_name else f"{prefix}__{uuid.uuid4().hex[:12]}.parquet"
+                tmp = folder / f".tmp-{uuid.uuid4().hex[:8]}-{name}"
                 part.to_parquet(tmp, index=False)
                 pending.append((tmp, folder / name))
         except OSError:
@@ -146,11 +155,14 @@ class ParquetStore:
             raise
         return pending
 
-    def append(self, use_case: str, frame: pd.DataFrame) -> None:
+    def append(self, use_case: str, frame: pd.DataFrame, batch_id: str | None = None) -> None:
         if frame.empty:
             return
         source = str(frame["source"].iloc[0]) if "source" in frame else "rows"
-        for tmp, final in self._write(use_case, frame, f"{source}__{os.getpid()}"):
+        # A batch id names the files (one per event date): a replay of the batch renames the same
+        # rows over the same names, and a batch cut off between two of its dates is completed.
+        names = f"{source}__{_slug(batch_id)}-{_partition_tag(batch_id)}" if batch_id else None
+        for tmp, final in self._write(use_case, frame, f"{source}__{os.getpid()}", names):
             os.replace(tmp, final)
 
     def replace_partition(self, use_case: str, partition: str, frame: pd.DataFrame) -> int:
@@ -296,10 +308,30 @@ class SqlStore:
         types = {column: _sql_type(frame_kind(frame[column])) for column in frame.columns}
         frame.to_sql(table, conn, if_exists="append", index=False, dtype=types)  # type: ignore[arg-type]
 
-    def append(self, use_case: str, frame: pd.DataFrame) -> None:
+    def _batches_table(self) -> sa.Table:
+        import sqlalchemy as sa
+
+        return sa.Table(
+            SQL_BATCHES_TABLE,
+            sa.MetaData(),
+            sa.Column("batch_id", sa.String(255), primary_key=True),
+            sa.Column("use_case", sa.Text, nullable=False),
+            sa.Column("rows", sa.BigInteger, nullable=False),
+        )
+
+    def append(self, use_case: str, frame: pd.DataFrame, batch_id: str | None = None) -> None:
+        import sqlalchemy as sa
+
         if frame.empty:
             return
         with self.engine.begin() as conn:
+            if batch_id is not None:
+                # The batch's id goes in with its rows, in one transaction: a replay finds it and writes nothing.
+                batches = self._batches_table()
+                batches.create(conn, checkfirst=True)
+                if conn.execute(sa.select(batches.c.batch_id).where(batches.c.batch_id == batch_id)).first():
+                    return
+                conn.execute(sa.insert(batches).values(batch_id=batch_id, use_case=use_case, rows=len(frame)))
             self._insert(conn, self.table_name(use_case), frame)
 
     def replace_partition(self, use_case: str, partition: str, frame: pd.DataFrame) -> int:

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-array-predict", dest="array_predict", action="store_false",
         help="always predict through Pipeline.predict on a DataFrame (the array path is checked at load time)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-spool", dest="spool", action="store_false",
+        help="buffer the prediction log in memory only: a SIGKILL loses up to --log-flush-seconds of answered "
+        "predictions (default: appended to a local spool file before answering)",
+    )  # fmt: skip
+    p.add_argument("--spool-dir", default=None, help="the spool's folder (default: MLOPS_HOME/spool/<log>)")
     p.add_argument("--max-body-bytes", type=int, default=1_048_576)
     p.add_argument("--max-records", type=int, default=10_000)
     p.add_argument("--log-level", default="warning")
@@ -61,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_records=args.max_records,
         batch_window_ms=args.batch_window_ms,
         array_predict=args.array_predict,
+        spool=args.spool,
+        spool_dir=args.spool_dir,
     )
     config.load_use_cases()  # fail here, with the config error, not inside a worker
     require_free_port(args.host, args.port, "the prediction service", "MLOPS_SERVING_PORT")

@@ -32,6 +32,19 @@ class ServingConfig:
     arrived in the same event-loop turn."""
     array_predict: bool = True
     """Predict on arrays where the load-time check allows it (serving/fastpath.py); False: Pipeline.predict."""
+    spool: bool = True
+    """Append every answered prediction to a local spool file before answering (serving/spool.py), so a
+    SIGKILL of the service loses none; False: the log buffers them in memory only."""
+    spool_dir: str | None = None
+    """The spool's folder; None: one per prediction log under MLOPS_HOME/spool (spool.spool_dir_for)."""
+
+    def spool_folder(self) -> Path | None:
+        """Where this service's log writers spool, or None when the spool is off."""
+        if not self.spool:
+            return None
+        from mlops.serving.spool import spool_dir_for
+
+        return Path(self.spool_dir) if self.spool_dir else spool_dir_for(self.log_uri)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

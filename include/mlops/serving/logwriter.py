@@ -10,6 +10,13 @@ request. An entry that cannot become log rows at all (a data error, not a store
 failure) is rejected on its own, counted and logged, so it never holds back the
 rest. `/health` reports all of it. `stop()` drains the queue, so a clean shutdown
 (SIGTERM) loses nothing that fits.
+
+With a spool (`spool_dir`; the service's default, serving/spool.py), `submit` instead appends
+the entry to a local file before the response goes out, and the thread drains that file
+into the store: a SIGKILL or OOM kill loses nothing answered, a store outage grows the file
+rather than memory (nothing is shed), and the next writer to start drains what a dead one
+left. Each drained chunk is journalled and written under batch ids the store writes
+idempotently, so every row lands exactly once.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_CHAMPION
@@ -30,6 +38,8 @@ from mlops.predictionlog.stores import LogSchemaError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.serving.spool import Chunk, Spool
 
 log = logging.getLogger("mlops.serving")
 
@@ -108,6 +118,9 @@ class PredictionLogWriter:
         flush_seconds: float = 1.0,
         max_pending_rows: int = 200_000,
         retry_seconds: float = 1.0,
+        spool_dir: Path | None = None,
+        spool_name: str = "serving",
+        spool_chunk_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.uri = uri
         self.flush_seconds = flush_seconds
@@ -128,9 +141,35 @@ class PredictionLogWriter:
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self.last_write_at: datetime | None = None
+        self.spool: Spool | None = None
+        """The local file answered entries are appended to before the response goes out; None: memory only."""
+        if spool_dir is not None:
+            from mlops.serving.spool import Spool
+
+            self.spool = Spool(Path(spool_dir), spool_name)
+        self.spool_chunk_bytes = spool_chunk_bytes
+        self._spool_open = False
+        self._spool_lock = threading.Lock()
+        self._chunk: Chunk | None = None
+        self.spooled_rows = 0
+        """Rows this writer appended to its spool."""
+        self.recovered_rows = 0
+        """Rows read back from the spool of a writer that did not stop cleanly (SIGKILL, crash)."""
+        self.torn_bytes = 0
+        """Bytes at the end of a dead writer's spool that were no whole record: a write the kill cut short,
+        whose response never went out."""
+        self._settled_rows = 0
+        self.spool_errors = 0
+        self.last_spool_error: str | None = None
 
     def submit(self, entry: LogEntry) -> bool:
-        """Queue an entry without blocking; False (and counted as dropped) when the queue is full."""
+        """Queue an entry without blocking; False (and counted as dropped) when the queue is full.
+
+        With a spool: append it to the spool file (returns once the bytes are in the page cache);
+        False (counted as dropped, and /health degraded) when the file cannot be written.
+        """
+        if self.spool is not None:
+            return self._spool_entry(self.spool, entry)
         try:
             self._queue.put_nowait(entry)
             return True
@@ -139,8 +178,43 @@ class PredictionLogWriter:
                 self.dropped_rows += len(entry.ids)
             return False
 
+    def _spool_entry(self, spool: Spool, entry: LogEntry) -> bool:
+        from mlops.serving.spool import encode_entry
+
+        if not self._spool_open:
+            self._open_spool()
+        try:
+            payload = encode_entry(entry)
+        except TypeError as exc:  # a value JSON cannot hold: a data error, as in `_build`
+            self._reject(entry, exc)
+            return False
+        try:
+            spool.append(payload)
+        except OSError as exc:
+            # Answer anyway (the prediction is right), but count it and degrade /health: the disk is full
+            # or the folder went away, and what is answered now is not durable.
+            with self._lock:
+                self.dropped_rows += len(entry.ids)
+                self.spool_errors += 1
+            self.last_spool_error = f"{datetime.now(UTC).isoformat()} {exc}"[:300]
+            log.error("prediction log spool: cannot append to %s, %d rows dropped: %s", spool.folder,
+                      len(entry.ids), exc)  # fmt: skip
+            return False
+        self.spooled_rows += len(entry.ids)
+        return True
+
+    def _open_spool(self) -> None:
+        with self._spool_lock:
+            if not self._spool_open and self.spool is not None:
+                self.spool.open()
+                self._spool_open = True
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        if self.spool is not None:
+            # Before the first request: the lock is taken and a dead writer's segments adopted.
+            self._open_spool()
+        target = self._run_spooled if self.spool is not None else self._run
+        self._thread = threading.Thread(target=target, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -150,10 +224,15 @@ class PredictionLogWriter:
             self._thread.join(timeout=timeout)
 
     def degraded(self) -> bool:
+        if self.spool is not None:
+            return self.failing or self.spool_errors > 0
         return self.failing or self._queue.qsize() >= 0.9 * self._capacity
 
     def stats(self) -> dict[str, Any]:
-        return {
+        if self.spool is not None:
+            # Rows appended (or recovered) and not yet in the store, whether read back yet or not.
+            self.pending_rows = max(0, self.spooled_rows + self.recovered_rows - self._settled_rows)
+        stats: dict[str, Any] = {
             "store": self.uri,
             "queue_depth": self._queue.qsize(),
             "queue_capacity": self._capacity,
@@ -167,6 +246,17 @@ class PredictionLogWriter:
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
         }
+        if self.spool is not None:
+            stats["spool"] = {
+                "dir": str(self.spool.folder),
+                "backlog_bytes": self.spool.backlog_bytes() if self._spool_open else 0,
+                "spooled_rows": self.spooled_rows,
+                "recovered_rows": self.recovered_rows,
+                "torn_bytes": self.torn_bytes,
+                "errors": self.spool_errors,
+                "last_error": self.last_spool_error,
+            }
+        return stats
 
     def _drain(self, pending: list[LogEntry], deadline: float) -> None:
         # Short waits so that stop() is noticed quickly even with a long flush interval.
@@ -282,3 +372,82 @@ class PredictionLogWriter:
             log.error(
                 "prediction log: %d rows could not be written at shutdown: %s", self.pending_rows, self.last_error
             )
+
+    # ------------------------------------------------------------------ the spool's drain
+
+    def _run_spooled(self) -> None:
+        while not self._stop.is_set():
+            drained = self._drain_spool()
+            self._stop.wait(self.flush_seconds if drained else self.retry_seconds)
+        # Shutdown: what is spooled goes out, with a few retries for a flaky store. What cannot is left in
+        # the spool, and the next writer to start drains it (nothing is lost, unlike the memory buffer).
+        for _ in range(3):
+            if self._drain_spool():
+                break
+            time.sleep(self.retry_seconds)
+        assert self.spool is not None
+        if not self.spool.close():
+            log.error(
+                "prediction log: %d rows are not in the store yet (%s); they stay in the spool %s and the next "
+                "start of the service writes them", self.stats()["pending_rows"], self.last_error, self.spool.folder,
+            )  # fmt: skip
+
+    def _drain_spool(self) -> bool:
+        """Write everything spooled so far, chunk by chunk; False when the store failed (retry later)."""
+        spool = self.spool
+        assert spool is not None
+        while True:
+            if self._chunk is None:
+                segment = spool.next_segment()
+                if segment is None:
+                    return True
+                chunk = spool.read_chunk(segment, self.spool_chunk_bytes)
+                if chunk is None:
+                    return True
+                if segment.adopted:
+                    self.recovered_rows += sum(len(e.ids) for e in chunk.entries)
+                if chunk.torn_bytes:
+                    self.torn_bytes += chunk.torn_bytes
+                    log.warning("prediction log spool: dropped a torn record (%d bytes) at the end of %s: a write "
+                                "the kill cut short, never answered", chunk.torn_bytes, segment.path.name)  # fmt: skip
+                spool.begin(chunk)
+                self._chunk = chunk
+            if not self._write_chunk(self._chunk):
+                return False
+            spool.commit(self._chunk)
+            self._chunk = None
+
+    def _write_chunk(self, chunk: Chunk) -> bool:
+        """Each use case's rows of the chunk under its batch id; the ones written are not written again."""
+        by_use_case: dict[str, list[LogEntry]] = defaultdict(list)
+        for entry in chunk.entries:
+            by_use_case[entry.use_case].append(entry)
+        failed = False
+        for use_case, entries in by_use_case.items():
+            if use_case in chunk.done:
+                continue
+            built = chunk.frames.get(use_case)
+            if built is None:
+                built = chunk.frames[use_case] = self._build(entries)  # rejections counted once
+                self._settled_rows += sum(len(e.ids) for e in entries) - sum(len(e.ids) for e in built[1])
+            frame, kept = built
+            if frame is None:
+                chunk.done.add(use_case)
+                continue
+            try:
+                self.written_rows += append_frame(use_case, frame, uri=self.uri, batch_id=chunk.batch_id(use_case))
+            except LogSchemaError as exc:
+                for entry in kept:
+                    self._reject(entry, exc)
+            except Exception as exc:
+                failed = True
+                self.last_error = str(exc)[:500]
+                self.last_error_at = datetime.now(UTC)
+                log.warning("prediction log write failed (the rows stay in the spool, will retry): %s", exc)
+                continue
+            self._settled_rows += sum(len(e.ids) for e in kept)
+            chunk.done.add(use_case)
+        self.failing = failed
+        if not failed:
+            self.last_write_at = datetime.now(UTC)
+        return not failed

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_SHADOW
@@ -181,6 +182,7 @@ class ShadowScorer:
         loader: Callable[[ModelRef], LoadedModel],
         log_uri: str | None = None,
         log_flush_seconds: float = 1.0,
+        spool_dir: Path | None = None,
         sample: float = 1.0,
         hang_seconds: float = 5.0,
         queue_size: int = 32,
@@ -194,6 +196,8 @@ class ShadowScorer:
         """Loads a version in the worker (pickled to it): `shadow_worker.RegistryLoader` in the service."""
         self.log_uri = log_uri
         self.log_flush_seconds = log_flush_seconds
+        self.spool_dir = spool_dir
+        """The worker's log writer spools there too (its rows survive its SIGKILL); None: memory only."""
         self.sample = sample
         self.hang_seconds = hang_seconds
         self.capacity = queue_size
@@ -366,6 +370,7 @@ class ShadowScorer:
                 "--jobs-fd", str(jobs_read), "--reports-fd", str(reports_write),
                 "--state-fd", str(block_file.fileno()), "--log-flush-seconds", str(self.log_flush_seconds),
                 *(["--log-uri", self.log_uri] if self.log_uri else []),
+                *(["--spool-dir", str(self.spool_dir)] if self.spool_dir else []),
             ]  # fmt: skip
             try:
                 # The same process group as the service: stopping the group stops the worker too.

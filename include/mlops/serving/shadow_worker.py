@@ -351,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state-fd", type=int, required=True)
     parser.add_argument("--log-uri", default=None)
     parser.add_argument("--log-flush-seconds", type=float, default=1.0)
+    parser.add_argument("--spool-dir", default=None, help="spool the log there (serving/spool.py); default: memory")
     args = parser.parse_args(argv)
     parent = os.getppid()
     _die_with_parent()
@@ -362,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = memoryview(block).cast("d")
     jobs = Connection(args.jobs_fd, writable=False)
     reports = Connection(args.reports_fd, readable=False)
-    writer = PredictionLogWriter(args.log_uri, flush_seconds=args.log_flush_seconds)
+    writer = PredictionLogWriter(args.log_uri, flush_seconds=args.log_flush_seconds, spool_dir=args.spool_dir,
+                                 spool_name=f"shadow-{args.use_case}")  # fmt: skip
     writer.start()
     worker = ShadowWorker(writer, state, lambda body: reports.send_bytes(pickle.dumps(body)), NICENESS)
     try:

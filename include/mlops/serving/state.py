@@ -92,8 +92,9 @@ def build_state(config: ServingConfig) -> ServiceState:
         array_predict=config.array_predict,
         metrics=metrics,
     )
+    spool = config.spool_folder()
     writer = PredictionLogWriter(
-        config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds
+        config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds, spool_dir=spool
     )
     shadows = {
         u.name: ShadowScorer(
@@ -104,6 +105,7 @@ def build_state(config: ServingConfig) -> ServiceState:
             loader=RegistryLoader(u, cache.tracking_uri, config.array_predict),
             log_uri=config.log_uri,
             log_flush_seconds=config.log_flush_seconds,
+            spool_dir=spool,
             sample=u.deployment.shadow_sample,
             hang_seconds=u.deployment.shadow_hang_ms / 1000,
         )

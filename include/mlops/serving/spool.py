@@ -1,0 +1,392 @@
+"""An append-only local spool for the prediction log: an answered prediction survives a SIGKILL of the service.
+
+Why: the log writer (serving/logwriter.py) appends to the store once a second. Without the
+spool, the rows of that second live only in the process's memory, and a SIGKILL, an OOM kill
+or a crash loses predictions whose answers already went out. With it, the request path appends
+each answered request's rows to a local file (`Spool.append`, one `write` before the response
+is released) and the writer drains the file into the store.
+
+Durability, and what it costs: a `write` returns once the bytes are in the kernel's page cache,
+and the page cache belongs to the kernel, not to the process: a killed process's writes are
+still written out. So a SIGKILL or OOM kill of the service loses nothing it answered. There is
+no `fsync` per request (it would cost a disk flush, milliseconds, on every answer): a power loss
+or kernel crash can lose the last seconds the kernel had not yet written back (30 s at most
+with Linux's default `vm.dirty_expire_centisecs`). Surviving that too needs an `fsync` per
+micro-batch, or a disk with power-loss protection and `sync` mounts: docs/serving.md.
+
+The files, in one folder per prediction log (`spool_dir_for`):
+
+* `<owner>.lock`: held with `flock` for the life of the writer that owns the spool. The kernel
+  drops the lock when the process dies, however it dies: a lock that can be taken is a dead
+  owner's (an orphan), and the next writer to start drains its segments.
+* `<owner>-<n>.seg`: records, each `length (u32) | crc32 (u32) | payload` (payload: one
+  request's log entry as JSON). A record cut short by the kill (a torn tail) fails its length
+  or CRC check; it was never acknowledged (its `write` had not returned, so its response had
+  not gone out), and it is dropped and counted.
+* `<owner>-<n>.journal`: the drain's bookkeeping, framed the same way. `begin [start, end)` is
+  written before a chunk of records goes to the store, `commit end` after. On replay, a chunk
+  begun but not committed is written again under the same batch ids, which the store
+  writes idempotently (`Store.append(..., batch_id=)`), so every record reaches the store
+  exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from mlops.serving.logwriter import LogEntry
+
+log = logging.getLogger("mlops.serving")
+
+HEADER = struct.Struct("<II")
+"""A record's payload length and the CRC32 of its payload."""
+SEGMENT_BYTES = 64 * 1024 * 1024
+"""A segment past this size is sealed and a new one started; a sealed segment is deleted once drained."""
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+"""Larger than any request the service accepts (max_body_bytes): a bigger length is a torn header."""
+
+
+def spool_dir_for(log_uri: str | None) -> Path:
+    """The default spool folder of a prediction log: one per log, so a drain never goes to another store."""
+    from mlops.settings import get_settings
+
+    settings = get_settings()
+    uri = log_uri or settings.prediction_log_uri
+    return settings.home / "spool" / hashlib.sha1(uri.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def frame_record(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_records(data: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], int, bool]:
+    """The whole records in `data` from `start`: [(offset, payload)], the offset after the last, torn?
+
+    `torn` is True when bytes follow the last whole record that are not a whole record (a
+    short header or payload, or a CRC mismatch): the tail of a write the process did not finish.
+    """
+    records: list[tuple[int, bytes]] = []
+    offset, end = start, len(data)
+    while offset < end:
+        if end - offset < HEADER.size:
+            return records, offset, True
+        length, crc = HEADER.unpack_from(data, offset)
+        body_start = offset + HEADER.size
+        if length > MAX_RECORD_BYTES or body_start + length > end:
+            return records, offset, True
+        payload = data[body_start : body_start + length]
+        if zlib.crc32(payload) != crc:
+            return records, offset, True
+        records.append((offset, payload))
+        offset = body_start + length
+    return records, offset, False
+
+
+def encode_entry(entry: LogEntry) -> bytes:
+    """One request's log entry as JSON (orjson writes datetimes as ISO 8601, numpy scalars as numbers)."""
+    return orjson.dumps(
+        [entry.use_case, entry.model_name, entry.model_version, entry.source, entry.role, entry.ids,
+         entry.event_times, entry.names, entry.rows, entry.predictions, entry.feature_types,
+         list(entry.classes) if entry.classes is not None else None, entry.probabilities],
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )  # fmt: skip
+
+
+def decode_entry(payload: bytes) -> LogEntry:
+    from mlops.serving.logwriter import LogEntry
+
+    (use_case, model_name, version, source, role, ids, times, names, rows, predictions, types, classes,
+     probabilities) = orjson.loads(payload)  # fmt: skip
+    return LogEntry(
+        use_case=use_case,
+        model_name=model_name,
+        model_version=version,
+        source=source,
+        ids=ids,
+        event_times=[datetime.fromisoformat(t) for t in times],
+        names=names,
+        rows=rows,
+        predictions=predictions,
+        feature_types=types,
+        classes=tuple(classes) if classes is not None else None,
+        probabilities=probabilities,
+        role=role,
+    )
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@dataclass
+class Segment:
+    """One data file and its journal, with how far the drain has committed."""
+
+    path: Path
+    sealed_size: int | None = None
+    """The final size of a segment nobody appends to any more (sealed, or an orphan's); None: still written."""
+    committed: int = 0
+    """Every record before this offset is in the store (or was rejected)."""
+    begun: tuple[int, int] | None = None
+    """A chunk begun (journalled) and not yet committed: written again under the same batch ids."""
+    adopted: bool = False
+    """Left by a writer that died: its rows count as recovered."""
+
+    @property
+    def journal(self) -> Path:
+        return self.path.with_suffix(".journal")
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    def load_journal(self) -> None:
+        """The committed offset and a begun chunk, from the journal a previous writer left."""
+        if not self.journal.exists():
+            return
+        records, _, _ = read_records(self.journal.read_bytes())
+        for _, payload in records:
+            kind, *values = orjson.loads(payload)
+            if kind == "begin":
+                self.begun = (values[0], values[1])
+            elif kind == "commit":
+                self.committed = values[0]
+                if self.begun is not None and self.begun[1] <= self.committed:
+                    self.begun = None
+
+    def note(self, *record: Any) -> None:
+        """Append one bookkeeping record to the journal (a chunk begun, a chunk committed)."""
+        with open(self.journal, "ab") as handle:
+            handle.write(frame_record(orjson.dumps(list(record))))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+
+
+@dataclass
+class Chunk:
+    """Records read from a segment, on their way to the store."""
+
+    segment: Segment
+    start: int
+    end: int
+    entries: list[LogEntry]
+    torn_bytes: int = 0
+    done: set[str] = field(default_factory=set)
+    """Use cases of the chunk already written (a retry writes only the others)."""
+    frames: dict[str, tuple[Any, list[LogEntry]]] = field(default_factory=dict)
+    """Use case -> its log rows and the entries they hold, built once (a rejection is counted once)."""
+
+    def batch_id(self, use_case: str) -> str:
+        # The same records give the same id on a replay: the store writes them once.
+        return f"{self.segment.stem}-{self.start}-{use_case}"
+
+
+class Spool:
+    """The segments one writer appends to, and the orphans it adopted from dead writers, in drain order."""
+
+    def __init__(self, folder: Path, name: str = "serving", segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        self.owner = f"{name}-{os.getpid()}-{time.time_ns():x}"
+        self._lock = threading.Lock()
+        """Held around an append (requests on the event loop, the shadow worker's thread) and a rotation."""
+        self._fd: int | None = None
+        self._size = 0
+        self._seq = 0
+        self._lock_fd: int | None = None
+        self._adopted_locks: list[int] = []
+        self._orphans: list[Segment] = []
+        self._orphan_lock_files: list[Path] = []
+        self.segments: list[Segment] = []
+        """Orphans first (oldest first), then this writer's own, sealed then current."""
+        self.current: Segment | None = None
+
+    # ---- the request side
+
+    def open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Locked under a temporary name, then renamed: another writer scanning for orphans must never
+        # find this lock file before it is held.
+        tmp = self.folder / f".{self.owner}.lock.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(tmp, self.folder / f"{self.owner}.lock")
+        self._lock_fd = fd
+        self._adopt_orphans()
+        self._start_segment()
+
+    def append(self, payload: bytes) -> None:
+        """Append one record; raises OSError (disk full, folder gone) for the caller to count."""
+        record = frame_record(payload)
+        with self._lock:
+            assert self._fd is not None and self.current is not None, "Spool.open() first"
+            written = os.write(self._fd, record)
+            if written != len(record):  # a full disk can cut a write short
+                raise OSError(f"spool write cut short ({written} of {len(record)} bytes)")
+            self._size += written
+            if self._size >= self.segment_bytes:
+                self._start_segment()
+
+    def _start_segment(self) -> None:
+        if self.current is not None:
+            self.current.sealed_size = self._size
+        if self._fd is not None:
+            os.close(self._fd)
+        path = self.folder / f"{self.owner}-{self._seq:06d}.seg"
+        self._seq += 1
+        self._fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        self._size = 0
+        self.current = Segment(path)
+        self.segments.append(self.current)
+
+    def readable_end(self, segment: Segment) -> int:
+        """How far the drain may read: a segment still written is read up to its last whole append only."""
+        if segment.sealed_size is not None:
+            return segment.sealed_size
+        with self._lock:
+            return segment.sealed_size if segment.sealed_size is not None else self._size
+
+    # ---- the writer side
+
+    def _adopt_orphans(self) -> None:
+        """Take the segments of every writer whose lock is free (its process died) to drain them first."""
+        for lock_file in sorted(self.folder.glob("*.lock")):
+            owner = lock_file.name.removesuffix(".lock")
+            if owner == self.owner:
+                continue
+            try:
+                fd = os.open(lock_file, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # its owner finished cleanly, or another writer adopted and drained it meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # alive, or adopted by another writer now
+                continue
+            self._adopted_locks.append(fd)
+            for path in sorted(self.folder.glob(f"{owner}-*.seg")):
+                segment = Segment(path, sealed_size=path.stat().st_size, adopted=True)
+                segment.load_journal()
+                self.segments.append(segment)
+                self._orphans.append(segment)
+                log.warning(
+                    "prediction log spool: draining %s left by a writer that did not stop cleanly "
+                    "(%d bytes, %d committed)", path.name, segment.sealed_size, segment.committed,
+                )  # fmt: skip
+            # The lock file goes once its segments are drained (`_release_orphans`).
+            self._orphan_lock_files.append(lock_file)
+
+    def next_segment(self) -> Segment | None:
+        """The first segment with records to drain, after removing the drained ones nobody appends to."""
+        for segment in list(self.segments):
+            if segment.sealed_size is not None and segment.committed >= segment.sealed_size:
+                segment.remove()
+                self.segments.remove(segment)
+                self._release_orphans()
+        return next((s for s in self.segments if self.readable_end(s) > s.committed), None)
+
+    def read_chunk(self, segment: Segment, max_bytes: int) -> Chunk | None:
+        """The next records of `segment` after its committed offset, about `max_bytes` of them.
+
+        After a restart, a chunk begun but not committed is read again exactly, so that its
+        batch ids are the same. At the end of a segment nobody appends to, bytes that are not a
+        whole record are a torn tail: dropped and counted (`Chunk.torn_bytes`).
+        """
+        end = self.readable_end(segment)
+        start = segment.committed
+        if start >= end:
+            return None
+        if segment.begun is not None:
+            limit = min(end, segment.begun[1])
+        else:
+            limit = min(end, start + max_bytes)
+            with open(segment.path, "rb") as handle:
+                handle.seek(start)
+                header = handle.read(HEADER.size)
+            if len(header) == HEADER.size:
+                length = HEADER.unpack(header)[0]
+                if length <= MAX_RECORD_BYTES:
+                    # A record larger than max_bytes is read whole, on its own.
+                    limit = min(end, max(limit, start + HEADER.size + length))
+        with open(segment.path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read(limit - start)
+        records, stop, torn = read_records(data)
+        torn_bytes = 0
+        if torn and limit >= end:
+            if segment.sealed_size is None:
+                # A live segment is read up to its last whole append only: this is damage, not a torn tail.
+                log.error("prediction log spool: %s is unreadable from offset %d", segment.path, start + stop)
+            torn_bytes = len(data) - stop
+            stop = len(data)
+        if stop == 0:
+            return None
+        return Chunk(segment, start, start + stop, [decode_entry(p) for _, p in records], torn_bytes)
+
+    def begin(self, chunk: Chunk) -> None:
+        if chunk.segment.begun != (chunk.start, chunk.end):
+            chunk.segment.begun = (chunk.start, chunk.end)
+            chunk.segment.note("begin", chunk.start, chunk.end)
+
+    def commit(self, chunk: Chunk) -> None:
+        segment = chunk.segment
+        segment.note("commit", chunk.end)
+        segment.committed, segment.begun = chunk.end, None
+
+    def backlog_bytes(self) -> int:
+        return sum(max(0, self.readable_end(s) - s.committed) for s in list(self.segments))
+
+    def _release_orphans(self) -> None:
+        """Once every adopted segment is drained, the dead owners' lock files go too."""
+        if any(s in self.segments for s in self._orphans):
+            return
+        for lock_file in self._orphan_lock_files:
+            lock_file.unlink(missing_ok=True)
+        for fd in self._adopted_locks:
+            os.close(fd)
+        self._orphans, self._orphan_lock_files, self._adopted_locks = [], [], []
+
+    def close(self) -> bool:
+        """Stop appending; remove this writer's files when everything was drained (True), else leave them
+        for the next writer to adopt (the lock goes with the process)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self.current is not None:
+                self.current.sealed_size = self._size
+        drained = all(s.committed >= (s.sealed_size or 0) for s in self.segments)
+        if drained:
+            for segment in list(self.segments):
+                segment.remove()
+            self.segments = []
+            self._release_orphans()
+            (self.folder / f"{self.owner}.lock").unlink(missing_ok=True)
+        for fd in self._adopted_locks:  # undrained orphans: the next writer adopts them
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._adopted_locks = []
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+        return drained

@@ -1,0 +1,214 @@
+"""The prediction log's spool (serving/spool.py): its framing, a torn tail, the replay of a dead writer's
+spool, and exactly once when a writer died between the store's write and its bookkeeping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zlib
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from polling import wait_until
+
+from mlops.predictionlog.predictions import read_predictions
+from mlops.serving.logwriter import LogEntry, PredictionLogWriter
+from mlops.serving.spool import HEADER, decode_entry, encode_entry, frame_record, read_records
+
+
+def _entry(request_id: str, event_time: datetime = datetime(2011, 5, 1, 8), use_case: str = "bike") -> LogEntry:
+    return LogEntry(
+        use_case=use_case,
+        model_name="bike_model",
+        model_version="3",
+        source="online",
+        ids=[request_id],
+        event_times=[event_time],
+        names=["temp", "season", "holiday"],
+        rows=[[12.5, "spring", False]],
+        predictions=[1],
+        feature_types={"temp": "double", "season": "string", "holiday": "bool"},
+        classes=(0, 1),
+        probabilities=[[0.25, 0.75]],
+        role="canary",
+    )
+
+
+def _stop(writer: PredictionLogWriter) -> None:
+    writer.stop(timeout=10)
+
+
+def test_an_entry_round_trips_through_its_record() -> None:
+    entry = _entry("r-1", datetime(2011, 5, 1, 8, 30, 15, 123456))
+    records, end, torn = read_records(frame_record(encode_entry(entry)))
+    assert not torn and len(records) == 1
+    assert decode_entry(records[0][1]) == entry
+    assert end == HEADER.size + len(encode_entry(entry))
+
+
+def test_a_torn_tail_is_told_from_the_whole_records_before_it() -> None:
+    good = frame_record(b'"first"') + frame_record(b'"second"')
+    last = frame_record(b'"third, cut short"')
+    for cut in (3, HEADER.size, len(last) - 1):  # inside the header, after it, inside the payload
+        records, end, torn = read_records(good + last[:cut])
+        assert torn and [p for _, p in records] == [b'"first"', b'"second"'] and end == len(good)
+    # Whole length, wrong bytes: the CRC catches it.
+    flipped = bytearray(last)
+    flipped[-2] ^= 0xFF
+    records, end, torn = read_records(good + bytes(flipped))
+    assert torn and len(records) == 2 and end == len(good)
+    assert HEADER.unpack_from(last)[1] == zlib.crc32(b'"third, cut short"')
+    assert read_records(good) == ([(0, b'"first"'), (len(frame_record(b'"first"')), b'"second"')], len(good), False)
+
+
+def test_the_writer_drains_its_spool_into_the_log_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, spool_dir=spool)
+    writer.spool.segment_bytes = 600  # type: ignore[union-attr]  # a few records per segment: rotation too
+    writer.start()
+    try:
+        for i in range(20):
+            assert writer.submit(_entry(f"r-{i}", use_case="bike" if i % 2 else "other"))
+        wait_until(lambda: writer.written_rows == 20, 10, "every spooled row in the log")
+        assert writer.stats()["pending_rows"] == 0 and writer.stats()["spool"]["spooled_rows"] == 20
+        # Drained segments that nobody appends to are deleted as they go.
+        wait_until(lambda: len(list(spool.glob("*.seg"))) == 1, 10, "only the segment being written left")
+    finally:
+        _stop(writer)
+    assert list(spool.iterdir()) == []  # a clean stop removes the spool's files
+    logged = read_predictions("bike", None, None, uri=writer.uri)
+    assert sorted(logged["request_id"]) == sorted(f"r-{i}" for i in range(1, 20, 2))
+    assert set(logged["role"]) == {"canary"} and logged["temp"].tolist() == [12.5] * 10
+    assert len(read_predictions("other", None, None, uri=writer.uri)) == 10
+
+
+def _killed_writer(uri: str, spool: Path, ids: list[str], torn: bool) -> None:
+    """A writer in its own process that spools `ids`, never flushes, and is SIGKILLed (mid-write if `torn`)."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from datetime import datetime
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_serving_spool import _entry
+        from mlops.serving.logwriter import PredictionLogWriter
+        writer = PredictionLogWriter({uri!r}, flush_seconds=3600, spool_dir=Path({str(spool)!r}))
+        writer.start()
+        for request_id in {ids!r}:
+            assert writer.submit(_entry(request_id))
+        if {torn!r}:
+            # What a kill in the middle of a write leaves: part of a record, its response never sent.
+            segment = writer.spool.current.path
+            with open(segment, "ab") as handle:
+                handle.write(b"\\x40\\x00\\x00\\x00\\x12\\x34")
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # conftest's test helpers too
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, env=env)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+
+
+@pytest.mark.parametrize("store", ["parquet", "sqlite"])
+def test_a_restart_replays_what_a_killed_writer_spooled_and_drops_its_torn_tail(tmp_path: Path, store: str) -> None:
+    uri = str(tmp_path / "log") if store == "parquet" else f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    ids = [f"killed-{i}" for i in range(25)]
+    _killed_writer(uri, spool, ids, torn=True)
+    assert len(list(spool.glob("*.seg"))) == 1 and len(list(spool.glob("*.lock"))) == 1
+
+    writer = PredictionLogWriter(uri, flush_seconds=0.05, spool_dir=spool)
+    writer.start()
+    try:
+        writer.submit(_entry("after-restart"))
+        wait_until(lambda: writer.written_rows == 26, 20, "the dead writer's rows and the new one")
+        stats = writer.stats()
+        assert stats["spool"]["recovered_rows"] == 25 and stats["spool"]["torn_bytes"] == 6
+        assert stats["pending_rows"] == 0 and not writer.degraded()
+    finally:
+        _stop(writer)
+    assert list(spool.iterdir()) == []  # the dead writer's segment, journal and lock are gone too
+    logged = sorted(read_predictions("bike", None, None, uri=uri)["request_id"])
+    assert logged == sorted([*ids, "after-restart"])
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL between the store's write and the journal's commit."""
+
+
+@pytest.mark.parametrize("store", ["parquet", "sqlite"])
+def test_a_chunk_written_but_not_committed_is_in_the_log_once_after_the_replay(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = str(tmp_path / "log") if store == "parquet" else f"sqlite:///{tmp_path / 'log.db'}"
+    spool = tmp_path / "spool"
+    first = PredictionLogWriter(uri, spool_dir=spool)
+    assert first.spool is not None
+    first._open_spool()
+    # Two event dates: the Parquet store writes one file per date, and a replay must not double either.
+    for i in range(10):
+        first.submit(_entry(f"once-{i}", datetime(2011, 5, 1 + i % 2, 8)))
+
+    def killed(chunk: object) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(first.spool, "commit", killed)
+    with pytest.raises(_Killed):
+        first._drain_spool()
+    assert first.written_rows == 10  # in the store; the journal says begun, not committed
+    # The process dies: its descriptors close, and the kernel drops its lock.
+    assert first.spool._fd is not None and first.spool._lock_fd is not None
+    os.close(first.spool._fd)
+    os.close(first.spool._lock_fd)
+
+    second = PredictionLogWriter(uri, flush_seconds=0.05, spool_dir=spool)
+    second.start()
+    try:
+        second.submit(_entry("later"))
+        wait_until(lambda: second.stats()["pending_rows"] == 0 and second.written_rows >= 1, 20, "the replay")
+    finally:
+        _stop(second)
+    assert second.recovered_rows == 10
+    logged = list(read_predictions("bike", None, None, uri=uri)["request_id"])
+    assert sorted(logged) == sorted([*(f"once-{i}" for i in range(10)), "later"])  # each exactly once
+    assert list(spool.iterdir()) == []
+
+
+def test_a_failing_store_keeps_the_rows_in_the_spool_and_writes_them_once_it_recovers(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    root.mkdir()
+    blocker = root / "bike"
+    blocker.write_text("a file where the use case's folder belongs: every write fails")
+    writer = PredictionLogWriter(str(root), flush_seconds=0.05, retry_seconds=0.05, spool_dir=tmp_path / "spool")
+    writer.start()
+    try:
+        for i in range(30):
+            writer.submit(_entry(f"held-{i}"))
+        wait_until(lambda: writer.failing and writer.stats()["pending_rows"] == 30, 10, "the rows held")
+        assert writer.degraded() and writer.stats()["spool"]["backlog_bytes"] > 0
+        assert writer.dropped_rows == 0 and writer.written_rows == 0
+        blocker.unlink()
+        wait_until(lambda: writer.written_rows == 30, 10, "the held rows after the store recovered")
+        assert not writer.degraded() and writer.stats()["spool"]["backlog_bytes"] == 0
+    finally:
+        _stop(writer)
+    assert len(read_predictions("bike", None, None, uri=str(root))) == 30
+
+
+def test_a_spool_that_cannot_be_written_drops_counts_and_degrades(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, spool_dir=tmp_path / "spool")
+    writer.start()
+    try:
+        assert writer.spool is not None and writer.spool._fd is not None
+        os.close(writer.spool._fd)  # as a full disk or a lost mount would fail every write
+        writer.spool._fd = os.open(os.devnull, os.O_RDONLY)
+        assert not writer.submit(_entry("lost"))
+        stats = writer.stats()
+        assert stats["dropped_rows"] == 1 and stats["spool"]["errors"] == 1 and writer.degraded()
+        assert "Bad file descriptor" in stats["spool"]["last_error"]
+    finally:
+        _stop(writer)
