@@ -401,7 +401,7 @@ def main() -> int:
         for mode in modes:
             # One service per mode, the same command but for its configs folder (breast_cancer alone);
             # a mode `<mode>@<commit>` runs the service code of that commit (its package first on the path).
-            cmd = [*ours, "--log-uri", str(tmp / f"log-{mode}"), *args.serve_args.split()]
+            cmd = [*ours, "--log-uri", str(tmp / f"log-{mode}"), *args.serve_args.split(), *rollout.serve_args(mode)]
             cmd[cmd.index("--configs-dir") + 1] = str(tmp / f"configs-{mode}")
             env = plain_env
             if "@" in mode:

@@ -12,7 +12,9 @@ champion and bodies; they differ only in the config's `deployment` block:
 - `canary25-unguarded`: the same with `canary_guard_min_requests` 10^9,
   so the guard never judges; it measures what routing a quarter to the canary costs even
   when the default guard takes the canary off within the run (then canary25's own numbers
-  are the champion's alone after the breach, and its measured canary share says so).
+  are the champion's alone after the breach, and its measured canary share says so);
+- `spool-off` (not run by default): `off` with `--no-spool`, the log buffered in memory only, as
+  before the spool (serving/spool.py; issue 21): `off` against it is what the spool costs.
 
 The bodies carry no ids, so the service draws a uuid per request and the canary's share is
 the hash's, not one fixed id's side. The share each run actually got is read from /metrics
@@ -50,7 +52,7 @@ def deployment(mode: str) -> dict[str, Any] | None:
     e.g. `shadow@dd0219b`, the shadow on a thread of the service as it was before its worker process.
     """
     mode = mode.split("@", 1)[0]
-    if mode == "off":
+    if mode in ("off", "spool-off"):
         return None
     if mode == "shadow":
         return {"strategy": "shadow"}
@@ -60,7 +62,12 @@ def deployment(mode: str) -> dict[str, Any] | None:
         return {"strategy": "canary", "canary_steps": [CANARY_FRACTION, 1.0]}
     if mode == "canary25-unguarded":
         return {"strategy": "canary", "canary_steps": [CANARY_FRACTION, 1.0], "canary_guard_min_requests": UNGUARDED}
-    raise SystemExit(f"unknown rollout mode {mode!r}: choose from {', '.join(MODES)} (or 'none')")
+    raise SystemExit(f"unknown rollout mode {mode!r}: choose from {', '.join(MODES)}, spool-off (or 'none')")
+
+
+def serve_args(mode: str) -> list[str]:
+    """The mode's own arguments for the service command (the others differ only in their configs)."""
+    return ["--no-spool"] if mode.split("@", 1)[0] == "spool-off" else []
 
 
 def model_name(base: str, mode: str) -> str:
@@ -198,7 +205,9 @@ def report_lines(results: list[dict[str, Any]]) -> list[str]:
         f"Shadow and canary (issue 18): {USE_CASE}, one service per mode, identical but for the config's "
         f"`deployment` (off: none; shadow: `strategy: shadow`, @shadow = v2, scored in the shadow's worker "
         f"process; shadow-sampled: the same with `shadow_sample: {SHADOW_SAMPLE:g}`; canary25: `strategy: canary`, "
-        f"@canary = v2 at {CANARY_FRACTION:.0%}); v2 is the same pipeline with C = {CANDIDATE_C:g} (v1: C = 1). "
+        f"@canary = v2 at {CANARY_FRACTION:.0%}; spool-off: off with `--no-spool`, the log buffered in memory "
+        "only; every other mode spools each answer to a local file before answering); "
+        f"v2 is the same pipeline with C = {CANDIDATE_C:g} (v1: C = 1). "
         "Modes alternate within the cell, the order rotated every repeat. Δ against off in the same cell. "
         "Load: `closed` = wrk as fast as answers come; `paced N/s` = each connection waits a random think time "
         "(paced.lua), about N requests a second in all, below saturation. "
