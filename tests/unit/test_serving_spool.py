@@ -209,6 +209,12 @@ def test_a_spool_that_cannot_be_written_drops_counts_and_degrades(tmp_path: Path
         assert not writer.submit(_entry("lost"))
         stats = writer.stats()
         assert stats["dropped_rows"] == 1 and stats["spool"]["errors"] == 1 and writer.degraded()
-        assert "Bad file descriptor" in stats["spool"]["last_error"]
+        assert "Bad file descriptor" in stats["spool"]["last_error"] and stats["spool"]["failing"]
+        # The disk is back: the next answer is durable again, and so is the health.
+        os.close(writer.spool._fd)
+        writer.spool._fd = os.open(writer.spool.current.path, os.O_WRONLY | os.O_APPEND)  # type: ignore[union-attr]
+        assert writer.submit(_entry("kept"))
+        wait_until(lambda: writer.written_rows == 1, 10, "the next row in the log")
+        assert not writer.degraded() and writer.stats()["spool"]["errors"] == 1
     finally:
         _stop(writer)

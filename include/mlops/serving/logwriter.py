@@ -161,6 +161,8 @@ class PredictionLogWriter:
         self._settled_rows = 0
         self.spool_errors = 0
         self.last_spool_error: str | None = None
+        self.spool_failing = False
+        """The last append to the spool failed: what is answered now is not durable."""
 
     def submit(self, entry: LogEntry) -> bool:
         """Queue an entry without blocking; False (and counted as dropped) when the queue is full.
@@ -196,11 +198,13 @@ class PredictionLogWriter:
             with self._lock:
                 self.dropped_rows += len(entry.ids)
                 self.spool_errors += 1
+            self.spool_failing = True
             self.last_spool_error = f"{datetime.now(UTC).isoformat()} {exc}"[:300]
             log.error("prediction log spool: cannot append to %s, %d rows dropped: %s", spool.folder,
                       len(entry.ids), exc)  # fmt: skip
             return False
         self.spooled_rows += len(entry.ids)
+        self.spool_failing = False
         return True
 
     def _open_spool(self) -> None:
@@ -225,7 +229,7 @@ class PredictionLogWriter:
 
     def degraded(self) -> bool:
         if self.spool is not None:
-            return self.failing or self.spool_errors > 0
+            return self.failing or self.spool_failing
         return self.failing or self._queue.qsize() >= 0.9 * self._capacity
 
     def stats(self) -> dict[str, Any]:
@@ -254,6 +258,7 @@ class PredictionLogWriter:
                 "recovered_rows": self.recovered_rows,
                 "torn_bytes": self.torn_bytes,
                 "errors": self.spool_errors,
+                "failing": self.spool_failing,
                 "last_error": self.last_spool_error,
             }
         return stats
