@@ -283,7 +283,7 @@ class Spool:
                 os.close(fd)  # alive, or adopted by another writer now
                 continue
             self._adopted_locks.append(fd)
-            for path in sorted(self.folder.glob(f"{owner}-*.seg")):
+            for path in sorted(self.folder.glob(f"{owner}-{'[0-9]' * 6}.seg")):
                 segment = Segment(path, sealed_size=path.stat().st_size, adopted=True)
                 segment.load_journal()
                 self.segments.append(segment)
@@ -294,6 +294,7 @@ class Spool:
                 )  # fmt: skip
             # The lock file goes once its segments are drained (`_release_orphans`).
             self._orphan_lock_files.append(lock_file)
+        self._release_orphans()  # the lock files of owners that left no segment
 
     def next_segment(self) -> Segment | None:
         """The first segment with records to drain, after removing the drained ones nobody appends to."""
