@@ -86,6 +86,24 @@ def test_the_writer_drains_its_spool_into_the_log_and_leaves_nothing_behind(tmp_
     assert len(read_predictions("other", None, None, uri=writer.uri)) == 10
 
 
+def test_entries_that_found_the_queue_full_are_read_back_from_the_spool_in_order(tmp_path: Path) -> None:
+    """The writer takes entries from memory; those the bounded queue could not take come from the file."""
+    writer = PredictionLogWriter(str(tmp_path / "log"), queue_size=3, flush_seconds=0.05, spool_dir=tmp_path / "s")
+    ids = [f"r-{i}" for i in range(10)]
+    for request_id in ids[:8]:  # before the thread runs: 3 queued, 5 in the spool only
+        assert writer.submit(_entry(request_id))
+    assert writer.spilled_rows == 5 and writer.dropped_rows == 0
+    writer.start()
+    try:
+        for request_id in ids[8:]:
+            assert writer.submit(_entry(request_id))
+        wait_until(lambda: writer.written_rows == 10, 10, "every row, from memory and from the file")
+    finally:
+        _stop(writer)
+    logged = read_predictions("bike", None, None, uri=writer.uri)
+    assert sorted(logged["request_id"]) == sorted(ids) and writer.recovered_rows == 0
+
+
 def _killed_writer(uri: str, spool: Path, ids: list[str], torn: bool) -> None:
     """A writer in its own process that spools `ids`, never flushes, and is SIGKILLed (mid-write if `torn`)."""
     script = textwrap.dedent(

@@ -234,17 +234,20 @@ class Spool:
         self._adopt_orphans()
         self._start_segment()
 
-    def append(self, payload: bytes) -> None:
-        """Append one record; raises OSError (disk full, folder gone) for the caller to count."""
+    def append(self, payload: bytes) -> tuple[Segment, int, int]:
+        """Append one record: where it went (segment, start, end); raises OSError (disk full, folder gone)."""
         record = frame_record(payload)
         with self._lock:
-            assert self._fd is not None and self.current is not None, "Spool.open() first"
+            segment = self.current
+            assert self._fd is not None and segment is not None, "Spool.open() first"
             written = os.write(self._fd, record)
             if written != len(record):  # a full disk can cut a write short
                 raise OSError(f"spool write cut short ({written} of {len(record)} bytes)")
+            start = self._size
             self._size += written
             if self._size >= self.segment_bytes:
                 self._start_segment()
+        return segment, start, start + written
 
     def _start_segment(self) -> None:
         if self.current is not None:
@@ -305,8 +308,9 @@ class Spool:
                 self._release_orphans()
         return next((s for s in self.segments if self.readable_end(s) > s.committed), None)
 
-    def read_chunk(self, segment: Segment, max_bytes: int) -> Chunk | None:
-        """The next records of `segment` after its committed offset, about `max_bytes` of them.
+    def read_chunk(self, segment: Segment, max_bytes: int, stop_at: int | None = None) -> Chunk | None:
+        """The next records of `segment` after its committed offset, about `max_bytes` of them (and not past
+        `stop_at`, a record's start).
 
         After a restart, a chunk begun but not committed is read again exactly, so that its
         batch ids are the same. At the end of a segment nobody appends to, bytes that are not a
@@ -319,7 +323,7 @@ class Spool:
         if segment.begun is not None:
             limit = min(end, segment.begun[1])
         else:
-            limit = min(end, start + max_bytes)
+            limit = min(end, start + max_bytes, stop_at if stop_at is not None else end)
             with open(segment.path, "rb") as handle:
                 handle.seek(start)
                 header = handle.read(HEADER.size)
