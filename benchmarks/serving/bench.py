@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import peers
 import rollout
 import yaml
 
@@ -147,7 +148,10 @@ def fit_flight_delays() -> tuple[Any, Any, list[dict[str, Any]], str]:
     return best[2], pd.concat([x.head(400), served]), records, best[1]
 
 
-def payloads(use_case: str, records: list[dict[str, Any]], rows_list: list[int], folder: Path) -> dict[Any, Path]:
+def payloads(
+    use_case: str, records: list[dict[str, Any]], rows_list: list[int], folder: Path, peer_names: tuple[str, ...] = ()
+) -> dict[Any, Path]:
+    """The body files per (use case, server kind or peer, rows): the same records in each server's format."""
     columns = list(records[0])
     out: dict[Any, Path] = {}
     for rows in rows_list:
@@ -159,6 +163,9 @@ def payloads(use_case: str, records: list[dict[str, Any]], rows_list: list[int],
         theirs.write_text(json.dumps({"dataframe_split": split}))
         out[(use_case, "ours", rows)] = ours
         out[(use_case, "mlflow", rows)] = theirs
+        for peer in peer_names:
+            out[(use_case, peer, rows)] = folder / f"{use_case}-{peer}-{rows}.json"
+            out[(use_case, peer, rows)].write_text(json.dumps(peers.body(peer, chosen)))
     return out
 
 
@@ -240,7 +247,7 @@ def wrk(url: str, body: Path, connections: int, duration: int, rate: float | Non
 @dataclass
 class Server:
     label: str
-    kind: str  # "old" | "new" | "mlflow" | "rollout"
+    kind: str  # "old" | "new" | "mlflow" | "rollout" | "peer"
     use_case: str | None  # mlflow models serve serves one model; ours serve every use case
     pid: int
     port: int
@@ -248,8 +255,11 @@ class Server:
     answered: dict[str, int] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)
     mode: str | None = None  # rollout servers: off | shadow | canary25 (rollout.py)
+    peer: str | None = None  # peer servers: mlserver | bentoml (peers.py)
 
     def url(self, use_case: str) -> str:
+        if self.peer:
+            return peers.url(self.peer, self.port)
         path = "/invocations" if self.kind == "mlflow" else f"/predict/{use_case}"
         return f"http://127.0.0.1:{self.port}{path}"
 
@@ -275,6 +285,44 @@ def start_server(label: str, kind: str, cmd: list[str], ready: str, folder: Path
         stop_process_group(process.pid)
         raise
     return Server(label, kind, None, process.pid, port)
+
+
+def start_peer(peer: str, cmd: list[str], port: int, folder: Path, env: dict[str, str]) -> Server:
+    """A peer server (its command names its port: MLServer's in its settings.json), ready when its probe is."""
+    logfile = folder / f"{peer}.log"
+    process = start_in_this_session(cmd, logfile, env)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}{peers.READY[peer]}", 600, process, logfile)
+    except BaseException:
+        stop_process_group(process.pid)
+        raise
+    server = Server(f"{peer} ({peers.USE_CASE})", "peer", peers.USE_CASE, process.pid, port)
+    server.peer = peer
+    return server
+
+
+def profile_server(
+    py_spy: Path, server: Server, use_case: str, body: Path, c: int, seconds: int, out: Path
+) -> dict[str, Any]:
+    """One more wrk run at `c` connections with py-spy sampling the server's process: where its time goes.
+
+    `--nonblocking` reads the stacks without pausing the process, so the service runs at nearly its
+    unprofiled speed (a sample may be torn; there are thousands). The raw stacks go to `out`."""
+    spy = subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(server.pid), "--duration", str(seconds + 1), "--rate", "200",
+         "--nonblocking", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, process_group=0,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        run = wrk(server.url(use_case), body, c, seconds)
+        _, err = spy.communicate(timeout=60)
+    finally:
+        if spy.poll() is None:
+            stop_process_group(spy.pid)
+    if not out.exists():
+        raise RuntimeError(f"py-spy wrote no profile: {err.decode(errors='replace')}")
+    return {"server": server.label, "use_case": use_case, **run, "profile": peers.summarize_stacks(out.read_text())}
 
 
 def baseline_tree(commit: str, folder: Path) -> Path:
@@ -316,6 +364,20 @@ def main() -> int:
         help="load of the rollout cells: 0 = closed loop (as fast as answers come), else a paced rate in req/s "
         "(paced.lua), meant to be below saturation",
     )  # fmt: skip
+    parser.add_argument(
+        "--peers", default=",".join(peers.PEERS),
+        help=f"issue 21's peers on {peers.USE_CASE}, each once per cell ({', '.join(peers.PEERS)}: peers.py); "
+        "'none' skips them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--peers-venv", default=str(peers.DEFAULT_VENV), help="the peers' throwaway venv (made if missing)"
+    )
+    parser.add_argument(
+        "--profile", default="",
+        help="rows:connections cells (e.g. 1:8,100:8) to run once more with py-spy recording our service; "
+        f"the summary goes into the report, the raw stacks next to it (needs the {peers.USE_CASE} use case)",
+    )  # fmt: skip
+    parser.add_argument("--output", default="results", help="name of the report files: <output>.md and .json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
@@ -328,6 +390,11 @@ def main() -> int:
     rollout_rows = [int(r) for r in args.rollout_rows.split(",")] if modes else []
     rollout_connections = [int(c) for c in args.rollout_connections.split(",")]
     rollout_rates = [float(r) for r in args.rollout_rates.split(",")]
+    peer_names = tuple(p for p in args.peers.split(",") if p != "none") if peers.USE_CASE in use_cases else ()
+    unknown_peers = sorted(set(peer_names) - set(peers.PEERS))
+    if unknown_peers:
+        raise SystemExit(f"unknown peers {unknown_peers}: choose from {list(peers.PEERS)} or none")
+    profile_cells = [tuple(int(x) for x in cell.split(":")) for cell in args.profile.split(",") if cell]
     unknown = sorted(set(use_cases) - set(MODEL_NAMES))
     if unknown:
         raise SystemExit(f"unknown use cases {unknown}: choose from {sorted(MODEL_NAMES)}")
@@ -349,6 +416,7 @@ def main() -> int:
 
         mlflow.set_tracking_uri(uri)
         bodies: dict[Any, Path] = {}
+        peer_python = peers.ensure_venv(Path(args.peers_venv)) if peer_names else None
         configs = tmp / "configs"
         configs.mkdir()
         for use_case in use_cases:
@@ -358,7 +426,10 @@ def main() -> int:
                 pipe, inputs, records, facts["flight_delays_candidate"] = fit_flight_delays()
             version = _log_model(MODEL_NAMES[use_case], pipe, inputs)
             log(f"registered {MODEL_NAMES[use_case]} v{version} as @champion")
-            bodies.update(payloads(use_case, records, sorted({*rows_list, *rollout_rows}), tmp))
+            served_by_peers = peer_names if use_case == peers.USE_CASE else ()
+            bodies.update(payloads(use_case, records, sorted({*rows_list, *rollout_rows}), tmp, served_by_peers))
+            if use_case == peers.USE_CASE:
+                check_records = records
             raw = yaml.safe_load((ROOT / "configs" / f"{use_case}.yaml").read_text())
             raw["model_name"] = MODEL_NAMES[use_case]
             if raw.get("source", {}).get("kind") == "files":
@@ -421,6 +492,24 @@ def main() -> int:
                     start_server(label, "mlflow", [*theirs, "--env-manager", "local"], "/ping", tmp, mlflow_env)
                 )
                 servers[-1].use_case = use_case
+        if peer_python is not None:
+            # The registered @champion itself, as our service and MLflow load it, handed to the peers.
+            model_file = peers.export_model(
+                mlflow.sklearn.load_model(f"models:/{MODEL_NAMES[peers.USE_CASE]}@champion"), tmp / "peer-model"
+            )
+            peer_env = peers.peer_env(peer_python, tmp)
+            for peer in peer_names:
+                port = free_port()
+                if peer == "mlserver":
+                    ports = (port, free_port(), free_port())
+                    settings = peers.prepare_mlserver(tmp / "mlserver", model_file, ports)
+                    cmd = [str(peer_python.parent / "mlserver"), *settings]
+                else:
+                    cmd = [str(peer_python.parent / "bentoml"),
+                           *peers.prepare_bentoml(peer_python, tmp / "bentoml", model_file, peer_env),
+                           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+                servers.append(start_peer(peer, cmd, port, tmp, peer_env))
+            facts["peers"] = {p: peers.PACKAGES for p in peer_names}
         for server in servers:
             if server.kind in ("old", "new", "rollout"):
                 models = httpx.get(f"http://127.0.0.1:{server.port}/models", timeout=30).json()["models"]
@@ -443,10 +532,20 @@ def main() -> int:
                     results.append({"server": server.label, "use_case": served["use_case"], "response_keys": keys})
                     if server.kind != "old" and "probabilities" not in keys:
                         raise SystemExit(f"{server.label} answered {served['use_case']} without probabilities: {keys}")
+        if peer_names or any(s.kind == "mlflow" and s.use_case == peers.USE_CASE for s in servers):
+            # Before any timing: every server of the peers' use case answers a few rows as ours does.
+            new = next(s for s in servers if s.kind == "new")
+            compared = [s for s in servers if s.use_case == peers.USE_CASE and s.kind in ("mlflow", "peer")]
+            checked = peers.check_answers(new, compared, check_records, mlflow.sklearn.load_model(
+                f"models:/{MODEL_NAMES[peers.USE_CASE]}@champion"))  # fmt: skip
+            for line in checked["lines"]:
+                log(line)
+            results.append({"answers_checked": checked["lines"]})
+            new.answered[peers.USE_CASE] = new.answered.get(peers.USE_CASE, 0) + checked["ours_rows"]
         facts["setup_seconds"] = time.time() - started
 
         def measure(server: Server, use_case: str, rows: int, c: int, repeat: int, rate: float = 0) -> None:
-            body = bodies[(use_case, "mlflow" if server.kind == "mlflow" else "ours", rows)]
+            body = bodies[(use_case, server.peer or ("mlflow" if server.kind == "mlflow" else "ours"), rows)]
             warm = wrk(server.url(use_case), body, c, args.warmup, rate)
             roles_before = rollout.role_counts(server.port, use_case) if server.mode else {}
             # Where the cores go: the service process, the rest of its group (a shadow's worker), wrk, idle.
@@ -483,6 +582,8 @@ def main() -> int:
             run["cpu_ms_per_request"] = 1000 * cpu / max(1, int(run["requests"]))
             result = {"server": server.label, "kind": server.kind, "use_case": use_case, "rows": rows,
                       "connections": c, "repeat": repeat, **run}  # fmt: skip
+            if server.peer:
+                result["peer"] = server.peer
             results.append(result)
             share = f"  canary share {run['canary_share']:.1%}" if "canary_share" in run else ""
             where = " ".join(f"{k} {v:.2f}" for k, v in run["cores"].items())
@@ -504,8 +605,21 @@ def main() -> int:
                             measure(server, use_case, rows, c, repeat)
                         if repeat == 0:
                             for server in servers:
-                                if server.kind == "mlflow" and server.use_case == use_case:
+                                if server.kind in ("mlflow", "peer") and server.use_case == use_case:
                                     measure(server, use_case, rows, c, 0)
+        if profile_cells:
+            new = next(s for s in servers if s.kind == "new")
+            py_spy = (peer_python or peers.ensure_venv(Path(args.peers_venv))).parent / "py-spy"
+            for rows, c in profile_cells:
+                out = HERE / f"{args.output}-profile-{rows}rows-{c}c.txt"
+                body = bodies[(peers.USE_CASE, "ours", rows)]
+                profiled = profile_server(py_spy, new, peers.USE_CASE, body, c, args.duration, out)
+                results.append({"rows": rows, "connections": c, **profiled})
+                # The profiled run's rows are logged too: the log check counts them.
+                new.answered[peers.USE_CASE] += (profiled["requests"] - profiled["non_2xx"]) * rows
+                new.in_flight[peers.USE_CASE] += c * rows
+                log(f"profiled {new.label} at {rows} rows, {c} connections: {profiled['rps']:.0f} req/s under "
+                    f"py-spy, {profiled['profile']['samples']} samples in {out.name}")  # fmt: skip
         rolled = [s for s in servers if s.kind == "rollout"]
         if rolled:
             facts["load_average_rollout_start"] = os.getloadavg()[0]
@@ -589,7 +703,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[tuple[str, int, int], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
         if "rps" in r and not r.get("mode"):  # the rollout cells are rollout.summarize's
-            cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(r["kind"], []).append(r)
+            kind = r.get("peer") or r["kind"]
+            cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(kind, []).append(r)
     out = []
     for (use_case, rows, c), kinds in cells.items():
         row: dict[str, Any] = {"use_case": use_case, "rows": rows, "connections": c}
@@ -648,6 +763,8 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
             f"Load average (1 min) {facts['load_average_rollout_start']:.1f} before the rollout cells, "
             f"{facts['load_average_rollout_end']:.1f} after them.",
         ]
+    lines += peers.report_lines(results)
+    lines += peers.profile_lines(results)
     lines += rollout.report_lines(results)
     lines += [
         "",
@@ -674,7 +791,7 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
                 f"{r['answered_rows']} rows answered with a 2xx as counted by wrk: {verdict}"
                 + (f"; {r['shadow_rows']} rows scored by the shadow" if r.get("shadow_rows") else "")
             )
-        elif "verdict" in r:
+        elif "verdict" in r or "answers_checked" in r or "profile" in r:
             continue  # a rollout server's /health: listed under its table (rollout.report_lines)
         else:
             # A cell with error answers measures an error page, not the model.
@@ -686,8 +803,8 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
                 f"{r['non_2xx']} | {r['socket_errors']} |"
             )
     text = "\n".join([*lines, "", *notes, ""])
-    (HERE / "results.md").write_text(text)
-    (HERE / "results.json").write_text(
+    (HERE / f"{args.output}.md").write_text(text)
+    (HERE / f"{args.output}.json").write_text(
         json.dumps(
             {"facts": facts, "summary": summary, "rollout_summary": rollout.summarize(results), "runs": results},
             indent=1,

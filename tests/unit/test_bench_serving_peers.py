@@ -1,0 +1,112 @@
+"""The serving benchmark's peers module: request bodies, answer parsing, the comparison and the report.
+
+Pure functions only (no server, no venv): benchmarks/serving/peers.py is not a package, so it is
+imported from its folder, as bench.py imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "serving" / "peers.py"
+_SPEC = importlib.util.spec_from_file_location("bench_serving_peers", _PATH)
+assert _SPEC is not None and _SPEC.loader is not None
+peers = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(peers)
+
+RECORDS = [{"a": 1.0, "b": 2.5}, {"a": 3.0, "b": -1.0}]
+
+
+def test_mlserver_body_is_a_v2_pandas_request_asking_for_both_outputs() -> None:
+    body = peers.body("mlserver", RECORDS)
+    assert body["parameters"] == {"content_type": "pd"}
+    assert body["inputs"] == [
+        {"name": "a", "shape": [2], "datatype": "FP64", "data": [1.0, 3.0]},
+        {"name": "b", "shape": [2], "datatype": "FP64", "data": [2.5, -1.0]},
+    ]
+    assert [o["name"] for o in body["outputs"]] == ["predict", "predict_proba"]
+
+
+def test_bentoml_and_ours_take_the_same_body_and_mlflow_a_dataframe_split() -> None:
+    assert peers.request_body("bentoml", RECORDS) == peers.request_body("ours", RECORDS) == {"records": RECORDS}
+    assert peers.request_body("mlflow", RECORDS) == {
+        "dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.5], [3.0, -1.0]]}
+    }
+
+
+def test_answers_parse_to_predictions_and_probability_rows() -> None:
+    mlserver = {
+        "outputs": [
+            {"name": "predict", "shape": [2, 1], "data": [0, 1]},
+            {"name": "predict_proba", "shape": [2, 2], "data": [0.9, 0.1, 0.2, 0.8]},
+        ]
+    }
+    assert peers.answer("mlserver", mlserver) == ([0, 1], [[0.9, 0.1], [0.2, 0.8]])
+    assert peers.answer("mlflow", {"predictions": [0, 1]}) == ([0, 1], None)
+    assert peers.answer("ours", {"predictions": [0], "probabilities": [[1.0, 0.0]]}) == ([0], [[1.0, 0.0]])
+    with pytest.raises(ValueError, match="unknown server kind"):
+        peers.answer("litserve", {})
+
+
+def test_compare_names_what_differs() -> None:
+    ours = ([0, 1], [[0.9, 0.1], [0.2, 0.8]])
+    assert peers.compare("x", ours, ([0, 1], [[0.9, 0.1], [0.2, 0.8 + 1e-12]])) is None
+    assert peers.compare("x", ours, ([0, 1], None)) is None  # MLflow answers classes only
+    assert "predictions" in str(peers.compare("x", ours, ([1, 0], None)))
+    assert "probabilities differ from ours by up to 0.1" in str(
+        peers.compare("x", ours, ([0, 1], [[0.8, 0.2], [0.2, 0.8]]))
+    )
+
+
+def _run(kind: str, rows: int, c: int, rps: float, p99: float, peer: str | None = None, **extra: Any) -> dict[str, Any]:
+    run = {"server": kind, "kind": kind, "use_case": "breast_cancer", "rows": rows, "connections": c, "rps": rps,
+           "p50_ms": p99 / 2, "p99_ms": p99, "non_2xx": 0, "socket_errors": 0, **extra}  # fmt: skip
+    return {**run, "peer": peer} if peer else run
+
+
+def test_report_gives_each_server_its_columns_and_a_verdict_per_cell() -> None:
+    results = [
+        _run("new", 1, 8, 2000.0, 12.0),
+        _run("new", 1, 8, 1000.0, 8.0),  # two runs of ours: the table shows their mean
+        _run("mlflow", 1, 8, 100.0, 90.0),
+        _run("peer", 1, 8, 500.0, 11.0, peer="mlserver"),
+        _run("peer", 1, 8, 400.0, 20.0, peer="bentoml", non_2xx=3),
+        _run("new", 100, 8, 300.0, 50.0),
+        _run("peer", 100, 8, 350.0, 40.0, peer="mlserver"),
+        {"server": "rollout off", "kind": "rollout", "mode": "off", "rps": 1.0},  # not a peers' cell
+    ]
+    lines = peers.report_lines(results)
+    header = next(line for line in lines if line.startswith("| use case"))
+    assert "ours req/s" in header and "mlflow p99 ms" in header and "bentoml p50 ms" in header
+    single = next(line for line in lines if line.startswith("| breast_cancer | 1 | 8 |"))
+    assert "| 1500 | 5.00 | 10.00 |" in single  # ours: mean of its two runs
+    assert "400 (INVALID)" in single
+    assert "yes (3.00× mlserver)" in single and "yes (0.91× mlserver)" in single
+    hundred = next(line for line in lines if line.startswith("| breast_cancer | 100 | 8 |"))
+    assert "no (0.86× mlserver)" in hundred and "no (1.25× mlserver)" in hundred
+    assert "– | – | –" in hundred  # MLflow and BentoML did not run that cell
+    assert peers.report_lines([_run("new", 1, 8, 1.0, 1.0)]) == []  # nothing to compare with
+
+
+def test_stacks_summarize_to_inclusive_and_self_shares() -> None:
+    raw = "\n".join(
+        [
+            "run (asyncio/events.py:80);predict (/v/lib/python3.11/site-packages/sklearn/pipeline.py:600) 6",
+            "run (asyncio/events.py:80);write (/w/include/mlops/serving/logwriter.py:10) 3",
+            "run (asyncio/events.py:81) 1",
+            "not a stack line",
+        ]
+    )
+    summary = peers.summarize_stacks(raw)
+    assert summary["samples"] == 10
+    assert summary["inclusive"][0] == ("run (asyncio/events.py)", 1.0)
+    assert ("predict (sklearn/pipeline.py)", 0.6) in summary["self"]
+    assert ("write (mlops/serving/logwriter.py)", 0.3) in summary["inclusive"]
+    lines = peers.profile_lines(
+        [{"server": "ours", "rows": 1, "connections": 8, "rps": 900.0, "p99_ms": 20.0, "profile": summary}]
+    )
+    assert "10 samples" in lines[1] and "| `run (asyncio/events.py)` | 100.0% |" in lines[5]
