@@ -12,6 +12,7 @@ benchmarks/serving/results.md and results.json (README.md next to this file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -169,22 +170,64 @@ def payloads(
     return out
 
 
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, CPU ticks used so far) of every process, from /proc."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command: state, ppid, pgrp, ...
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def server_pids(pgid: int) -> set[int]:
+    """Every process of a server: its process group, and the descendants that left it.
+
+    BentoML's process manager (circus) starts its workers in sessions of their own: they are
+    neither in the group (so `stop_process_group` does not reach them) nor counted by it."""
+    table = _processes()
+
+    def belongs(pid: int) -> bool:
+        seen = set()
+        while pid in table and pid not in seen:
+            seen.add(pid)
+            if pid == pgid or table[pid][1] == pgid:
+                return True
+            pid = table[pid][0]
+        return False
+
+    return {pid for pid in table if belongs(pid)}
+
+
 def group_cpu_seconds(pgid: int, exclude: int | None = None) -> float:
-    """CPU time (user + system) used so far by every process of a process group (but `exclude`).
+    """CPU time (user + system) used so far by every process of a server (`server_pids`, but `exclude`).
 
     On a machine shared with other work, wall-clock req/s says more about the
     neighbours than about the server; CPU per request does not.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and int(stat.parent.name) != exclude:  # after the command: state, ppid, pgrp
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    table = _processes()
+    total = sum(table[pid][2] for pid in server_pids(pgid) if pid != exclude and pid in table)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stop_server(pgid: int) -> None:
+    """Stop a server's process group, then, by PID, any of its processes that live outside the group."""
+    import signal
+
+    table = _processes()
+    strays = {pid for pid in server_pids(pgid) if table.get(pid, (0, pgid, 0))[1] != pgid}
+    stop_process_group(pgid)
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    for pid in strays:
+        while time.time() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def process_cpu_seconds(pid: int | None) -> float:
@@ -247,7 +290,7 @@ def wrk(url: str, body: Path, connections: int, duration: int, rate: float | Non
 @dataclass
 class Server:
     label: str
-    kind: str  # "old" | "new" | "mlflow" | "rollout" | "peer"
+    kind: str  # "old" | "new" | "new-w<N>" (today's service on N workers) | "mlflow" | "rollout" | "peer"
     use_case: str | None  # mlflow models serve serves one model; ours serve every use case
     pid: int
     port: int
@@ -377,6 +420,9 @@ def main() -> int:
         help="rows:connections cells (e.g. 1:8,100:8) to run once more with py-spy recording our service; "
         f"the summary goes into the report, the raw stacks next to it (needs the {peers.USE_CASE} use case)",
     )  # fmt: skip
+    parser.add_argument(
+        "--also-workers", default="", help="worker counts of further instances of today's service, e.g. 2"
+    )
     parser.add_argument("--output", default="results", help="name of the report files: <output>.md and .json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -469,6 +515,13 @@ def main() -> int:
         cmd = [*ours, "--log-uri", str(tmp / "log-new"), *args.serve_args.split()]
         servers.append(start_server("new (class + probabilities)", "new", cmd, "/ready", tmp, plain_env))
         servers[-1].log_uri = tmp / "log-new"
+        for workers in [int(w) for w in args.also_workers.split(",") if w]:
+            # Today's service once more on more workers (processes): the peers spread over both cores.
+            cmd = [*ours, "--log-uri", str(tmp / f"log-new-w{workers}"), *args.serve_args.split()]
+            cmd[cmd.index("--workers") + 1] = str(workers)
+            label = f"new, {workers} workers"
+            servers.append(start_server(label, f"new-w{workers}", cmd, "/ready", tmp, plain_env))
+            servers[-1].log_uri = tmp / f"log-new-w{workers}"
         for mode in modes:
             # One service per mode, the same command but for its configs folder (breast_cancer alone);
             # a mode `<mode>@<commit>` runs the service code of that commit (its package first on the path).
@@ -511,7 +564,7 @@ def main() -> int:
                 servers.append(start_peer(peer, cmd, port, tmp, peer_env))
             facts["peers"] = {p: peers.PACKAGES for p in peer_names}
         for server in servers:
-            if server.kind in ("old", "new", "rollout"):
+            if server.kind in ("old", "rollout") or server.kind.startswith("new"):
                 models = httpx.get(f"http://127.0.0.1:{server.port}/models", timeout=30).json()["models"]
                 for served in models:
                     path = served.get("predict_path")
@@ -535,7 +588,9 @@ def main() -> int:
         if peer_names or any(s.kind == "mlflow" and s.use_case == peers.USE_CASE for s in servers):
             # Before any timing: every server of the peers' use case answers a few rows as ours does.
             new = next(s for s in servers if s.kind == "new")
-            compared = [s for s in servers if s.use_case == peers.USE_CASE and s.kind in ("mlflow", "peer")]
+            compared = [s for s in servers if s.kind.startswith("new-w")] + [
+                s for s in servers if s.use_case == peers.USE_CASE and s.kind in ("mlflow", "peer")
+            ]
             checked = peers.check_answers(new, compared, check_records, mlflow.sklearn.load_model(
                 f"models:/{MODEL_NAMES[peers.USE_CASE]}@champion"))  # fmt: skip
             for line in checked["lines"]:
@@ -594,7 +649,7 @@ def main() -> int:
                 f"socket errors {run['socket_errors']}{share}  cores: {where}"
             )
 
-        ab = [s for s in servers if s.kind in ("old", "new")]
+        ab = [s for s in servers if s.kind == "old" or s.kind.startswith("new")]
         for use_case in use_cases:
             for rows in rows_list:
                 for c in connections:
@@ -649,14 +704,14 @@ def main() -> int:
             log(f"{server.label}: /health after the cells: {checked['verdict']}")
             results.append({"server": server.label, **checked})
         for server in [*ab, *rolled]:
-            stop_process_group(server.pid)
+            stop_server(server.pid)
             servers.remove(server)
             time.sleep(0.5)
             for use_case in use_cases if server.kind != "rollout" else [rollout.USE_CASE]:
                 results.append(check_log(server, use_case))
     finally:
         for server in servers:
-            stop_process_group(server.pid)
+            stop_server(server.pid)
         for old in [tree, *trees]:
             if old is not None:
                 remove_baseline_tree(old)
@@ -702,7 +757,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per use case, rows and connections: old vs new (means over repeats) and MLflow."""
     cells: dict[tuple[str, int, int], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        if "rps" in r and not r.get("mode"):  # the rollout cells are rollout.summarize's
+        if "rps" in r and "kind" in r and not r.get("mode"):  # rollout cells: rollout.summarize's; profiles: not cells
             kind = r.get("peer") or r["kind"]
             cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(kind, []).append(r)
     out = []

@@ -234,7 +234,7 @@ def check_answers(ours: Any, others: list[Any], records: list[dict[str, Any]], p
                     problem = problem or compare(f"{server.label} (concurrent)", want, got)
         if problem:
             raise SystemExit(f"{problem}: the servers do not answer alike, the timings would not compare")
-        what = "predictions and probabilities" if server.kind == "peer" else "predictions"
+        what = "predictions" if server.kind == "mlflow" else "predictions and probabilities"
         lines.append(
             f"{server.label}: same {what} as ours on {len(records)} rows and in 3 bursts of 8 concurrent requests"
         )
@@ -301,60 +301,71 @@ def profile_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report_lines(results: list[dict[str, Any]]) -> list[str]:
-    """The peers table: one row per rows × connections cell, req/s and p50/p99 per server (means over repeats).
+def server_name(run: dict[str, Any]) -> str | None:
+    """The name a run's server has in the peers table: ours (on N workers), mlflow, mlserver, bentoml."""
+    kind = run.get("kind")
+    if kind == "new":
+        return "ours"
+    if isinstance(kind, str) and kind.startswith("new-w"):
+        return f"ours, {kind.removeprefix('new-w')} workers"
+    if kind == "peer":
+        return str(run["peer"])
+    return "mlflow" if kind == "mlflow" else None
 
-    Ours is the `new` service; every other server once per cell. The verdict per cell: ahead of every
-    peer on req/s, and a p99 no higher than the lowest peer p99.
+
+def report_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The peers' tables: every server per rows × connections cell (means over repeats), then the verdicts.
+
+    A verdict per cell and configuration of ours: ahead of every peer on req/s, and a p99 no higher
+    than the lowest peer p99 (issue 21's target; MLflow counts as a peer).
     """
-    servers: list[str] = []
     cells: dict[tuple[str, int, int], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        if "rps" not in r or r.get("mode") or r["kind"] not in ("new", "mlflow", "peer"):
+        name = server_name(r)
+        if "rps" not in r or r.get("mode") or name is None:
             continue
-        name = "ours" if r["kind"] == "new" else r["peer"] if r["kind"] == "peer" else "mlflow"
-        if name not in servers:
-            servers.append(name)
         cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(name, []).append(r)
-    if not cells or len(servers) < 2:
+    if not any(len(by_server) > 1 for by_server in cells.values()):
         return []
-    head = " | ".join(f"{s} req/s | {s} p50 ms | {s} p99 ms" for s in servers)
     lines = [
         "",
-        "Against the peers (req/s, p50 and p99 in ms; ours with prediction logging on; "
-        "mean over its runs where it ran more than once):",
+        "Against the peers (ours with prediction logging on; mean over its runs where it ran more than once; "
+        "CPU of the server's processes per request):",
         "",
-        f"| use case | rows/req | conn. | {head} | ahead on req/s | p99 ≤ every peer's |",
-        "| --- | ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in servers) + " | --- | --- |",
+        "| use case | rows/req | conn. | server | req/s | p50 ms | p99 ms | CPU ms/req | runs |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (use_case, rows, c), by_server in cells.items():
+    verdicts = [
+        "",
+        "Issue 21's target per cell: ahead of every peer on req/s, at a p99 no higher than the lowest peer p99:",
+        "",
+        "| use case | rows/req | conn. | ours | req/s ÷ best peer's | p99 ÷ lowest peer p99 | met |",
+        "| --- | ---: | ---: | --- | ---: | ---: | --- |",
+    ]
+    for (use_case, rows, c), by_server in sorted(cells.items()):
         mean = {
-            s: {k: sum(x[k] for x in runs) / len(runs) for k in ("rps", "p50_ms", "p99_ms")}
+            s: {k: sum(x[k] for x in runs) / len(runs) for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}
             for s, runs in by_server.items()
         }
-        invalid = {s for s, runs in by_server.items() if any(x["non_2xx"] or x["socket_errors"] for x in runs)}
-        cols = []
-        for s in servers:
-            if s not in mean:
-                cols.append("– | – | –")
-                continue
-            flag = " (INVALID)" if s in invalid else ""
-            cols.append(f"{mean[s]['rps']:.0f}{flag} | {mean[s]['p50_ms']:.2f} | {mean[s]['p99_ms']:.2f}")
-        others = [s for s in mean if s != "ours"]
-        if "ours" in mean and others:
-            best = max(others, key=lambda s: mean[s]["rps"])
-            ahead = mean["ours"]["rps"] > mean[best]["rps"]
-            factor = mean["ours"]["rps"] / mean[best]["rps"]
-            lowest = min(others, key=lambda s: mean[s]["p99_ms"])
-            p99_ok = mean["ours"]["p99_ms"] <= mean[lowest]["p99_ms"]
-            verdicts = [
-                f"{'yes' if ahead else 'no'} ({factor:.2f}× {best})",
-                f"{'yes' if p99_ok else 'no'} ({mean['ours']['p99_ms'] / mean[lowest]['p99_ms']:.2f}× {lowest})",
-            ]
-        else:
-            verdicts = ["–", "–"]
-        lines.append(f"| {use_case} | {rows} | {c} | {' | '.join(cols)} | {' | '.join(verdicts)} |")
-    return lines
+        for s, m in mean.items():
+            bad = any(x["non_2xx"] or x["socket_errors"] for x in by_server[s])
+            lines.append(
+                f"| {use_case} | {rows} | {c} | {s} | {m['rps']:.0f}{' (INVALID)' if bad else ''} | "
+                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['cpu_ms_per_request']:.2f} | {len(by_server[s])} |"
+            )
+        others = [s for s in mean if not s.startswith("ours")]
+        if not others:
+            continue
+        best = max(others, key=lambda s: mean[s]["rps"])
+        lowest = min(others, key=lambda s: mean[s]["p99_ms"])
+        for ours in (s for s in mean if s.startswith("ours")):
+            ahead = mean[ours]["rps"] / mean[best]["rps"]
+            tail = mean[ours]["p99_ms"] / mean[lowest]["p99_ms"]
+            met = "yes" if ahead > 1 and tail <= 1 else "no"
+            verdicts.append(
+                f"| {use_case} | {rows} | {c} | {ours} | {ahead:.2f}× ({best}) | {tail:.2f}× ({lowest}) | {met} |"
+            )
+    return lines + verdicts
 
 
 def peer_env(python: Path, home: Path) -> dict[str, str]:

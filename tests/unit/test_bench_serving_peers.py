@@ -63,32 +63,32 @@ def test_compare_names_what_differs() -> None:
 
 
 def _run(kind: str, rows: int, c: int, rps: float, p99: float, peer: str | None = None, **extra: Any) -> dict[str, Any]:
-    run = {"server": kind, "kind": kind, "use_case": "breast_cancer", "rows": rows, "connections": c, "rps": rps,
-           "p50_ms": p99 / 2, "p99_ms": p99, "non_2xx": 0, "socket_errors": 0, **extra}  # fmt: skip
+    run = {"server": kind, "kind": kind, "use_case": "breast_cancer", "rows": rows, "connections": c,
+           "rps": rps, "p50_ms": p99 / 2, "p99_ms": p99, "cpu_ms_per_request": 1.0, "non_2xx": 0,
+           "socket_errors": 0, **extra}  # fmt: skip
     return {**run, "peer": peer} if peer else run
 
 
-def test_report_gives_each_server_its_columns_and_a_verdict_per_cell() -> None:
+def test_report_lists_every_server_per_cell_and_judges_each_configuration_of_ours() -> None:
     results = [
         _run("new", 1, 8, 2000.0, 12.0),
         _run("new", 1, 8, 1000.0, 8.0),  # two runs of ours: the table shows their mean
+        _run("new-w2", 1, 8, 400.0, 9.0),
         _run("mlflow", 1, 8, 100.0, 90.0),
         _run("peer", 1, 8, 500.0, 11.0, peer="mlserver"),
         _run("peer", 1, 8, 400.0, 20.0, peer="bentoml", non_2xx=3),
         _run("new", 100, 8, 300.0, 50.0),
         _run("peer", 100, 8, 350.0, 40.0, peer="mlserver"),
         {"server": "rollout off", "kind": "rollout", "mode": "off", "rps": 1.0},  # not a peers' cell
+        {"server": "new", "rows": 1, "connections": 8, "rps": 5.0, "profile": {}},  # a profiled run: not a cell
     ]
     lines = peers.report_lines(results)
-    header = next(line for line in lines if line.startswith("| use case"))
-    assert "ours req/s" in header and "mlflow p99 ms" in header and "bentoml p50 ms" in header
-    single = next(line for line in lines if line.startswith("| breast_cancer | 1 | 8 |"))
-    assert "| 1500 | 5.00 | 10.00 |" in single  # ours: mean of its two runs
-    assert "400 (INVALID)" in single
-    assert "yes (3.00× mlserver)" in single and "yes (0.91× mlserver)" in single
-    hundred = next(line for line in lines if line.startswith("| breast_cancer | 100 | 8 |"))
-    assert "no (0.86× mlserver)" in hundred and "no (1.25× mlserver)" in hundred
-    assert "– | – | –" in hundred  # MLflow and BentoML did not run that cell
+    assert "| breast_cancer | 1 | 8 | ours | 1500 | 5.00 | 10.00 | 1.00 | 2 |" in lines
+    assert "| breast_cancer | 1 | 8 | bentoml | 400 (INVALID) | 10.00 | 20.00 | 1.00 | 1 |" in lines
+    assert "| breast_cancer | 1 | 8 | ours | 3.00× (mlserver) | 0.91× (mlserver) | yes |" in lines
+    assert "| breast_cancer | 1 | 8 | ours, 2 workers | 0.80× (mlserver) | 0.82× (mlserver) | no |" in lines
+    assert "| breast_cancer | 100 | 8 | ours | 0.86× (mlserver) | 1.25× (mlserver) | no |" in lines
+    assert not any("rollout" in line for line in lines)
     assert peers.report_lines([_run("new", 1, 8, 1.0, 1.0)]) == []  # nothing to compare with
 
 
@@ -110,3 +110,39 @@ def test_stacks_summarize_to_inclusive_and_self_shares() -> None:
         [{"server": "ours", "rows": 1, "connections": 8, "rps": 900.0, "p99_ms": 20.0, "profile": summary}]
     )
     assert "10 samples" in lines[1] and "| `run (asyncio/events.py)` | 100.0% |" in lines[5]
+
+
+def test_the_whole_report_renders_with_peers_profiles_and_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench.write_report on a run's kinds of results (its first run of issue 21 died here after measuring)."""
+    import argparse
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    monkeypatch.delitem(sys.modules, "bench", raising=False)
+    import bench
+
+    results = [
+        {"answers_checked": ["mlserver (breast_cancer): same predictions and probabilities as ours"]},
+        _run("new", 1, 8, 2000.0, 12.0, repeat=0),
+        _run("peer", 1, 8, 500.0, 11.0, peer="mlserver", repeat=0),
+        {
+            "server": "new",
+            "use_case": "breast_cancer",
+            "rows": 1,
+            "connections": 8,
+            "rps": 1900.0,
+            "p99_ms": 13.0,
+            "profile": peers.summarize_stacks("main (a.py:1);predict (b.py:2) 3"),
+        },  # fmt: skip
+        {"server": "new", "use_case": "breast_cancer", "logged_rows": 10, "answered_rows": 10, "all_logged": True},
+    ]
+    facts = {"seconds": 60.0, "load_average_start": 1.0, "load_average_end": 2.0, "baseline": "none"}
+    args = argparse.Namespace(workers=1, warmup=1, duration=2, repeats=1, output=str(tmp_path / "report"))
+    bench.write_report(results, facts, args)
+    text = (tmp_path / "report.md").read_text()
+    assert "| breast_cancer | 1 | 8 | ours | 4.00× (mlserver) | 1.09× (mlserver) | no |" in text
+    assert "py-spy on new at 1 rows, 8 connections (3 samples" in text
+    assert len(json.loads((tmp_path / "report.json").read_text())["runs"]) == len(results)
