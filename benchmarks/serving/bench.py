@@ -596,7 +596,10 @@ def main() -> int:
             for line in checked["lines"]:
                 log(line)
             results.append({"answers_checked": checked["lines"]})
-            new.answered[peers.USE_CASE] = new.answered.get(peers.USE_CASE, 0) + checked["ours_rows"]
+            for server in servers:
+                rows_checked = checked["answered_rows"].get(server.label, 0)
+                if server.kind.startswith("new") and rows_checked:
+                    server.answered[peers.USE_CASE] = server.answered.get(peers.USE_CASE, 0) + rows_checked
         facts["setup_seconds"] = time.time() - started
 
         def measure(server: Server, use_case: str, rows: int, c: int, repeat: int, rate: float = 0) -> None:

@@ -32,6 +32,7 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,8 @@ def check_answers(ours: Any, others: list[Any], records: list[dict[str, Any]], p
     `ours`/`others` are bench.Server objects (`kind`, `peer`, `label`, `url()`). Checked on all `records`
     in one request and, in three bursts, on eight slices of five records sent at once (a batcher that
     merges concurrent requests must hand each its own rows back). Raises SystemExit on a difference:
-    a fast wrong answer is not a result. Returns the lines to report and how many rows ours answered.
+    a fast wrong answer is not a result. Returns the lines to report and, per label, the rows each of
+    our services answered (they log them: the bench's log check counts them).
     """
     import httpx
     import numpy as np
@@ -220,7 +222,8 @@ def check_answers(ours: Any, others: list[Any], records: list[dict[str, Any]], p
     if problem:
         raise SystemExit(problem)
     expected_slices = [post(ours, rows) for rows in slices]
-    ours_rows = len(records) + sum(map(len, slices))
+    per_server = len(records) + 3 * sum(map(len, slices))
+    answered = {ours.label: len(records) + sum(map(len, slices))}
     lines = [
         f"{ours.label}: {len(records)} rows ({sorted(set(map(str, expected[0])))} predicted) answered as the "
         "pipeline in this process does"
@@ -234,11 +237,12 @@ def check_answers(ours: Any, others: list[Any], records: list[dict[str, Any]], p
                     problem = problem or compare(f"{server.label} (concurrent)", want, got)
         if problem:
             raise SystemExit(f"{problem}: the servers do not answer alike, the timings would not compare")
+        answered[server.label] = per_server
         what = "predictions" if server.kind == "mlflow" else "predictions and probabilities"
         lines.append(
             f"{server.label}: same {what} as ours on {len(records)} rows and in 3 bursts of 8 concurrent requests"
         )
-    return {"lines": lines, "ours_rows": ours_rows}
+    return {"lines": lines, "answered_rows": answered}
 
 
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -274,9 +278,12 @@ def summarize_stacks(raw: str, top: int = 15) -> dict[str, Any]:
         own[frames[-1]] += n
         for name in set(frames):
             inclusive[name] += n
+    # Inclusive shares of the package's own frames: the outer frames (runpy, uvicorn, asyncio) are in
+    # nearly every stack and say nothing.
+    ours = Counter({name: n for name, n in inclusive.items() if "mlops/" in name})
     return {
         "samples": total,
-        "inclusive": [(name, n / total) for name, n in inclusive.most_common(top)] if total else [],
+        "inclusive": [(name, n / total) for name, n in ours.most_common(top)] if total else [],
         "self": [(name, n / total) for name, n in own.most_common(top)] if total else [],
     }
 
@@ -293,11 +300,13 @@ def profile_lines(results: list[dict[str, Any]]) -> list[str]:
             f"py-spy on {r['server']} at {r['rows']} rows, {r['connections']} connections ({p['samples']} samples; "
             f"{r['rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms while sampled). Share of the samples:",
             "",
-            "| frame (and everything it calls) | share | frame itself (innermost) | share |",
+            "| our frame (and everything it calls) | share | frame itself (innermost) | share |",
             "| --- | ---: | --- | ---: |",
         ]
-        for (inc, inc_share), (own, own_share) in zip(p["inclusive"], p["self"], strict=False):
-            lines.append(f"| `{inc}` | {inc_share:.1%} | `{own}` | {own_share:.1%} |")
+        for inc, own in zip_longest(p["inclusive"], p["self"]):
+            left = f"`{inc[0]}` | {inc[1]:.1%}" if inc else " | "
+            right = f"`{own[0]}` | {own[1]:.1%}" if own else " | "
+            lines.append(f"| {left} | {right} |")
     return lines
 
 
