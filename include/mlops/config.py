@@ -184,6 +184,18 @@ class Monitoring(_Strict):
         description="A store-backed use case: a feature whose served values differ from the offline store's on "
         "more than this share of the window's rows is a skew finding with its own alert (never a retrain).",
     )
+    exact_below_rows: int = Field(
+        default=2_000_000,
+        gt=0,
+        description="A Parquet-log window of fewer rows is read whole and judged exactly; a larger one is judged "
+        "from its files' merged summaries plus a stratified sample (docs/monitoring.md, At volume).",
+    )
+    sample_rows: int = Field(
+        default=200_000,
+        gt=0,
+        description="Rows of the stratified sample a window at or above exact_below_rows keeps for the reports, "
+        "the validation, the label lag and the performance metrics.",
+    )
 
 
 class Approval(_Strict):

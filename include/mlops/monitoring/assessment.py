@@ -18,6 +18,7 @@ from mlops.monitoring.decision import Guards, MonitoringDecision, decide
 from mlops.monitoring.reference import load_champion_model, read_reference, reference_from_lineage, score_reference
 from mlops.monitoring.reports import write_atomic
 from mlops.monitoring.run import MonitoringSummary, run_monitoring
+from mlops.monitoring.volume import WindowFiles
 from mlops.monitoring.window import read_window
 from mlops.naming import (
     METRIC_DRIFT_SHARE,
@@ -52,9 +53,17 @@ class Assessment:
 
 
 def assess_window(
-    use_case: UseCase, window_path: str, guards: Guards, run_key: str, live_comparison: dict[str, Any] | None = None
+    use_case: UseCase,
+    window_path: str,
+    guards: Guards,
+    run_key: str,
+    live_comparison: dict[str, Any] | None = None,
+    window_files: str | None = None,
 ) -> Assessment:
     """Reports against the champion's training data, the decision, and their MLflow record.
+
+    `window_files`: the listing `collect_window` writes for a window too large to read
+    (`Window.files`); the window file is then its stratified sample.
 
     `live_comparison`: a rollout in progress, as `mlops.rollout.apply.live_comparison` reads it;
     written beside the reports as `rollout.json` (and so logged with them), the decision unchanged.
@@ -70,7 +79,7 @@ def assess_window(
     current = read_window(use_case, window_path)
     summary = run_monitoring(
         use_case, current, reference, run_key, champion_metrics=champion.metrics, champion_version=champion.version,
-        notes=notes,
+        notes=notes, at_volume=WindowFiles.load(window_files) if window_files else None,
     )  # fmt: skip
     decision = decide(use_case, summary, guards)
     directory = summary.report_dir

@@ -60,6 +60,20 @@ def write_atomic(path: Path, text: str) -> Path:
         ) from exc
 
 
+def mark_sampled(path: Path, note: str) -> None:
+    """Put `note` at the top of a saved HTML report (a report rendered on a sample says so)."""
+    import html
+
+    text = path.read_text()
+    banner = (
+        '<div style="padding:8px 12px;margin:8px;border:1px solid #c90;background:#fff8e1;font-family:sans-serif">'
+        f"{html.escape(note)}</div>"
+    )
+    at = text.find("<body")
+    at = text.find(">", at) + 1 if at >= 0 else 0
+    write_atomic(path, text[:at] + banner + text[at:])
+
+
 def _save(snapshot: Any, directory: Path, name: str) -> list[Path]:
     return [
         write_atomic(directory / f"{name}.html", snapshot.get_html_str(as_iframe=False)),

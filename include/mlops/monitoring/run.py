@@ -43,6 +43,7 @@ from mlops.monitoring.reports import (
     write_atomic,
 )
 from mlops.monitoring.skew import Skew, check_skew
+from mlops.monitoring.volume import WindowFiles
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +63,8 @@ class MonitoringSummary:
     labelled_rows: int
     drift: DriftResult
     drift_engine: str
-    """'evidently' (full window), 'fast' (mlops.monitoring.drift on the full window) or 'none' (empty window)."""
+    """'evidently' (full window), 'fast' (mlops.monitoring.drift on the full window), 'summaries' (the
+    window's merged per-file summaries, mlops.monitoring.summaries) or 'none' (empty window)."""
     prediction_drift: ColumnDrift | None = None
     prediction_reference: str | None = None
     """What the window's predictions were compared with: 'prediction' (the reference's
@@ -90,6 +92,10 @@ class MonitoringSummary:
     skew: Skew | None = None
     """A store-backed use case's served features against the offline store (mlops.monitoring.skew)."""
     report_sample_rows: int | None = None
+    window_sample_rows: int | None = None
+    """Rows of the window's stratified sample when the window was too large to read (else None)."""
+    drift_error_bounds: dict[str, float] = field(default_factory=dict)
+    """With drift_engine 'summaries': each Wasserstein score's bound on its distance from the exact score."""
     report_dir: Path | None = None
     report_files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -117,6 +123,8 @@ class MonitoringSummary:
             "label_lag": asdict(self.label_lag) if self.label_lag else None,
             "skew": self.skew.to_dict() if self.skew is not None else None,
             "report_sample_rows": self.report_sample_rows,
+            "window_sample_rows": self.window_sample_rows,
+            "drift_error_bounds": self.drift_error_bounds,
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "report_files": [str(p) for p in self.report_files],
             "notes": self.notes,
@@ -172,6 +180,7 @@ def run_monitoring(
     report_sample_rows: int = REPORT_SAMPLE_ROWS,
     seed: int = 0,
     notes: Sequence[str] = (),
+    at_volume: WindowFiles | None = None,
 ) -> MonitoringSummary:
     """Compute drift, data quality and (with labels) performance of a window; save the reports.
 
@@ -184,6 +193,10 @@ def run_monitoring(
     (default settings.reports_dir); `summary.json` is written last, so its presence
     marks a complete run. `notes` are the caller's own (how the reference was prepared)
     and open the summary's notes.
+
+    `at_volume`: `current` is a stratified sample of a window too large to read
+    (mlops.monitoring.volume); drift, null shares and row counts then come from the
+    window's files' merged summaries (mlops.monitoring.summaries), the rest from the sample.
     """
     directory = report_dir(use_case.name, run_key, reports_root)
     current = served_rows(current)  # a shadow's rows are never the champion's window
@@ -210,11 +223,20 @@ def run_monitoring(
     if summary.skew is not None and summary.skew.note:
         summary.notes.append(f"skew check: {summary.skew.note}")
     reference, scored, prediction_kind = _prediction_reference(use_case, reference, current, summary)
-    frames = _report_frames(scored, reference, fast_path_rows, report_sample_rows, seed)
-    summary.report_sample_rows = len(frames.current) if frames.sampled else None
-    _measure_drift(summary, use_case, reference, scored, frames, columns, prediction_kind, directory)
+    if at_volume is not None:
+        frames = _ReportFrames(_sample(scored, report_sample_rows, seed), _sample(reference, report_sample_rows, seed),
+                               sampled=True)  # fmt: skip
+        summary.report_sample_rows = len(frames.current)
+        _measure_at_volume(summary, use_case, reference, scored, columns, prediction_kind, at_volume)
+        _report_drift_sample(summary, use_case, frames, columns, prediction_kind, directory)
+    else:
+        frames = _report_frames(scored, reference, fast_path_rows, report_sample_rows, seed)
+        summary.report_sample_rows = len(frames.current) if frames.sampled else None
+        _measure_drift(summary, use_case, reference, scored, frames, columns, prediction_kind, directory)
     _report_data_quality(summary, use_case, frames, columns, directory)
     _measure_performance(summary, use_case, labelled, champion_version, report_sample_rows, seed, directory)
+    if at_volume is not None:
+        _mark_sampled_reports(summary, at_volume)
     return _save_summary(summary, directory)
 
 
@@ -408,6 +430,116 @@ def _measure_drift(
     summary.drift = DriftResult(summary.drift.columns, columns.skipped, threshold)
     if report is not None:
         summary.report_files += report.files
+
+
+def _measure_at_volume(
+    summary: MonitoringSummary,
+    use_case: UseCase,
+    reference: pd.DataFrame,
+    sample: pd.DataFrame,
+    columns: _DriftColumns,
+    prediction_kind: ColumnKind | None,
+    at_volume: WindowFiles,
+) -> None:
+    """Drift, null shares and row counts of the whole window from its files' merged summaries.
+
+    The prediction is summarised as one more column, under its name in the log (`prediction`
+    or the positive class's `proba__<label>`); a multiclass top-class probability is not a
+    log column, so its drift is computed on the sample, and the notes say so.
+    """
+    from dataclasses import replace
+
+    from mlops.monitoring import summaries
+
+    threshold = use_case.monitoring.drift_share_threshold
+    source = summary.prediction_drift_on if prediction_kind is not None else None
+    in_log = source is not None and source in sample.columns and source != "max_proba"
+    numeric, categorical = list(columns.numeric), list(columns.categorical)
+    view = reference.copy(deep=False)
+    if in_log and source is not None:
+        view[source] = reference[PREDICTION]
+        (numeric if prediction_kind == "numeric" else categorical).append(source)
+    files = at_volume.files
+    if any(len(drift.usable_values(view[c])) <= drift.SMALL_REFERENCE_ROWS for c in [*numeric, *categorical]):
+        outcome = drift.check_drift(view, summaries.ServedColumns(files), numeric, categorical, threshold)
+        bounds: dict[str, float] = {}
+        summary.notes.append("reference of at most 1000 rows: drift read column by column from the whole window")
+    else:
+        result = summaries.window_drift(view, files, numeric, categorical, threshold)
+        outcome, bounds = result.result, result.error_bounds
+        if result.ambiguous:
+            summary.notes.append(
+                f"columns {result.ambiguous} scored within their error bound of the threshold: recomputed exactly"
+            )
+    features = [c for c in outcome.columns if not (in_log and c.column == source)]
+    summary.drift = DriftResult(features, [*columns.skipped, *outcome.skipped], threshold)
+    summary.drift_error_bounds = {c: b for c, b in bounds.items() if not (in_log and c == source)}
+    summary.drift_engine = "summaries"
+    own = next((c for c in outcome.columns if in_log and c.column == source), None)
+    if own is not None:
+        summary.prediction_drift = replace(own, column=PREDICTION)
+    elif prediction_kind is not None:
+        summary.prediction_drift = drift.column_drift(reference[PREDICTION], sample[PREDICTION], prediction_kind)
+        summary.notes.append(f"prediction drift on {summary.prediction_drift_on} from the window's sample")
+    merged = summaries.window_summary(files, summaries.reference_bins(view, numeric, categorical))
+    summary.rows = int(merged["rows"])
+    summary.labelled_rows = at_volume.labelled_rows
+    summary.window_sample_rows = at_volume.sample_rows
+    if summary.label_lag is not None and summary.rows:
+        summary.label_lag = replace(summary.label_lag, labelled_share=min(1.0, at_volume.labelled_rows / summary.rows))
+    _null_shares_from_summary(summary, use_case, merged)
+
+
+def _null_shares_from_summary(summary: MonitoringSummary, use_case: UseCase, merged: dict[str, Any]) -> None:
+    """Null shares of the whole window from the merged summary; a column not summarised keeps the sample's."""
+    rows = merged["rows"]
+    margin = use_case.monitoring.max_null_share_increase
+    summary.null_share_findings = []
+    for name in list(summary.null_shares):
+        column = merged["numeric"].get(name) or merged["categorical"].get(name)
+        if column is None or not rows:
+            continue
+        ref = summary.null_shares[name].reference
+        window = column["nulls"] / rows
+        summary.null_shares[name] = NullShare(window, ref)
+    for name, share in summary.null_shares.items():
+        if share.reference is not None and share.window - share.reference > margin:
+            summary.null_share_findings.append(
+                f"null share of {name} rose to {share.window:.1%} from {share.reference:.1%} in the reference "
+                f"(> monitoring.max_null_share_increase = {margin:.0%})"
+            )
+
+
+def _report_drift_sample(
+    summary: MonitoringSummary,
+    use_case: UseCase,
+    frames: _ReportFrames,
+    columns: _DriftColumns,
+    prediction_kind: ColumnKind | None,
+    directory: Path,
+) -> None:
+    """Evidently's drift report on the sample: the page people read; the decision's numbers are the summaries'."""
+    with _noted_if_evidently_fails(summary, "Evidently drift report"):
+        report = evidently_drift(
+            frames.reference, frames.current, columns.numeric, columns.categorical,
+            use_case.monitoring.drift_share_threshold, prediction_kind, save_to=directory,
+        )  # fmt: skip
+        summary.report_files += report.files
+
+
+def _mark_sampled_reports(summary: MonitoringSummary, at_volume: WindowFiles) -> None:
+    """Say at the top of each HTML report that it shows a sample, and where the decision's numbers come from."""
+    from mlops.monitoring.reports import mark_sampled
+
+    note = (
+        f"This report is rendered on a stratified sample of {summary.report_sample_rows:,} of the window's "
+        f"{summary.rows:,} served rows (sample of {at_volume.sample_rows:,} rows drawn by day partition, each day "
+        "in proportion to its rows; see docs/monitoring.md, At volume). The drift decision and scores in "
+        "summary.json come from summaries of every row of the window, not from this sample."
+    )
+    for path in summary.report_files:
+        if path.suffix == ".html":
+            mark_sampled(path, note)
 
 
 def _report_data_quality(

@@ -77,10 +77,21 @@ def reference_bins(reference: pd.DataFrame, numeric: Sequence[str], categorical:
     return Bins(ranges, tuple(few), tuple(c for c in categorical if c in reference.columns))
 
 
+def _key(value: Any) -> str:
+    """One spelling per value: 1 and 1.0 are one class, as they are one key of the exact path's counts."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value)
+
+
 def _value_counts(values: Any) -> dict[str, int]:
     counts = values.value_counts(dropna=True, sort=False)
     counts = counts[counts > 0]
-    return {json.dumps(k.item() if hasattr(k, "item") else k): int(v) for k, v in counts.items()}
+    merged: dict[str, int] = {}
+    for k, v in counts.items():
+        merged[_key(k)] = merged.get(_key(k), 0) + int(v)
+    return merged
 
 
 def summarize_frame(frame: pd.DataFrame, bins: Bins) -> dict[str, Any]:
@@ -324,3 +335,20 @@ def _served_column(files: Sequence[Path], name: str) -> pd.Series:
     if "role" in dataset.schema.names:
         keep = (pc.field("role") != ROLE_SHADOW) | pc.field("role").is_null()
     return dataset.to_table(columns=[name], filter=keep).column(name).to_pandas().rename(name)
+
+
+class ServedColumns:
+    """The window's served rows read one column at a time (`drift.ColumnSource`), for the exact column-wise path."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        import pyarrow.dataset as ds
+
+        self._files = list(files)
+        self._names = list(ds.dataset([str(f) for f in self._files], format="parquet").schema.names)
+
+    @property
+    def columns(self) -> list[str]:
+        return self._names
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return _served_column(self._files, name)

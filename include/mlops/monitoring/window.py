@@ -36,6 +36,10 @@ class Window:
     labelled_rows: int
     start: str
     end: str
+    sampled: bool = False
+    """True above `monitoring.exact_below_rows`: `path` holds a stratified sample and `files` lists the
+    window's log files, whose summaries give the decision's numbers (mlops.monitoring.volume)."""
+    files: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,11 +63,24 @@ def window_file(use_case: str, run_key: str) -> Path:
 
 
 def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: str) -> Window:
-    """Copy the prediction log's window [start, end), with the labels so far, to a run-keyed file."""
+    """Copy the prediction log's window [start, end), with the labels so far, to a run-keyed file.
+
+    A Parquet log window of `monitoring.exact_below_rows` rows or more is not copied: the file
+    then holds a stratified sample, and `files` lists the log files (mlops.monitoring.volume).
+    """
+    from mlops.monitoring import volume
     from mlops.predictionlog.predictions import read_predictions
 
-    frame = read_predictions(use_case, start, end, with_labels=True)
     path = window_file(use_case.name, run_key)
+    rows = volume.window_rows(use_case.name, start, end)
+    if rows is not None and rows >= use_case.monitoring.exact_below_rows:
+        listing = volume.sample_window(use_case, start, end, path, use_case.monitoring.sample_rows)
+        return Window(
+            str(path), listing.rows, listing.labelled_rows, start.isoformat(), end.isoformat(), True,
+            str(volume.files_path(path)),
+        )  # fmt: skip
+    volume.files_path(path).unlink(missing_ok=True)  # a re-run below the size leaves no stale listing
+    frame = read_predictions(use_case, start, end, with_labels=True)
     with atomic_path(path) as tmp:  # a re-run overwrites; a crash never leaves a half file under the real name
         frame.to_parquet(tmp, index=False)
     labelled = int(frame[LABEL].notna().sum()) if LABEL in frame.columns else 0

@@ -133,7 +133,9 @@ def build_monitoring_dag(use_case: UseCase) -> DAG:
                 from mlops.rollout.apply import live_comparison
 
                 live = live_comparison(use_case, guards.now)
-            result = assessment.assess_window(use_case, window["path"], guards, _run_key(context), live)
+            result = assessment.assess_window(
+                use_case, window["path"], guards, _run_key(context), live, window_files=window.get("files")
+            )
             if result.decision.alert:
                 MlopsNotifier.for_monitoring(result.decision.to_dict(), result.report_dir)(context)
             if result.decision.data_quality_alert:  # its own alert: a null-share rise never retrains
