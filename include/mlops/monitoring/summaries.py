@@ -334,7 +334,12 @@ def _served_column(files: Sequence[Path], name: str) -> pd.Series:
     keep = None
     if "role" in dataset.schema.names:
         keep = (pc.field("role") != ROLE_SHADOW) | pc.field("role").is_null()
-    return dataset.to_table(columns=[name], filter=keep).column(name).to_pandas().rename(name)
+    import pyarrow as pa
+
+    column = dataset.to_table(columns=[name], filter=keep).column(name)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = column.dictionary_encode()  # a few bytes a row, not a Python string each
+    return column.to_pandas().rename(name)
 
 
 class ServedColumns:

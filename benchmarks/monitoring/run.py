@@ -1,0 +1,394 @@
+"""The monitoring step as the DAG runs it, at 10M, 100M and 1B rows of a partitioned Parquet prediction log.
+
+    ./run bench monitoring                      # generate once (reused), then every size and engine
+    ./run bench monitoring --sizes 10M          # one size
+    ./run bench monitoring --data DIR           # where the synthetic logs live (default /tmp/mlops-bench-monitoring)
+
+Each run is one process per engine, timing what the monitoring DAG's three tasks do after
+the champion lookup: `collect_window` (the window from the log), `validate_window` (Great
+Expectations) and `run_monitoring` + `decide` (reports and decision). Not timed: the
+registry lookup, the scoring of the reference by the champion (the bench has no champion:
+prediction drift compares with the training target) and the MLflow record. Peak memory is
+the process's VmHWM.
+
+Engines:
+- `today`: the exact path (`monitoring.exact_below_rows` above the window): the window read
+  whole into pandas. Run at 10M only: at 100M it would need ~30 GB (2.9 GB at 10M).
+- `summaries-cold`: the volume path with no summary cached: every file summarised in the run.
+- `summaries-warm`: the steady state of a daily schedule: summaries of all days but the last
+  cached, the last day's files summarised in the run.
+- `exact-columns`: the exact drift scores read column by column from every row (the check the
+  summaries must agree with; not what the DAG runs).
+
+Data: bike-sharing rows (data/raw) drawn with replacement, 14 day partitions of 1M-row files
+(row groups of 128k rows), a prediction (label + N(0, 40)) and labels for 80 % of rows in the
+label store's day folders. Reference: the 60 days before 2011-03-01 (the demo's first
+champion). Scenario `drifted`: rows of 2011-03-01..2012-12-31 (summer in the window, winter
+in the reference: 5 of 10 features drift, the dataset-drift share sits exactly at 0.5, so one
+column flipping flips the decision). Scenario `stable` (10M only): rows of the reference period.
+1B rows: ten hard links of each 100M file (no disk for 1B distinct rows is needed, and every
+link is a separate file to the step); a link's cached summary is a copy of its original's, which
+the 100M run computed. The exact scores of the 1B window equal the 100M window's (every row
+repeated ten times leaves the distributions unchanged), and so do its exact metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW = ROOT / "data" / "raw" / "bike_sharing_hourly.csv"
+USE_CASE = "bike_sharing"
+FEATURES = ["temp", "atemp", "hum", "windspeed", "season", "hr", "holiday", "weekday", "workingday", "weathersit"]
+START = datetime(2011, 3, 1)
+DAYS = 14
+FILE_ROWS = 1_000_000
+ROW_GROUP = 131_072
+CHAMPION_RMSE = 40.0
+SIZES = {"10M": 10_000_000, "100M": 100_000_000, "1B": 1_000_000_000}
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _pool(scenario: str) -> Any:
+    import pandas as pd
+
+    raw = pd.read_csv(RAW, parse_dates=["dteday"])
+    if scenario == "stable":
+        return raw[(raw["dteday"] >= "2010-12-31") & (raw["dteday"] < "2011-03-01")].reset_index(drop=True)
+    return raw[raw["dteday"] >= "2011-03-01"].reset_index(drop=True)
+
+
+def make_reference(path: Path) -> None:
+    import pandas as pd
+
+    raw = pd.read_csv(RAW, parse_dates=["dteday"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw[(raw["dteday"] >= "2010-12-31") & (raw["dteday"] < "2011-03-01")].to_parquet(path, index=False)
+
+
+def generate(home: Path, rows: int, scenario: str, seed: int = 0) -> dict[str, Any]:
+    """Write `rows` log rows over DAYS day folders and the labels of 80 % of them; returns the exact metrics."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pool = _pool(scenario)
+    columns = {c: pool[c].to_numpy() for c in FEATURES if pool[c].dtype.kind in "fiu"}
+    # Categoricals as codes into their values, decoded by Arrow (a Python string per row would cost minutes).
+    codes = {c: pool[c].astype("category") for c in FEATURES if c not in columns}
+    target = pool["cnt"].to_numpy(dtype="float64")
+    rng = np.random.default_rng(seed)
+    per_day = rows // DAYS
+    sums = {"n": 0, "sse": 0.0, "sae": 0.0, "sy": 0.0, "syy": 0.0, "sape": 0.0}
+    for day in range(DAYS):
+        date = START + timedelta(days=day)
+        log_dir = home / "predictions" / USE_CASE / f"date={date:%Y-%m-%d}"
+        label_dir = home / "labels" / USE_CASE / f"date={date:%Y-%m-%d}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        day_rows = per_day + (rows - per_day * DAYS if day == DAYS - 1 else 0)
+        for part, offset in enumerate(range(0, day_rows, FILE_ROWS)):
+            n = min(FILE_ROWS, day_rows - offset)
+            take = rng.integers(0, len(pool), n)
+            seconds = np.sort(rng.integers(0, 86_400 * 1_000_000, n))
+            event = pa.array(np.datetime64(date, "us") + seconds.astype("timedelta64[us]"))
+            ids = pc.binary_join_element_wise(
+                f"d{day}-", pc.cast(pa.array(np.arange(offset, offset + n)), pa.string()), ""
+            )
+            label = target[take]
+            prediction = label + rng.normal(0, 40, n)
+            table = pa.table(
+                {
+                    "request_id": ids,
+                    "use_case": pa.DictionaryArray.from_arrays(np.zeros(n, dtype="int32"), [USE_CASE]),
+                    "model_name": pa.DictionaryArray.from_arrays(np.zeros(n, dtype="int32"), ["bike_sharing_cnt"]),
+                    "model_version": pa.DictionaryArray.from_arrays(np.zeros(n, dtype="int32"), ["1"]),
+                    "role": pa.DictionaryArray.from_arrays(np.zeros(n, dtype="int32"), ["champion"]),
+                    "source": pa.DictionaryArray.from_arrays(np.zeros(n, dtype="int32"), ["online"]),
+                    "event_time": event,
+                    "logged_at": event,
+                    **{c: columns[c][take] for c in columns},
+                    **{
+                        c: pa.DictionaryArray.from_arrays(
+                            pa.array(v.cat.codes.to_numpy()[take], mask=v.cat.codes.to_numpy()[take] < 0),
+                            pa.array(list(v.cat.categories)),
+                        ).cast(pa.string())
+                        for c, v in codes.items()
+                    },
+                    "prediction": prediction,
+                }
+            )
+            pq.write_table(table, log_dir / f"online__bench__{part:04d}.parquet", row_group_size=ROW_GROUP)
+            keep = rng.random(n) < 0.8
+            mask = pa.array(keep)
+            labels = pa.table(
+                {
+                    "request_id": ids.filter(mask),
+                    "label": pa.array(label[keep]),
+                    "event_time": event.filter(mask),
+                    "prediction_time": event.filter(mask),
+                    "arrived_at": pa.array(np.datetime64(date + timedelta(days=1), "us").repeat(int(keep.sum()))),
+                }
+            )
+            pq.write_table(labels, label_dir / f"labels__bench__{part:04d}.parquet", row_group_size=ROW_GROUP)
+            err = prediction[keep] - label[keep]
+            y = label[keep]
+            sums["n"] += int(keep.sum())
+            sums["sse"] += float(np.sum(err**2))
+            sums["sae"] += float(np.sum(np.abs(err)))
+            sums["sy"] += float(np.sum(y))
+            sums["syy"] += float(np.sum(y**2))
+            sums["sape"] += float(np.sum(np.abs(err) / np.abs(y)))
+        print(f"  generated {date:%Y-%m-%d}: {day_rows} rows", flush=True)
+    n = sums["n"]
+    exact = {
+        "rmse": (sums["sse"] / n) ** 0.5,
+        "mae": sums["sae"] / n,
+        "r2": 1 - sums["sse"] / (sums["syy"] - sums["sy"] ** 2 / n),
+        "mape": sums["sape"] / n,
+        "labelled_rows": n,
+    }
+    (home / "exact-metrics.json").write_text(json.dumps(exact))
+    return exact
+
+
+def link_billion(source: Path, home: Path, copies: int = 10) -> None:
+    """1B rows as `copies` hard links of each 100M file, log and labels."""
+    for kind in ("predictions", "labels"):
+        for folder in sorted((source / kind / USE_CASE).glob("date=*")):
+            target = home / kind / USE_CASE / folder.name
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(folder.glob("*.parquet")):
+                for copy in range(copies):
+                    link = target / f"{path.stem}__copy{copy}.parquet"
+                    if not link.exists():
+                        os.link(path, link)
+    shutil.copy(source / "exact-metrics.json", home / "exact-metrics.json")
+
+
+def copy_summaries(source: Path, home: Path, copies: int = 10) -> int:
+    """Give each 1B link the cached summary its original has (same rows, same bins)."""
+    copied = 0
+    for summary in (source / "predictions" / USE_CASE).glob("date=*/_summaries/*.json"):
+        name, key, _ = summary.name.rsplit(".", 2)
+        stem = name.removesuffix(".parquet")
+        folder = home / "predictions" / USE_CASE / summary.parent.parent.name / "_summaries"
+        folder.mkdir(parents=True, exist_ok=True)
+        for copy in range(copies):
+            shutil.copy(summary, folder / f"{stem}__copy{copy}.parquet.{key}.json")
+            copied += 1
+    return copied
+
+
+def drop_summaries(home: Path, last_day_only: bool) -> None:
+    days = sorted((home / "predictions" / USE_CASE).glob("date=*"))
+    for folder in days[-1:] if last_day_only else days:
+        shutil.rmtree(folder / "_summaries", ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one engine, in its own process
+
+
+def child(engine: str, home: Path, reference_path: Path) -> dict[str, Any]:
+    # Imports are paid once per task process (the scheduler preloads them); not timed.
+    import evidently  # noqa: F401
+
+    import great_expectations  # noqa: F401
+    from mlops.config import find_use_case
+    from mlops.monitoring import drift, summaries
+    from mlops.monitoring.decision import Guards, decide
+    from mlops.monitoring.reference import read_reference
+    from mlops.monitoring.run import run_monitoring
+    from mlops.monitoring.volume import WindowFiles, day_folders
+    from mlops.monitoring.window import collect_window, read_window, validate_window
+
+    base = find_use_case(USE_CASE)
+    end = START + timedelta(days=DAYS)
+    limit = 10**13 if engine == "today" else base.monitoring.exact_below_rows
+    use_case = base.model_copy(update={"monitoring": base.monitoring.model_copy(update={"exact_below_rows": limit})})
+    baseline = peak_rss_mb()
+    if engine == "exact-columns":
+        start_time = time.perf_counter()
+        files = [
+            f for d in day_folders(home / "predictions" / USE_CASE, START, end) for f in sorted(d.glob("*.parquet"))
+        ]
+        reference = read_reference(reference_path)
+        reference["prediction"] = reference[use_case.target]
+        source = summaries.ServedColumns(files)
+        features = use_case.features
+        result = drift.check_drift(reference, source, features.numeric, features.categorical, 0.5)
+        prediction = drift.column_drift(reference["prediction"], source["prediction"], "numeric")
+        return {
+            "engine": engine,
+            "seconds": round(time.perf_counter() - start_time, 1),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "scores": {c.column: c.score for c in result.columns},
+            "drifted": sorted(result.drifted_columns),
+            "prediction_score": prediction.score,
+            "prediction_drifted": prediction.drifted,
+        }
+    stages: dict[str, float] = {}
+    clock = time.perf_counter()
+    window = collect_window(use_case, START, end, f"bench-{engine}")
+    stages["collect_window"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    validation = validate_window(use_case, window.path, f"bench-{engine}")
+    stages["validate_window"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    reference = read_reference(reference_path)
+    current = read_window(use_case, window.path)
+    summary = run_monitoring(
+        use_case, current, reference, f"bench-{engine}", {"rmse": CHAMPION_RMSE}, home / "reports",
+        champion_version="1", at_volume=WindowFiles.load(window.files) if window.files else None,
+    )  # fmt: skip
+    guards = Guards(now=end, training_active=False, last_triggered_at=None, validation_passed=validation.passed,
+                    validation_details=validation.details)  # fmt: skip
+    decision = decide(use_case, summary, guards)
+    stages["assess_window"] = time.perf_counter() - clock
+    return {
+        "engine": engine,
+        "rows": summary.rows,
+        "seconds": round(sum(stages.values()), 1),
+        "stages": {k: round(v, 1) for k, v in stages.items()},
+        "peak_rss_mb": round(peak_rss_mb()),
+        "baseline_rss_mb": round(baseline),
+        "sampled": window.sampled,
+        "window_sample_rows": summary.window_sample_rows,
+        "labelled_rows": summary.labelled_rows,
+        "performance_rows": summary.performance_rows,
+        "drift_engine": summary.drift_engine,
+        "scores": {c.column: c.score for c in summary.drift.columns},
+        "error_bounds": summary.drift_error_bounds,
+        "drifted": sorted(summary.drift.drifted_columns),
+        "drift_share": summary.drift.share_of_drifted_columns,
+        "prediction_score": summary.prediction_drift.score if summary.prediction_drift else None,
+        "prediction_drifted": summary.prediction_drift.drifted if summary.prediction_drift else None,
+        "performance": summary.performance,
+        "validation_passed": validation.passed,
+        "action": decision.action,
+        "reasons": decision.reasons,
+        "notes": summary.notes,
+    }
+
+
+def run_child(engine: str, home: Path, reference: Path) -> dict[str, Any]:
+    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_PREDICTION_LOG_URI": str(home / "predictions")}
+    cmd = [sys.executable, __file__, "--child", engine, str(home), str(reference)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"{engine} at {home} failed:\n{done.stderr[-4000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def compare(result: dict[str, Any], exact: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """How far the run's scores and metrics are from the exact ones, and whether each decision agrees."""
+    errors = {c: abs(result["scores"][c] - exact["scores"][c]) for c in exact["scores"] if c in result["scores"]}
+    worst = max(errors, key=lambda c: errors[c]) if errors else None
+    perf = {k: abs(result["performance"][k] - metrics[k]) / abs(metrics[k]) for k in ("rmse", "mae", "r2", "mape")
+            if k in result.get("performance", {})}  # fmt: skip
+    return {
+        "columns_agree": result["drifted"] == exact["drifted"],
+        "prediction_agrees": result["prediction_drifted"] == exact["prediction_drifted"],
+        "max_score_error": errors[worst] if worst else None,
+        "max_score_error_column": worst,
+        "within_bounds": all(errors[c] <= result.get("error_bounds", {}).get(c, 0.0) + 1e-12 for c in errors),
+        "performance_relative_error": perf,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--data", type=Path, default=Path("/tmp/mlops-bench-monitoring"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument("--generate-only", action="store_true", help="write the synthetic logs and stop")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        engine, home, reference = args.child
+        print(json.dumps(child(engine, Path(home), Path(reference)), default=str))
+        return
+    data = args.data
+    reference = data / "reference.parquet"
+    if not reference.exists():
+        make_reference(reference)
+    plan: list[tuple[str, str, list[str]]] = []
+    if "10M" in args.sizes:
+        plan += [("10M", "drifted", ["exact-columns", "today", "summaries-cold", "summaries-warm"]),
+                 ("10M", "stable", ["exact-columns", "today", "summaries-cold"])]  # fmt: skip
+    if "100M" in args.sizes or "1B" in args.sizes:
+        plan += [("100M", "drifted", ["exact-columns", "summaries-cold", "summaries-warm"])]
+    if "1B" in args.sizes:
+        plan += [("1B", "drifted", ["summaries-warm"])]
+    results: list[dict[str, Any]] = json.loads(args.out.read_text()) if args.out.exists() else []
+    for size, scenario, engines in plan:
+        home = data / f"{size}-{scenario}"
+        if not (home / "exact-metrics.json").exists():
+            started = time.perf_counter()
+            if size == "1B":
+                link_billion(data / "100M-drifted", home)
+            else:
+                generate(home, SIZES[size], scenario)
+            print(f"{size} {scenario}: data ready in {time.perf_counter() - started:.0f} s", flush=True)
+        if args.generate_only:
+            continue
+        metrics = json.loads((home / "exact-metrics.json").read_text())
+        exact_home = data / "100M-drifted" if size == "1B" else home
+        exact_file = exact_home / "exact-scores.json"
+        for engine in engines:
+            if engine == "summaries-cold":
+                drop_summaries(home, last_day_only=False)
+            if engine == "summaries-warm":
+                if size == "1B":
+                    copy_summaries(data / "100M-drifted", home)
+                elif not any((home / "predictions" / USE_CASE).glob("date=*/_summaries/*.json")):
+                    run_child("summaries-cold", home, reference)  # the days before, summarised as they landed
+                drop_summaries(home, last_day_only=True)
+            if engine == "exact-columns" and exact_file.exists():
+                continue
+            r = run_child(engine, home, reference)
+            shutil.rmtree(home / "reports", ignore_errors=True)
+            shutil.rmtree(home / "monitoring", ignore_errors=True)
+            if engine == "exact-columns":
+                exact_file.write_text(json.dumps(r))
+            r = {"size": size, "scenario": scenario, **r}
+            if engine != "exact-columns":
+                r["vs_exact"] = compare(r, json.loads(exact_file.read_text()), metrics)
+            results = [x for x in results if (x["size"], x["scenario"], x["engine"]) != (size, scenario, engine)]
+            results.append(r)
+            args.out.write_text(json.dumps(results, indent=1))
+            agree = r.get("vs_exact", {})
+            print(
+                f"{size:>5} {scenario:<8} {engine:<15} {r['seconds']:>7.1f} s {r['peak_rss_mb']:>6} MB "
+                f"{r.get('stages', '')} action={r.get('action')} drifted={r['drifted']} "
+                f"agree={agree.get('columns_agree')}/{agree.get('prediction_agrees')} "
+                f"max_err={agree.get('max_score_error')} perf_err={agree.get('performance_relative_error')}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
