@@ -277,15 +277,20 @@ def summary_path(log_file: Path, bins: Bins) -> Path:
 
 def file_summary(log_file: Path, bins: Bins, columns: Sequence[str] | None = None) -> dict[str, Any]:
     """The file's cached summary, computed (and cached) when it lacks one for these bins."""
-    import pandas as pd
     import pyarrow.parquet as pq
 
     path = summary_path(log_file, bins)
     if path.exists():
         return dict(json.loads(path.read_text()))
-    names = set(pq.read_schema(log_file).names)
+    import pyarrow as pa
+
+    schema = pq.read_schema(log_file)
     wanted = [*bins.numeric, *bins.categorical, "label", "role", "model_version"]
-    frame = pd.read_parquet(log_file, columns=[c for c in dict.fromkeys(wanted) if c in names])
+    columns = [c for c in dict.fromkeys(wanted) if c in schema.names]
+    # Category strings as dictionaries (pandas Categorical): counted per code, not per Python string.
+    # Not role and version: served_rows fills their nulls with a value a Categorical may not hold.
+    strings = [c for c in bins.categorical if c in schema.names and pa.types.is_string(schema.field(c).type)]
+    frame = pq.read_table(log_file, columns=columns, read_dictionary=strings).to_pandas()
     summary = summarize_frame(frame, bins)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
