@@ -3,6 +3,8 @@ against the exact path on the same Parquet log (real files, labels written throu
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from mlops.monitoring.run import MonitoringSummary, run_monitoring
 from mlops.monitoring.volume import WindowFiles
 from mlops.monitoring.window import collect_window, read_window
 from mlops.predictionlog.labels import write_labels
-from mlops.predictionlog.stores import ParquetStore
+from mlops.predictionlog.stores import prediction_store
 from tests.unit.test_monitoring import CHAMPION, bike_frame, prediction_log
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +32,7 @@ def _write_log(home: Path, log: pd.DataFrame) -> None:
     rows["role"] = "champion"
     shadow = rows.iloc[:300].copy()
     shadow["role"], shadow["prediction"] = "shadow", 10_000.0  # never part of the champion's window
-    store = ParquetStore(home / "log")
+    store = prediction_store()
     for chunk in np.array_split(np.arange(len(rows)), 9):
         store.append(BIKE.name, rows.iloc[chunk])
     store.append(BIKE.name, shadow)
@@ -54,12 +56,46 @@ def _both_paths(home: Path, name: str) -> tuple[MonitoringSummary, MonitoringSum
     return exact, sampled, window
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the local PostgreSQL, dropped afterwards."""
+    import psycopg2
+
+    name = f"volume_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dbname="postgres", user="postgres", host="127.0.0.1", port=5432)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        from mlops.predictionlog.stores import SqlStore
+
+        for url in list(SqlStore._engines):
+            if name in url:
+                SqlStore._engines.pop(url).dispose()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.parametrize("store", ["parquet", "sqlite", "postgresql"])
 @pytest.mark.parametrize(("shift", "noise", "expected"), [(0.0, 30, "none"), (0.3, 150, "retrain")])
 def test_the_summaries_path_decides_as_the_exact_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shift: float, noise: float, expected: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    shift: float,
+    noise: float,
+    expected: str,
+    store: str,
 ) -> None:
+    """An SQL log's summary is GROUP BY queries in the database; a Parquet log's, its files' merged."""
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
-    monkeypatch.setenv("MLOPS_PREDICTION_LOG_URI", str(tmp_path / "log"))
+    log_uri = {"parquet": str(tmp_path / "log"), "sqlite": f"sqlite:///{tmp_path / 'log.db'}"}.get(store) or str(
+        request.getfixturevalue("postgres_url")
+    )
+    monkeypatch.setenv("MLOPS_PREDICTION_LOG_URI", log_uri)
     log = prediction_log(bike_frame(6000, seed=4, shift=shift), label_share=0.8, noise=noise, seed=5)
     log["event_time"] = pd.date_range("2011-05-01", periods=len(log), freq="min", tz="UTC").tz_localize(None)
     log["logged_at"] = log["event_time"]

@@ -459,13 +459,15 @@ def _measure_at_volume(
     if in_log and source is not None:
         view[source] = reference[PREDICTION]
         (numeric if prediction_kind == "numeric" else categorical).append(source)
-    files = at_volume.files
+    window = at_volume.log_window(use_case.name)
+    bins = summaries.reference_bins(view, numeric, categorical)
+    merged = window.summary(bins)
+    bounds: dict[str, float] = {}
     if any(len(drift.usable_values(view[c])) <= drift.SMALL_REFERENCE_ROWS for c in [*numeric, *categorical]):
-        outcome = drift.check_drift(view, summaries.ServedColumns(files), numeric, categorical, threshold)
-        bounds: dict[str, float] = {}
+        outcome = drift.check_drift(view, window, numeric, categorical, threshold)
         summary.notes.append("reference of at most 1000 rows: drift read column by column from the whole window")
     else:
-        result = summaries.window_drift(view, files, numeric, categorical, threshold)
+        result = summaries.drift_from_summary(view, merged, bins, numeric, categorical, threshold, window.column)
         outcome, bounds = result.result, result.error_bounds
         if result.ambiguous:
             summary.notes.append(
@@ -481,7 +483,6 @@ def _measure_at_volume(
     elif prediction_kind is not None:
         summary.prediction_drift = drift.column_drift(reference[PREDICTION], sample[PREDICTION], prediction_kind)
         summary.notes.append(f"prediction drift on {summary.prediction_drift_on} from the window's sample")
-    merged = summaries.window_summary(files, summaries.reference_bins(view, numeric, categorical))
     summary.rows = int(merged["rows"])
     summary.labelled_rows = at_volume.labelled_rows
     summary.window_sample_rows = at_volume.sample_rows

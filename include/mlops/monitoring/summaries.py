@@ -31,6 +31,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -313,13 +314,28 @@ def window_drift(
 ) -> SummaryDrift:
     """Drift of the window made of `files` from their summaries; ambiguous columns recomputed exactly from rows."""
     bins = reference_bins(reference, numeric, categorical)
-    merged = window_summary(files, bins)
+    read = read_column or _served_column
+    return drift_from_summary(
+        reference, window_summary(files, bins), bins, numeric, categorical, drift_share_threshold,
+        lambda name: read(files, name),
+    )  # fmt: skip
+
+
+def drift_from_summary(
+    reference: pd.DataFrame,
+    merged: dict[str, Any],
+    bins: Bins,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    drift_share_threshold: float,
+    read_column: Callable[[str], pd.Series],
+) -> SummaryDrift:
+    """Drift from a merged summary; a column within its error bound of the threshold recomputed from its rows."""
     outcome = summary_drift(reference, merged, bins, numeric, categorical, drift_share_threshold)
     if not outcome.ambiguous:
         return outcome
-    read = read_column or _served_column
     columns = [
-        drift.column_drift(reference[c.column], read(files, c.column), "numeric", c.column)
+        drift.column_drift(reference[c.column], read_column(c.column), "numeric", c.column)
         if c.column in outcome.ambiguous
         else c
         for c in outcome.result.columns
@@ -348,7 +364,8 @@ def _served_column(files: Sequence[Path], name: str) -> pd.Series:
 
 
 class ServedColumns:
-    """The window's served rows read one column at a time (`drift.ColumnSource`), for the exact column-wise path."""
+    """A window of Parquet log files: its merged summary, and its served rows one column at a time
+    (a `drift.ColumnSource`, for the exact column-wise path). `SqlWindow` is the same for an SQL log."""
 
     def __init__(self, files: Sequence[Path]) -> None:
         import pyarrow.dataset as ds
@@ -360,5 +377,135 @@ class ServedColumns:
     def columns(self) -> list[str]:
         return self._names
 
-    def __getitem__(self, name: str) -> pd.Series:
+    def column(self, name: str) -> pd.Series:
         return _served_column(self._files, name)
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self.column(name)
+
+    def summary(self, bins: Bins) -> dict[str, Any]:
+        return window_summary(self._files, bins)
+
+
+# --------------------------------------------------------------------------- an SQL log: the database aggregates
+
+# Finite doubles only: PostgreSQL orders NaN above every number and stores infinities.
+_FINITE = 1e308
+
+
+class SqlWindow:
+    """A window of an SQL prediction log: its summary computed by GROUP BY queries, a column read on demand.
+
+    The same summary `summarize_frame` computes from rows (served rows only: a shadow's left
+    out), so `summary_drift` reads it alike; the rows never leave the database except for a
+    column recomputed exactly (`column`).
+    """
+
+    def __init__(self, url: str, use_case: str, start: datetime, end: datetime) -> None:
+        self.url, self.use_case, self.start, self.end = url, use_case, start, end
+
+    def _table(self, conn: Any) -> Any:
+        import sqlalchemy as sa
+
+        from mlops.predictionlog.stores import SqlStore
+
+        return sa.Table(SqlStore(self.url, "predictions").table_name(self.use_case), sa.MetaData(), autoload_with=conn)
+
+    def _where(self, table: Any) -> Any:
+        import sqlalchemy as sa
+
+        from mlops.naming import ROLE_SHADOW
+
+        clauses = [table.c.event_time >= self.start, table.c.event_time < self.end]
+        if "role" in table.c:
+            clauses.append(sa.or_(table.c.role.is_(None), table.c.role != ROLE_SHADOW))
+        return sa.and_(*clauses)
+
+    @property
+    def engine(self) -> Any:
+        from mlops.predictionlog.stores import SqlStore
+
+        return SqlStore(self.url, "predictions").engine
+
+    @property
+    def columns(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [c.name for c in self._table(conn).columns]
+
+    def column(self, name: str) -> pd.Series:
+        import pandas as pd
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            table = self._table(conn)
+            values = [row[0] for row in conn.execute(sa.select(table.c[name]).where(self._where(table)))]
+        return pd.Series(values, name=name)
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self.column(name)
+
+    def summary(self, bins: Bins) -> dict[str, Any]:
+        """The window's summary for `bins`, each count and sum computed by the database."""
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            table = self._table(conn)
+            where = self._where(table)
+            rows = int(conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
+            groups: dict[str, int] = {}
+            keys = [sa.func.coalesce(sa.cast(table.c[c], sa.Text), "") if c in table.c else sa.literal("")
+                    for c in ("model_version", "role")]  # fmt: skip
+            for version, role, n in conn.execute(sa.select(*keys, sa.func.count()).where(where).group_by(*keys)):
+                groups[f"{version}|{role}"] = int(n)
+            out: dict[str, Any] = {
+                "version": SUMMARY_VERSION, "bins_key": bins.key, "rows": rows, "labelled": 0,
+                "by_version_role": groups, "numeric": {}, "categorical": {},
+            }  # fmt: skip
+            for name, (lo, hi) in bins.numeric.items():
+                if name in table.c:
+                    out["numeric"][name] = self._numeric(conn, table, where, name, lo, hi, bins, rows)
+            for name in bins.categorical:
+                if name in table.c:
+                    x = table.c[name]
+                    counts = conn.execute(sa.select(x, sa.func.count()).where(where, x.is_not(None)).group_by(x))
+                    values = {_key(v): int(n) for v, n in counts}
+                    out["categorical"][name] = {"nulls": rows - sum(values.values()), "values": values}
+        return out
+
+    def _numeric(
+        self, conn: Any, table: Any, where: Any, name: str, lo: float, hi: float, bins: Bins, rows: int
+    ) -> dict[str, Any]:
+        import sqlalchemy as sa
+
+        x = sa.cast(table.c[name], sa.Float)
+        finite = sa.and_(x > -_FINITE, x < _FINITE)
+        width = (hi - lo) / bins.bins
+        # floor((x - lo) / width) + 1 clipped to [1, bins], as summarize_frame; x = hi is the top bin.
+        # SQLite may lack floor(), but x >= lo here, so its integer cast (which truncates) is floor;
+        # PostgreSQL's cast rounds, so it gets floor().
+        scaled = (x - lo) / width
+        floor = sa.cast(scaled, sa.Integer) if conn.dialect.name == "sqlite" else sa.func.floor(scaled)
+        inside = floor + 1 if width > 0 else sa.literal(1)
+        bucket = sa.case((x < lo, 0), (x > hi, bins.bins + 1), (x >= hi, bins.bins), else_=inside)
+        counts = np.zeros(bins.bins + 2, dtype=np.int64)
+        sums = np.zeros(bins.bins + 2)
+        query = sa.select(bucket, sa.func.count(), sa.func.sum(x)).where(where, finite).group_by(bucket)
+        for index, n, total in conn.execute(query):
+            index = min(max(int(index), 0), bins.bins + 1)
+            counts[index] += int(n)
+            sums[index] += float(total)
+        present = int(conn.execute(sa.select(sa.func.count(table.c[name])).where(where)).scalar_one())
+        below = conn.execute(sa.select(sa.func.min(x)).where(where, finite, x < lo)).scalar_one()
+        above = conn.execute(sa.select(sa.func.max(x)).where(where, finite, x > hi)).scalar_one()
+        column: dict[str, Any] = {
+            "nulls": rows - present,
+            "infinite": present - int(counts.sum()),
+            "counts": counts.tolist(),
+            "sums": sums.tolist(),
+            "below_min": float(below) if below is not None else None,
+            "above_max": float(above) if above is not None else None,
+        }
+        if name in bins.few_valued:
+            few = conn.execute(sa.select(x, sa.func.count()).where(where, finite).group_by(x))
+            column["values"] = {_key(float(v)): int(n) for v, n in few}
+        return column

@@ -19,8 +19,10 @@ footers: labels are upserted by request id into their prediction's day folder, s
 day's label files hold each id once (the unmatched labels, whose prediction was not
 logged when they came, are not counted).
 
-Only the Parquet log has this path; an SQL log keeps the exact path (its window is read
-through the database).
+An SQL log takes the same path with the database doing the work: the row count is a
+COUNT(*), the sample an `ORDER BY random() LIMIT n` (uniform, not stratified), the labelled
+rows a COUNT(*) of the log joined with its labels table, and the summary GROUP BY queries
+(`summaries.SqlWindow`); no row of the window leaves the database but the sample's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.naming import PROBA_COLUMN_PREFIX, ROLE_CHAMPION, ROLE_SHADOW
+from mlops.settings import get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,10 +60,25 @@ class WindowFiles:
     labelled_rows: int
     sample_rows: int
     sampled_labelled_rows: int
+    sql_url: str | None = None
+    """An SQL log's URL: its window is summarised by the database (`days` is then empty)."""
+    start: str | None = None
+    end: str | None = None
 
     @property
     def files(self) -> list[Path]:
         return [Path(f) for day in sorted(self.days) for f in self.days[day]]
+
+    def log_window(self, use_case: str | None = None) -> Any:
+        """The window's rows where they are: `summaries.ServedColumns` (Parquet) or `summaries.SqlWindow`."""
+        from mlops.monitoring import summaries
+
+        if self.sql_url is None:
+            return summaries.ServedColumns(self.files)
+        assert self.start is not None and self.end is not None and use_case is not None
+        return summaries.SqlWindow(
+            self.sql_url, use_case, datetime.fromisoformat(self.start), datetime.fromisoformat(self.end)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,11 +124,12 @@ def count_rows(files: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def window_rows(use_case: str, start: datetime, end: datetime, log_uri: str | None = None) -> int | None:
-    """Rows of the window's day folders (a bound: boundary days may hold rows outside it); None for an SQL log."""
+def window_rows(use_case: str, start: datetime, end: datetime, log_uri: str | None = None) -> int:
+    """Rows of the window: a Parquet log's day folders (a bound: boundary days may hold rows outside it,
+    counted from the footers), an SQL log's COUNT(*)."""
     roots = parquet_roots(use_case, log_uri)
     if roots is None:
-        return None
+        return _count_sql(use_case, start, end, log_uri or get_settings().prediction_log_uri)
     return count_rows([f for d in day_folders(roots[0], start, end) for f in _parquet_files(d)])
 
 
@@ -170,22 +189,30 @@ def _served(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _join_sample_labels(sample: pd.DataFrame, label_days: Sequence[Path]) -> pd.DataFrame:
     """`label` and `label_arrived_at` of the sampled rows, the id filter pushed into the label files' scan."""
-    import numpy as np
     import pandas as pd
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    sample["label"] = np.nan
-    sample["label_arrived_at"] = pd.Series(pd.NaT, index=sample.index, dtype="datetime64[ns]")
     files = [str(f) for d in label_days for f in _parquet_files(d)]
     if not files or sample.empty:
-        return sample
+        return _attach_labels(sample, pd.DataFrame())
     ids = sample["request_id"].astype(str)
     dataset = ds.dataset(files, format="parquet")
     wanted = [c for c in ("request_id", "label", "arrived_at") if c in dataset.schema.names]
     labels = dataset.to_table(columns=wanted, filter=pc.field("request_id").isin(ids.unique().tolist())).to_pandas()
-    if labels.empty:
+    return _attach_labels(sample, labels)
+
+
+def _attach_labels(sample: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """`label` and `label_arrived_at` of each sampled row from `labels` (request_id, label, arrived_at)."""
+    import numpy as np
+    import pandas as pd
+
+    sample["label"] = np.nan
+    sample["label_arrived_at"] = pd.Series(pd.NaT, index=sample.index, dtype="datetime64[ns]")
+    if labels.empty or sample.empty:
         return sample
+    ids = sample["request_id"].astype(str)
     labels["arrived_at"] = pd.to_datetime(labels["arrived_at"], format="mixed")
     labels = labels.sort_values("arrived_at", kind="stable").drop_duplicates("request_id", keep="last")
     position = pd.Index(labels["request_id"].astype(str)).get_indexer(ids)
@@ -221,7 +248,7 @@ def sample_window(
 
     roots = parquet_roots(use_case.name, log_uri)
     if roots is None:
-        raise ValueError("the sample path needs the Parquet prediction log; an SQL log is read through the database")
+        return _sample_sql(use_case, start, end, path, sample_rows, log_uri or get_settings().prediction_log_uri)
     log_root, labels_root = roots
     days = {d.name[5:]: _parquet_files(d) for d in day_folders(log_root, start, end)}
     days = {day: files for day, files in days.items() if files}
@@ -261,3 +288,73 @@ def sample_window(
 def files_path(window_path: str | Path) -> Path:
     """`window-files.json` beside the window's sample."""
     return Path(window_path).with_name("window-files.json")
+
+
+# --------------------------------------------------------------------------- an SQL log: the database counts and draws
+
+
+def _window_where(table: Any, start: datetime, end: datetime) -> Any:
+    import sqlalchemy as sa
+
+    return sa.and_(table.c.event_time >= start, table.c.event_time < end)
+
+
+def _count_sql(use_case: str, start: datetime, end: datetime, url: str) -> int:
+    import sqlalchemy as sa
+
+    from mlops.predictionlog.stores import SqlStore
+
+    store = SqlStore(url, "predictions")
+    with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(store.table_name(use_case)):
+            return 0
+        table = sa.Table(store.table_name(use_case), sa.MetaData(), autoload_with=conn)
+        query = sa.select(sa.func.count()).select_from(table).where(_window_where(table, start, end))
+        return int(conn.execute(query).scalar_one())
+
+
+def _sample_sql(use_case: Any, start: datetime, end: datetime, path: Path, sample_rows: int, url: str) -> WindowFiles:
+    """The SQL log's sample, drawn by the database, with its labels; the labelled rows counted by a join there."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from mlops._io import atomic_path
+    from mlops.predictionlog.stores import SqlStore
+
+    log, labels_store = SqlStore(url, "predictions"), SqlStore(url, "labels")
+    keys = list(use_case.feature_store.entity_keys) if use_case.feature_store is not None else []
+    with log.engine.connect() as conn:
+        table = sa.Table(log.table_name(use_case.name), sa.MetaData(), autoload_with=conn)
+        where = _window_where(table, start, end)
+        total = int(conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
+        columns = _needed_columns([c.name for c in table.columns], use_case.features.all, keys)
+        query = sa.select(*[table.c[c] for c in columns]).where(where).order_by(sa.func.random()).limit(sample_rows)
+        sample = _served(pd.read_sql(query, conn))
+        labelled, labels = 0, pd.DataFrame()
+        if sa.inspect(conn).has_table(labels_store.table_name(use_case.name)):
+            lab = sa.Table(labels_store.table_name(use_case.name), sa.MetaData(), autoload_with=conn)
+            served = where if "role" not in table.c else sa.and_(
+                where, sa.or_(table.c.role.is_(None), table.c.role != ROLE_SHADOW)
+            )  # fmt: skip
+            joined = table.join(lab, lab.c.request_id == table.c.request_id)
+            labelled = int(conn.execute(sa.select(sa.func.count()).select_from(joined).where(served)).scalar_one())
+            ids = sample["request_id"].astype(str).unique().tolist()
+            parts = [
+                pd.read_sql(
+                    sa.select(lab.c.request_id, lab.c.label, lab.c.arrived_at).where(lab.c.request_id.in_(chunk)), conn
+                )
+                for chunk in (ids[i : i + 5000] for i in range(0, len(ids), 5000))
+            ]
+            labels = pd.concat(parts, ignore_index=True) if parts else labels
+    for column in ("event_time", "logged_at"):
+        if column in sample:
+            sample[column] = pd.to_datetime(sample[column], format="mixed")
+    sample = _attach_labels(sample, labels)
+    with atomic_path(path) as tmp:
+        sample.to_parquet(tmp, index=False)
+    listing = WindowFiles(
+        {}, total, labelled, len(sample), int(sample["label"].notna().sum()), url, start.isoformat(), end.isoformat()
+    )
+    with atomic_path(files_path(path)) as tmp:
+        tmp.write_text(json.dumps(listing.to_dict()))
+    return listing

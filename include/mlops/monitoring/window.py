@@ -65,15 +65,14 @@ def window_file(use_case: str, run_key: str) -> Path:
 def collect_window(use_case: UseCase, start: datetime, end: datetime, run_key: str) -> Window:
     """Copy the prediction log's window [start, end), with the labels so far, to a run-keyed file.
 
-    A Parquet log window of `monitoring.exact_below_rows` rows or more is not copied: the file
-    then holds a stratified sample, and `files` lists the log files (mlops.monitoring.volume).
+    A window of `monitoring.exact_below_rows` rows or more is not copied: the file then holds a
+    sample, and `files` lists the log files or names the SQL log (mlops.monitoring.volume).
     """
     from mlops.monitoring import volume
     from mlops.predictionlog.predictions import read_predictions
 
     path = window_file(use_case.name, run_key)
-    rows = volume.window_rows(use_case.name, start, end)
-    if rows is not None and rows >= use_case.monitoring.exact_below_rows:
+    if volume.window_rows(use_case.name, start, end) >= use_case.monitoring.exact_below_rows:
         listing = volume.sample_window(use_case, start, end, path, use_case.monitoring.sample_rows)
         return Window(
             str(path), listing.rows, listing.labelled_rows, start.isoformat(), end.isoformat(), True,
