@@ -27,6 +27,7 @@ Wasserstein and Jensen-Shannon); with a smaller one use the exact path.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -160,7 +161,7 @@ def merge(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] | None = None
     for s in summaries:
         if total is None:
-            total = json.loads(json.dumps(s))
+            total = copy.deepcopy(s)
             continue
         if s["bins_key"] != total["bins_key"]:
             raise ValueError("summaries of different reference bins cannot be merged; summarise with one Bins")
@@ -169,13 +170,14 @@ def merge(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         total["by_version_role"] = _add_counts(total["by_version_role"], s["by_version_role"])
         for name, col in s["numeric"].items():
             if name not in total["numeric"]:
-                total["numeric"][name] = json.loads(json.dumps(col))
+                total["numeric"][name] = copy.deepcopy(col)
                 continue
             t = total["numeric"][name]
             t["nulls"] += col["nulls"]
             t["infinite"] += col["infinite"]
-            t["counts"] = (np.asarray(t["counts"]) + np.asarray(col["counts"])).tolist()
-            t["sums"] = (np.asarray(t["sums"]) + np.asarray(col["sums"])).tolist()
+            # Added up as arrays, turned back into lists once at the end (a 14-day window holds ~1,400 files).
+            t["counts"] = np.asarray(t["counts"], dtype=np.int64) + np.asarray(col["counts"], dtype=np.int64)
+            t["sums"] = np.asarray(t["sums"], dtype="float64") + np.asarray(col["sums"], dtype="float64")
             for key, pick in (("below_min", min), ("above_max", max)):
                 both = [v for v in (t[key], col[key]) if v is not None]
                 t[key] = pick(both) if both else None
@@ -187,6 +189,8 @@ def merge(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
             t["values"] = _add_counts(t["values"], col["values"])
     if total is None:
         raise ValueError("no summaries to merge: the window has no log files")
+    for column in total["numeric"].values():
+        column["counts"], column["sums"] = np.asarray(column["counts"]).tolist(), np.asarray(column["sums"]).tolist()
     return total
 
 
