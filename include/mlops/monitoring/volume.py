@@ -9,7 +9,7 @@ and the sample carries what still needs rows: the Evidently HTML reports, the Gr
 Expectations validation, the skew check, the label lag and the performance metrics.
 
 The sample is stratified by day partition: each day gets a quota proportional to its
-rows (from the Parquet footers, no read). Within a day, row groups are drawn at random
+rows (from the Parquet footers, no read). Within a day, row groups are drawn at random (by size)
 until they hold four times the quota (at least 8 groups when the day has them), then
 the quota's rows are drawn uniformly from them. Only the columns monitoring uses are
 decoded, with pyarrow (already a dependency), never the whole window into pandas. The
@@ -144,6 +144,7 @@ def _sample_day(
     files: Sequence[Path], quota: int, columns: Sequence[str], rng: Any, start: datetime, end: datetime
 ) -> pa.Table | None:
     """`quota` rows of one day: random row groups holding OVERSAMPLE x quota rows, then rows among them."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -154,7 +155,10 @@ def _sample_day(
         groups += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     if not groups or quota <= 0:
         return None
-    order = rng.permutation(len(groups))
+    # Row groups drawn with probability by size (Efraimidis-Spirakis keys u^(1/size)), so a row's
+    # chance of entering the sample does not depend on the size of the file that holds it.
+    sizes = np.asarray([g[2] for g in groups], dtype="float64")
+    order = np.argsort(-(rng.random(len(groups)) ** (1.0 / np.maximum(sizes, 1.0))))
     chosen, held = [], 0
     for index in order:
         chosen.append(groups[index])
