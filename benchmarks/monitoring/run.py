@@ -27,8 +27,8 @@ champion). Scenario `drifted`: rows of 2011-03-01..2012-12-31 (summer in the win
 in the reference: 5 of 10 features drift, the dataset-drift share sits exactly at 0.5, so one
 column flipping flips the decision). Scenario `stable` (10M only): rows of the reference period.
 1B rows: ten hard links of each 100M file (no disk for 1B distinct rows is needed, and every
-link is a separate file to the step); a link's cached summary is a copy of its original's, which
-the 100M run computed. The exact scores of the 1B window equal the 100M window's (every row
+link is a separate file to the step); a day folder's cached summary is its 100M original's
+(which the 100M run computed) counted ten times, naming the links. The exact scores of the 1B window equal the 100M window's (every row
 repeated ten times leaves the distributions unchanged), and so do its exact metrics.
 """
 
@@ -187,17 +187,19 @@ def link_billion(source: Path, home: Path, copies: int = 10) -> None:
 
 
 def copy_summaries(source: Path, home: Path, copies: int = 10) -> int:
-    """Give each 1B link the cached summary its original has (same rows, same bins)."""
-    copied = 0
-    for summary in (source / "predictions" / USE_CASE).glob("date=*/_summaries/*.json"):
-        name, key, _ = summary.name.rsplit(".", 2)
-        stem = name.removesuffix(".parquet")
-        folder = home / "predictions" / USE_CASE / summary.parent.parent.name / "_summaries"
-        folder.mkdir(parents=True, exist_ok=True)
-        for copy in range(copies):
-            shutil.copy(summary, folder / f"{stem}__copy{copy}.parquet.{key}.json")
-            copied += 1
-    return copied
+    """Give each 1B day folder the summary its 100M original has, times `copies` (same rows, `copies` times)."""
+    from mlops.monitoring.summaries import merge
+
+    written = 0
+    for path in (source / "predictions" / USE_CASE).glob("date=*/_summaries/day.*.json"):
+        record = json.loads(path.read_text())
+        folder = home / "predictions" / USE_CASE / path.parent.parent.name
+        names = sorted(f"{Path(n).stem}__copy{c}.parquet" for n in record["files"] for c in range(copies))
+        (folder / "_summaries").mkdir(parents=True, exist_ok=True)
+        summary = merge([record["summary"]] * copies)
+        (folder / "_summaries" / path.name).write_text(json.dumps({"files": names, "summary": summary}))
+        written += 1
+    return written
 
 
 def drop_summaries(home: Path, last_day_only: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,16 +83,38 @@ def test_an_old_partition_is_summarised_lazily_once_and_cached(tmp_path: Path) -
     reference = _frame(5_000, 4)
     files = _write_log(tmp_path, [_frame(2_000, 5), _frame(2_000, 6)])
     bins = summaries.reference_bins(reference, NUMERIC, CATEGORICAL)
-    assert not any(summaries.summary_path(f, bins).exists() for f in files)
+    assert not any(summaries.summary_path(f.parent, bins).exists() for f in files)
 
     first = summaries.window_summary(files, bins)
-    cached = [summaries.summary_path(f, bins) for f in files]
+    cached = [summaries.summary_path(f.parent, bins) for f in files]
     assert all(p.exists() for p in cached)
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert summaries.window_summary(files, bins) == first
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     # The log's own readers never see a summary: it is not a *.parquet file of the date folder.
     assert sorted(files[0].parent.glob("*.parquet")) == [files[0]]
+
+
+def test_a_day_summary_grows_with_the_files_that_land_and_is_redone_when_one_goes(tmp_path: Path) -> None:
+    reference = _frame(5_000, 4)
+    bins = summaries.reference_bins(reference, NUMERIC, CATEGORICAL)
+    first = _write_log(tmp_path, [_frame(2_000, 5)])[0]
+    assert summaries.window_summary([first], bins)["rows"] == int((pd.read_parquet(first)["role"] != "shadow").sum())
+    later = first.with_name("online__2__def.parquet")
+    _frame(1_000, 6).to_parquet(later, index=False)
+    files = [first, later]
+    exact = summaries.summarize_frame(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), bins)
+
+    grown = summaries.window_summary(files, bins)
+    assert grown["rows"] == exact["rows"]
+    assert grown["numeric"]["temp"]["counts"] == exact["numeric"]["temp"]["counts"]
+    assert json.loads(summaries.summary_path(first.parent, bins).read_text())["files"] == sorted(f.name for f in files)
+
+    first.unlink()  # a replaced batch partition: the day is summarised afresh from what is left
+    assert (
+        summaries.window_summary([later], bins)["rows"]
+        == summaries.summarize_frame(pd.read_parquet(later), bins)["rows"]
+    )
 
 
 def test_summary_counts_versions_roles_labels_and_nulls(tmp_path: Path) -> None:
