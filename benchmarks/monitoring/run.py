@@ -28,8 +28,9 @@ in the reference: 5 of 10 features drift, the dataset-drift share sits exactly a
 column flipping flips the decision). Scenario `stable` (10M only): rows of the reference period.
 1B rows: ten hard links of each 100M file (no disk for 1B distinct rows is needed, and every
 link is a separate file to the step); a day folder's cached summary is its 100M original's
-(which the 100M run computed) counted ten times, naming the links. The exact scores of the 1B window equal the 100M window's (every row
-repeated ten times leaves the distributions unchanged), and so do its exact metrics.
+(which the 100M run computed) counted ten times, naming the links. The exact scores of the
+1B window equal the 100M window's (every row repeated ten times leaves the distributions
+unchanged), and so do its exact metrics.
 """
 
 from __future__ import annotations
