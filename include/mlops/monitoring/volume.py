@@ -191,9 +191,29 @@ def _served(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["role"].astype(str) != ROLE_SHADOW].reset_index(drop=True)
 
 
+def _time_ranges(times: pd.Series, gap: Any) -> list[tuple[Any, Any]]:
+    """The sampled event times as the few ranges they cluster in (a row group is a run of time)."""
+    import numpy as np
+
+    ordered = np.sort(times.dropna().to_numpy())
+    if not len(ordered):
+        return []
+    cuts = np.flatnonzero(np.diff(ordered) > gap) + 1
+    starts, ends = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(ordered)])) - 1
+    return [(ordered[a], ordered[b]) for a, b in zip(starts, ends, strict=True)]
+
+
 def _join_sample_labels(sample: pd.DataFrame, label_days: Sequence[Path]) -> pd.DataFrame:
-    """`label` and `label_arrived_at` of the sampled rows, the id filter pushed into the label files' scan."""
+    """`label` and `label_arrived_at` of the sampled rows, the filters pushed into the label files' scan.
+
+    Besides the ids, a filter on the labels' `prediction_time` (a label's prediction's event
+    time) to the time ranges the sample came from: label files written as labels arrive for a
+    span of predictions hold runs of prediction times, so their row-group statistics let the
+    scan skip most of them without decoding an id. Labels without prediction_time are scanned
+    by id alone.
+    """
     import pandas as pd
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
@@ -203,8 +223,31 @@ def _join_sample_labels(sample: pd.DataFrame, label_days: Sequence[Path]) -> pd.
     ids = sample["request_id"].astype(str)
     dataset = ds.dataset(files, format="parquet")
     wanted = [c for c in ("request_id", "label", "arrived_at") if c in dataset.schema.names]
-    labels = dataset.to_table(columns=wanted, filter=pc.field("request_id").isin(ids.unique().tolist())).to_pandas()
+    keep = pc.field("request_id").isin(ids.unique().tolist())
+    when = dataset.schema.field("prediction_time").type if "prediction_time" in dataset.schema.names else None
+    if when is not None and pa.types.is_timestamp(when) and "event_time" in sample.columns:
+        times = pd.to_datetime(sample["event_time"])
+        times = times.dt.tz_convert(None) if times.dt.tz is not None else times
+        spans = [
+            (pc.field("prediction_time") >= _stamp(a, when)) & (pc.field("prediction_time") <= _stamp(b, when))
+            for a, b in _time_ranges(times, pd.Timedelta(minutes=10).to_numpy())
+        ]
+        if spans:
+            in_time = spans[0]
+            for span in spans[1:]:
+                in_time = in_time | span
+            keep = in_time & keep
+    labels = dataset.to_table(columns=wanted, filter=keep).to_pandas()
     return _attach_labels(sample, labels)
+
+
+def _stamp(value: Any, kind: Any) -> Any:
+    """A naive UTC time as a scalar of the timestamp type `kind` (with its time zone, if it has one)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    moment = pd.Timestamp(value)
+    return pa.scalar(moment.tz_localize("UTC") if kind.tz is not None else moment, type=kind)
 
 
 def _attach_labels(sample: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
