@@ -17,7 +17,7 @@ from polling import wait_until
 
 from mlops.predictionlog.predictions import read_predictions
 from mlops.serving.logwriter import LogEntry, PredictionLogWriter
-from mlops.serving.spool import HEADER, decode_entry, encode_entry, frame_record, read_records
+from mlops.serving.spool import HEADER, data_end, decode_entry, encode_entry, frame_record, read_records
 
 
 def _entry(request_id: str, event_time: datetime = datetime(2011, 5, 1, 8), use_case: str = "bike") -> LogEntry:
@@ -119,10 +119,10 @@ def _killed_writer(uri: str, spool: Path, ids: list[str], torn: bool) -> None:
         for request_id in {ids!r}:
             assert writer.submit(_entry(request_id))
         if {torn!r}:
-            # What a kill in the middle of a write leaves: part of a record, its response never sent.
-            segment = writer.spool.current.path
-            with open(segment, "ab") as handle:
-                handle.write(b"\\x40\\x00\\x00\\x00\\x12\\x34")
+            # What a kill in the middle of a copy leaves: part of a record (a header announcing 64 bytes, two
+            # of them there), its response never sent.
+            spool = writer.spool
+            spool._map[spool._size : spool._size + 10] = b"\\x40\\x00\\x00\\x00\\x12\\x34\\x56\\x78\\x9a\\xbc"
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -145,7 +145,7 @@ def test_a_restart_replays_what_a_killed_writer_spooled_and_drops_its_torn_tail(
         writer.submit(_entry("after-restart"))
         wait_until(lambda: writer.written_rows == 26, 20, "the dead writer's rows and the new one")
         stats = writer.stats()
-        assert stats["spool"]["recovered_rows"] == 25 and stats["spool"]["torn_bytes"] == 6
+        assert stats["spool"]["recovered_rows"] == 25 and stats["spool"]["torn_bytes"] == 72
         assert stats["pending_rows"] == 0 and not writer.degraded()
     finally:
         _stop(writer)
@@ -217,22 +217,38 @@ def test_a_failing_store_keeps_the_rows_in_the_spool_and_writes_them_once_it_rec
     assert len(read_predictions("bike", None, None, uri=str(root))) == 30
 
 
-def test_a_spool_that_cannot_be_written_drops_counts_and_degrades(tmp_path: Path) -> None:
+def test_a_spool_that_cannot_be_written_drops_counts_and_degrades(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, spool_dir=tmp_path / "spool")
+    assert writer.spool is not None
+    writer.spool.segment_bytes = 50  # every record needs a new segment: each append reserves disk space
     writer.start()
+    real = os.posix_fallocate
+
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
     try:
-        assert writer.spool is not None and writer.spool._fd is not None
-        os.close(writer.spool._fd)  # as a full disk or a lost mount would fail every write
-        writer.spool._fd = os.open(os.devnull, os.O_RDONLY)
+        monkeypatch.setattr(os, "posix_fallocate", full_disk)
         assert not writer.submit(_entry("lost"))
         stats = writer.stats()
         assert stats["dropped_rows"] == 1 and stats["spool"]["errors"] == 1 and writer.degraded()
-        assert "Bad file descriptor" in stats["spool"]["last_error"] and stats["spool"]["failing"]
+        assert "No space left on device" in stats["spool"]["last_error"] and stats["spool"]["failing"]
         # The disk is back: the next answer is durable again, and so is the health.
-        os.close(writer.spool._fd)
-        writer.spool._fd = os.open(writer.spool.current.path, os.O_WRONLY | os.O_APPEND)  # type: ignore[union-attr]
+        monkeypatch.setattr(os, "posix_fallocate", real)
         assert writer.submit(_entry("kept"))
         wait_until(lambda: writer.written_rows == 1, 10, "the next row in the log")
         assert not writer.degraded() and writer.stats()["spool"]["errors"] == 1
     finally:
         _stop(writer)
+    assert list(read_predictions("bike", None, None, uri=writer.uri)["request_id"]) == ["kept"]
+
+
+def test_a_segment_ends_at_its_last_record_before_its_reserved_zeros(tmp_path: Path) -> None:
+    path = tmp_path / "x.seg"
+    records = frame_record(b'"one"') + frame_record(b'"two"')
+    path.write_bytes(records + bytes(1000))
+    assert data_end(path) == len(records)
+    path.write_bytes(records + HEADER.pack(500, 0) + b"ab" + bytes(100))  # a torn record announcing 500 bytes
+    assert data_end(path) == len(records) + HEADER.size
