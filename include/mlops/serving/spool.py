@@ -348,14 +348,15 @@ class Spool:
             self._orphan_lock_files.append(lock_file)
         self._release_orphans()  # the lock files of owners that left no segment
 
-    def next_segment(self) -> Segment | None:
-        """The first segment with records to drain, after removing the drained ones nobody appends to."""
+    def next_segment(self, limits: dict[Path, int]) -> Segment | None:
+        """The first segment with records to drain before its limit, after removing the drained ones nobody
+        appends to any more."""
         for segment in list(self.segments):
             if segment.sealed_size is not None and segment.committed >= segment.sealed_size:
                 segment.remove()
                 self.segments.remove(segment)
                 self._release_orphans()
-        return next((s for s in self.segments if self.readable_end(s) > s.committed), None)
+        return next((s for s in self.segments if min(self.readable_end(s), limits.get(s.path, 0)) > s.committed), None)
 
     def read_chunk(self, segment: Segment, max_bytes: int, stop_at: int | None = None) -> Chunk | None:
         """The next records of `segment` after its committed offset, about `max_bytes` of them (and not past
