@@ -132,7 +132,7 @@ def fab(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Iterato
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
         }
         log_dir = settings.run_dir / "logs"
-        log_dir.mkdir(parents=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
         stack.migrate_airflow(env, log_dir / "airflow-db-migrate.log")
         passwords = {user: secrets.token_urlsafe(12) for user in USERS}
         users = json.dumps({user: [role, passwords[user]] for user, role in USERS.items()})

@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -272,6 +273,26 @@ def check_secret_literals(compose: dict[str, Any]) -> list[str]:
     return problems
 
 
+def check_dockerfile_secrets(instructions: list[tuple[str, str]]) -> list[str]:
+    """No secret-named ENV/ARG has a value in the image, and no URL in any instruction carries a password.
+
+    Whatever the Dockerfile writes is in every copy of the image (`docker history` shows ARGs too);
+    secrets reach containers from the environment compose passes at run time.
+    """
+    problems = []
+    for keyword, args in instructions:
+        if keyword in ("ENV", "ARG"):
+            words = shlex.split(args)
+            pairs = [w.partition("=") for w in words] if "=" in words[0] else [(words[0], "=", " ".join(words[1:]))]
+            for name, _, value in pairs:
+                if SECRET_NAME.search(name) and value:
+                    problems.append(f"Dockerfile {keyword} {name} has the literal value {value!r}")
+        for url in re.findall(r"[a-z][a-z0-9+.-]*://\S+", args):
+            if urlsplit(url).password:
+                problems.append(f"Dockerfile {keyword}: URL password in {url!r}")
+    return problems
+
+
 def _url_password_problems(text: str) -> list[str]:
     """A password inside a URL must be exactly one required variable."""
     if "://" not in text:
@@ -440,6 +461,7 @@ def test_secrets_are_required_so_compose_refuses_to_start_without_them(
         "AIRFLOW_ADMIN_PASSWORD",
         "MLFLOW_PLATFORM_PASSWORD",
         "MLFLOW_FLASK_SECRET_KEY",
+        "MLFLOW_VIEWER_PASSWORD",
     } <= required
     apiserver_env = environment_of(compose["services"]["airflow-apiserver"])
     with pytest.raises(KeyError, match="AIRFLOW_FERNET_KEY"):
@@ -483,10 +505,32 @@ def test_mlflow_is_reached_only_through_the_compose_network(compose: dict[str, A
         assert environment_of(compose["services"][name])["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
+def test_a_read_only_mlflow_account_is_set_from_its_secret_at_every_start(
+    compose: dict[str, Any], example: dict[str, str], filled_env: dict[str, str]
+) -> None:
+    from mlops.mlflow.auth import VIEWER_VARIABLES
+
+    init = compose["services"]["mlflow-init"]
+    assert init["command"] == ["python", "-m", "mlops.mlflow.auth", "ensure-viewer"]
+    assert init["depends_on"] == {"mlflow": {"condition": "service_healthy"}} and init["restart"] == "no"
+    env = environment_of(init)
+    assert set(VIEWER_VARIABLES) <= set(env), "ensure-viewer reads these; compose must pass each"
+    with pytest.raises(KeyError, match="set MLFLOW_VIEWER_PASSWORD in .env"):
+        interpolate(env["MLFLOW_VIEWER_PASSWORD"], example)
+    assert interpolate(env["MLFLOW_VIEWER_PASSWORD"], filled_env) == "test-mlflow_viewer_password"
+    # Not the admin: the platform's account is the one that writes the registry.
+    assert interpolate(env["MLFLOW_VIEWER_USER"], filled_env) != interpolate(
+        env["MLFLOW_AUTH_ADMIN_USERNAME"], filled_env
+    )
+    mlflow_env = environment_of(compose["services"]["mlflow"])
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
+
+
 def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
-    assert one_shot_services(compose) == {"airflow-init"}
+    assert one_shot_services(compose) == {"airflow-init", "mlflow-init"}
     assert check_healthchecks(compose) == []
-    expected = {"postgres", "redis", "mlflow", "prediction-service", "airflow-init"}
+    expected = {"postgres", "redis", "mlflow", "mlflow-init", "prediction-service", "airflow-init"}
     expected |= {f"airflow-{c}" for c in ("apiserver", "scheduler", "dag-processor", "triggerer", "worker")}
     assert set(compose["services"]) == expected
 
@@ -548,6 +592,28 @@ def test_dockerfile_installs_from_the_lock_and_copies_only_what_exists() -> None
         assert not dockerignored(needed, patterns), f".dockerignore drops {needed}, which the image needs"
     for secret_or_state in (".env", ".venv", ".mlops", ".git", "great_expectations/uncommitted/x"):
         assert dockerignored(secret_or_state, patterns), f".dockerignore lets {secret_or_state} into the image"
+
+
+def test_the_dockerfile_writes_no_secret_into_the_image() -> None:
+    instructions = dockerfile_instructions(DOCKERFILE)
+    assert any(keyword == "ENV" for keyword, _ in instructions)
+    assert check_dockerfile_secrets(instructions) == []
+    broken = [
+        *instructions,
+        ("ENV", "AIRFLOW__CORE__FERNET_KEY=abc PATH=/x"),
+        ("ARG", "MLFLOW_PLATFORM_PASSWORD=hunter2"),
+        ("ENV", "AIRFLOW__API_AUTH__JWT_SECRET s3cr3t"),
+        ("RUN", "pip install --index-url https://user:token123@pypi.example.org/simple x"),
+    ]
+    problems = "\n".join(check_dockerfile_secrets(broken))
+    for expected in (
+        "FERNET_KEY has the literal value 'abc'",
+        "MLFLOW_PLATFORM_PASSWORD has the literal value",
+        "JWT_SECRET has the literal value 's3cr3t'",
+        "URL password in 'https://user:token123@",
+    ):
+        assert expected in problems, f"expected {expected!r} in:\n{problems}"
+    assert "PATH" not in problems
 
 
 def test_the_image_records_the_commit_it_was_built_from(compose: dict[str, Any]) -> None:

@@ -88,14 +88,55 @@ def user_exists(tracking_uri: str, username: str, admin: tuple[str, str]) -> boo
     return True
 
 
+def ensure_user(tracking_uri: str, username: str, password: str, admin: tuple[str, str]) -> str:
+    """A non-admin user with exactly this password: created, or its password and admin flag set again.
+
+    For an account whose password lives in a secret (the compose stack's viewer): each start makes
+    the server agree with the secret, so rotating it is changing the secret and starting again.
+    Returns "created" or "updated".
+    """
+    import httpx
+
+    if username == admin[0]:
+        raise ValueError(f"{username!r} is the admin's account; a read-only account needs a name of its own")
+    if not user_exists(tracking_uri, username, admin):
+        create_user(tracking_uri, username, password, admin)
+        return "created"
+    api = f"{tracking_uri}/api/2.0/mlflow/users"
+    for path, body in (("update-password", {"password": password}), ("update-admin", {"is_admin": False})):
+        response = httpx.patch(f"{api}/{path}", json={"username": username, **body}, auth=admin, timeout=30)
+        response.raise_for_status()
+    return "updated"
+
+
+VIEWER_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                    "MLFLOW_VIEWER_USER", "MLFLOW_VIEWER_PASSWORD")  # fmt: skip
+
+
+def ensure_viewer_from_env() -> int:
+    """`python -m mlops.mlflow.auth ensure-viewer`: the read-only account people browse with, from the env."""
+    missing = [name for name in VIEWER_VARIABLES if not os.environ.get(name)]
+    if missing:
+        print(f"ensure-viewer needs {', '.join(missing)} set", file=sys.stderr)
+        return 2
+    env = os.environ
+    admin = (env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    done = ensure_user(env["MLFLOW_TRACKING_URI"], env["MLFLOW_VIEWER_USER"], env["MLFLOW_VIEWER_PASSWORD"], admin)
+    print(f"MLflow read-only account {env['MLFLOW_VIEWER_USER']!r} {done}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m mlops.mlflow.auth <ini path>`: write the ini from the environment, for a container's start.
 
     The permissions database's URL carries a password, so it is not baked into the image: the
     compose stack passes MLFLOW_AUTH_DATABASE_URI and MLFLOW_AUTH_ADMIN_USERNAME, and MLflow
     reads the admin's password from MLFLOW_AUTH_ADMIN_PASSWORD itself.
+    `python -m mlops.mlflow.auth ensure-viewer` creates the read-only account (`ensure_viewer_from_env`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["ensure-viewer"]:
+        return ensure_viewer_from_env()
     missing = [n for n in ("MLFLOW_AUTH_DATABASE_URI", "MLFLOW_AUTH_ADMIN_USERNAME") if not os.environ.get(n)]
     if len(args) != 1 or missing:
         print(f"usage: python -m mlops.mlflow.auth <ini path>, with {missing or 'the variables'} set", file=sys.stderr)

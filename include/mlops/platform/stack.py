@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.mlflow.auth import AUTH_APP, ServerAuth, create_user, user_exists, write_auth_config
+from mlops.mlflow.auth import AUTH_APP, ServerAuth, ensure_user, write_auth_config
 from mlops.processes import (
     free_port,
     group_alive,
@@ -315,8 +315,7 @@ def _ensure_mlflow_viewer(settings: Settings) -> None:
     """A read-only account for people browsing MLflow: the platform's own account stays with the platform."""
     auth = mlflow_auth(settings)
     admin = (auth.admin_username, auth.admin_password)
-    if not user_exists(settings.mlflow_tracking_uri, MLFLOW_VIEWER_USER, admin):
-        create_user(settings.mlflow_tracking_uri, MLFLOW_VIEWER_USER, mlflow_viewer_password(settings), admin)
+    ensure_user(settings.mlflow_tracking_uri, MLFLOW_VIEWER_USER, mlflow_viewer_password(settings), admin)
 
 
 def urls(settings: Settings) -> dict[str, str]:
