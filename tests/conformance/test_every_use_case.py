@@ -14,6 +14,14 @@ real Airflow runs (`dag.test()`):
 5. `monitor_<use case>` on it decides `retrain`, triggers `train_<use case>` with the
    reason, and that triggered training run succeeds.
 
+For a use case whose features come from the feature store (`feature_store:`), the
+`materialize_features` DAG runs first (training waits on the store it loads); the traffic is
+then what such a client sends, the entity keys and the request-time features, with each
+row's event time at its own hour (a client asks for the current hour's weather): the clean
+window is a sample of the training window's hours, the drifted one a later window's hours
+with the calendar at its most frequent values. Both monitoring runs include the skew check,
+which must compare every served row with the offline store and find no skew.
+
 A config a user adds to `configs/` gets the same proof by running this file.
 """
 
@@ -72,6 +80,8 @@ def service(mlflow_server: str, airflow_home: Path, session_home: Path) -> Itera
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_the_whole_loop(config: Path, service: str) -> None:
     use_case = load_use_case(config)
+    if use_case.feature_store is not None:
+        _materialize_features()
     snapshot = _train(use_case)
     _wait_until_served(service, use_case)
     reference = _champion_training_rows(use_case, snapshot)
@@ -79,20 +89,31 @@ def test_the_whole_loop(config: Path, service: str) -> None:
     start = _after_training(snapshot)
     rows = max(2 * use_case.monitoring.min_rows, 400)
 
+    if use_case.feature_store is not None:
+        # Served hours are "now" for their client: the clean window is the training window's end.
+        start = start - timedelta(days=days)
     clean_end = start + timedelta(days=days)
-    clean = _clean_traffic(use_case, reference, rows)
+    if use_case.feature_store is not None:
+        clean = _clean_store_traffic(use_case, reference, start, clean_end, rows)
+    else:
+        clean = _clean_traffic(use_case, reference, rows)
     _serve_and_label(service, use_case, clean, start, clean_end, "clean")
-    decision = _monitor(use_case, clean_end, expect_trigger=False)
+    decision, summary = _monitor(use_case, clean_end, expect_trigger=False)
     assert decision["action"] == "none", decision
     assert decision["degradation"] is not None, f"decay was not measurable: {decision}"
     assert use_case.gate.primary_metric in decision["performance"], decision
+    _assert_no_skew(use_case, decision, summary, len(clean))
 
     drifted_end = clean_end + timedelta(days=days)
-    drifted = _drifted_traffic(use_case, reference, rows)
+    if use_case.feature_store is not None:
+        drifted = _drifted_store_traffic(use_case, reference, clean_end, drifted_end, rows)
+    else:
+        drifted = _drifted_traffic(use_case, reference, rows)
     _serve_and_label(service, use_case, drifted, clean_end, drifted_end, "drifted")
-    decision = _monitor(use_case, drifted_end, expect_trigger=True)
+    decision, summary = _monitor(use_case, drifted_end, expect_trigger=True)
     assert decision["action"] == "retrain", decision
     assert decision["drift_share"] >= use_case.monitoring.drift_share_threshold, decision
+    _assert_no_skew(use_case, decision, summary, len(drifted))
 
 
 # --------------------------------------------------------------------------- the steps
@@ -111,6 +132,14 @@ def _train(use_case: UseCase) -> dict[str, Any]:
     snapshot = task_xcom(dag.dag_id, "ingest_snapshot", run.run_id)
     assert snapshot is not None
     return dict(snapshot)
+
+
+def _materialize_features() -> None:
+    """`materialize_features` once: the registry, the offline tables and the online store under MLOPS_HOME."""
+    from mlops.orchestration.features import build_materialize_dag
+
+    run = build_materialize_dag().test()
+    assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def _wait_until_served(service: str, use_case: UseCase) -> None:
@@ -172,14 +201,67 @@ def _drifted_traffic(use_case: UseCase, reference: Any, rows: int) -> Any:
     return pd.DataFrame(drifted)
 
 
+def _hour_times(use_case: UseCase, frame: Any) -> Any:
+    """Each row's hour (naive UTC), from its entity key `hour` ('YYYY-MM-DDTHH')."""
+    import pandas as pd
+
+    assert use_case.feature_store is not None and "hour" in use_case.feature_store.entity_keys
+    return pd.to_datetime(frame["hour"], format="%Y-%m-%dT%H")
+
+
+def _clean_store_traffic(use_case: UseCase, reference: Any, start: datetime, end: datetime, rows: int) -> Any:
+    """Training rows of the hours in [start, end), each served at its own hour."""
+    hours = _hour_times(use_case, reference)
+    within = reference[(hours >= start) & (hours < end)]
+    assert len(within) >= use_case.monitoring.min_rows, f"{len(within)} training rows in [{start}, {end})"
+    frame = within.sample(n=rows, replace=len(within) < rows, random_state=SEED).reset_index(drop=True)
+    frame["event_time"] = _hour_times(use_case, frame)
+    return frame
+
+
+def _drifted_store_traffic(use_case: UseCase, reference: Any, start: datetime, end: datetime, rows: int) -> Any:
+    """The source's hours in [start, end) (their weather is the store's, a later season's), the calendar
+    features the client sends each at its most frequent training value; labels drawn from the training ones."""
+    import numpy as np
+
+    from mlops.data.ingestion import load_source
+    from mlops.data.store_features import event_times
+    from mlops.features.keys import hour_keys
+
+    assert use_case.feature_store is not None
+    source = load_source(use_case)
+    times = event_times(use_case, source)
+    source["hour"] = hour_keys(times).to_numpy()
+    naive = times.dt.tz_localize(None)
+    within = source[((naive >= start) & (naive < end)).to_numpy()]
+    assert len(within) >= rows, f"the source has {len(within)} hours in [{start}, {end})"
+    frame = within.sample(n=rows, random_state=SEED).reset_index(drop=True)
+    for column in use_case.feature_store.request_features:
+        frame[column] = reference[column].mode().iloc[0]
+    frame[use_case.target] = np.random.default_rng(SEED).choice(reference[use_case.target].to_numpy(), size=rows)
+    frame["event_time"] = _hour_times(use_case, frame)
+    return frame
+
+
+def _request_columns(use_case: UseCase) -> list[str]:
+    """What a client sends: every feature, or for a store-backed use case its entity keys and request features."""
+    section = use_case.feature_store
+    return [*section.entity_keys, *section.request_features] if section is not None else use_case.features.all
+
+
 def _serve_and_label(service: str, use_case: UseCase, frame: Any, start: datetime, end: datetime, tag: str) -> None:
-    """POST the rows to /predict with ids and event times spread over [start, end), then their labels to /labels."""
+    """POST the rows to /predict with ids and event times (the frame's `event_time`, else spread over
+    [start, end)), then their labels to /labels."""
     from mlops.predictionlog.predictions import read_predictions
 
-    step = (end - start) / len(frame)
-    times = [(start + step * i).isoformat() for i in range(len(frame))]
+    if "event_time" in frame.columns:
+        times = [t.isoformat() for t in frame["event_time"]]
+        assert all(start.isoformat() <= t < end.isoformat() for t in times), f"{tag} times outside the window"
+    else:
+        step = (end - start) / len(frame)
+        times = [(start + step * i).isoformat() for i in range(len(frame))]
     ids = [f"{use_case.name}-{tag}-{i}" for i in range(len(frame))]
-    records = json.loads(frame[use_case.features.all].to_json(orient="records"))
+    records = json.loads(frame[_request_columns(use_case)].to_json(orient="records"))
     with httpx.Client(base_url=service, timeout=60) as client:
         for lo in range(0, len(records), REQUEST_ROWS):
             hi = lo + REQUEST_ROWS
@@ -201,8 +283,23 @@ def _serve_and_label(service: str, use_case: UseCase, frame: Any, start: datetim
     assert logged["label"].notna().all(), "every label joined its prediction"
 
 
-def _monitor(use_case: UseCase, window_end: datetime, *, expect_trigger: bool) -> dict[str, Any]:
-    """`monitor_<use case>` on the window ending at `window_end`; a trigger's training run is then run too."""
+def _assert_no_skew(use_case: UseCase, decision: dict[str, Any], summary: dict[str, Any], rows: int) -> None:
+    """A store-backed use case's skew check compared every served row with the offline store and found none."""
+    if use_case.feature_store is None:
+        assert summary.get("skew") is None, summary.get("skew")
+        return
+    skew = summary["skew"]
+    assert skew is not None and skew["note"] is None, skew
+    assert skew["rows"] == rows, skew
+    assert set(skew["features"]) == set(use_case.feature_store.feature_names), skew
+    assert all(f["differing"] == 0 for f in skew["features"].values()), skew
+    assert decision["skew"] == [] and skew["findings"] == [] and skew["schema"] == [], skew
+
+
+def _monitor(use_case: UseCase, window_end: datetime, *, expect_trigger: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`monitor_<use case>` on the window ending at `window_end`: its decision and summary.json.
+
+    A trigger's training run is then run too."""
     from mlops.naming import training_dag_id
     from mlops.orchestration.monitoring import build_monitoring_dag
     from mlops.orchestration.training import build_training_dag
@@ -211,11 +308,13 @@ def _monitor(use_case: UseCase, window_end: datetime, *, expect_trigger: bool) -
     dag = build_monitoring_dag(use_case)
     run = dag.test(run_conf={"as_of": window_end.date().isoformat()})
     assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    decision = dict(task_xcom(dag.dag_id, "assess_window", run.run_id)["decision"])
+    assessment = task_xcom(dag.dag_id, "assess_window", run.run_id)
+    decision = dict(assessment["decision"])
+    summary = json.loads((Path(assessment["report_dir"]) / "summary.json").read_text())
     triggered = [r for r in _dag_runs(training_dag_id(use_case.name)) if r.run_id not in before]
     if not expect_trigger:
         assert triggered == [], decision
-        return decision
+        return decision, summary
     assert len(triggered) == 1, decision
     conf = dict(triggered[0].conf)
     assert "drift" in conf["reason"], conf
@@ -223,7 +322,7 @@ def _monitor(use_case: UseCase, window_end: datetime, *, expect_trigger: bool) -
     _fail_queued(training_dag_id(use_case.name))
     retrain = build_training_dag(use_case).test(run_conf=conf)
     assert str(retrain.state) == "success", {ti.task_id: str(ti.state) for ti in retrain.get_task_instances()}
-    return decision
+    return decision, summary
 
 
 def _dag_runs(dag_id: str) -> list[Any]:

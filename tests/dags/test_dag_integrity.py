@@ -90,6 +90,24 @@ def test_each_model_card_dag_is_scheduled_on_its_champion_asset(dagbag: Any) -> 
         assert [asset.uri for asset in condition.objects] == [champion_asset(use_case).uri]
 
 
+def test_a_store_backed_use_case_reads_the_features_asset_before_training_and_scoring(dagbag: Any) -> None:
+    from mlops.config import load_all
+    from mlops.orchestration.features import online_features_asset
+
+    backed = [u for u in load_all() if u.feature_store is not None]
+    assert backed, "a bundled config reads the feature store (configs/bike_sharing_store.yaml)"
+    for use_case in load_all():
+        train, score = dagbag.dags[f"train_{use_case.name}"], dagbag.dags[f"score_{use_case.name}"]
+        scoring = score.get_task("score_landed_partition")
+        if use_case.feature_store is None:
+            assert "check_feature_store" not in train.task_ids and scoring.inlets == []
+            continue
+        check = train.get_task("check_feature_store")
+        assert check.downstream_task_ids == {"ingest_snapshot"} and check.upstream_task_ids == set()
+        assert [a.uri for a in check.inlets] == [online_features_asset().uri] and check.retries == 0
+        assert [a.uri for a in scoring.inlets] == [online_features_asset().uri]
+
+
 def test_every_dag_follows_the_rules(dagbag: Any) -> None:
     problems = []
     for dag_id, dag in dagbag.dags.items():

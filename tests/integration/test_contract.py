@@ -101,6 +101,8 @@ class Contract:
 
 @pytest.fixture(scope="module")
 def contract(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
+    from mlops.features import store
+
     root = tmp_path_factory.mktemp("contract")
     configs = root / "configs"
     configs.mkdir()
@@ -114,10 +116,14 @@ def contract(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
     built: dict[str, tuple[Any, pd.DataFrame]] = {
         "breast_cancer": (classifier(1.0), breast_cancer_frame()[0]),
         "bike_sharing": imputing_regressor(configs / "bike_sharing.yaml"),
+        # Its weather comes from the online store, registered below but never loaded: every hour is an
+        # unknown entity, whose nulls the pipeline imputes (serving.missing: impute), so any hour is answered.
+        "bike_sharing_store": imputing_regressor(configs / "bike_sharing_store.yaml"),
         "flight_delays": flight_classifier(configs / "flight_delays.yaml"),
     }
     assert set(built) == set(USE_CASES), f"a bundled config has no model in this test: {set(USE_CASES) - set(built)}"
     versions = {n: register(names[n], pipeline, features) for n, (pipeline, features) in built.items()}
+    store.apply_definitions(store.FeatureRepo.default())  # the service's MLOPS_HOME is this session's
     service = start_service(root, configs, root / "log", "--log-flush-seconds", "0.2", "--max-body-bytes", "200000")
     try:
         yield Contract(service, names, versions, {n: f for n, (_, f) in built.items()}, root)
@@ -382,7 +388,7 @@ def test_mlflow_scoring_client_works_unchanged(contract: Contract) -> None:
     """MLflow's own ScoringServerClient (/ping, then /invocations with dump_input_data), one use case served."""
     from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
-    # /invocations without a use case needs one served; the three-use-case service names them.
+    # /invocations without a use case needs one served; the service of every bundled use case names them.
     refused = httpx.post(f"{contract.service.url}/invocations", json={"dataframe_records": []})
     assert refused.status_code == 400 and all(n in refused.json()["message"] for n in USE_CASES), refused.text
     configs = contract.root / "configs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -182,6 +183,34 @@ def test_the_skew_check_looks_the_served_keys_up_offline_at_their_event_time(
     assert [f.split(":")[0] for f in skew.findings] == ["feature 'temp'"]
     assert "hour '2011-01-01T02': served 3.5, offline 3.0" in skew.findings[0]
 
+    # The page's line: what was compared, per feature the share that differs, the findings in red.
+    from mlops.ui import files
+
+    line, alert = files.skew_line({"skew": skew.to_dict()}) or ("", False)
+    assert alert and line.startswith("training/serving skew: 4 served rows compared with the offline store")
+    assert "temp 25.0 %" in line and "hum 0.0 %" in line and "1 finding(s): feature 'temp'" in line
+    clean = check_skew(store_backed(), window.assign(temp=[1.0, 2.0, 3.0, 4.0]), window)
+    assert clean is not None and files.skew_line({"skew": clean.to_dict()}) == (
+        "training/serving skew: 4 served rows compared with the offline store (rows that differ: temp 0.0 %, "
+        "atemp 0.0 %, hum 0.0 %, windspeed 0.0 %, weathersit 0.0 %); no skew",
+        False,
+    )
+    assert files.skew_line({"skew": None}) is None and files.skew_line(None) is None
+
+
+def test_training_says_what_to_run_when_the_store_is_not_ready(tmp_path: Path, repo: store.FeatureRepo) -> None:
+    from mlops.data.store_features import check_store_ready
+
+    empty = store.FeatureRepo(definitions_dir=ROOT / "features", home=tmp_path / "empty")
+    with pytest.raises(StoreFeaturesError, match="has no registry at .*trigger the materialize_features DAG"):
+        check_store_ready(store_backed(), empty)
+    store.apply_definitions(empty)
+    with pytest.raises(StoreFeaturesError, match="'weather_hourly' has no offline table .*materialize_features"):
+        check_store_ready(store_backed(), empty)
+    ready = check_store_ready(store_backed(), repo)
+    assert ready["weather_hourly"]["version"] == store.offline_version(repo, "weather_hourly")
+    assert ready["weather_hourly"]["oldest"].startswith("2011-01-01 00:00:00")
+
 
 # --------------------------------------------------------------------------- the self-check
 
@@ -215,3 +244,41 @@ def test_the_self_check_names_a_definition_changed_without_apply(
         ValueError, match=r"'weather_hourly' changed since it was registered \(features\): run `mlops features apply`"
     ):
         health.check_feature_store(edited)
+
+
+# --------------------------------------------------------------------------- batch scoring from the store
+
+
+class _EchoTemp:
+    """A 'model' whose prediction is the temperature it was given: what it was fed shows in the log."""
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        return frame["temp"].to_numpy()
+
+
+def test_batch_scoring_joins_the_store_as_of_each_rows_hour_and_logs_the_keys(
+    bundled: store.FeatureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops.predictionlog.predictions import read_predictions
+    from mlops.serving.batch import score_partition
+    from mlops.serving.models import LoadedModel
+    from mlops.serving.schema import InputSchema
+
+    monkeypatch.setattr(store.FeatureRepo, "default", classmethod(lambda cls: bundled))
+    use_case = find_use_case("bike_sharing_store")
+    raw = pd.read_csv(ROOT / "data" / "raw" / "bike_sharing_hourly.csv")
+    day = raw[raw["dteday"] == "2011-09-01"].reset_index(drop=True)
+    landed = day.drop(columns=WEATHER)  # the calendar only, as a store-backed client lands it
+    model = LoadedModel(
+        use_case=use_case.name, model_name="m", version="1", alias="champion", run_id=None, aliases=("champion",),
+        signature=None, model=_EchoTemp(), loaded_at=datetime.now(UTC),
+        schema=InputSchema.from_signature(None, use_case.features.numeric, use_case.features.categorical),
+    )  # fmt: skip
+    result = score_partition(use_case, "2011-09-01", landed, model=model, log_uri=str(tmp_path / "log"))
+    assert result.rows == len(day)
+    logged = read_predictions(use_case, "2011-09-01", "2011-09-02", uri=str(tmp_path / "log"))
+    hours = keys.hour_keys(keys.hour_timestamps(day["dteday"], day["hr"]))
+    assert logged["hour"].tolist() == hours.tolist()  # the entity keys, for the skew check
+    assert logged["event_time"].dt.hour.tolist() == [keys.hour_of_day(h) for h in day["hr"]]
+    assert logged["temp"].tolist() == day["temp"].tolist() == logged["prediction"].tolist()
+    assert logged["hum"].tolist() == day["hum"].tolist()

@@ -44,6 +44,39 @@ class JoinedFeatures:
         return asdict(self)
 
 
+MATERIALIZE_HINT = (
+    "trigger the materialize_features DAG (it registers features/, writes the offline tables and loads the "
+    "online store; or run `mlops features apply` and `mlops features ingest`), then run this training again"
+)
+
+
+def check_store_ready(use_case: UseCase, repo: store.FeatureRepo | None = None) -> dict[str, dict[str, str]]:
+    """Before a snapshot: the registry matches `features/` and every view the use case reads has its offline
+    table. `{view: {version, oldest, newest}}`; StoreFeaturesError naming what to run otherwise."""
+    section = use_case.feature_store
+    assert section is not None
+    repo = repo or store.FeatureRepo.default()
+    if not repo.registry_path.exists():
+        raise StoreFeaturesError(
+            f"use case {use_case.name!r} reads the feature store, which has no registry at {repo.registry_path} "
+            f"yet: {MATERIALIZE_HINT}"
+        )
+    problems = store.stale_definitions(repo)
+    problems += [
+        f"feature view {view!r} has no offline table in {repo.offline_dir}"
+        for view in section.views
+        if not (repo.offline_dir / f"{view}.parquet").is_file()
+    ]
+    if problems:
+        raise StoreFeaturesError(f"the feature store is not ready for {use_case.name!r}: {'; '.join(problems)}; "
+                                 f"{MATERIALIZE_HINT}")  # fmt: skip
+    ready: dict[str, dict[str, str]] = {}
+    for view in section.views:
+        oldest, newest = store.offline_span(repo, view)
+        ready[view] = {"version": store.offline_version(repo, view), "oldest": str(oldest), "newest": str(newest)}
+    return ready
+
+
 def event_times(use_case: UseCase, frame: pd.DataFrame) -> pd.Series:
     """Each row's event time (UTC): the time column, at `feature_store.hour_column`'s hour if set."""
     import pandas as pd

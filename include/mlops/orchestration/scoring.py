@@ -35,7 +35,7 @@ def build_scoring_dag(use_case: UseCase) -> DAG:
         ),
     )
     def scoring() -> None:
-        @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)])
+        @task(**COMPUTE_BOUND, outlets=[predictions_asset(use_case)], inlets=_store_inlets(use_case))
         def score_landed_partition(**context: Any) -> dict[str, Any]:
             from mlops.serving import batch as serving_batch
 
@@ -50,6 +50,15 @@ def build_scoring_dag(use_case: UseCase) -> DAG:
     return scoring()
 
 
+def _store_inlets(use_case: UseCase) -> list[Any]:
+    """A store-backed use case's scoring reads what materialize_features loads: the Asset graph shows it."""
+    if use_case.feature_store is None:
+        return []
+    from mlops.orchestration.features import online_features_asset
+
+    return [online_features_asset()]
+
+
 def _doc(use_case: UseCase) -> str:
     return f"""
 ### Batch scoring of `{use_case.name}`
@@ -62,6 +71,15 @@ A re-run replaces the partition. Skips when nothing has landed for the partition
 **Params**: `partition` (`YYYY-MM-DD`; default: the run's logical date, or for a run
 triggered without one, the date it ran after).
 """
+
+
+def _store_doc(use_case: UseCase) -> str:
+    if use_case.feature_store is None:
+        return ""
+    return (
+        f"\n\nThe rows carry the calendar; {', '.join(use_case.feature_store.feature_names)} are joined from the "
+        "feature store's offline tables as of each row's hour, as training joins them, and logged with the entity keys."
+    )
 
 
 def _partition_of(context: dict[str, Any]) -> str:

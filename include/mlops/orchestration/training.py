@@ -44,6 +44,8 @@ def build_training_dag(use_case: UseCase) -> DAG:
     )
     def training() -> None:
         snapshot = _ingest_snapshot(use_case)
+        if use_case.feature_store is not None:
+            _check_feature_store(use_case) >> snapshot
         validation = _validate_snapshot(use_case, snapshot)
         parent = _start_tracking_run(use_case, snapshot, validation)
         results = _train_candidates(use_case, snapshot, parent)
@@ -109,6 +111,26 @@ def _run_key(context: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- the steps, in order
+
+
+def _check_feature_store(use_case: UseCase) -> TaskOutput:
+    """A store-backed use case: the store `materialize_features` loads is registered and holds its views.
+
+    The features Asset is the task's inlet, so the Asset graph shows training reading what
+    materialization writes; an unready store fails here, naming the DAG to trigger.
+    """
+    from mlops.orchestration.features import online_features_asset
+
+    @task(**GATE, inlets=[online_features_asset()])
+    def check_feature_store() -> dict[str, dict[str, str]]:
+        from mlops.data.store_features import StoreFeaturesError, check_store_ready
+
+        try:
+            return check_store_ready(use_case)
+        except StoreFeaturesError as exc:
+            raise AirflowFailException(str(exc)) from exc  # a retry reads the same store
+
+    return check_feature_store()
 
 
 def _ingest_snapshot(use_case: UseCase) -> TaskOutput:

@@ -169,6 +169,8 @@ def score_partition(
     Row ids: `ids`, else `frame[id_column]`, else `<partition>:<row number>` (stable,
     so labels delivered later still join after a re-run). Event time: `event_times`,
     else the use case's time column, else the partition's date, else `scored_at`.
+    A store-backed use case's store features are joined from the offline store first
+    (`join_store`; the time column at `feature_store.hour_column`'s hour is then the event time).
     `model` skips the registry lookup (replay passes the model it already loaded).
     """
     from mlops.serving.models import load_alias
@@ -176,6 +178,10 @@ def score_partition(
     uc = resolve_use_case(use_case)
     _check_partition_and_source(partition, source)
     logged_at = scored_at or datetime.now(UTC).replace(tzinfo=None)
+    entity_keys: dict[str, list[Any]] = {}
+    if uc.feature_store is not None:
+        frame, entity_keys, store_times = join_store(uc, frame)
+        event_times = event_times if event_times is not None else store_times
     features = prepare_features(uc, frame)
     row_ids = _row_ids(partition, frame, ids, id_column)
     times = _event_times(uc, partition, frame, event_times, logged_at)
@@ -190,11 +196,14 @@ def score_partition(
         request_ids=row_ids,
         event_times=times,
         predictions=predictions,
-        features={c: [None if _missing(v) else v for v in features[c].tolist()] for c in features.columns},
+        features={
+            **{str(c): [None if _missing(v) else v for v in features[c].tolist()] for c in features.columns},
+            **entity_keys,
+        },
         batch_partition=partition,
         # The signature's types: an integer feature is logged as an integer, not as the float the
         # pipeline was fed (a value like 3.5 in an integer column fails here, naming the column).
-        feature_types=loaded.schema.log_types,
+        feature_types={**loaded.schema.log_types, **dict.fromkeys(entity_keys, "string")},
         classes=loaded.classes if probabilities is not None else None,
         probabilities=probabilities,
     )
@@ -211,6 +220,20 @@ def score_partition(
         prediction_mean=sum(numeric) / len(numeric) if numeric else None,
         log_location=prediction_store(log_uri).describe(),
     )
+
+
+def join_store(uc: UseCase, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[Any]], list[datetime]]:
+    """A store-backed use case's rows with their store features joined as training joins them: from the
+    offline store, as of each row's event time (its date at its hour). Returns the joined rows, the
+    entity keys to log beside the features (the skew check looks them up again) and the event times."""
+    from mlops.data.store_features import event_times, join_store_features
+
+    times = event_times(uc, frame).dt.tz_convert("UTC").dt.tz_localize(None)
+    joined, _ = join_store_features(uc, frame.reset_index(drop=True))
+    section = uc.feature_store
+    assert section is not None
+    keys = {k: [str(v) for v in joined[k]] for k in section.entity_keys}
+    return joined, keys, [t.to_pydatetime() for t in times]
 
 
 def _check_partition_and_source(partition: str, source: str) -> None:

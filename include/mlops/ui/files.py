@@ -188,6 +188,27 @@ def label_lag_line(summary: dict[str, object] | None) -> str | None:
     return f"{text}, delay unknown" if lag.get("labelled_share") else text
 
 
+def skew_line(summary: dict[str, object] | None) -> tuple[str, bool] | None:
+    """('training/serving skew: 400 served rows compared with the offline store, ...', alert?) from a summary's
+    `skew` (a store-backed use case's check); None for a use case without a store or a run without one."""
+    skew = summary.get("skew") if summary else None
+    if not isinstance(skew, dict):
+        return None
+    if skew.get("note"):
+        return f"training/serving skew: not checked ({skew['note']})", False
+    findings = [str(f) for f in skew.get("findings") or []]
+    features = skew.get("features")
+    features = features if isinstance(features, dict) else {}
+    shares = ", ".join(
+        f"{name} {100 * float(f.get('share', 0)):.1f} %" for name, f in features.items() if isinstance(f, dict)
+    )
+    text = f"training/serving skew: {skew.get('rows', 0)} served rows compared with the offline store"
+    text += f" (rows that differ: {shares})" if shares else ""
+    if findings:
+        return f"{text}; {len(findings)} finding(s): " + "; ".join(findings), True
+    return f"{text}; no skew", False
+
+
 def latest_data_docs_page(data_docs_dir: Path, suite: str) -> str | None:
     """Newest validation-result page of `suite`, relative to the Data Docs root."""
     folder = data_docs_dir / "validations" / suite

@@ -134,6 +134,8 @@ class UseCaseView:
     report: ReportView | None = None
     labels: str | None = None
     """The label lag of the newest monitoring run ('labels: 62 % of the last window, median 3.1 h late')."""
+    skew: tuple[str, bool] | None = None
+    """The newest monitoring run's training/serving skew check, in words, and whether it found skew."""
     data_docs: str | None = None
     """Newest Data Docs validation page, relative to the Data Docs root."""
     approval_required: bool = False
@@ -284,7 +286,9 @@ def gather_use_case(use_case: UseCase, settings: Settings | None = None, recent:
         approval_required=use_case.approval.required,
     )
     view.report = files.latest_report(settings.reports_dir, use_case.name)
-    view.labels = files.label_lag_line(files.latest_summary(settings.reports_dir, use_case.name))
+    latest = files.latest_summary(settings.reports_dir, use_case.name)
+    view.labels = files.label_lag_line(latest)
+    view.skew = files.skew_line(latest)
     view.data_docs = files.latest_data_docs_page(settings.data_docs_dir, use_case.suite_name)
     try:
         queries = _queries(settings)
