@@ -19,11 +19,54 @@ from mlops.monitoring.volume import WindowFiles
 from mlops.monitoring.window import collect_window, read_window
 from mlops.predictionlog.labels import write_labels
 from mlops.predictionlog.stores import prediction_store
-from tests.unit.test_monitoring import CHAMPION, bike_frame, prediction_log
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIKE = find_use_case("bike_sharing", PROJECT_ROOT / "configs")
 START, END = datetime(2011, 5, 1), datetime(2011, 5, 6)
+CHAMPION = {"rmse": 42.0}  # the holdout of a model with noise 30 on a target with noise 30
+
+
+def bike_frame(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "temp": rng.uniform(0.1, 0.5, rows) + shift,
+            "atemp": rng.uniform(0.1, 0.5, rows) + shift,
+            "hum": rng.uniform(0.3, 0.9, rows) - shift,
+            "windspeed": rng.uniform(0.0, 0.4, rows) + shift,
+            "season": rng.choice([1, 2] if not shift else [3, 4], rows),
+            "hr": rng.integers(0, 24, rows),
+            "holiday": rng.choice([0, 1], rows, p=[0.97, 0.03]),
+            "weekday": rng.integers(0, 7, rows),
+            "workingday": rng.choice([0, 1], rows),
+            "weathersit": rng.choice([1, 2, 3], rows, p=[0.6, 0.3, 0.1]),
+        }
+    )
+    frame["cnt"] = (200 + 400 * frame["temp"] + rng.normal(0, 30, rows)).round()
+    return frame
+
+
+def prediction_log(frame: pd.DataFrame, label_share: float, noise: float, seed: int) -> pd.DataFrame:
+    """Log rows of a window (one a minute from 2011-05-01), with the label on `label_share` of them."""
+    rng = np.random.default_rng(seed)
+    rows = len(frame)
+    log = pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(rows)],
+            "use_case": "bike_sharing",
+            "model_name": "bike_sharing_cnt",
+            "model_version": "1",
+            "event_time": pd.date_range("2011-05-01", periods=rows, freq="min"),
+            "logged_at": pd.Timestamp("2011-05-20"),
+            "source": "online",
+        }
+    )
+    log["prediction"] = 200 + 400 * frame["temp"].to_numpy() + rng.normal(0, noise, rows)
+    log = pd.concat([log, frame.drop(columns=["cnt"]).reset_index(drop=True)], axis=1)
+    label = frame["cnt"].to_numpy(dtype=float)
+    label[rng.random(rows) > label_share] = np.nan
+    log["label"] = label
+    return log
 
 
 def _write_log(home: Path, log: pd.DataFrame) -> None:
@@ -97,7 +140,6 @@ def test_the_summaries_path_decides_as_the_exact_path(
     )
     monkeypatch.setenv("MLOPS_PREDICTION_LOG_URI", log_uri)
     log = prediction_log(bike_frame(6000, seed=4, shift=shift), label_share=0.8, noise=noise, seed=5)
-    log["event_time"] = pd.date_range("2011-05-01", periods=len(log), freq="min", tz="UTC").tz_localize(None)
     log["logged_at"] = log["event_time"]
     _write_log(tmp_path, log)
 
@@ -129,7 +171,6 @@ def test_a_window_below_the_size_is_read_whole_and_leaves_no_listing(
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLOPS_PREDICTION_LOG_URI", str(tmp_path / "log"))
     log = prediction_log(bike_frame(1500, seed=4), label_share=0.8, noise=30, seed=5)
-    log["event_time"] = pd.date_range("2011-05-01", periods=len(log), freq="min", tz="UTC").tz_localize(None)
     _write_log(tmp_path, log)
     small = BIKE.model_copy(update={"monitoring": BIKE.monitoring.model_copy(update={"exact_below_rows": 10**6})})
     first = collect_window(BIKE.model_copy(update={"monitoring": BIKE.monitoring.model_copy(
