@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import feature_cells
 import httpx
 import peers
 import rollout
@@ -299,6 +300,7 @@ class Server:
     in_flight: dict[str, int] = field(default_factory=dict)
     mode: str | None = None  # rollout servers: off | shadow | canary25 (rollout.py)
     peer: str | None = None  # peer servers: mlserver | bentoml (peers.py)
+    features_mode: str | None = None  # feature store servers: inline | sqlite | redis (feature_cells.py)
 
     def url(self, use_case: str) -> str:
         if self.peer:
@@ -386,7 +388,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run")
     parser.add_argument("--connections", default="1,8")
     parser.add_argument("--rows", default="1,100", help="records per request")
-    parser.add_argument("--use-cases", default="breast_cancer,flight_delays")
+    parser.add_argument("--use-cases", default="breast_cancer,flight_delays", help="'none': only the mode cells")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of our services (old and new)")
     parser.add_argument(
         "--repeats", type=int, default=2, help="measured runs per cell of old and new, alternating which goes first"
@@ -424,6 +426,21 @@ def main() -> int:
         "--also-workers", default="", help="worker counts of further instances of today's service, e.g. 2"
     )
     parser.add_argument("--output", default="results", help="name of the report files: <output>.md and .json")
+    parser.add_argument(
+        "--features", default=",".join(feature_cells.MODES),
+        help="issue 20's cells on bike_sharing: the weather sent inline, read from the SQLite or the Redis online "
+        "store (feature_cells.py); 'none' skips them",
+    )  # fmt: skip
+    parser.add_argument("--features-connections", default="8", help="connections of the feature store cells")
+    parser.add_argument("--features-rates", default="0,300", help="load of the feature store cells (as rollout's)")
+    parser.add_argument(
+        "--features-profile", type=int, default=0,
+        help="after the feature store cells, py-spy each mode's service for this many seconds of wrk (0: no)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--features-redis-url", default="redis://127.0.0.1:6379/10",
+        help="the Redis of the `redis` cells (a database of the run's own; its keys are deleted at the end)",
+    )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit(
@@ -431,7 +448,10 @@ def main() -> int:
         )
     connections = [int(c) for c in args.connections.split(",")]
     rows_list = [int(r) for r in args.rows.split(",")]
-    use_cases = args.use_cases.split(",")
+    use_cases = [] if args.use_cases == "none" else args.use_cases.split(",")
+    feature_modes = feature_cells.parse_modes(args.features)
+    features_connections = [int(c) for c in args.features_connections.split(",")]
+    features_rates = [float(r) for r in args.features_rates.split(",")]
     modes = rollout.parse_modes(args.rollout) if rollout.USE_CASE in use_cases else []
     rollout_rows = [int(r) for r in args.rollout_rows.split(",")] if modes else []
     rollout_connections = [int(c) for c in args.rollout_connections.split(",")]
@@ -452,6 +472,8 @@ def main() -> int:
     """Baseline trees of rollout modes `<mode>@<commit>` (removed at the end)."""
     results: list[dict[str, Any]] = []
     facts: dict[str, Any] = {"load_average_start": os.getloadavg()[0], "baseline": args.baseline}
+    store_facts: dict[str, Any] = {}
+    """What the feature store cells left outside the temp folder (Redis keys), for feature_cells.cleanup."""
     try:
         os.environ["MLOPS_HOME"] = str(tmp / "home")
         log("starting a throwaway MLflow server ...")
@@ -499,6 +521,15 @@ def main() -> int:
                     mode_raw = {**raw, "model_name": name, **({"deployment": block} if block else {})}
                     (tmp / f"configs-{mode}" / f"{use_case}.yaml").write_text(yaml.safe_dump(mode_raw))
 
+        feature_setups: dict[str, dict[str, Any]] = {}
+        if feature_modes:
+            log(f"feature store cells: fitting bike_sharing, loading the stores of {', '.join(feature_modes)} ...")
+            feature_setups, store_facts = feature_cells.prepare(
+                feature_modes, ROOT, tmp, args.features_redis_url, lambda n, p, x: _log_model(n, p, x)
+            )
+            for mode, setup in feature_setups.items():
+                bodies[(feature_cells.USE_CASE, f"features-{mode}", 1)] = setup["body"]
+
         ours = [sys.executable, "-m", "mlops.serving", "--configs-dir", str(configs), "--workers", str(args.workers)]
         plain_env = dict(os.environ)
         if args.baseline != "none":
@@ -512,16 +543,40 @@ def main() -> int:
             cmd = [*ours, "--log-uri", str(tmp / "log-old"), *args.serve_args.split()]
             servers.append(start_server(f"old ({args.baseline}, class)", "old", cmd, "/ready", tmp, old_env))
             servers[-1].log_uri = tmp / "log-old"
-        cmd = [*ours, "--log-uri", str(tmp / "log-new"), *args.serve_args.split()]
-        servers.append(start_server("new (class + probabilities)", "new", cmd, "/ready", tmp, plain_env))
-        servers[-1].log_uri = tmp / "log-new"
-        for workers in [int(w) for w in args.also_workers.split(",") if w]:
-            # Today's service once more on more workers (processes): the peers spread over both cores.
-            cmd = [*ours, "--log-uri", str(tmp / f"log-new-w{workers}"), *args.serve_args.split()]
-            cmd[cmd.index("--workers") + 1] = str(workers)
-            label = f"new, {workers} workers"
-            servers.append(start_server(label, f"new-w{workers}", cmd, "/ready", tmp, plain_env))
-            servers[-1].log_uri = tmp / f"log-new-w{workers}"
+        if use_cases:
+            cmd = [*ours, "--log-uri", str(tmp / "log-new"), *args.serve_args.split()]
+            servers.append(start_server("new (class + probabilities)", "new", cmd, "/ready", tmp, plain_env))
+            servers[-1].log_uri = tmp / "log-new"
+            for workers in [int(w) for w in args.also_workers.split(",") if w]:
+                # Today's service once more on more workers (processes): the peers spread over both cores.
+                cmd = [*ours, "--log-uri", str(tmp / f"log-new-w{workers}"), *args.serve_args.split()]
+                cmd[cmd.index("--workers") + 1] = str(workers)
+                label = f"new, {workers} workers"
+                servers.append(start_server(label, f"new-w{workers}", cmd, "/ready", tmp, plain_env))
+                servers[-1].log_uri = tmp / f"log-new-w{workers}"
+        for mode, setup in feature_setups.items():
+            # One service per mode: its own configs folder (bike_sharing alone) and MLOPS_HOME (its store).
+            cmd = [*ours, "--log-uri", str(tmp / f"log-features-{mode}"), *args.serve_args.split()]
+            cmd[cmd.index("--configs-dir") + 1] = str(setup["configs"])
+            env = {**os.environ, **setup["env"]}
+            if "@" in mode:
+                commit = mode.split("@", 1)[1]
+                # One worktree per commit: sqlite@c and redis@c share it.
+                tree_of = {t.name.removeprefix("baseline-"): t for t in trees}
+                if commit not in tree_of:
+                    trees.append(baseline_tree(commit, tmp))
+                env["PYTHONPATH"] = str(tree_of.get(commit, trees[-1]) / "include")
+            servers.append(start_server(f"features {mode}", "features", cmd, "/ready", tmp, env))
+            servers[-1].log_uri, servers[-1].features_mode = tmp / f"log-features-{mode}", mode
+            logfile = tmp / f"features_{re.sub(r'[^a-z0-9]+', '_', mode.lower())}.log"
+            problem = feature_cells.check_answer(mode, servers[-1].port, setup["body"], setup["expected"], logfile)
+            if problem:
+                # Not measured: a mode that answers wrongly would measure an error page.
+                log(f"features {mode}: LEFT OUT, its service does not answer as meant: {problem}")
+                results.append({"server": servers[-1].label, "features_check": problem})
+                stop_process_group(servers.pop().pid)
+                continue
+            servers[-1].answered[feature_cells.USE_CASE] = 1  # the check's row is logged too
         for mode in modes:
             # One service per mode, the same command but for its configs folder (breast_cancer alone);
             # a mode `<mode>@<commit>` runs the service code of that commit (its package first on the path).
@@ -603,7 +658,8 @@ def main() -> int:
         facts["setup_seconds"] = time.time() - started
 
         def measure(server: Server, use_case: str, rows: int, c: int, repeat: int, rate: float = 0) -> None:
-            body = bodies[(use_case, server.peer or ("mlflow" if server.kind == "mlflow" else "ours"), rows)]
+            kind = server.peer or ("mlflow" if server.kind == "mlflow" else "ours")
+            body = bodies[(use_case, f"features-{server.features_mode}" if server.features_mode else kind, rows)]
             warm = wrk(server.url(use_case), body, c, args.warmup, rate)
             roles_before = rollout.role_counts(server.port, use_case) if server.mode else {}
             # Where the cores go: the service process, the rest of its group (a shadow's worker), wrk, idle.
@@ -624,6 +680,8 @@ def main() -> int:
             }
             run["cores"]["other"] -= run["cores"]["service"] + run["cores"]["shadow_worker"] + run["cores"]["wrk"]
             run["load"] = f"paced {rate:g}/s" if rate else "closed"
+            if server.features_mode:
+                run["features_mode"] = server.features_mode
             if server.mode:
                 roles = rollout.role_counts(server.port, use_case)
                 by_role = {k: roles.get(k, 0.0) - roles_before.get(k, 0.0) for k in ("champion", "canary")}
@@ -694,6 +752,33 @@ def main() -> int:
                             measure(server, rollout.USE_CASE, rows, c, repeat, rate)
         if rolled:
             facts["load_average_rollout_end"] = os.getloadavg()[0]
+        stored = [s for s in servers if s.kind == "features"]
+        if stored:
+            facts["load_average_features_start"] = os.getloadavg()[0]
+        for c in features_connections:
+            for rate in features_rates:
+                # Every mode once per repeat, the order rotated each time (as the rollout cells).
+                for repeat in range(args.repeats):
+                    shift = repeat % max(1, len(stored))
+                    for server in stored[shift:] + stored[:shift]:
+                        measure(server, feature_cells.USE_CASE, 1, c, repeat, rate)
+        if stored:
+            facts["load_average_features_end"] = os.getloadavg()[0]
+        for server in stored if args.features_profile else []:
+            body = bodies[(feature_cells.USE_CASE, f"features-{server.features_mode}", 1)]
+            url, c = server.url(feature_cells.USE_CASE), features_connections[-1]
+            profiled: dict[str, Any] = {}
+
+            def load(url: str = url, body: Path = body, c: int = c, out: dict[str, Any] = profiled) -> None:
+                out.update(wrk(url, body, c, args.features_profile + 1))
+
+            out = HERE / f"profile-features-{server.features_mode}.txt"
+            summary = feature_cells.profile(str(server.features_mode), server.pid, args.features_profile, out, load)
+            answered = int(profiled.get("requests", 0)) - int(profiled.get("non_2xx", 0))
+            server.answered[feature_cells.USE_CASE] = server.answered.get(feature_cells.USE_CASE, 0) + answered
+            server.in_flight[feature_cells.USE_CASE] = server.in_flight.get(feature_cells.USE_CASE, 0) + c
+            results.append({"server": server.label, "features_profile": True, "wrk": profiled, **summary})
+            log(f"{server.label}: profiled ({profiled.get('rps', 0):.0f} req/s under py-spy): {summary}")
         for server in rolled:
             checked = rollout.health_check(str(server.mode), server.port)
             if checked["health"].get("breached"):
@@ -706,15 +791,17 @@ def main() -> int:
                 checked["verdict"] += f"; breach on record: {checked['breach']}"
             log(f"{server.label}: /health after the cells: {checked['verdict']}")
             results.append({"server": server.label, **checked})
-        for server in [*ab, *rolled]:
+        for server in [*ab, *rolled, *stored]:
             stop_server(server.pid)
             servers.remove(server)
             time.sleep(0.5)
-            for use_case in use_cases if server.kind != "rollout" else [rollout.USE_CASE]:
+            served = {"rollout": [rollout.USE_CASE], "features": [feature_cells.USE_CASE]}.get(server.kind, use_cases)
+            for use_case in served:
                 results.append(check_log(server, use_case))
     finally:
         for server in servers:
             stop_server(server.pid)
+        feature_cells.cleanup(store_facts)
         for old in [tree, *trees]:
             if old is not None:
                 remove_baseline_tree(old)
@@ -760,7 +847,9 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per use case, rows and connections: old vs new (means over repeats) and MLflow."""
     cells: dict[tuple[str, int, int], dict[str, list[dict[str, Any]]]] = {}
     for r in results:
-        if "rps" in r and "kind" in r and not r.get("mode"):  # rollout cells: rollout.summarize's; profiles: not cells
+        if (
+            "rps" in r and "kind" in r and not r.get("mode") and not r.get("features_mode")
+        ):  # mode cells, profiles: not here
             kind = r.get("peer") or r["kind"]
             cells.setdefault((r["use_case"], r["rows"], r["connections"]), {}).setdefault(kind, []).append(r)
     out = []
@@ -824,6 +913,14 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
     lines += peers.report_lines(results)
     lines += peers.profile_lines(results)
     lines += rollout.report_lines(results)
+    if "load_average_features_start" in facts:
+        lines += [
+            "",
+            f"Load average (1 min) {facts['load_average_features_start']:.1f} before the feature store cells, "
+            f"{facts['load_average_features_end']:.1f} after them.",
+        ]
+    lines += feature_cells.report_lines(results)
+    lines += feature_cells.profile_lines(results)
     lines += [
         "",
         "Every run (req/s, p50/p99, CPU of the server's process group per request, error answers):",
@@ -849,6 +946,10 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
                 f"{r['answered_rows']} rows answered with a 2xx as counted by wrk: {verdict}"
                 + (f"; {r['shadow_rows']} rows scored by the shadow" if r.get("shadow_rows") else "")
             )
+        elif "features_check" in r:
+            notes.append(f"- {r['server']}: LEFT OUT, it did not answer as meant: {r['features_check'][:300]}")
+        elif r.get("features_profile"):
+            continue  # listed under the feature store table (feature_cells.profile_lines)
         elif "verdict" in r or "answers_checked" in r or "profile" in r:
             continue  # a rollout server's /health: listed under its table (rollout.report_lines)
         else:
@@ -864,7 +965,13 @@ def write_report(results: list[dict[str, Any]], facts: dict[str, Any], args: arg
     (HERE / f"{args.output}.md").write_text(text)
     (HERE / f"{args.output}.json").write_text(
         json.dumps(
-            {"facts": facts, "summary": summary, "rollout_summary": rollout.summarize(results), "runs": results},
+            {
+                "facts": facts,
+                "summary": summary,
+                "rollout_summary": rollout.summarize(results),
+                "features_summary": feature_cells.summarize(results),
+                "runs": results,
+            },  # fmt: skip
             indent=1,
         )
     )

@@ -7,6 +7,7 @@ set -euo pipefail
 
 : "${AIRFLOW_DB_PASSWORD:?AIRFLOW_DB_PASSWORD is not set: add it to the env file}"
 : "${MLFLOW_DB_PASSWORD:?MLFLOW_DB_PASSWORD is not set: add it to the env file}"
+: "${FEATURES_DB_PASSWORD:?FEATURES_DB_PASSWORD is not set: add it to the env file}"
 
 # psql variables (not shell interpolation into SQL) so that the names and
 # passwords are quoted by psql itself.
@@ -18,4 +19,7 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
     -v mlflow_db_name="${MLFLOW_DB_NAME:-mlflow}" \
     -v mlflow_db_password="$MLFLOW_DB_PASSWORD" \
     -v mlflow_auth_db_name="${MLFLOW_AUTH_DB_NAME:-mlflow_auth}" \
+    -v features_db_user="${FEATURES_DB_USER:-features}" \
+    -v features_db_name="${FEATURES_DB_NAME:-features}" \
+    -v features_db_password="$FEATURES_DB_PASSWORD" \
     -f /opt/mlops-postgres/init-databases.sql

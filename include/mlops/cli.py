@@ -94,10 +94,10 @@ def _features(args: argparse.Namespace) -> int:
     repo = store.FeatureRepo.default()
     try:
         if args.action == "apply":
-            print(f"registered in {repo.registry_path}: {', '.join(store.apply_definitions(repo))}")
+            print(f"registered in {repo.registry_location}: {', '.join(store.apply_definitions(repo))}")
         elif args.action == "ingest":
             for view, rows in store.ingest_offline(repo, get_settings().project_root).items():
-                print(f"{view}: {rows} rows in {repo.offline_dir / (view + '.parquet')}")
+                print(f"{view}: {rows} rows in {repo.offline_location(view)}")
         elif args.action == "materialize":
             end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
             end = end if end.tzinfo else end.replace(tzinfo=UTC)
@@ -112,7 +112,7 @@ def _features(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(problem, file=sys.stderr)
             if not problems:
-                print(f"features/ matches the registry in {repo.registry_path}; every store-backed config checks")
+                print(f"features/ matches the registry in {repo.registry_location}; every store-backed config checks")
             return 1 if problems else 0
     except store.FeatureStoreError as exc:
         print(exc, file=sys.stderr)

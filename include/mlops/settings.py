@@ -78,9 +78,17 @@ class Settings:
     """The commit the container image was built from (the Dockerfile's GIT_COMMIT), for
     training runs in a tree without `.git`."""
     build_git_dirty: str | None = None
+    """Whether that build's tree had uncommitted changes (the Dockerfile's GIT_DIRTY)."""
     mlflow_auth: bool = False
     """The local stack runs MLflow with its basic-auth app (MLOPS_MLFLOW_AUTH=basic; docs/deployment.md)."""
-    """Whether that build's tree had uncommitted changes (the Dockerfile's GIT_DIRTY)."""
+    feature_redis_url: str | None = None
+    """The feature store's online store on Redis (`redis://[:password@]host:port/db`); unset: SQLite under
+    MLOPS_HOME (docs/features.md)."""
+    feature_postgres_url: str | None = None
+    """The feature store's registry and offline store on PostgreSQL (`postgresql://user[:password]@host:port/db`);
+    unset: a registry file and Parquet under MLOPS_HOME."""
+    feature_project: str = "mlops"
+    """Feast's project: several platforms can share one registry database and Redis (it ends every online key)."""
 
     @property
     def data_dir(self) -> Path:
@@ -155,6 +163,9 @@ def get_settings() -> Settings:
         build_git_commit=_build_value("MLOPS_GIT_COMMIT"),
         build_git_dirty=_build_value("MLOPS_GIT_DIRTY"),
         mlflow_auth=_mlflow_auth(),
+        feature_redis_url=os.environ.get("MLOPS_FEATURE_REDIS_URL") or None,
+        feature_postgres_url=os.environ.get("MLOPS_FEATURE_POSTGRES_URL") or None,
+        feature_project=os.environ.get("MLOPS_FEATURE_PROJECT") or "mlops",
     )
 
 

@@ -554,6 +554,29 @@ def test_airflow_points_tasks_at_the_api_server_inside_the_network(compose: dict
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
 
 
+def test_tasks_and_the_service_share_the_scale_out_feature_store(
+    compose: dict[str, Any], filled_env: dict[str, str]
+) -> None:
+    """Whoever writes the store (tasks: apply, ingest, materialize) and who reads it (the service) see the same one:
+    the registry and offline tables in the bundled PostgreSQL's feature database, the online store in a Redis
+    database of its own (not the Celery broker's), which persists."""
+    services = compose["services"]
+    broker = urlsplit(interpolate(environment_of(services[WORKER])["AIRFLOW__CELERY__BROKER_URL"], filled_env))
+    seen = set()
+    for name in [n for n in services if n.startswith("airflow-")] + ["prediction-service"]:
+        env = environment_of(services[name])
+        postgres = urlsplit(interpolate(env["MLOPS_FEATURE_POSTGRES_URL"], filled_env))
+        redis = urlsplit(interpolate(env["MLOPS_FEATURE_REDIS_URL"], filled_env))
+        assert (postgres.scheme, postgres.hostname, postgres.path) == ("postgresql", "postgres", "/features"), name
+        assert (redis.scheme, redis.hostname) == ("redis", "redis") and redis.path != broker.path, name
+        seen.add((postgres.geturl(), redis.geturl()))
+    assert len(seen) == 1, f"services disagree on the feature store: {seen}"
+    assert "redis" in depends_on_of(services["prediction-service"])
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--appendonly") + 1] == "yes", "the online store must survive a restart"
+    assert any(v.startswith("redis-data:") for v in services["redis"]["volumes"])
+
+
 def test_platform_variables_are_ones_settings_reads(compose: dict[str, Any]) -> None:
     read = set(re.findall(r'"(MLOPS_[A-Z_]+|MLFLOW_TRACKING_URI)"', SETTINGS_SOURCE.read_text()))
     for name, service in compose["services"].items():
@@ -565,9 +588,14 @@ def test_production_extra_carries_the_providers_the_stack_uses() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extra = " ".join(pyproject["project"]["optional-dependencies"]["production"])
     lock = (ROOT / "uv.lock").read_text()
-    for package in ("apache-airflow-providers-celery", "apache-airflow-providers-fab", "psycopg2-binary"):
+    providers = ("apache-airflow-providers-celery", "apache-airflow-providers-fab", "psycopg2-binary")
+    for package in (*providers, "feast[redis,postgres]"):
         assert package in extra
-        assert f'name = "{package}"' in lock, f"{package} is not in uv.lock: run `uv lock`"
+        name = package.split("[")[0]
+        assert f'name = "{name}"' in lock, f"{name} is not in uv.lock: run `uv lock`"
+    # What feast's redis and postgres extras bring (the scale-out feature store).
+    for name in ("redis", "hiredis", "psycopg", "psycopg-pool"):
+        assert f'name = "{name}"' in lock, f"{name} is not in uv.lock: run `uv lock`"
 
 
 def test_dockerfile_installs_from_the_lock_and_copies_only_what_exists() -> None:

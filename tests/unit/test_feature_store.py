@@ -65,6 +65,40 @@ def test_materialize_then_online_lookup(repo: store.FeatureRepo) -> None:
     assert rows[1]["temp"] is None
 
 
+def test_lookups_of_one_event_loop_turn_share_one_read(repo: store.FeatureRepo) -> None:
+    import asyncio
+
+    store.materialize(repo, datetime(2011, 1, 2, tzinfo=UTC))
+    reader = store.OnlineReader(repo, ["weather_hourly:temp"])
+    asked = [
+        [{"hour": "2011-01-01T01"}],
+        [{"hour": "2011-01-01T03"}, {"hour": "1999-01-01T00"}],
+        [{"hour": "2011-01-01T01"}],
+    ]
+
+    async def concurrently() -> list[list[dict[str, object]]]:
+        first = await asyncio.gather(*(reader.read_shared(rows) for rows in asked))
+        # A lookup after the first read ended is a read of its own.
+        return [*first, await reader.read_shared([{"hour": "2011-01-01T00"}])]
+
+    got = asyncio.run(concurrently())
+    assert [[row["temp"] for row in rows] for rows in got] == [[2.0], [4.0, None], [2.0], [1.0]]
+    assert reader.reads == 2
+
+
+def test_a_shared_read_that_fails_fails_every_lookup_it_carried(tmp_path: Path) -> None:
+    import asyncio
+
+    reader = store.OnlineReader(store.FeatureRepo(definitions_dir=tmp_path, home=tmp_path), ["weather_hourly:temp"])
+
+    async def concurrently() -> list[object]:
+        return await asyncio.gather(*(reader.read_shared([{"hour": "x"}]) for _ in range(3)), return_exceptions=True)
+
+    errors = asyncio.run(concurrently())
+    assert all(isinstance(e, store.FeatureStoreError) and "online store unavailable" in str(e) for e in errors)
+    assert reader.reads == 1
+
+
 def test_no_offline_data_says_what_to_run(tmp_path: Path) -> None:
     empty = store.FeatureRepo(definitions_dir=ROOT / "features", home=tmp_path)
     entity = pd.DataFrame({"hour": ["x"], "event_timestamp": pd.to_datetime(["2011-01-01"], utc=True)})
@@ -282,3 +316,61 @@ def test_batch_scoring_joins_the_store_as_of_each_rows_hour_and_logs_the_keys(
     assert logged["event_time"].dt.hour.tolist() == [keys.hour_of_day(h) for h in day["hr"]]
     assert logged["temp"].tolist() == day["temp"].tolist() == logged["prediction"].tolist()
     assert logged["hum"].tolist() == day["hum"].tolist()
+
+
+# --------------------------------------------------------------------------- the deployments
+
+
+def test_the_settings_choose_the_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLOPS_FEATURE_REDIS_URL", raising=False)
+    monkeypatch.delenv("MLOPS_FEATURE_POSTGRES_URL", raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    embedded = store.repo_config(store.FeatureRepo.default())
+    assert embedded["registry"] == str(tmp_path / "features" / "registry.db")
+    assert embedded["offline_store"] == {"type": "file"}
+    assert embedded["online_store"] == {"type": "sqlite", "path": str(tmp_path / "features" / "online.db")}
+
+    monkeypatch.setenv("MLOPS_FEATURE_REDIS_URL", "redis://:s%40cret@redis:6380/1")
+    monkeypatch.setenv("MLOPS_FEATURE_POSTGRES_URL", "postgresql://features:pw@db:5433/features?sslmode=require")
+    monkeypatch.setenv("MLOPS_FEATURE_PROJECT", "team_a")
+    repo = store.FeatureRepo.default()
+    scaled = store.repo_config(repo)
+    assert scaled["project"] == "team_a"
+    assert scaled["online_store"] == {"type": "redis", "connection_string": "redis:6380,db=1,password=s@cret"}
+    assert scaled["registry"]["registry_type"] == "sql"
+    assert scaled["registry"]["path"] == "postgresql+psycopg://features:pw@db:5433/features?sslmode=require"
+    assert scaled["offline_store"] == {"type": "postgres", "host": "db", "port": 5433, "database": "features",
+                                       "user": "features", "password": "pw", "sslmode": "require"}  # fmt: skip
+    # Feast accepts it, and messages never show the password.
+    from feast import RepoConfig
+
+    assert RepoConfig(**scaled).online_store.connection_string.startswith("redis:6380")
+    assert "pw" not in repo.registry_location and "pw" not in repo.offline_location("weather_hourly")
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "message"),
+    [
+        ("MLOPS_FEATURE_REDIS_URL", "localhost:6379", "must look like redis://host:6379/1"),
+        ("MLOPS_FEATURE_REDIS_URL", "redis://localhost:6379/online", "Redis databases are numbers"),
+        ("MLOPS_FEATURE_POSTGRES_URL", "postgresql://u:secret@db:5432", "must look like postgresql://"),
+    ],
+)
+def test_a_malformed_store_url_says_what_it_should_look_like(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str, message: str
+) -> None:
+    monkeypatch.setenv(name, url)
+    with pytest.raises(store.FeatureStoreError, match=message) as caught:
+        store.repo_config(store.FeatureRepo.default())
+    assert "secret" not in str(caught.value)
+
+
+def test_on_postgres_each_view_reads_its_table_of_the_same_name() -> None:
+    repo = store.FeatureRepo(
+        definitions_dir=ROOT / "features", home=Path("/nonexistent"), postgres_url="postgresql://u@db:5432/f"
+    )
+    views = {o.name: o for o in store.load_definitions(repo) if type(o).__name__ == "FeatureView"}
+    source = views["weather_hourly"].batch_source
+    assert (type(source).__name__, source.get_table_query_string(), source.timestamp_field) == (
+        "PostgreSQLSource", "weather_hourly", "event_timestamp",
+    )  # fmt: skip

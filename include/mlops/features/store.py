@@ -1,19 +1,28 @@
 """The one module that imports Feast (docs/features.md).
 
-The RepoConfig is built in code rather than read from a feature_store.yaml, so
-MLOPS_HOME decides where the registry, the Parquet offline store and the SQLite
-online store live: `<home>/features/{registry.db,offline/,online.db}`. The
-definitions come from the project's `features/` directory, loaded by path.
+The RepoConfig is built in code rather than read from a feature_store.yaml, so the
+settings decide where the store lives:
+
+- embedded (the default): MLOPS_HOME holds the registry, the Parquet offline store and the
+  SQLite online store, `<home>/features/{registry.db,offline/,online.db}`;
+- scale-out: MLOPS_FEATURE_POSTGRES_URL puts the registry (Feast's SQL registry) and the
+  offline store (one table per feature view) in PostgreSQL, MLOPS_FEATURE_REDIS_URL the
+  online store in Redis. Each is chosen on its own.
+
+The definitions come from the project's `features/` directory, loaded by path; they name a
+Parquet source, which the scale-out deployment swaps for the view's PostgreSQL table.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pandas as pd
 
@@ -32,10 +41,28 @@ class FeatureRepo:
 
     definitions_dir: Path
     home: Path
+    redis_url: str | None = None
+    """The online store on Redis (`redis://[:password@]host:port/db`); None: SQLite under `home`."""
+    postgres_url: str | None = None
+    """The registry and offline store on PostgreSQL (`postgresql://user[:password]@host:port/database`);
+    None: a registry file and Parquet under `home`."""
+    project: str = PROJECT
+    """Feast's project: it names the registry's rows and ends every Redis key of the online store."""
 
     @property
     def offline_dir(self) -> Path:
         return self.home / "offline"
+
+    @property
+    def registry_location(self) -> str:
+        """Where the registry is, for messages (no password)."""
+        return _without_password(self.postgres_url) if self.postgres_url else str(self.registry_path)
+
+    def offline_location(self, view: str) -> str:
+        """Where a view's offline table is, for messages (no password)."""
+        if self.postgres_url:
+            return f"table {view!r} in {_without_password(self.postgres_url)}"
+        return str(self.offline_dir / f"{view}.parquet")
 
     @property
     def registry_path(self) -> Path:
@@ -48,7 +75,90 @@ class FeatureRepo:
     @classmethod
     def default(cls) -> FeatureRepo:
         settings = get_settings()
-        return cls(definitions_dir=settings.project_root / "features", home=settings.home / "features")
+        return cls(
+            definitions_dir=settings.project_root / "features",
+            home=settings.home / "features",
+            redis_url=settings.feature_redis_url,
+            postgres_url=settings.feature_postgres_url,
+            project=settings.feature_project,
+        )
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _postgres_parts(url: str) -> dict[str, Any]:
+    """host, port, database, user, password and sslmode of a `postgresql://` URL (Feast's offline store config)."""
+    parts = urlsplit(url)
+    if parts.scheme.split("+")[0] not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+        raise FeatureStoreError(
+            f"MLOPS_FEATURE_POSTGRES_URL must look like postgresql://user:password@host:5432/database; got "
+            f"{_without_password(url)!r}"
+        )
+    query = parse_qs(parts.query)
+    return {
+        "host": parts.hostname,
+        "port": parts.port or 5432,
+        "database": parts.path.strip("/"),
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+        # libpq's own default: TLS when the server offers it (Feast's default, "require", refuses a local server).
+        "sslmode": query.get("sslmode", ["prefer"])[0],
+    }
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """The same database for SQLAlchemy on psycopg 3 (what Feast's PostgreSQL code uses too)."""
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def _redis_connection_string(url: str) -> str:
+    """`redis://[:password@]host:port/db` as Feast's `host:port,db=N,password=...` (rediss:// adds ssl=true)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise FeatureStoreError(
+            f"MLOPS_FEATURE_REDIS_URL must look like redis://host:6379/1 (or rediss:// for TLS); got "
+            f"{_without_password(url)!r}"
+        )
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise FeatureStoreError(f"MLOPS_FEATURE_REDIS_URL names database {db!r}; Redis databases are numbers")
+    options = [f"{parts.hostname}:{parts.port or 6379}", f"db={db}"]
+    if "," in unquote(parts.password or "") + unquote(parts.username or ""):
+        raise FeatureStoreError("MLOPS_FEATURE_REDIS_URL: Feast's connection string cannot hold a ',' in the password")
+    if parts.password:
+        options.append(f"password={unquote(parts.password)}")
+    if parts.username and parts.username != "default":
+        options.append(f"username={unquote(parts.username)}")
+    if parts.scheme == "rediss":
+        options.append("ssl=true")
+    return ",".join(options)
+
+
+def repo_config(repo: FeatureRepo) -> dict[str, Any]:
+    """What `feature_store.yaml` would hold for this deployment (passwords included: never log it)."""
+    config: dict[str, Any] = {"project": repo.project, "provider": "local", "entity_key_serialization_version": 3}
+    if repo.postgres_url:
+        config["registry"] = {
+            "registry_type": "sql",
+            "path": _sqlalchemy_url(repo.postgres_url),
+            # A reader sees a changed registry within a minute; `apply` and `materialize` write it directly.
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        }
+        config["offline_store"] = {"type": "postgres", **_postgres_parts(repo.postgres_url)}
+    else:
+        config["registry"] = str(repo.registry_path)
+        config["offline_store"] = {"type": "file"}
+    if repo.redis_url:
+        config["online_store"] = {"type": "redis", "connection_string": _redis_connection_string(repo.redis_url)}
+    else:
+        config["online_store"] = {"type": "sqlite", "path": str(repo.online_path)}
+    return config
 
 
 def _load_module(path: Path) -> Any:
@@ -65,12 +175,37 @@ def _modules(repo: FeatureRepo) -> list[Any]:
 
 
 def load_definitions(repo: FeatureRepo) -> list[Any]:
-    """Every `definitions(offline_dir)` of the repository's modules, in file order."""
+    """Every `definitions(offline_dir)` of the repository's modules, in file order.
+
+    On PostgreSQL each feature view reads its offline table of the same name instead of its Parquet file:
+    the definitions say what the features are, the deployment where their history lives.
+    """
     objects: list[Any] = []
     for module in _modules(repo):
         if hasattr(module, "definitions"):
             objects += module.definitions(repo.offline_dir)
+    if repo.postgres_url:
+        _read_views_from_postgres(objects)
     return objects
+
+
+def _read_views_from_postgres(objects: list[Any]) -> None:
+    from feast import FeatureView
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+
+    for view in objects:
+        if isinstance(view, FeatureView) and view.batch_source is not None:
+            file_source = view.batch_source
+            source = PostgreSQLSource(
+                name=file_source.name,
+                table=view.name,
+                timestamp_field=file_source.timestamp_field,
+                created_timestamp_column=file_source.created_timestamp_column,
+                field_mapping=file_source.field_mapping,
+            )
+            view.batch_source = source
+            if view.data_source is file_source:
+                view.data_source = source
 
 
 def ingest_offline(repo: FeatureRepo, project_root: Path) -> dict[str, int]:
@@ -89,15 +224,69 @@ def ingest_offline(repo: FeatureRepo, project_root: Path) -> dict[str, int]:
 
 
 def offline_version(repo: FeatureRepo, view: str) -> str:
-    """The md5 of the view's offline table: the version of the values a training snapshot joined."""
+    """The md5 of the view's offline table: the version of the values a training snapshot joined.
+
+    Parquet: the file's bytes. PostgreSQL: every row as text, in one fixed order (the same rows, the same md5).
+    """
+    if repo.postgres_url:
+        with _engine(repo).connect() as conn:
+            digest = conn.exec_driver_sql(
+                f"SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {_table(view)} t"
+            ).scalar_one()
+        return str(digest)
     return hashlib.md5((repo.offline_dir / f"{view}.parquet").read_bytes(), usedforsecurity=False).hexdigest()
 
 
 def offline_span(repo: FeatureRepo, view: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The oldest and newest event timestamp the view's offline table holds."""
     _check_offline(repo, [f"{view}:_"])
+    if repo.postgres_url:
+        with _engine(repo).connect() as conn:
+            oldest, newest = conn.exec_driver_sql(
+                f"SELECT min(event_timestamp), max(event_timestamp) FROM {_table(view)}"
+            ).one()
+        return pd.Timestamp(oldest).tz_convert("UTC"), pd.Timestamp(newest).tz_convert("UTC")
     times = pd.read_parquet(repo.offline_dir / f"{view}.parquet", columns=["event_timestamp"])["event_timestamp"]
     return times.min(), times.max()
+
+
+def _table(view: str) -> str:
+    """A view's offline table as an SQL identifier (quoted: a view name is not trusted SQL)."""
+    return '"' + view.replace('"', '""') + '"'
+
+
+def _engine(repo: FeatureRepo) -> Any:
+    """The offline store's database (one engine per URL and process: its pool is reused)."""
+    assert repo.postgres_url is not None
+    return _engine_for(_sqlalchemy_url(repo.postgres_url))
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _engine_for(url: str) -> Any:
+    if url not in _ENGINES:
+        import sqlalchemy
+
+        _ENGINES[url] = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    return _ENGINES[url]
+
+
+def dispose_engines() -> None:
+    """Close the offline store's pooled connections (before its database is dropped, at a process's end)."""
+    while _ENGINES:
+        _ENGINES.popitem()[1].dispose()
+
+
+def registry_written(repo: FeatureRepo) -> bool:
+    """Whether `apply` has ever written this project's registry (a fresh stack's has not)."""
+    if repo.postgres_url:
+        with _engine(repo).connect() as conn:
+            if not conn.exec_driver_sql("SELECT to_regclass('feature_views') IS NOT NULL").scalar_one():
+                return False
+            query = "SELECT EXISTS (SELECT 1 FROM feature_views WHERE project_id = %(p)s)"
+            return bool(conn.exec_driver_sql(query, {"p": repo.project}).scalar_one())
+    return repo.registry_path.exists()
 
 
 def stale_definitions(repo: FeatureRepo) -> list[str]:
@@ -143,20 +332,12 @@ def known_features(repo: FeatureRepo) -> dict[str, dict[str, Any]]:
 
 
 def open_store(repo: FeatureRepo) -> Any:
-    """A FeatureStore on the embedded deployment: local provider, Parquet offline, SQLite online."""
+    """A FeatureStore on the configured deployment (`repo_config`)."""
     from feast import FeatureStore, RepoConfig
 
     repo.home.mkdir(parents=True, exist_ok=True)
     repo.offline_dir.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(
-        project=PROJECT,
-        provider="local",
-        registry=str(repo.registry_path),
-        offline_store={"type": "file"},
-        online_store={"type": "sqlite", "path": str(repo.online_path)},
-        entity_key_serialization_version=3,
-    )
-    return FeatureStore(config=config)
+    return FeatureStore(config=RepoConfig(**repo_config(repo)))
 
 
 def apply_definitions(repo: FeatureRepo) -> list[str]:
@@ -168,23 +349,42 @@ def apply_definitions(repo: FeatureRepo) -> list[str]:
     return sorted(o.name for o in objects if isinstance(o, FeatureView))
 
 
-def write_offline(repo: FeatureRepo, view: str, frame: pd.DataFrame) -> Path:
-    """Replace the offline Parquet of `view` with `frame` (atomic rename: readers never see half a file)."""
+def write_offline(repo: FeatureRepo, view: str, frame: pd.DataFrame) -> str:
+    """Replace the offline table of `view` with `frame`; returns where it went.
+
+    Readers never see half a table: Parquet is written aside and renamed; on PostgreSQL the new
+    table is written and swapped for the old one in one transaction.
+    """
+    if repo.postgres_url:
+        staging = f"{view}__staging"
+        with _engine(repo).begin() as conn:
+            frame.to_sql(staging, conn, index=False, if_exists="replace")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_table(view)}")
+            conn.exec_driver_sql(f"ALTER TABLE {_table(staging)} RENAME TO {_table(view)}")
+        return repo.offline_location(view)
     repo.offline_dir.mkdir(parents=True, exist_ok=True)
     path = repo.offline_dir / f"{view}.parquet"
     tmp = path.with_name(f".tmp-{path.name}")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
-    return path
+    return str(path)
 
 
 def _check_offline(repo: FeatureRepo, refs: list[str]) -> None:
     for view in sorted({ref.split(":", 1)[0] for ref in refs}):
-        if not (repo.offline_dir / f"{view}.parquet").exists():
+        if not _offline_exists(repo, view):
+            where = _without_password(repo.postgres_url) if repo.postgres_url else repo.offline_dir
             raise FeatureStoreError(
-                f"feature view {view!r} has no offline data in {repo.offline_dir}; "
+                f"feature view {view!r} has no offline data in {where}; "
                 "run `mlops features ingest` (or trigger the materialize_features DAG) first"
             )
+
+
+def _offline_exists(repo: FeatureRepo, view: str) -> bool:
+    if repo.postgres_url:
+        with _engine(repo).connect() as conn:
+            return bool(conn.exec_driver_sql("SELECT to_regclass(%(t)s) IS NOT NULL", {"t": _table(view)}).scalar_one())
+    return (repo.offline_dir / f"{view}.parquet").exists()
 
 
 def historical_features(repo: FeatureRepo, entity_df: pd.DataFrame, refs: list[str]) -> pd.DataFrame:
@@ -210,9 +410,8 @@ def materialize(repo: FeatureRepo, end: datetime) -> list[str]:
     for view in views:
         if view.most_recent_end_time is None:
             # materialize_incremental would start at now - ttl; the first load starts at the oldest row.
-            _check_offline(repo, [view.name])
-            start = pd.read_parquet(repo.offline_dir / f"{view.name}.parquet", columns=["event_timestamp"]).min()
-            store.materialize(start_date=start.iloc[0].to_pydatetime(), end_date=end, feature_views=[view.name])
+            start, _ = offline_span(repo, view.name)
+            store.materialize(start_date=start.to_pydatetime(), end_date=end, feature_views=[view.name])
         else:
             store.materialize_incremental(end_date=end, feature_views=[view.name])
     return sorted(view.name for view in views)
@@ -229,15 +428,26 @@ def online_features(repo: FeatureRepo, entity_rows: list[dict[str, Any]], refs: 
 
 
 class OnlineReader:
-    """One service's reader of the online store: the FeatureStore opened once, then a lookup per request.
+    """One service's reader of the online store: the FeatureStore opened once, then lookups.
 
     Opening a FeatureStore reads the registry; per request that would cost more than the lookup.
+    `read_shared` is what the service calls: the lookups of one event-loop turn, and those that
+    arrive while a read is in flight, go to the store as one read. A Feast read costs about the
+    same for one entity row as for eight (its per-call work dominates), so under concurrent
+    requests each pays a share of one read instead of a read of its own (docs/features.md,
+    the serving benchmark). Redis is read with Feast's async API on the event loop; SQLite,
+    which has none, on a worker thread.
     """
 
     def __init__(self, repo: FeatureRepo, refs: list[str]) -> None:
         self.repo = repo
         self.refs = list(refs)
         self._store: Any = None
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[list[dict[str, Any]]]]] = []
+        self._scheduled = False
+        self._in_flight: asyncio.Task[None] | None = None
+        self.reads = 0
+        """Reads sent to the store (fewer than the lookups asked for when they were shared)."""
 
     def read(self, entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The values of `refs` per entity row (None where the store holds none); FeatureStoreError if it cannot."""
@@ -248,4 +458,60 @@ class OnlineReader:
         except Exception as exc:
             self._store = None  # reopen next time: the store may be back, or replaced
             raise FeatureStoreError(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
-        return [{key: values[i] for key, values in result.items()} for i in range(len(entity_rows))]
+        return _rows(result, len(entity_rows))
+
+    async def read_shared(self, entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`read`, sharing one store read with the other lookups of this event-loop turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+        self._pending.append((entity_rows, future))
+        if not self._scheduled and self._in_flight is None:
+            self._scheduled = True
+            # call_soon runs after every request already runnable in this turn has joined.
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = [(rows, f) for rows, f in self._pending if not f.done()], []
+        if pending:
+            self._in_flight = asyncio.get_running_loop().create_task(self._read_batch(pending))
+
+    async def _read_batch(self, pending: list[tuple[list[dict[str, Any]], asyncio.Future[Any]]]) -> None:
+        rows = [row for entity_rows, _ in pending for row in entity_rows]
+        try:
+            values = await self._read_async(rows)
+        except FeatureStoreError as exc:
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(FeatureStoreError(str(exc)))
+        else:
+            start = 0
+            for entity_rows, future in pending:
+                if not future.done():
+                    future.set_result(values[start : start + len(entity_rows)])
+                start += len(entity_rows)
+        finally:
+            self._in_flight = None
+            # What arrived during the read goes next, as one read.
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _read_async(self, entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.reads += 1
+        if not self.repo.redis_url:
+            return await asyncio.to_thread(self.read, entity_rows)
+        try:
+            if self._store is None:
+                self._store = open_store(self.repo)
+            response = await self._store.get_online_features_async(features=self.refs, entity_rows=entity_rows)
+            result = response.to_dict()
+        except Exception as exc:
+            self._store = None
+            raise FeatureStoreError(f"online store unavailable: {type(exc).__name__}: {exc}") from exc
+        return _rows(result, len(entity_rows))
+
+
+def _rows(result: dict[str, list[Any]], count: int) -> list[dict[str, Any]]:
+    return [{key: values[i] for key, values in result.items()} for i in range(count)]

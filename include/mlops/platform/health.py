@@ -100,9 +100,10 @@ def check_feature_store(repo: Any = None) -> CheckResult:
         return CheckResult("feature_store", True, "no use case reads the feature store")
     repo = repo or store.FeatureRepo.default()
     names = ", ".join(uc.name for uc in backed)
-    if not repo.registry_path.exists():
+    where = repo.registry_location
+    if not store.registry_written(repo):
         return CheckResult(
-            "feature_store", False, f"{names} read the store, whose registry {repo.registry_path} is not written yet: "
+            "feature_store", False, f"{names} read the store, whose registry {where} is not written yet: "
             "trigger the materialize_features DAG (or run `mlops features apply`)",
         )  # fmt: skip
     problems = store.stale_definitions(repo)
@@ -113,7 +114,7 @@ def check_feature_store(repo: Any = None) -> CheckResult:
             problems.append(str(exc))
     if problems:
         raise ValueError("the feature store does not match features/ or the configs: " + "; ".join(problems))
-    return CheckResult("feature_store", True, f"features/ matches the registry {repo.registry_path}; used by {names}")
+    return CheckResult("feature_store", True, f"features/ matches the registry {where}; used by {names}")
 
 
 def check_warm_start() -> CheckResult:
