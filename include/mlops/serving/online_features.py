@@ -12,12 +12,12 @@ logged is the values actually used. The rules:
 - the store unreachable: 503, and `/health` degraded until a lookup succeeds again; never a
   guessed value.
 
-The lookup is synchronous Feast code, so it runs on a worker thread, off the event loop.
+The lookups of one event-loop turn share one store read (`OnlineReader.read_shared`): Redis through
+Feast's async API on the event loop, SQLite on a worker thread (docs/features.md, the serving benchmark).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -70,7 +70,7 @@ class OnlineFeatures:
         loc = ["body", "record"] if single else ["body", "records"]
         entity_rows = self._entity_rows(records, loc, single)
         try:
-            values = await asyncio.to_thread(self.reader.read, entity_rows)
+            values = await self.reader.read_shared(entity_rows)
         except FeatureStoreError as exc:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
