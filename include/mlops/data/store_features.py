@@ -56,16 +56,16 @@ def check_store_ready(use_case: UseCase, repo: store.FeatureRepo | None = None) 
     section = use_case.feature_store
     assert section is not None
     repo = repo or store.FeatureRepo.default()
-    if not repo.registry_path.exists():
+    if not store.registry_written(repo):
         raise StoreFeaturesError(
-            f"use case {use_case.name!r} reads the feature store, which has no registry at {repo.registry_path} "
+            f"use case {use_case.name!r} reads the feature store, which has no registry at {repo.registry_location} "
             f"yet: {MATERIALIZE_HINT}"
         )
     problems = store.stale_definitions(repo)
     problems += [
-        f"feature view {view!r} has no offline table in {repo.offline_dir}"
+        f"feature view {view!r} has no offline table ({repo.offline_location(view)})"
         for view in section.views
-        if not (repo.offline_dir / f"{view}.parquet").is_file()
+        if not store.offline_exists(repo, view)
     ]
     if problems:
         raise StoreFeaturesError(f"the feature store is not ready for {use_case.name!r}: {'; '.join(problems)}; "

@@ -372,7 +372,7 @@ def write_offline(repo: FeatureRepo, view: str, frame: pd.DataFrame) -> str:
 
 def _check_offline(repo: FeatureRepo, refs: list[str]) -> None:
     for view in sorted({ref.split(":", 1)[0] for ref in refs}):
-        if not _offline_exists(repo, view):
+        if not offline_exists(repo, view):
             where = _without_password(repo.postgres_url) if repo.postgres_url else repo.offline_dir
             raise FeatureStoreError(
                 f"feature view {view!r} has no offline data in {where}; "
@@ -380,7 +380,8 @@ def _check_offline(repo: FeatureRepo, refs: list[str]) -> None:
             )
 
 
-def _offline_exists(repo: FeatureRepo, view: str) -> bool:
+def offline_exists(repo: FeatureRepo, view: str) -> bool:
+    """Whether the view's offline table has been written (Parquet file or PostgreSQL table)."""
     if repo.postgres_url:
         with _engine(repo).connect() as conn:
             return bool(conn.exec_driver_sql("SELECT to_regclass(%(t)s) IS NOT NULL", {"t": _table(view)}).scalar_one())
