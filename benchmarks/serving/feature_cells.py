@@ -10,7 +10,7 @@ comes from:
 - `redis`: the same, the online store in Redis (MLOPS_FEATURE_REDIS_URL, a database number and a Feast
   project of the run's own; its keys are deleted at the end);
 - `<mode>@<commit>`: that mode served by the service code of `<commit>`, checked out in a temporary git
-  worktree (as bench.py's `--baseline`): `redis@477a5b5` reads the store once per request on a worker
+  worktree (as bench.py's `--baseline`): `redis@7f3df02` reads the store once per request on a worker
   thread, as the service did before the lookups of one event-loop turn shared a read.
 
 Each store-backed service has its own MLOPS_HOME, loaded by the project's own pipeline (apply, ingest,
