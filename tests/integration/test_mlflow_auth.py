@@ -107,3 +107,38 @@ def test_anonymous_and_reader_cannot_promote_the_platform_can(server: Server, mo
 
     assert _alias_move(server.uri, str(second), platform).status_code == 200
     assert registry.alias_version(MODEL, "champion") == str(second)
+
+
+def test_the_viewer_account_is_set_from_its_secret_at_every_start(server: Server) -> None:
+    """What compose's mlflow-init runs: `python -m mlops.mlflow.auth ensure-viewer`, with the env it passes."""
+    import subprocess
+    import sys
+
+    platform = (server.auth.admin_username, server.auth.admin_password)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server.uri,
+        "MLFLOW_AUTH_ADMIN_USERNAME": platform[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": platform[1],
+        "MLFLOW_VIEWER_USER": "browser",
+    }
+
+    def ensure_viewer(password: str | None) -> subprocess.CompletedProcess[str]:
+        run_env = {k: v for k, v in env.items() if k != "MLFLOW_VIEWER_PASSWORD"}
+        if password is not None:
+            run_env["MLFLOW_VIEWER_PASSWORD"] = password
+        command = [sys.executable, "-m", "mlops.mlflow.auth", "ensure-viewer"]
+        return subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=120)
+
+    missing = ensure_viewer(None)
+    assert missing.returncode == 2 and "MLFLOW_VIEWER_PASSWORD" in missing.stderr
+    first = ensure_viewer("first-viewer-password")
+    assert first.returncode == 0 and "'browser' created" in first.stdout, first.stdout + first.stderr
+    rotated = ensure_viewer("rotated-viewer-password")
+    assert rotated.returncode == 0 and "'browser' updated" in rotated.stdout, rotated.stdout + rotated.stderr
+
+    search = f"{server.uri}/api/2.0/mlflow/registered-models/search"
+    assert httpx.get(search, auth=("browser", "first-viewer-password"), timeout=30).status_code == 401
+    assert httpx.get(search, auth=("browser", "rotated-viewer-password"), timeout=30).status_code == 200
+    user = httpx.get(f"{server.uri}/api/2.0/mlflow/users/get", params={"username": "browser"}, auth=platform).json()
+    assert user["user"]["is_admin"] is False
