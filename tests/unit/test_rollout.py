@@ -4,6 +4,7 @@ unpaired for a canary), the rules."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from math import comb
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,105 @@ def test_a_classifier_judged_on_roc_auc_from_the_proba_columns() -> None:
     assert decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1)).action == "promote"
     worse = _evidence(_classification_log(600, 0.1, 0.35), "classification", "log_loss")
     assert worse.direction == "min" and decide(worse, RULES, SINCE, SINCE).action == "reject"
+
+
+# --------------------------------------------------------------------------- McNemar (paired classification)
+
+
+def _disagreeing_log(b: int, c: int, agree: int = 300) -> Any:
+    """A paired classification log with `b` requests only the champion got right, `c` only the shadow, and
+    `agree` both got right; the probabilities follow each side's prediction."""
+    n = b + c + agree
+    y = np.ones(n, dtype=int)
+    champion = np.r_[np.ones(b), np.zeros(c), np.ones(agree)].astype(int)
+    shadow = np.r_[np.zeros(b), np.ones(c), np.ones(agree)].astype(int)
+    ids = [f"m{i}" for i in range(n)]
+    y[::2] = 1 - y[::2]  # both classes among the labels: flip label and both predictions alike
+    champion[::2], shadow[::2] = 1 - champion[::2], 1 - shadow[::2]
+    parts = [
+        pd.DataFrame(
+            {
+                "request_id": ids,
+                "model_version": version,
+                "role": role,
+                "prediction": pred,
+                "proba__0": np.where(pred == 1, 0.3, 0.7),
+                "proba__1": np.where(pred == 1, 0.7, 0.3),
+                "label": y.astype(float),
+            }
+        )
+        for role, version, pred in (("champion", "1", champion), ("shadow", "2", shadow))
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _exact_mcnemar(b: int, c: int) -> float:
+    """The two-sided exact McNemar p-value by hand: twice the smaller binomial tail at 1/2, at most 1."""
+    n = b + c
+    return min(1.0, 2 * sum(comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+
+
+@pytest.mark.parametrize(("b", "c"), [(30, 12), (12, 30), (5, 5), (0, 9), (0, 0)])
+def test_mcnemar_counts_the_discordant_requests_and_gives_the_exact_p(b: int, c: int) -> None:
+    evidence = _evidence(_disagreeing_log(b, c), "classification", "accuracy")
+    assert (evidence.champion_only_right, evidence.candidate_only_right) == (b, c)
+    assert evidence.mcnemar_p == pytest.approx(_exact_mcnemar(b, c))
+    # Recorded with the rest of the evidence, and read back.
+    assert Evidence.from_dict(evidence.to_dict()) == evidence
+
+
+def test_mcnemar_applies_to_paired_classification_only() -> None:
+    assert _evidence(_log(300, 5, 5)).mcnemar_p is None  # regression
+    canary = compare("classification", "accuracy", split_rows(_disagreeing_log(30, 12).replace(
+        {"role": {"shadow": "canary"}}), "2"), "2", resamples=200)  # fmt: skip
+    assert canary.paired is False and canary.mcnemar_p is None  # unpaired: no pairs to test
+    # An evidence recorded before McNemar existed still reads.
+    old = {k: v for k, v in _evidence(_log(300, 5, 5)).to_dict().items() if "right" not in k and "mcnemar" not in k}
+    assert Evidence.from_dict(old).mcnemar_p is None
+
+
+def test_a_shadow_less_often_right_is_rejected_by_mcnemar_even_when_its_primary_metric_is_better() -> None:
+    # Better ranked (roc_auc from the probabilities) but wrong more often at its threshold: every prediction 1.
+    rng = np.random.default_rng(5)
+    n = 400
+    y = rng.integers(0, 2, n)
+    champion_p1 = np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, 0.25, n), 0.01, 0.99)
+    shadow_p1 = np.clip(np.where(y == 1, 0.45, 0.15) + rng.normal(0, 0.02, n), 0.01, 0.99)
+    ids = [f"t{i}" for i in range(n)]
+    frame = pd.concat([
+        pd.DataFrame({"request_id": ids, "model_version": v, "role": role, "prediction": pred, "proba__0": 1 - p1,
+                      "proba__1": p1, "label": y.astype(float)})
+        for role, v, pred, p1 in (("champion", "1", (champion_p1 >= 0.5).astype(int), champion_p1),
+                                  ("shadow", "2", np.ones(n, dtype=int), shadow_p1))
+    ], ignore_index=True)  # fmt: skip
+    evidence = _evidence(frame, "classification", "roc_auc")
+    assert evidence.interval is not None and evidence.interval[0] > 0  # the bootstrap alone would promote
+    assert evidence.champion_only_right > evidence.candidate_only_right and evidence.mcnemar_p < 0.05
+    decision = decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1))
+    assert decision.action == "reject", decision.reasons
+    assert "less often right than the champion on the same requests with 95% confidence" in decision.reasons[0]
+    assert decision.reasons[0].startswith(f"McNemar: {evidence.candidate_only_right} requests right by the candidate")
+    assert any("McNemar's exact test finds it less often right" in s for s in decision.ends_when)
+
+
+def test_a_shadow_better_on_both_tests_is_promoted_with_mcnemar_in_its_reasons_and_tags() -> None:
+    from mlops.naming import TAG_ROLLOUT_MCNEMAR
+    from mlops.rollout.apply import evidence_tags
+
+    evidence = _evidence(_disagreeing_log(b=10, c=40), "classification", "accuracy")
+    decision = decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1))
+    assert decision.action == "promote", decision.reasons
+    assert decision.reasons[1].startswith("McNemar: 40 requests right by the candidate only, 10 by the champion only")
+    assert decision.reasons[1].endswith("not less often right than the champion")
+    tags = evidence_tags(decision)
+    assert tags[TAG_ROLLOUT_MCNEMAR] == decision.reasons[1].split(": not less")[0]
+    assert '"mcnemar_p"' in tags["mlops.rollout.evidence"]
+
+
+def test_mcnemar_waits_for_the_minimum_of_labelled_rows_too() -> None:
+    evidence = _evidence(_disagreeing_log(b=60, c=5, agree=50), "classification", "accuracy")
+    assert evidence.rows == 115 and evidence.mcnemar_p < 1e-6
+    assert decide(evidence, RULES, SINCE, SINCE + timedelta(hours=1)).action == "wait"
 
 
 CANARY = Deployment(strategy="canary", canary_steps=[0.05, 0.25, 1.0], canary_min_requests=100,

@@ -214,3 +214,44 @@ def test_progress_that_disagrees_with_the_aliases_is_noted(use_case: UseCase) ->
     assert view is not None and view.strategy == "shadow" and view.version == "4"
     assert any("@canary is on v5 too" in note for note in view.notes)
     assert any("names v3, not v4" in note for note in view.notes)
+
+
+# --------------------------------------------------------------------------- McNemar on the panel
+
+
+def render_panel(use_case: UseCase, view: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The rollout panel as the page renders it: the plugin's own template environment and filters."""
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
+    from mlops_ui.responses import _templates
+
+    macro = _templates.from_string('{% import "_macros.html" as m %}{{ m.rollout_section(view) }}')
+    return macro.render(view=SimpleNamespace(name=use_case.name, rollout=view))
+
+
+def test_a_paired_classification_shows_mcnemar_beside_the_bootstrap(
+    use_case: UseCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    progress = shadow_progress()
+    progress["evidence"] = {**progress["evidence"], "metric": "accuracy", "direction": "max",
+                            "champion_only_right": 12, "candidate_only_right": 31, "mcnemar_p": 0.0046}  # fmt: skip
+    tags = {naming.TAG_SHADOW_AT: "2026-12-01T10:00:00+00:00", naming.TAG_ROLLOUT_PROGRESS: json.dumps(progress)}
+    view = rollout_view(use_case, {"champion": "3", "shadow": "4"}, tags, MLFLOW)
+    assert view is not None and view.progress is not None
+    assert (view.progress.champion_only_right, view.progress.candidate_only_right) == (12, 31)
+    assert view.progress.mcnemar_p == 0.0046
+
+    panel = render_panel(use_case, view, monkeypatch)
+    assert '<tr class="mcnemar"><td>right where the other side was wrong</td><td>31</td><td>12</td></tr>' in panel
+    assert "McNemar's exact test on the 43 requests only one side got right: p = <strong>0.0046</strong>" in panel
+    assert "interval <strong>[-1.00%, +11.00%]</strong> at 95%" in panel  # the bootstrap's, as before
+
+
+def test_no_mcnemar_where_it_does_not_apply(use_case: UseCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    tags = {naming.TAG_CANARY_AT: "2026-12-01T10:00:00+00:00", naming.TAG_CANARY_STEP: "1",
+            naming.TAG_ROLLOUT_PROGRESS: json.dumps(canary_progress())}  # fmt: skip
+    view = rollout_view(use_case, {"champion": "3", "canary": "4"}, tags, MLFLOW)
+    assert view is not None and view.progress is not None and view.progress.mcnemar_p is None
+    panel = render_panel(use_case, view, monkeypatch)
+    assert "rollout-evidence" in panel and "McNemar" not in panel and 'class="mcnemar"' not in panel

@@ -40,6 +40,7 @@ from mlops.naming import (
     TAG_ROLLOUT_DECISION,
     TAG_ROLLOUT_EVIDENCE,
     TAG_ROLLOUT_INTERVAL,
+    TAG_ROLLOUT_MCNEMAR,
     TAG_ROLLOUT_METRIC,
     TAG_ROLLOUT_PROGRESS,
     TAG_ROLLOUT_REASONS,
@@ -47,7 +48,7 @@ from mlops.naming import (
     TAG_SHADOW_AT,
 )
 from mlops.promotion.decisions import applied_at, keep_as_challenger, move_champion
-from mlops.rollout.decision import RolloutDecision, decide, decide_canary, describe_interval
+from mlops.rollout.decision import RolloutDecision, decide, decide_canary, describe_interval, describe_mcnemar
 from mlops.rollout.evidence import Evidence, compare, pair_rows, split_rows
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,10 @@ def progress_json(rollout: Rollout, decision: RolloutDecision, use_case: UseCase
 def evidence_tags(decision: RolloutDecision) -> dict[str, str]:
     """The decision and its evidence as `mlops.rollout.*` model-version tags."""
     evidence: Evidence = decision.evidence
+    # McNemar's counts and p only where they apply (a paired classification); the evidence JSON holds them too.
+    mcnemar = {TAG_ROLLOUT_MCNEMAR: describe_mcnemar(evidence)} if evidence.mcnemar_p is not None else {}
     return {
+        **mcnemar,
         TAG_ROLLOUT_DECISION: decision.action,
         TAG_ROLLOUT_REASONS: "; ".join(decision.reasons),
         TAG_ROLLOUT_ROWS: str(evidence.rows),

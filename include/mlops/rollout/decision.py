@@ -5,11 +5,20 @@ the run's own clock in, a decision with its reasons out.
 
 A shadow (`decide`), in order:
 1. fewer than `min_labeled_rows` paired labelled requests: wait;
-2. no metric or interval (undefined on these labels): wait;
-3. the interval's lower bound above `min_improvement`: promote (better, with `confidence`);
-4. the interval's upper bound below `min_improvement`: reject (worse, or not better by
+2. a classification whose McNemar test finds the shadow less often right than the champion
+   on the same requests (more champion-only-right than shadow-only-right requests, exact
+   p < 1 - `confidence`): reject, whatever the primary metric says: a model that answers
+   clients wrong more often is not promoted on another metric, and more traffic would only
+   make the two tests surer of their disagreement;
+3. no metric or interval (undefined on these labels): wait;
+4. the interval's lower bound above `min_improvement`: promote (better, with `confidence`);
+   for a classification the reason quotes McNemar too (by 2, it is not against);
+5. the interval's upper bound below `min_improvement`: reject (worse, or not better by
    the margin asked, with `confidence`; with `min_improvement: 0` that is "worse");
-5. otherwise the interval holds both: wait.
+6. otherwise the interval holds both: wait.
+So the bootstrap on the primary metric decides a promotion, and McNemar, the exact paired
+test of how often each side is right, can only veto it (or reject earlier); a shadow better
+by McNemar alone waits for its primary metric.
 
 A canary (`decide_canary`), in order:
 1. the service saw a guard breach (error rate or p99, `mlops.rollout.canary_breach`): reject,
@@ -18,7 +27,8 @@ A canary (`decide_canary`), in order:
    rollback (worse with `confidence`, at any step);
 3. not at the last step: advance once the step's canary requests reach
    `canary_min_requests`, else wait;
-4. at the last step: the shadow's rules 1-5 on the unpaired evidence.
+4. at the last step: the shadow's rules 1-6 on the unpaired evidence (McNemar needs pairs: it
+   does not apply).
 
 Either way, a wait at or after `deadline_hours` from the rollout's start is a rejection,
 with the wait's reason in it: a rollout never waits forever.
@@ -74,10 +84,29 @@ def describe_interval(evidence: Evidence) -> str:
     return f"[{low:+.2%}, {high:+.2%}] at {evidence.confidence:.0%}"
 
 
+def describe_mcnemar(evidence: Evidence) -> str:
+    """`McNemar: 12 requests right by the candidate only, 30 by the champion only, exact p = 0.0081`, or "none"."""
+    if evidence.mcnemar_p is None:
+        return "none"
+    return (
+        f"McNemar: {evidence.candidate_only_right} requests right by the candidate only, "
+        f"{evidence.champion_only_right} by the champion only, exact p = {evidence.mcnemar_p:.2g}"
+    )
+
+
+def less_often_right(evidence: Evidence) -> bool:
+    """McNemar finds the candidate less often right than the champion, with the evidence's confidence."""
+    if evidence.mcnemar_p is None or evidence.champion_only_right is None or evidence.candidate_only_right is None:
+        return False
+    worse = evidence.candidate_only_right < evidence.champion_only_right
+    return worse and evidence.mcnemar_p < 1 - evidence.confidence
+
+
 def decide(evidence: Evidence, rules: Deployment, shadow_since: datetime, now: datetime) -> RolloutDecision:
     """Promote, reject or wait on a shadow's paired `evidence` under `rules`, at the run's time `now`."""
     action, reasons = _judge(evidence, rules, "shadow")
-    return _decision(action, reasons, evidence, rules, shadow_since, now, "shadow", None, _ends_when(rules))
+    ends = _ends_when(rules, mcnemar=evidence.mcnemar_p is not None)
+    return _decision(action, reasons, evidence, rules, shadow_since, now, "shadow", None, ends)
 
 
 def decide_canary(
@@ -187,20 +216,28 @@ def _judge(evidence: Evidence, rules: Deployment, role: str) -> tuple[Action, li
                 f"the {rules.min_labeled_rows} each side needs ({evidence.candidate_rows} answered by the canary)"
             )
         return "wait", [have]
+    if less_often_right(evidence):
+        return "reject", [
+            f"{describe_mcnemar(evidence)}: less often right than the champion on the same requests with "
+            f"{evidence.confidence:.0%} confidence ({_scores(evidence, role)})"
+        ]
     if evidence.interval is None or evidence.champion_metric is None or evidence.candidate_metric is None:
         return "wait", [f"no comparison on {_compared(evidence)}: {evidence.note or 'no metric'}"]
     low, high = evidence.interval
     scores = _scores(evidence, role)
     margin = f"the required gain {rules.min_improvement:.2%}"
     if low > rules.min_improvement:
-        return "promote", [f"{scores}: better than {margin} with {evidence.confidence:.0%} confidence"]
+        reasons = [f"{scores}: better than {margin} with {evidence.confidence:.0%} confidence"]
+        if evidence.mcnemar_p is not None:
+            reasons.append(f"{describe_mcnemar(evidence)}: not less often right than the champion")
+        return "promote", reasons
     if high < rules.min_improvement:
         verdict = "worse than the champion" if high < 0 else f"not better by {margin}"
         return "reject", [f"{scores}: {verdict} with {evidence.confidence:.0%} confidence"]
     return "wait", [f"{scores}: the interval includes {margin}; more labelled traffic is needed"]
 
 
-def _ends_when(rules: Deployment, step: int | None = None) -> list[str]:
+def _ends_when(rules: Deployment, step: int | None = None, *, mcnemar: bool = False) -> list[str]:
     """The rules that would end (or move on) the rollout, as sentences for the page."""
     interval = f"the {rules.confidence:.0%} interval of the relative gain"
     need = f"at least {rules.min_labeled_rows} labelled requests"
@@ -209,6 +246,13 @@ def _ends_when(rules: Deployment, step: int | None = None) -> list[str]:
         f"rejected when it lies below {rules.min_improvement:+.2%}, or at the deadline ({rules.deadline_hours:g} h)"
     )
     if step is None:
+        if mcnemar:
+            promote += " and McNemar's test does not find it less often right"
+            reject = (
+                f"rejected when it lies below {rules.min_improvement:+.2%}, when McNemar's exact test finds it less "
+                f"often right than the champion (p < {1 - rules.confidence:.2g}), or at the deadline "
+                f"({rules.deadline_hours:g} h)"
+            )
         return [promote, reject]
     steps = rules.canary_steps
     sentences = [

@@ -9,6 +9,13 @@ metric of each side with the holdout's own function (`mlops.training.candidates.
 compute_metrics`, through `mlops.monitoring.performance.measure_performance`) and the
 interval of the candidate's relative gain. Pure: frames in, a dataclass out.
 
+For a paired classification (a shadow), `compare` adds McNemar's exact test: of the requests
+one side got right and the other wrong (the discordant pairs), how many each; under "equally
+often right" the candidate's share of them is Binomial(b + c, 1/2), and the two-sided
+binomial p-value says how surely their accuracies differ (`mcnemar`; the decision uses it
+beside the bootstrap: mlops.rollout.decision). It needs no resampling and no large-sample
+approximation, and it reads the answers clients got, whatever the primary metric is.
+
 The resamples are counts per row (a multinomial draw), and every metric is computed from
 them with sample weights: the metrics that are means of a per-row loss (rmse, mae, mape,
 r2, accuracy, log_loss, precision/recall/f1 from weighted counts) as one matrix product for
@@ -62,6 +69,13 @@ class Evidence:
     resamples: int = RESAMPLES
     note: str | None = None
     """Why there is no metric or interval, when there is none."""
+    champion_only_right: int | None = None
+    """Paired classification: requests the champion predicted right and the candidate wrong (McNemar's b)."""
+    candidate_only_right: int | None = None
+    """Paired classification: requests the candidate predicted right and the champion wrong (McNemar's c)."""
+    mcnemar_p: float | None = None
+    """McNemar's exact test: the two-sided binomial p-value of c among b + c at 1/2 (1.0 with no discordant
+    request); None when it does not apply (a regression, or a canary: unpaired)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -163,6 +177,8 @@ def compare(
         champion_rows=len(paired.champion),
         candidate_labelled=len(paired.candidate),
     )
+    if task != "regression" and paired.paired:
+        base = _with(base, **mcnemar(paired.champion, paired.candidate))
     if base.rows == 0:
         missing = "both a champion and a shadow prediction" if paired.paired else "a label on both sides"
         return _with(base, note=f"no request has {missing} with its label yet")
@@ -191,6 +207,19 @@ def compare(
     return _with(
         base, champion_metric=champion_value, candidate_metric=candidate_value, gain=gain, interval=(low, high)
     )
+
+
+def mcnemar(champion: pd.DataFrame, candidate: pd.DataFrame) -> dict[str, Any]:
+    """McNemar's exact test on paired predictions (the same labelled requests, in the same order)."""
+    from scipy.stats import binomtest
+
+    truth = _class_names(champion["label"])
+    champion_right = _class_names(champion["prediction"]) == truth
+    candidate_right = _class_names(candidate["prediction"]) == truth
+    b = int((champion_right & ~candidate_right).sum())
+    c = int((candidate_right & ~champion_right).sum())
+    p = float(binomtest(c, b + c, 0.5).pvalue) if b + c else 1.0
+    return {"champion_only_right": b, "candidate_only_right": c, "mcnemar_p": p}
 
 
 def _resample_counts(rng: np.random.Generator, rows: int, resamples: int) -> np.ndarray[Any, Any]:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 WINDOW = 1000
 """The canary's recent answers the guard judges (the latency check: with the champion's of the same seconds)."""
 CHECK_EVERY = 10
-"""Canary answers between checks: a check sums the window's histograms (about 0.1 ms), not every request."""
+"""Canary answers between checks: a check sums the window's histograms (0.03 ms over 1 s, 0.3 ms over 400 s)."""
 _SCALE = float(2**64)
 BUCKET_SECONDS = 1
 """The guard's tick: answers are counted per second they ended in, and the sides compared over whole seconds."""

@@ -84,6 +84,12 @@ class Progress:
     """Why there is no metric or interval, when the evidence says."""
     ends_when: list[str]
     """What would promote, reject or advance it, in the rollout run's own words."""
+    champion_only_right: int | None = None
+    """Paired classification: requests only the champion predicted right (McNemar's b)."""
+    candidate_only_right: int | None = None
+    """Paired classification: requests only the candidate predicted right (McNemar's c)."""
+    mcnemar_p: float | None = None
+    """McNemar's exact p-value; None where it does not apply (regression, canary) or was not recorded."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,9 @@ def _progress(recorded: dict[str, Any]) -> Progress:
         paired=paired,
         note=_text(evidence.get("note")),
         ends_when=_texts(recorded.get("ends_when")),
+        champion_only_right=_int(evidence.get("champion_only_right")),
+        candidate_only_right=_int(evidence.get("candidate_only_right")),
+        mcnemar_p=_float(evidence.get("mcnemar_p")),
     )
 
 
