@@ -224,8 +224,9 @@ def test_at_a_step_of_100_percent_the_latency_check_does_not_judge() -> None:
     guard, seen, clock = _guard(DEFAULTS)
     replay(guard, clock, 20, fraction=1.0, canary_factor=3.0)
     assert seen == [] and guard.stats()["latency"] is None
-    guard.observe_canary("2", 2.0)  # one time-out more than 1 % of... nothing yet: 1 of 1000 is 0.1 %
-    assert seen == []
+    for _ in range(20):  # 20 time-outs (> canary_timeout_ms, 1 s) of its last 1000 answers: 2 % > 1 %
+        guard.observe_canary("2", 2.0)
+    assert [b.check for b in seen] == ["error_rate"]
 
 
 def test_old_champion_answers_are_not_the_canarys_yardstick() -> None:
