@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from math import comb
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,7 +175,7 @@ def _disagreeing_log(b: int, c: int, agree: int = 300) -> Any:
 def _exact_mcnemar(b: int, c: int) -> float:
     """The two-sided exact McNemar p-value by hand: twice the smaller binomial tail at 1/2, at most 1."""
     n = b + c
-    return min(1.0, 2 * sum(comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+    return float(min(1.0, 2 * sum(comb(n, k) for k in range(min(b, c) + 1)) / 2**n))
 
 
 @pytest.mark.parametrize(("b", "c"), [(30, 12), (12, 30), (5, 5), (0, 9), (0, 0)])
@@ -321,3 +322,48 @@ def test_canary_steps_must_be_increasing_fractions(steps: list[float]) -> None:
 @pytest.mark.parametrize(("tag", "step"), [(None, 0), ("", 0), ("1", 1), ("7", 2), ("-3", 0), ("two", 0)])
 def test_the_step_tag_is_read_within_the_configured_steps(tag: str | None, step: int) -> None:
     assert CANARY.canary_step(tag) == step  # the service and the rollout DAG read it alike
+
+
+@pytest.mark.parametrize("config", ["breast_cancer", "flight_delays"])
+def test_mcnemar_on_a_real_prediction_log_of_each_classification_use_case(config: str, tmp_path: Any) -> None:
+    """Through the log's own writer and reader: labels come back as floats, predictions as logged, and the
+    pairs still count right (what `judge_rollout` reads for every classifier in configs/)."""
+    from mlops.config import load_use_case
+    from mlops.predictionlog.frames import PredictionBatch
+    from mlops.predictionlog.labels import write_labels
+    from mlops.predictionlog.predictions import append_predictions
+    from mlops.rollout.apply import Rollout, judge_rollout
+
+    use_case = load_use_case(Path(__file__).resolve().parents[2] / "configs" / f"{config}.yaml")
+    log, labels = str(tmp_path / "log"), str(tmp_path / "labels")
+    b, c, agree = 25, 60, 215
+    n = b + c + agree
+    truth = np.tile([0, 1], n // 2 + 1)[:n]
+    champion = np.where(np.arange(n) < b + c, np.where(np.arange(n) < b, truth, 1 - truth), truth)
+    shadow = np.where(np.arange(n) < b + c, np.where(np.arange(n) < b, 1 - truth, truth), truth)
+    ids = [f"{config}-{i}" for i in range(n)]
+    times = [datetime(2026, 5, 1, 12) + timedelta(seconds=i) for i in range(n)]
+    batches = [
+        PredictionBatch(
+            use_case.name,
+            use_case.model_name,
+            version,
+            "online",
+            ids,
+            times,
+            pred.tolist(),
+            {"x": list(range(n))},
+            role=role,
+            classes=[0, 1],
+            probabilities=[[1.0 - p, float(p)] for p in pred],
+        )
+        for role, version, pred in (("champion", "1", champion), ("shadow", "2", shadow))
+    ]
+    assert append_predictions(use_case, batches, uri=log) == 2 * n
+    assert write_labels(use_case, ids, truth.tolist(), uri=labels, log_uri=log).written == n
+
+    rollout = Rollout(use_case.name, use_case.model_name, "shadow", "2", "2026-05-01T12:00:00", "1")
+    decision = judge_rollout(use_case, rollout, datetime(2026, 5, 2), uri=log, labels_uri=labels)
+    evidence = decision.evidence
+    assert (evidence.rows, evidence.champion_only_right, evidence.candidate_only_right) == (n, b, c)
+    assert evidence.mcnemar_p == pytest.approx(_exact_mcnemar(b, c))

@@ -227,7 +227,7 @@ def render_panel(use_case: UseCase, view: Any, monkeypatch: pytest.MonkeyPatch) 
     from mlops_ui.responses import _templates
 
     macro = _templates.from_string('{% import "_macros.html" as m %}{{ m.rollout_section(view) }}')
-    return macro.render(view=SimpleNamespace(name=use_case.name, rollout=view))
+    return str(macro.render(view=SimpleNamespace(name=use_case.name, rollout=view)))
 
 
 def test_a_paired_classification_shows_mcnemar_beside_the_bootstrap(
