@@ -324,7 +324,15 @@ def test_the_step_tag_is_read_within_the_configured_steps(tag: str | None, step:
     assert CANARY.canary_step(tag) == step  # the service and the rollout DAG read it alike
 
 
-@pytest.mark.parametrize("config", ["breast_cancer", "flight_delays"])
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CLASSIFIERS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if "task: classification" in p.read_text())
+
+
+def test_the_classifiers_are_found() -> None:
+    assert {"breast_cancer", "flight_delays"} <= set(CLASSIFIERS)
+
+
+@pytest.mark.parametrize("config", CLASSIFIERS)
 def test_mcnemar_on_a_real_prediction_log_of_each_classification_use_case(config: str, tmp_path: Any) -> None:
     """Through the log's own writer and reader: labels come back as floats, predictions as logged, and the
     pairs still count right (what `judge_rollout` reads for every classifier in configs/)."""
@@ -334,7 +342,7 @@ def test_mcnemar_on_a_real_prediction_log_of_each_classification_use_case(config
     from mlops.predictionlog.predictions import append_predictions
     from mlops.rollout.apply import Rollout, judge_rollout
 
-    use_case = load_use_case(Path(__file__).resolve().parents[2] / "configs" / f"{config}.yaml")
+    use_case = load_use_case(CONFIGS / f"{config}.yaml")
     log, labels = str(tmp_path / "log"), str(tmp_path / "labels")
     b, c, agree = 25, 60, 215
     n = b + c + agree
