@@ -84,6 +84,8 @@ def test_the_whole_loop(config: Path, service: str) -> None:
         _materialize_features()
     snapshot = _train(use_case)
     _wait_until_served(service, use_case)
+    if use_case.feature_store is not None:
+        _score_a_batch_from_the_store(use_case)
     reference = _champion_training_rows(use_case, snapshot)
     days = use_case.monitoring.window_days
     start = _after_training(snapshot)
@@ -140,6 +142,40 @@ def _materialize_features() -> None:
 
     run = build_materialize_dag().test()
     assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+# A day after every window the store-backed loop monitors: its batch rows stay out of them.
+STORE_BATCH_DAY = "2011-09-01"
+
+
+def _score_a_batch_from_the_store(use_case: UseCase) -> None:
+    """`score_<use case>` on a landed day of calendar-only rows: the weather is joined from the offline
+    store at each row's hour, and logged with the hour keys."""
+    import pandas as pd
+
+    from mlops.data.ingestion import load_source
+    from mlops.features import store
+    from mlops.naming import scoring_dag_id
+    from mlops.orchestration.scoring import build_scoring_dag
+    from mlops.predictionlog.predictions import read_predictions
+    from mlops.serving.batch import land_partition
+
+    assert use_case.feature_store is not None
+    names = use_case.feature_store.feature_names
+    source = load_source(use_case)
+    day = source[source[use_case.time_column or ""] == STORE_BATCH_DAY].drop(columns=names).reset_index(drop=True)
+    assert len(day) > 0, f"the source has no rows on {STORE_BATCH_DAY}"
+    land_partition(use_case, STORE_BATCH_DAY, day)
+    dag = build_scoring_dag(use_case)
+    run = dag.test(run_conf={"partition": STORE_BATCH_DAY})
+    assert str(run.state) == "success", {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert task_xcom(scoring_dag_id(use_case.name), "score_landed_partition", run.run_id)["rows"] == len(day)
+    logged = read_predictions(use_case, STORE_BATCH_DAY, pd.Timestamp(STORE_BATCH_DAY) + pd.Timedelta(days=1))
+    assert len(logged) == len(day)
+    offline = pd.read_parquet(store.FeatureRepo.default().offline_dir / "weather_hourly.parquet").set_index("hour")
+    assert logged["hour"].str.startswith(STORE_BATCH_DAY).all(), logged["hour"].head()
+    for name in ("temp", "hum"):
+        assert logged[name].tolist() == offline.loc[logged["hour"], name].tolist(), name
 
 
 def _wait_until_served(service: str, use_case: UseCase) -> None:

@@ -3,7 +3,8 @@
 The store lives under this test's MLOPS_HOME (Parquet offline, SQLite online). A first run
 registers the definitions, writes the bundled weather offline and loads the online store;
 a second run writes the same offline bytes and loads nothing new (incremental), and the
-online values are the offline ones.
+online values are the offline ones. The training of the store-backed bike_sharing_store waits
+on it: its first task fails before the first run and passes after.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def test_materialize_twice_loads_the_online_store_once_with_the_offline_values(
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
     repo = store.FeatureRepo.default()
+    assert _check_before_training() == "failed"  # nothing materialized: training stops at its first task
     dag = build_materialize_dag()
     first = dag.test()
     assert str(first.state) == "success"
@@ -43,3 +45,15 @@ def test_materialize_twice_loads_the_online_store_once_with_the_offline_values(
     online = store.online_features(repo, [{"hour": h} for h in hours], ["weather_hourly:temp", "weather_hourly:hum"])
     assert [row["temp"] for row in online] == [float(offline.loc[h, "temp"]) for h in hours]
     assert [row["hum"] for row in online] == [float(offline.loc[h, "hum"]) for h in hours]
+    assert _check_before_training() == "success"
+
+
+def _check_before_training() -> str:
+    """The state of `check_feature_store`, the first task of train_bike_sharing_store, run alone."""
+    from mlops.config import find_use_case
+    from mlops.orchestration.training import build_training_dag
+
+    dag = build_training_dag(find_use_case("bike_sharing_store"))
+    only = dag.partial_subset(task_ids=["check_feature_store"], include_upstream=True, include_downstream=False)
+    run = only.test()
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}["check_feature_store"]
