@@ -14,8 +14,7 @@ champion and bodies; they differ only in the config's `deployment` block:
   when the default guard takes the canary off within the run (then canary25's own numbers
   are the champion's alone after the breach, and its measured canary share says so);
 - `spool-off` (not run by default): `off` with `--no-spool`, the log buffered in memory only, as
-  before the spool (serving/spool.py; issue 21): `off` against it is what the spool costs (run with
-  `--serve-args --spool` while the spool is off by default).
+  before the spool (serving/spool.py; issue 21): `off` against it is what the spool costs.
 
 The bodies carry no ids, so the service draws a uuid per request and the canary's share is
 the hash's, not one fixed id's side. The share each run actually got is read from /metrics

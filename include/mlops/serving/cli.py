@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="always predict through Pipeline.predict on a DataFrame (the array path is checked at load time)",
     )  # fmt: skip
     p.add_argument(
-        "--spool", action=argparse.BooleanOptionalAction, default=False,
-        help="append every answered prediction to a local spool file before answering, so a SIGKILL loses none "
-        "(default: off, the log buffered in memory; a SIGKILL loses up to --log-flush-seconds of answers)",
+        "--no-spool", dest="spool", action="store_false",
+        help="buffer the prediction log in memory only: a SIGKILL loses up to --log-flush-seconds of answered "
+        "predictions (default: appended to a local spool file before answering)",
     )  # fmt: skip
     p.add_argument("--spool-dir", default=None, help="the spool's folder (default: MLOPS_HOME/spool/<log>)")
     p.add_argument("--max-body-bytes", type=int, default=1_048_576)

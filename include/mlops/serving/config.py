@@ -32,9 +32,9 @@ class ServingConfig:
     arrived in the same event-loop turn."""
     array_predict: bool = True
     """Predict on arrays where the load-time check allows it (serving/fastpath.py); False: Pipeline.predict."""
-    spool: bool = False
+    spool: bool = True
     """Append every answered prediction to a local spool file before answering (serving/spool.py), so a
-    SIGKILL of the service loses none; False (for now the default): the log buffers them in memory only."""
+    SIGKILL of the service loses none; False: the log buffers them in memory only."""
     spool_dir: str | None = None
     """The spool's folder; None: one per prediction log under MLOPS_HOME/spool (spool.spool_dir_for)."""
 
