@@ -24,7 +24,8 @@ from polling import wait_until
 from test_serving import bc_record, breast_cancer_frame, classifier, register, start_service, write_configs
 
 from mlops.predictionlog.predictions import read_predictions
-from mlops.serving.logwriter import LogEntry, PredictionLogWriter
+from mlops.serving.logentry import LogEntry
+from mlops.serving.logwriter import PredictionLogWriter
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 from polling import wait_until
 
 from mlops.predictionlog.predictions import read_predictions
-from mlops.serving.logwriter import LogEntry, PredictionLogWriter
+from mlops.serving.logentry import LogEntry
+from mlops.serving.logwriter import PredictionLogWriter
 
 
 def _entry(request_id: str, event_time: datetime, temp: float = 10.0) -> LogEntry:

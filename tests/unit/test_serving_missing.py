@@ -14,7 +14,8 @@ import yaml
 
 from mlops.config import ConfigError, load_use_case
 from mlops.naming import proba_column
-from mlops.serving.logwriter import LogEntry, merge_entries
+from mlops.serving.logentry import LogEntry
+from mlops.serving.logwriter import merge_entries
 from mlops.serving.microbatch import MicroBatcher
 from mlops.serving.models import LoadedModel, model_classes
 from mlops.serving.schema import InputSchema, RequestError, parse_json

@@ -16,8 +16,9 @@ import pytest
 from polling import wait_until
 
 from mlops.predictionlog.predictions import read_predictions
-from mlops.serving.logwriter import LogEntry, PredictionLogWriter
-from mlops.serving.spool import HEADER, data_end, decode_entry, encode_entry, frame_record, read_records
+from mlops.serving.logentry import LogEntry, decode_entry, encode_entry
+from mlops.serving.logwriter import PredictionLogWriter
+from mlops.serving.spool import HEADER, data_end, frame_record, read_records
 
 
 def _entry(request_id: str, event_time: datetime = datetime(2011, 5, 1, 8), use_case: str = "bike") -> LogEntry:

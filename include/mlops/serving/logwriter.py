@@ -27,48 +27,24 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.naming import ROLE_CHAMPION
 from mlops.predictionlog.frames import PredictionBatch, build_frame
 from mlops.predictionlog.predictions import append_frame
 from mlops.predictionlog.stores import LogSchemaError
+from mlops.serving.logentry import LogEntry, encode_entry
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mlops.serving.spool import Chunk, Segment, Spool
 
-    Spooled = tuple[Segment, int, int, "LogEntry"]
+    Spooled = tuple[Segment, int, int, LogEntry]
     """An entry in the queue with where its record is in the spool: segment, start, end."""
 
 log = logging.getLogger("mlops.serving")
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One request's predictions, as cheap to build as possible (rows stay rows)."""
-
-    use_case: str
-    model_name: str
-    model_version: str
-    source: str
-    ids: list[str]
-    event_times: list[datetime]
-    names: list[str]
-    rows: list[list[Any]]
-    predictions: list[Any]
-    feature_types: dict[str, str] | None = None
-    """Feature -> kind from the model signature (InputSchema.log_types)."""
-    classes: tuple[Any, ...] | None = None
-    probabilities: list[list[float]] | None = None
-    role: str = ROLE_CHAMPION
-
-    def to_batch(self) -> PredictionBatch:
-        return merge_entries([self])[0]
 
 
 # use case, model name, version, source, role, feature names, classes
@@ -190,8 +166,6 @@ class PredictionLogWriter:
             return False
 
     def _spool_entry(self, spool: Spool, entry: LogEntry) -> bool:
-        from mlops.serving.spool import encode_entry
-
         if not self._spool_open:
             self._open_spool()
         try:

@@ -264,7 +264,7 @@ class ShadowWorker:
         predictions: list[Any],
         probabilities: list[list[float]] | None,
     ) -> None:
-        from mlops.serving.logwriter import LogEntry
+        from mlops.serving.logentry import LogEntry
 
         start = 0
         for ids, event_times, source in job.requests:

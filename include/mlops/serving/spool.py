@@ -43,14 +43,12 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from mlops.serving.logwriter import LogEntry
+from mlops.serving.logentry import LogEntry, decode_entry
 
 log = logging.getLogger("mlops.serving")
 
@@ -119,38 +117,6 @@ def data_end(path: Path) -> int:
                 return offset + HEADER.size
             offset += HEADER.size + length
     return min(offset, size)
-
-
-def encode_entry(entry: LogEntry) -> bytes:
-    """One request's log entry as JSON (orjson writes datetimes as ISO 8601, numpy scalars as numbers)."""
-    return orjson.dumps(
-        [entry.use_case, entry.model_name, entry.model_version, entry.source, entry.role, entry.ids,
-         entry.event_times, entry.names, entry.rows, entry.predictions, entry.feature_types,
-         list(entry.classes) if entry.classes is not None else None, entry.probabilities],
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )  # fmt: skip
-
-
-def decode_entry(payload: bytes) -> LogEntry:
-    from mlops.serving.logwriter import LogEntry
-
-    (use_case, model_name, version, source, role, ids, times, names, rows, predictions, types, classes,
-     probabilities) = orjson.loads(payload)  # fmt: skip
-    return LogEntry(
-        use_case=use_case,
-        model_name=model_name,
-        model_version=version,
-        source=source,
-        ids=ids,
-        event_times=[datetime.fromisoformat(t) for t in times],
-        names=names,
-        rows=rows,
-        predictions=predictions,
-        feature_types=types,
-        classes=tuple(classes) if classes is not None else None,
-        probabilities=probabilities,
-        role=role,
-    )
 
 
 # --------------------------------------------------------------------------- segments

@@ -29,7 +29,7 @@ from fastapi.responses import Response
 
 from mlops.naming import ROLE_CANARY, ROLE_CHAMPION
 from mlops.serving.canary import goes_to_canary
-from mlops.serving.logwriter import LogEntry
+from mlops.serving.logentry import LogEntry
 from mlops.serving.microbatch import VersionChanged
 from mlops.serving.openapi import PREDICT_ERRORS, error_responses
 from mlops.serving.routes import json_body, json_response
