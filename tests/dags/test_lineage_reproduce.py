@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from airflow_xcom import task_xcom
 
-from mlops.config import UseCase, find_use_case
+from mlops.config import UseCase, find_use_case, load_all
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ALL_USE_CASES = sorted(u.name for u in load_all(PROJECT_ROOT / "configs"))
 LOCK_SHA256 = hashlib.sha256((PROJECT_ROOT / "uv.lock").read_bytes()).hexdigest()
 
 
@@ -124,7 +125,8 @@ def test_lineage_of_a_logged_prediction(
         (["lineage", "no_such_model@champion"], "no registered model 'no_such_model'"),
         (["lineage", "breast_cancer_classifier@nosuch"], "has no @nosuch; its aliases: @champion"),
         (["lineage", "breast_cancer_classifier/999"], "has no version 999; registered versions: "),
-        (["lineage", "no-such-request"], "nor a request id in the prediction log of bike_sharing, breast_cancer"),
+        # Every use case in configs/ is searched, in name order: a new config changes the list, not the test.
+        (["lineage", "no-such-request"], "nor a request id in the prediction log of " + ", ".join(ALL_USE_CASES)),
         (["lineage", "breast_cancer_classifier/1", "--use-case", "bike_sharing"], "registers 'bike_sharing_cnt'"),
         (["reproduce", "no-such-request"], "name a model version as model@alias or model/version"),
         (["reproduce", "breast_cancer_classifier@champion", "--tolerance", "-1"], "--tolerance must be 0"),
