@@ -538,6 +538,15 @@ class UseCase(_Strict):
         return self.name
 
     @property
+    def client_fields(self) -> list[str]:
+        """What a client sends in each record: every feature; for a store-backed use case, its entity keys and
+        the features the store does not hold (the request features), never a store feature (the service 422s it)."""
+        if self.feature_store is None:
+            return list(self.features.all)
+        from_store = set(self.feature_store.feature_names)
+        return [*self.feature_store.entity_keys, *(f for f in self.features.all if f not in from_store)]
+
+    @property
     def source_path(self) -> Path | None:
         if isinstance(self.source, FileSource):
             path = Path(self.source.path)

@@ -20,6 +20,7 @@ DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX, 
 CARD_DAG_PREFIX = "model_card_"
 ROLLBACK_DAG_ID = "rollback_model"
 SELF_CHECK_DAG_ID = "platform_self_check"
+MATERIALIZE_FEATURES_DAG_ID = "materialize_features"
 
 
 def training_dag_id(use_case: str) -> str:

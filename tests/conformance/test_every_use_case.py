@@ -279,12 +279,6 @@ def _drifted_store_traffic(use_case: UseCase, reference: Any, start: datetime, e
     return frame
 
 
-def _request_columns(use_case: UseCase) -> list[str]:
-    """What a client sends: every feature, or for a store-backed use case its entity keys and request features."""
-    section = use_case.feature_store
-    return [*section.entity_keys, *section.request_features] if section is not None else use_case.features.all
-
-
 def _serve_and_label(service: str, use_case: UseCase, frame: Any, start: datetime, end: datetime, tag: str) -> None:
     """POST the rows to /predict with ids and event times (the frame's `event_time`, else spread over
     [start, end)), then their labels to /labels."""
@@ -297,7 +291,7 @@ def _serve_and_label(service: str, use_case: UseCase, frame: Any, start: datetim
         step = (end - start) / len(frame)
         times = [(start + step * i).isoformat() for i in range(len(frame))]
     ids = [f"{use_case.name}-{tag}-{i}" for i in range(len(frame))]
-    records = json.loads(frame[_request_columns(use_case)].to_json(orient="records"))
+    records = json.loads(frame[use_case.client_fields].to_json(orient="records"))
     with httpx.Client(base_url=service, timeout=60) as client:
         for lo in range(0, len(records), REQUEST_ROWS):
             hi = lo + REQUEST_ROWS

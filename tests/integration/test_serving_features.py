@@ -36,6 +36,7 @@ class Setup:
     home: Path
     pipeline: Any
     raw: pd.DataFrame
+    use_case: Any
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ def setup(mlflow_server: str, session_home: Path, tmp_path_factory: pytest.TempP
     service = start_service(root, configs, root / "log", "--use-case", "bike_sharing", "--log-flush-seconds", "0.2",
                             env={"MLOPS_HOME": str(home)})  # fmt: skip
     try:
-        yield Setup(service, home, pipeline, pd.read_csv(PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv"))
+        raw_rows = pd.read_csv(PROJECT_ROOT / "data" / "raw" / "bike_sharing_hourly.csv")
+        yield Setup(service, home, pipeline, raw_rows, use_case)
     finally:
         service.stop()
 
@@ -149,3 +151,44 @@ def test_an_unreachable_online_store_is_a_503_and_degrades_health_until_it_is_ba
         online.write_bytes(original)
     wait_until(lambda: _post(setup, body).status_code == 200, timeout=30, what="answers once the store is back")
     assert httpx.get(f"{setup.service.url}/health").json()["status"] == "ok"
+
+
+def test_a_replay_sends_the_hour_and_the_calendar_and_every_row_is_answered_with_the_store_weather(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """`mlops replay` of the store-backed use case over HTTP, as its clients call it: no row refused (a store feature
+    sent would be a 422), each logged at its own hour with its key and the store's weather for that hour."""
+    from datetime import date
+
+    from mlops.platform.replay import replay
+    from mlops.platform.replay_traffic import load_replay_rows
+
+    start, end = "2011-06-06", "2011-06-08"
+    lines: list[str] = []
+    result = replay(
+        setup.use_case, start, end, speed=0, via="http", url=setup.service.url, rows_per_request=10,
+        labels_uri=str(tmp_path / "labels"), progress=lines.append,
+    )  # fmt: skip
+    sent = load_replay_rows(setup.use_case, date.fromisoformat(start), date.fromisoformat(end))
+    assert len(sent) == 48
+    assert (result.rows, result.failed_rows, result.failures) == (len(sent), 0, {}), lines
+
+    def logged() -> pd.DataFrame:
+        frame = read_predictions("bike_sharing", start, end, uri=str(setup.service.log_dir))
+        return frame[frame["request_id"].isin(sent["request_id"])]
+
+    wait_until(lambda: len(logged()) == len(sent), what="every replayed row in the log")
+    frame = logged().set_index("request_id").loc[sent["request_id"]]
+    source = setup.raw.set_index(["dteday", "hr"]).loc[list(zip(sent["dteday"], sent["hr"], strict=True))]
+    clock = sent["hr"].str[:-2].astype(int) % 12 + 12 * sent["hr"].str.endswith("pm")
+    hours = [f"{day}T{h:02d}" for day, h in zip(sent["dteday"], clock, strict=True)]
+    assert frame["hour"].tolist() == hours
+    assert frame["event_time"].tolist() == pd.to_datetime(hours, format="%Y-%m-%dT%H").tolist()
+
+    def values(column: pd.Series) -> list[Any]:
+        return [None if pd.isna(v) else v for v in column]
+
+    for name in WEATHER:  # the online store's values: the source's observation of that hour (a gap stays a null)
+        assert values(frame[name]) == values(source[name]), name
+    expected = setup.pipeline.predict(source.reset_index()[list(setup.pipeline.feature_names_in_)])
+    assert frame["prediction"].tolist() == pytest.approx(list(expected), rel=1e-9)

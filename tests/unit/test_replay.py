@@ -48,6 +48,23 @@ def test_a_date_only_time_column_spreads_each_day_in_source_order() -> None:
     assert short["hr"].tolist() == source.loc[source["dteday"] == "2011-01-18", "hr"].tolist()
 
 
+def test_a_store_backed_use_case_is_replayed_at_each_rows_hour_with_its_entity_key() -> None:
+    use_case = find_use_case("bike_sharing_store")
+    rows = load_replay_rows(use_case, date(2011, 1, 17), date(2011, 1, 19))
+    short = rows[rows["dteday"] == "2011-01-18"]
+    assert len(short) == 12  # the day missing twelve hours: each row is still sent at its own hour
+    # The key training and batch scoring derive (the date at `hr`), and the event time is that hour.
+    hours = [int(h.removesuffix("am").removesuffix("pm")) % 12 + 12 * h.endswith("pm") for h in short["hr"]]
+    assert short["hour"].tolist() == [f"2011-01-18T{h:02d}" for h in hours]
+    assert short["event_time"].tolist() == [pd.Timestamp(2011, 1, 18, h) for h in hours]
+    # A client sends the key and the calendar; the weather is the store's.
+    assert use_case.client_fields == ["hour", "season", "hr", "holiday", "weekday", "workingday"]
+    records = json_records(short.head(1), use_case.client_fields)
+    assert records == [{"hour": "2011-01-18T12", "season": "spring", "hr": "12pm", "holiday": "No",
+                        "weekday": "Tue", "workingday": "Yes"}]  # fmt: skip
+    assert find_use_case("bike_sharing").client_fields == find_use_case("bike_sharing").features.all
+
+
 def test_the_default_span_is_what_the_model_has_not_seen() -> None:
     flights, bike = find_use_case("flight_delays"), find_use_case("bike_sharing")
     assert flights.training.window.end == date(2023, 3, 1) and newest_day(flights) == date(2023, 12, 31)

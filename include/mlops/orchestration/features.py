@@ -17,9 +17,10 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, dag, task
 
+from mlops.naming import MATERIALIZE_FEATURES_DAG_ID
 from mlops.orchestration.defaults import COMPUTE_BOUND, dag_kwargs
 
-DAG_ID = "materialize_features"
+DAG_ID = MATERIALIZE_FEATURES_DAG_ID
 SCHEDULE = "@hourly"
 
 

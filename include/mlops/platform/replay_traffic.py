@@ -6,6 +6,11 @@ service or through batch scoring. Both send each row as it is in the source: int
 as integers, floats as floats, text as text and a missing value as null, as a client of
 the service would. Neither drops or fills anything: a row the service refuses is
 counted as failed, by reason, so a replay shows what production traffic would meet.
+
+A store-backed use case (`feature_store:`) is replayed as its clients call it: each row
+carries its entity keys, derived as training and batch scoring derive them (bike_sharing_store's
+`hour` from the date at `hr`), and is sent at that hour with the keys and the request-time
+features only; the store's features (the weather) are never sent, the service reads them.
 """
 
 from __future__ import annotations
@@ -68,10 +73,32 @@ def _source_with_times(use_case: UseCase) -> pd.DataFrame:
             f"in configs/{use_case.name}.yaml"
         )
     frame = load_source(use_case)
+    if use_case.feature_store is not None:
+        return _with_entity_keys(use_case, frame)
     # Naive times are kept as they are; times with an offset or zone become UTC, like the service's.
     times = pd.to_datetime(frame[use_case.time_column], errors="coerce", utc=True).dt.tz_localize(None)
     frame = frame[times.notna()].copy()
     frame["event_time"] = _event_times(times[times.notna()])
+    return frame
+
+
+def _with_entity_keys(use_case: UseCase, frame: pd.DataFrame) -> pd.DataFrame:
+    """A store-backed use case's dated rows, each with its entity keys and its event time, both as training and
+    batch scoring derive them (`mlops.data.store_features`): the time column at `hour_column`'s hour, UTC.
+
+    The event time is the hour itself, not a spread over the day: the online store is asked for that hour,
+    and the skew check looks the same key up in the offline store as of the event time.
+    """
+    from mlops.data.store_features import entity_frame, event_times
+
+    section = use_case.feature_store
+    assert section is not None and use_case.time_column is not None
+    frame = frame[frame[use_case.time_column].notna()].reset_index(drop=True)
+    times = event_times(use_case, frame)
+    entity = entity_frame(use_case, frame, times)
+    for key in section.entity_keys:
+        frame[key] = entity[key].to_numpy()
+    frame["event_time"] = times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
     return frame
 
 
@@ -159,7 +186,7 @@ class HttpSender:
         for begin in range(0, len(rows), self.rows_per_request):
             chunk = rows.iloc[begin : begin + self.rows_per_request]
             body = {
-                "records": json_records(chunk, self.use_case.features.all),
+                "records": json_records(chunk, self.use_case.client_fields),
                 "ids": chunk["request_id"].tolist(),
                 "event_times": [t.isoformat() for t in chunk["event_time"]],
                 "source": "replay",
@@ -201,6 +228,9 @@ class BatchSender:
             error = self.cache.status()["errors"].get(self.use_case.name, "no champion")
             return Sent(failed=Counter({"no champion": len(rows)}), error=str(error))
         day = rows["event_time"].iloc[0].strftime("%Y-%m-%d")
+        if self.use_case.feature_store is not None:
+            # As over HTTP, the store's features are not the client's: batch scoring joins them from the store.
+            rows = rows.drop(columns=[c for c in self.use_case.feature_store.feature_names if c in rows.columns])
         result = score_partition(
             self.use_case,
             f"replay-{day}",
