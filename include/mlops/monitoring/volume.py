@@ -144,9 +144,15 @@ def _sample_day(
     files: Sequence[Path], quota: int, columns: Sequence[str], rng: Any, start: datetime, end: datetime
 ) -> pa.Table | None:
     """`quota` rows of one day: random row groups holding OVERSAMPLE x quota rows, then rows among them."""
+    chosen = _choose_row_groups(files, quota, rng)
+    if not chosen:
+        return None
+    return _take_quota(_read_row_groups(chosen, columns, start, end), quota, rng)
+
+
+def _choose_row_groups(files: Sequence[Path], quota: int, rng: Any) -> list[tuple[Path, int, int]]:
+    """(file, row group, rows) of one day drawn until they hold OVERSAMPLE x quota rows, in file order."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     groups = []
@@ -154,7 +160,7 @@ def _sample_day(
         meta = pq.ParquetFile(path).metadata
         groups += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     if not groups or quota <= 0:
-        return None
+        return []
     # Row groups drawn with probability by size (Efraimidis-Spirakis keys u^(1/size)), so a row's
     # chance of entering the sample does not depend on the size of the file that holds it.
     sizes = np.asarray([g[2] for g in groups], dtype="float64")
@@ -165,8 +171,19 @@ def _sample_day(
         held += groups[index][2]
         if held >= OVERSAMPLE * quota and len(chosen) >= min(MIN_GROUPS_PER_DAY, len(groups)):
             break
+    return sorted(chosen, key=lambda g: (str(g[0]), g[1]))
+
+
+def _read_row_groups(
+    groups: Sequence[tuple[Path, int, int]], columns: Sequence[str], start: datetime, end: datetime
+) -> pa.Table:
+    """The `columns` of the chosen row groups, in order, without the rows whose event_time is outside [start, end)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     tables = []
-    for path, group, _ in sorted(chosen, key=lambda g: (str(g[0]), g[1])):
+    for path, group, _ in groups:
         parquet = pq.ParquetFile(path)
         names = [c for c in columns if c in parquet.schema_arrow.names]
         tables.append(parquet.read_row_group(group, columns=names))
@@ -179,9 +196,16 @@ def _sample_day(
                 lo = pa.scalar(start.replace(tzinfo=None), pa.timestamp(times.type.unit)).cast(times.type)
                 hi = pa.scalar(end.replace(tzinfo=None), pa.timestamp(times.type.unit)).cast(times.type)
             table = table.filter(pc.and_(pc.greater_equal(times, lo), pc.less(times, hi)))
-    if len(table) > quota:
-        table = table.take(pa.array(sorted(rng.choice(len(table), size=quota, replace=False))))
     return table
+
+
+def _take_quota(table: pa.Table, quota: int, rng: Any) -> pa.Table:
+    """`quota` rows of `table` drawn uniformly, in their order (all of them when it holds no more)."""
+    import pyarrow as pa
+
+    if len(table) <= quota:
+        return table
+    return table.take(pa.array(sorted(rng.choice(len(table), size=quota, replace=False))))
 
 
 def _served(frame: pd.DataFrame) -> pd.DataFrame:
@@ -204,7 +228,29 @@ def _time_ranges(times: pd.Series, gap: Any) -> list[tuple[Any, Any]]:
 
 
 def _join_sample_labels(sample: pd.DataFrame, label_days: Sequence[Path]) -> pd.DataFrame:
-    """`label` and `label_arrived_at` of the sampled rows, the filters pushed into the label files' scan.
+    """`label` and `label_arrived_at` of the sampled rows, read from the label files of `label_days`."""
+    import pandas as pd
+
+    files = [str(f) for d in label_days for f in _parquet_files(d)]
+    if not files or sample.empty:
+        return _attach_labels(sample, pd.DataFrame())
+    ids = sample["request_id"].astype(str).unique().tolist()
+    return _attach_labels(sample, _read_labels(files, ids, _label_time_ranges(sample)))
+
+
+def _label_time_ranges(sample: pd.DataFrame) -> list[tuple[Any, Any]]:
+    """The ranges of event time (naive UTC) the sample came from, to filter the labels' `prediction_time` by."""
+    import pandas as pd
+
+    if "event_time" not in sample.columns:
+        return []
+    times = pd.to_datetime(sample["event_time"])
+    times = times.dt.tz_convert(None) if times.dt.tz is not None else times
+    return _time_ranges(times, pd.Timedelta(minutes=10).to_numpy())
+
+
+def _read_labels(files: Sequence[str], ids: Sequence[str], ranges: Sequence[tuple[Any, Any]]) -> pd.DataFrame:
+    """request_id, label and arrived_at of the label rows of `ids`, the filters pushed into the files' scan.
 
     Besides the ids, a filter on the labels' `prediction_time` (a label's prediction's event
     time) to the time ranges the sample came from: label files written as labels arrive for a
@@ -212,33 +258,24 @@ def _join_sample_labels(sample: pd.DataFrame, label_days: Sequence[Path]) -> pd.
     scan skip most of them without decoding an id. Labels without prediction_time are scanned
     by id alone.
     """
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    files = [str(f) for d in label_days for f in _parquet_files(d)]
-    if not files or sample.empty:
-        return _attach_labels(sample, pd.DataFrame())
-    ids = sample["request_id"].astype(str)
-    dataset = ds.dataset(files, format="parquet")
+    dataset = ds.dataset(list(files), format="parquet")
     wanted = [c for c in ("request_id", "label", "arrived_at") if c in dataset.schema.names]
-    keep = pc.field("request_id").isin(ids.unique().tolist())
+    keep = pc.field("request_id").isin(list(ids))
     when = dataset.schema.field("prediction_time").type if "prediction_time" in dataset.schema.names else None
-    if when is not None and pa.types.is_timestamp(when) and "event_time" in sample.columns:
-        times = pd.to_datetime(sample["event_time"])
-        times = times.dt.tz_convert(None) if times.dt.tz is not None else times
+    if when is not None and pa.types.is_timestamp(when) and ranges:
         spans = [
             (pc.field("prediction_time") >= _stamp(a, when)) & (pc.field("prediction_time") <= _stamp(b, when))
-            for a, b in _time_ranges(times, pd.Timedelta(minutes=10).to_numpy())
+            for a, b in ranges
         ]
-        if spans:
-            in_time = spans[0]
-            for span in spans[1:]:
-                in_time = in_time | span
-            keep = in_time & keep
-    labels = dataset.to_table(columns=wanted, filter=keep).to_pandas()
-    return _attach_labels(sample, labels)
+        in_time = spans[0]
+        for span in spans[1:]:
+            in_time = in_time | span
+        keep = in_time & keep
+    return dataset.to_table(columns=wanted, filter=keep).to_pandas()
 
 
 def _stamp(value: Any, kind: Any) -> Any:
