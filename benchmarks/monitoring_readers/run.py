@@ -1,7 +1,8 @@
 """The row work of monitoring at volume read three ways: pyarrow (today's code), DuckDB and Polars.
 
     ./run bench monitoring_readers                 # 10M and 100M rows, every task and engine
-    ./run bench monitoring_readers --sizes 10M     # one size
+    ./run bench monitoring_readers --sizes 10M     # one size (1B: 100 hard links of each 10M file)
+    ./run bench monitoring_readers --tasks labels  # one task
     ./run bench monitoring_readers --data DIR      # where the synthetic logs live (shared with `monitoring`)
 
 Above `monitoring.exact_below_rows` the decision's numbers come from the files' summaries;
@@ -63,9 +64,10 @@ DUCKDB = "2.0.1"
 POLARS = "2.1.0"
 ENGINES = ("pyarrow", "duckdb", "polars")
 TASKS = ("sample", "labels", "column")
-SIZES = {"10M": 1, "100M": 10}
+SIZES = {"10M": 1, "100M": 10, "1B": 100}
+# A cell's task runs this many times in its process (the 1B label scans take a minute or more each).
+REPEATS = {"10M": 3, "100M": 3, "1B": 1}
 COLUMN = "temp"
-REPEATS = 3
 
 
 def _monitoring_bench() -> Any:
@@ -190,16 +192,9 @@ class Polars:
         return frame.collect().to_arrow()
 
     def read_labels(self, files: Sequence[str], ids: Sequence[str], ranges: Sequence[tuple[Any, Any]]) -> Any:
-        import polars as pl
+        from mlops.monitoring import label_scan
 
-        keep = pl.col("request_id").is_in(pl.Series(ids, dtype=pl.String).implode())
-        if ranges:
-            in_time = pl.lit(False)
-            for a, b in ranges:
-                in_time = in_time | pl.col("prediction_time").is_between(_naive(a), _naive(b), closed="both")
-            keep = in_time & keep
-        frame = pl.scan_parquet(list(files)).filter(keep).select("request_id", "label", "arrived_at").collect()
-        return frame.to_pandas()
+        return label_scan.read_labels(files, ids, ranges)
 
     def served_column(self, files: Sequence[Path], name: str) -> Any:
         import polars as pl
@@ -210,7 +205,7 @@ class Polars:
 
 
 class Arrow:
-    """pyarrow: today's code in `mlops.monitoring.volume` and `summaries`."""
+    """pyarrow: the project's code in `mlops.monitoring.volume` and `summaries` (the label scan: as it was)."""
 
     def read_row_groups(self, groups: Sequence[tuple[Path, int, int]], columns: Sequence[str], start: datetime,
                         end: datetime) -> Any:  # fmt: skip
@@ -219,9 +214,26 @@ class Arrow:
         return volume._read_row_groups(groups, columns, start, end)
 
     def read_labels(self, files: Sequence[str], ids: Sequence[str], ranges: Sequence[tuple[Any, Any]]) -> Any:
-        from mlops.monitoring import volume
+        """`volume._read_labels` up to the switch to Polars (commit 9053617): the dataset scanner, filters pushed."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
 
-        return volume._read_labels(files, ids, ranges)
+        dataset = ds.dataset(list(files), format="parquet")
+        wanted = [c for c in ("request_id", "label", "arrived_at") if c in dataset.schema.names]
+        keep = pc.field("request_id").isin(list(ids))
+        when = dataset.schema.field("prediction_time").type if "prediction_time" in dataset.schema.names else None
+        if when is not None and pa.types.is_timestamp(when) and ranges:
+            spans = [
+                (pc.field("prediction_time") >= pa.scalar(_naive(a), when))
+                & (pc.field("prediction_time") <= pa.scalar(_naive(b), when))
+                for a, b in ranges
+            ]
+            in_time = spans[0]
+            for span in spans[1:]:
+                in_time = in_time | span
+            keep = in_time & keep
+        return dataset.to_table(columns=wanted, filter=keep).to_pandas()
 
     def served_column(self, files: Sequence[Path], name: str) -> Any:
         from mlops.monitoring import summaries
@@ -316,11 +328,11 @@ def digest(output: Any) -> str:
 # --------------------------------------------------------------------------- children
 
 
-def child_cell(engine: str, task: str, home: Path) -> dict[str, Any]:
+def child_cell(engine: str, task: str, repeats: int, home: Path) -> dict[str, Any]:
     work, _ = run_task(engine, task, home)
     baseline = peak_rss_mb()
     seconds, output = [], None
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         output = None  # the previous run's output freed first, as a task process holds one
         clock = time.perf_counter()
         output = work()
@@ -384,7 +396,8 @@ def ensure_engines(argv: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["10M", "100M"], choices=list(SIZES))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--data", type=Path, default=Path("/tmp/mlops-bench-monitoring"))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -392,8 +405,10 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         home = Path(rest[-1])
-        result = {"cell": lambda: child_cell(rest[0], rest[1], home), "check": lambda: child_check(rest[0], home),
-                  "prepare": lambda: child_prepare(home)}[kind]()  # fmt: skip
+        if kind == "cell":
+            result = child_cell(rest[0], rest[1], int(rest[2]), home)
+        else:
+            result = child_check(rest[0], home) if kind == "check" else child_prepare(home)
         print(json.dumps(result, default=str))
         return
     ensure_engines(sys.argv[1:])
@@ -403,29 +418,32 @@ def main() -> None:
     source = args.data / "10M-drifted"
     if not (source / "exact-metrics.json").exists():
         BENCH.generate(source, 10_000_000, "drifted")
-    results: dict[str, Any] = {
+    # Cells of earlier runs are kept unless this run measures them again; each cell names its run.
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": [], "cells": []}
+    run = len(results["runs"]) + 1
+    results["runs"].append({
+        "run": run,
+        "command": " ".join(["./run bench monitoring_readers", *sys.argv[1:]]),
         "started": datetime.now().isoformat(timespec="seconds"),
         "load_average_before": os.getloadavg(),
-        "versions": {
-            "duckdb": duckdb.__version__,
-            "polars": polars.__version__,
-            "pyarrow": __import__("pyarrow").__version__,
-        },  # fmt: skip
+        "versions": {"duckdb": duckdb.__version__, "polars": polars.__version__,
+                     "pyarrow": __import__("pyarrow").__version__},
         "checks": [],
-        "cells": [],
-    }
+    })  # fmt: skip
     for size in args.sizes:
         home = source if size == "10M" else args.data / f"{size}-drifted"
         if size != "10M" and not (home / "exact-metrics.json").exists():
             BENCH.link_copies(source, home, SIZES[size])
-        print(f"{size}: sample for the label task: {run_child(['prepare'], home)}", flush=True)
+        if "labels" in args.tasks:
+            print(f"{size}: sample for the label task: {run_child(['prepare'], home)}", flush=True)
         if size == "10M":
-            for task in TASKS:
+            for task in args.tasks:
                 check = run_child(["check", task], home)
-                results["checks"].append({"size": size, **check})
+                results["runs"][-1]["checks"].append({"size": size, **check})
                 print(f"{size} {task}: the three engines' outputs equal ({check['rows']} rows)", flush=True)
-        for task in TASKS:
-            cells = [{"size": size, **run_child(["cell", engine, task], home)} for engine in ENGINES]
+        for task in args.tasks:
+            cells = [{"run": run, "size": size, **run_child(["cell", engine, task, str(REPEATS[size])], home)}
+                     for engine in ENGINES]  # fmt: skip
             digests = {c["engine"]: c["digest"] for c in cells}
             if len(set(digests.values())) != 1:
                 raise SystemExit(f"{size} {task}: the engines' outputs differ: {digests}")
@@ -433,9 +451,11 @@ def main() -> None:
                 print(f"{size:>5} {task:<7} {c['engine']:<8} median {c['seconds_median']:>7.2f} s "
                       f"(first {c['seconds_first']:.2f}) peak {c['peak_rss_mb']:>6} MB "
                       f"(after imports {c['baseline_rss_mb']} MB) rows {c['rows']}", flush=True)  # fmt: skip
+            measured = {(c["size"], c["task"], c["engine"]) for c in cells}
+            results["cells"] = [c for c in results["cells"] if (c["size"], c["task"], c["engine"]) not in measured]
             results["cells"] += cells
-    results["load_average_after"] = os.getloadavg()
-    args.out.write_text(json.dumps(results, indent=1))
+            results["runs"][-1]["load_average_after"] = os.getloadavg()
+            args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ SEAMS: dict[str, tuple[str, ...]] = {
     "evidently": ("mlops.monitoring.reports",),
     "dvc": ("mlops.data.versioning",),
     "airflow": ("mlops.orchestration",),
+    "polars": ("mlops.monitoring.label_scan",),
 }
 
 # Layers, lowest first. A module may import its own package's modules and any lower layer;

@@ -12,12 +12,12 @@ The sample is stratified by day partition: each day gets a quota proportional to
 rows (from the Parquet footers, no read). Within a day, row groups are drawn at random (by size)
 until they hold four times the quota (at least 8 groups when the day has them), then
 the quota's rows are drawn uniformly from them. Only the columns monitoring uses are
-decoded, with pyarrow (already a dependency), never the whole window into pandas. The
-labels are joined for the sampled request ids only, with the id filter pushed into the
-label files' scan. The labelled-row count is the label files' row count from their
-footers: labels are upserted by request id into their prediction's day folder, so a
-day's label files hold each id once (the unmatched labels, whose prediction was not
-logged when they came, are not counted).
+decoded, with pyarrow, never the whole window into pandas. The labels are joined for the
+sampled request ids only, the id and time filters pushed into the label files' scan (with
+Polars: `label_scan`; each engine chosen by measurement, docs/benchmarks.md). The
+labelled-row count is the label files' row count from their footers: labels are upserted
+by request id into their prediction's day folder, so a day's label files hold each id once
+(the unmatched labels, whose prediction was not logged when they came, are not counted).
 
 An SQL log takes the same path with the database doing the work: the row count is a
 COUNT(*), the sample an `ORDER BY random() LIMIT n` (uniform, not stratified), the labelled
@@ -228,14 +228,16 @@ def _time_ranges(times: pd.Series, gap: Any) -> list[tuple[Any, Any]]:
 
 
 def _join_sample_labels(sample: pd.DataFrame, label_days: Sequence[Path]) -> pd.DataFrame:
-    """`label` and `label_arrived_at` of the sampled rows, read from the label files of `label_days`."""
+    """`label` and `label_arrived_at` of the sampled rows, read from the label files of `label_days` (`label_scan`)."""
     import pandas as pd
 
     files = [str(f) for d in label_days for f in _parquet_files(d)]
     if not files or sample.empty:
         return _attach_labels(sample, pd.DataFrame())
     ids = sample["request_id"].astype(str).unique().tolist()
-    return _attach_labels(sample, _read_labels(files, ids, _label_time_ranges(sample)))
+    from mlops.monitoring.label_scan import read_labels
+
+    return _attach_labels(sample, read_labels(files, ids, _label_time_ranges(sample)))
 
 
 def _label_time_ranges(sample: pd.DataFrame) -> list[tuple[Any, Any]]:
@@ -247,44 +249,6 @@ def _label_time_ranges(sample: pd.DataFrame) -> list[tuple[Any, Any]]:
     times = pd.to_datetime(sample["event_time"])
     times = times.dt.tz_convert(None) if times.dt.tz is not None else times
     return _time_ranges(times, pd.Timedelta(minutes=10).to_numpy())
-
-
-def _read_labels(files: Sequence[str], ids: Sequence[str], ranges: Sequence[tuple[Any, Any]]) -> pd.DataFrame:
-    """request_id, label and arrived_at of the label rows of `ids`, the filters pushed into the files' scan.
-
-    Besides the ids, a filter on the labels' `prediction_time` (a label's prediction's event
-    time) to the time ranges the sample came from: label files written as labels arrive for a
-    span of predictions hold runs of prediction times, so their row-group statistics let the
-    scan skip most of them without decoding an id. Labels without prediction_time are scanned
-    by id alone.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset(list(files), format="parquet")
-    wanted = [c for c in ("request_id", "label", "arrived_at") if c in dataset.schema.names]
-    keep = pc.field("request_id").isin(list(ids))
-    when = dataset.schema.field("prediction_time").type if "prediction_time" in dataset.schema.names else None
-    if when is not None and pa.types.is_timestamp(when) and ranges:
-        spans = [
-            (pc.field("prediction_time") >= _stamp(a, when)) & (pc.field("prediction_time") <= _stamp(b, when))
-            for a, b in ranges
-        ]
-        in_time = spans[0]
-        for span in spans[1:]:
-            in_time = in_time | span
-        keep = in_time & keep
-    return dataset.to_table(columns=wanted, filter=keep).to_pandas()
-
-
-def _stamp(value: Any, kind: Any) -> Any:
-    """A naive UTC time as a scalar of the timestamp type `kind` (with its time zone, if it has one)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    moment = pd.Timestamp(value)
-    return pa.scalar(moment.tz_localize("UTC") if kind.tz is not None else moment, type=kind)
 
 
 def _attach_labels(sample: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
