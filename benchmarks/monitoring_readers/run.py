@@ -1,4 +1,4 @@
-"""The row work of monitoring at volume read three ways: pyarrow (today's code), DuckDB and Polars.
+"""The row work of monitoring at volume read three ways: pyarrow, DuckDB and Polars (the choice: docs/benchmarks.md).
 
     ./run bench monitoring_readers                 # 10M and 100M rows, every task and engine
     ./run bench monitoring_readers --sizes 10M     # one size (1B: 100 hard links of each 10M file)
@@ -20,10 +20,11 @@ three things still read rows of the Parquet log, and they are what this bench ti
 
 The group and row draws, the quota take and the label attach are the project's own
 functions for every engine (`volume._choose_row_groups`, `_take_quota`, `_attach_labels`):
-only the reading differs. Each engine reads as it reads best: pyarrow with today's code,
+only the reading differs. Each engine reads as it reads best: pyarrow with the project's code
+(for the labels, the dataset scan `volume` used before the measurement moved it to Polars),
 DuckDB with `read_parquet` (row groups by `file_row_number`, pruned from the statistics; the
 ids as a semi-join against the registered sample ids), Polars with `scan_parquet` (row groups
-as pushed-down slices; the ids with `is_in`).
+as pushed-down slices; the labels with the project's `label_scan`, the ids with `is_in`).
 
 Before anything is timed, one process runs the three engines on each task of the 10M log and
 compares their outputs (pandas `assert_frame_equal`); every timed cell also digests its
