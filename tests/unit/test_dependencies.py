@@ -36,6 +36,7 @@ STACK = [
     "dvc.repo",
     "fastapi",
     "pyarrow.parquet",
+    "polars",
 ]
 
 
