@@ -11,7 +11,9 @@ comes from:
   project of the run's own; its keys are deleted at the end);
 - `<mode>@<commit>`: that mode served by the service code of `<commit>`, checked out in a temporary git
   worktree (as bench.py's `--baseline`): `redis@7f3df02` reads the store once per request on a worker
-  thread, as the service did before the lookups of one event-loop turn shared a read.
+  thread, as the service did before the lookups of one event-loop turn shared a read; `redis@0c7a979`
+  shares one Feast read among the lookups of a turn, awaited before the request joins a micro-batch, as
+  the service did before the micro-batch read the store itself (with Feast's tables read directly).
 
 Each store-backed service has its own MLOPS_HOME, loaded by the project's own pipeline (apply, ingest,
 materialize). Before measuring, each service must answer the body with the same prediction as `inline`
@@ -173,6 +175,8 @@ PROFILE_FRAMES = {
     "event loop thread": "MainThread",
     "Feast get_online_features": "get_online_features",
     "Feast online_read (store)": "online_read",
+    "direct SQLite read (features/store.py)": "_read_sqlite",
+    "direct Redis read (features/store.py)": "_read_redis",
     "redis client": "redis/",
     "sqlite3": "sqlite",
     "registry": "registry",

@@ -254,21 +254,19 @@ def test_an_unreachable_redis_is_a_store_error_not_a_guess(scaleout: Scaleout) -
     reader = store.OnlineReader(down, ["weather_hourly:temp"])
     with pytest.raises(store.FeatureStoreError, match="online store unavailable"):
         reader.read([{"hour": "2011-07-15T14"}])
-    # The service's path: Feast's async read, shared by the lookups of one event-loop turn.
+    # The service's path: the async read of a micro-batch.
     with pytest.raises(store.FeatureStoreError, match="online store unavailable"):
-        asyncio.run(reader.read_shared([{"hour": "2011-07-15T14"}]))
+        asyncio.run(reader.read_async([{"hour": "2011-07-15T14"}]))
 
 
-def test_concurrent_lookups_share_one_async_read_from_redis(scaleout: Scaleout) -> None:
+def test_one_async_read_from_redis_serves_every_entity_row(scaleout: Scaleout) -> None:
     from mlops.features import store
 
     reader = store.OnlineReader(scaleout.repo, [f"weather_hourly:{f}" for f in WEATHER])
     hours = ["2011-07-15T14", "2011-03-01T08", "2011-07-15T14", "1999-01-01T00"]
-
-    async def concurrently() -> list[list[dict[str, Any]]]:
-        return await asyncio.gather(*(reader.read_shared([{"hour": hour}]) for hour in hours))
-
-    got = [rows[0] for rows in asyncio.run(concurrently())]
+    got = asyncio.run(reader.read_async([{"hour": hour} for hour in hours]))
+    assert reader._direct  # Feast's hashes read with one HMGET per key, not get_online_features
+    assert got == [{k: v for k, v in row.items() if k != "hour"} for row in reader.read([{"hour": h} for h in hours])]
     offline = scaleout.offline.set_index("hour")
     for hour, row in zip(hours[:3], got[:3], strict=True):
         assert (row["temp"], row["weathersit"]) == (offline.loc[hour, "temp"], offline.loc[hour, "weathersit"])

@@ -192,3 +192,33 @@ def test_a_replay_sends_the_hour_and_the_calendar_and_every_row_is_answered_with
         assert values(frame[name]) == values(source[name]), name
     expected = setup.pipeline.predict(source.reset_index()[list(setup.pipeline.feature_names_in_)])
     assert frame["prediction"].tolist() == pytest.approx(list(expected), rel=1e-9)
+
+
+def test_concurrent_requests_mixing_known_unknown_and_malformed_keys_each_get_their_own_answer(setup: Setup) -> None:
+    import asyncio
+
+    row = _row(setup, "2011-05-02", "8am")
+    kinds = {
+        "known": {"record": {"hour": "2011-05-02T08", **_calendar(row)}},
+        "unknown": {"record": {"hour": "1999-01-01T00", **_calendar(row)}},
+        "malformed": {"record": {"hour": 2011050208, **_calendar(row)}},
+    }
+    asked = list(kinds) * 4  # at once, so that they share micro-batches (and their store reads)
+
+    async def at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=setup.service.url, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/predict/bike_sharing", json=kinds[k]) for k in asked))
+
+    responses = asyncio.run(at_once())
+    frame = pd.DataFrame(
+        [{**_calendar(row), **{w: row[w] for w in WEATHER}}, {**_calendar(row), **dict.fromkeys(WEATHER, float("nan"))}]
+    )
+    known, imputed = setup.pipeline.predict(frame[list(setup.pipeline.feature_names_in_)])
+    for kind, response in zip(asked, responses, strict=True):
+        if kind == "malformed":
+            assert response.status_code == 422, response.text
+            assert [d["loc"] for d in response.json()["detail"]] == [["body", "record", "hour"]]
+        else:
+            assert response.status_code == 200, response.text
+            expected = known if kind == "known" else imputed  # the observed weather, or nulls the pipeline imputes
+            assert response.json()["predictions"] == pytest.approx([expected], rel=1e-9)

@@ -65,38 +65,37 @@ def test_materialize_then_online_lookup(repo: store.FeatureRepo) -> None:
     assert rows[1]["temp"] is None
 
 
-def test_lookups_of_one_event_loop_turn_share_one_read(repo: store.FeatureRepo) -> None:
+def test_one_read_serves_every_entity_row_it_is_given(repo: store.FeatureRepo) -> None:
     import asyncio
 
     store.materialize(repo, datetime(2011, 1, 2, tzinfo=UTC))
     reader = store.OnlineReader(repo, ["weather_hourly:temp"])
-    asked = [
-        [{"hour": "2011-01-01T01"}],
-        [{"hour": "2011-01-01T03"}, {"hour": "1999-01-01T00"}],
-        [{"hour": "2011-01-01T01"}],
-    ]
-
-    async def concurrently() -> list[list[dict[str, object]]]:
-        first = await asyncio.gather(*(reader.read_shared(rows) for rows in asked))
-        # A lookup after the first read ended is a read of its own.
-        return [*first, await reader.read_shared([{"hour": "2011-01-01T00"}])]
-
-    got = asyncio.run(concurrently())
-    assert [[row["temp"] for row in rows] for rows in got] == [[2.0], [4.0, None], [2.0], [1.0]]
-    assert reader.reads == 2
+    asked = [{"hour": "2011-01-01T01"}, {"hour": "2011-01-01T03"}, {"hour": "1999-01-01T00"}, {"hour": "2011-01-01T01"}]
+    got = asyncio.run(reader.read_async(asked))
+    assert [row["temp"] for row in got] == [2.0, 4.0, None, 2.0]
+    assert reader.reads == 1
 
 
-def test_a_shared_read_that_fails_fails_every_lookup_it_carried(tmp_path: Path) -> None:
+def test_the_direct_read_gives_what_feasts_get_online_features_gives(repo: store.FeatureRepo) -> None:
+    import asyncio
+
+    store.materialize(repo, datetime(2011, 1, 2, tzinfo=UTC))
+    refs = [f"weather_hourly:{f}" for f in ("temp", "atemp", "hum", "windspeed", "weathersit")]
+    reader = store.OnlineReader(repo, refs)
+    asked = [{"hour": f"2011-01-01T0{h}"} for h in range(5)] + [{"hour": "1999-01-01T00"}]
+    direct = asyncio.run(reader.read_async(asked))
+    assert reader._direct  # string keys on SQLite: read without get_online_features
+    through_feast = [{k: v for k, v in row.items() if k != "hour"} for row in reader.read(asked)]
+    assert direct == through_feast
+    assert direct[1] == {"temp": 2.0, "atemp": 0.0, "hum": 50.0, "windspeed": 0.0, "weathersit": "Clear"}
+
+
+def test_a_read_that_fails_is_a_store_error(tmp_path: Path) -> None:
     import asyncio
 
     reader = store.OnlineReader(store.FeatureRepo(definitions_dir=tmp_path, home=tmp_path), ["weather_hourly:temp"])
-
-    async def concurrently() -> list[object]:
-        return await asyncio.gather(*(reader.read_shared([{"hour": "x"}]) for _ in range(3)), return_exceptions=True)
-
-    errors = asyncio.run(concurrently())
-    assert all(isinstance(e, store.FeatureStoreError) and "online store unavailable" in str(e) for e in errors)
-    assert reader.reads == 1
+    with pytest.raises(store.FeatureStoreError, match="online store unavailable"):
+        asyncio.run(reader.read_async([{"hour": "x"}]))
 
 
 def test_no_offline_data_says_what_to_run(tmp_path: Path) -> None:

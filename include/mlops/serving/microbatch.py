@@ -8,6 +8,11 @@ the event loop, as the champion's does: the guard then compares the two on equal
 thread of its own was tried: under load its hand-off and GIL waits gave a canary of the
 champion's own kind a p99 3-4x the champion's, and the guard rolled every sound canary back;
 docs/serving.md, "Shadow and canary cost".)
+
+A store-backed use case's requests (serving/online_features.py) join the batch with their store
+features still to come: the batch reads the online store once for all of them, then predicts.
+A request the store cannot complete (an unknown entity under `refuse`, the store down) gets its
+own error; the others of the batch are predicted.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from mlops.naming import ROLE_CHAMPION
 if TYPE_CHECKING:
     from mlops.serving.metrics import ServiceMetrics
     from mlops.serving.models import LoadedModel, ModelCache
+    from mlops.serving.online_features import StoreLookup
     from mlops.serving.shadow import RequestContext, ShadowScorer
 
 Probabilities = list[list[float]] | None
@@ -29,7 +35,10 @@ Result = tuple["LoadedModel", list[Any], Probabilities]
 """The model that answered, one prediction per row and, for a classifier, one probability row per row."""
 
 
-_Pending = tuple["LoadedModel", list[list[Any]], "asyncio.Future[Result]", "RequestContext | None"]
+_Pending = tuple[
+    "LoadedModel", list[list[Any]], "asyncio.Future[Result]", "RequestContext | None", "StoreLookup | None"
+]
+_Usable = tuple[list[list[Any]], "asyncio.Future[Result]", "RequestContext | None"]
 
 
 class VersionChanged(Exception):
@@ -67,12 +76,22 @@ class MicroBatcher:
         self.metrics = metrics
         self._pending: list[_Pending] = []
         self._scheduled = False
+        self._filling: set[asyncio.Task[None]] = set()
 
-    async def predict(self, model: LoadedModel, rows: list[list[Any]], context: RequestContext | None = None) -> Result:
-        """The request's predictions; `context` (ids, event times, source) lets the shadow log its rows."""
+    async def predict(
+        self,
+        model: LoadedModel,
+        rows: list[list[Any]],
+        context: RequestContext | None = None,
+        lookup: StoreLookup | None = None,
+    ) -> Result:
+        """The request's predictions; `context` (ids, event times, source) lets the shadow log its rows.
+
+        With `lookup`, the rows' store features are still None: the batch reads them (in place) before
+        predicting; a RequestError (422, 503) when the store cannot complete this request."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._pending.append((model, rows, future, context))
+        self._pending.append((model, rows, future, context, lookup))
         if not self._scheduled:
             self._scheduled = True
             if self.window_seconds > 0:
@@ -91,17 +110,47 @@ class MicroBatcher:
             return
         model = self.model_of()
         if model is None:
-            for _, _, future, _ in pending:
+            for _, _, future, _, _ in pending:
                 _settle(future, RuntimeError("no model loaded"))
             return
-        usable: list[tuple[list[list[Any]], asyncio.Future[Result], RequestContext | None]] = []
-        for validated_with, rows, future, context in pending:
+        usable: list[_Usable] = []
+        lookups: list[tuple[list[list[Any]], asyncio.Future[Result], StoreLookup]] = []
+        for validated_with, rows, future, context, lookup in pending:
             # Rows are ordered by the schema they were validated with; a new version
             # with other columns cannot take them (never seen in practice: same use case).
             if validated_with.schema.names != model.schema.names:
                 _settle(future, VersionChanged())
-            else:
-                usable.append((rows, future, context))
+                continue
+            usable.append((rows, future, context))
+            if lookup is not None:
+                lookups.append((rows, future, lookup))
+        if lookups:
+            task = asyncio.get_running_loop().create_task(self._fill_then_predict(model, usable, lookups))
+            self._filling.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._filling.discard)
+        elif usable:
+            self._predict_batch(model, usable)
+
+    async def _fill_then_predict(
+        self,
+        model: LoadedModel,
+        usable: list[_Usable],
+        lookups: list[tuple[list[list[Any]], asyncio.Future[Result], StoreLookup]],
+    ) -> None:
+        """One store read for every store-backed request of the batch, then one predict for all that it completed."""
+        online = lookups[0][2].online  # one batcher serves one use case: one reader
+        failures: list[BaseException | None]
+        try:
+            failures = list(await online.fill(model.schema, [(rows, lookup) for rows, _, lookup in lookups]))
+        except Exception as exc:  # a bug in the filling must fail its requests, never leave them waiting
+            failures = [exc] * len(lookups)
+        for (_, future, _), failure in zip(lookups, failures, strict=True):
+            if failure is not None:
+                _settle(future, failure)
+        # Settled ones (a failure here, a client gone during the read) are not predicted.
+        self._predict_batch(model, [entry for entry in usable if not entry[1].done()])
+
+    def _predict_batch(self, model: LoadedModel, usable: list[_Usable]) -> None:
         if not usable:
             return
         all_rows = [row for rows, _, _ in usable for row in rows]

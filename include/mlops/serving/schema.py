@@ -208,6 +208,8 @@ class InputSchema:
     names: list[str] = field(init=False)
     _checks: list[tuple[str, Callable[[Any], tuple[Any, str | None]], bool, bool]] = field(init=False, repr=False)
     _known: frozenset[str] = field(init=False, repr=False)
+    _index: dict[str, int] = field(init=False, repr=False)
+    _with_store: dict[tuple[str, ...], InputSchema] = field(init=False, repr=False)
     _null_message: str = field(init=False, repr=False)
     log_types: dict[str, str] = field(init=False, repr=False)
     """Feature -> kind for the prediction log (frames.FEATURE_KINDS); `any` columns are inferred there."""
@@ -225,6 +227,8 @@ class InputSchema:
         )
         self._checks = [(c.name, _CHECKS[c.kind], c.required, c.nullable) for c in self.columns]
         self._known = frozenset(self.names)
+        self._index = {name: j for j, name in enumerate(self.names)}
+        self._with_store: dict[tuple[str, ...], InputSchema] = {}
 
     @classmethod
     def from_signature(
@@ -252,6 +256,44 @@ class InputSchema:
             required = bool(spec.get("required", True))
             columns.append(Column(name, kind, required=required, nullable=nullable))
         return cls(columns, missing, use_case)
+
+    def with_store_columns(self, names: Sequence[str]) -> InputSchema:
+        """This schema for a request whose `names` come from the feature store later (in the micro-batch).
+
+        Those columns may be absent from the request: `parse` leaves None in their places, and
+        `fill_store_values` validates the store's values into them. Built once per model and set of names.
+        """
+        key = tuple(names)
+        found = self._with_store.get(key)
+        if found is None:
+            deferred = set(names)
+            columns = [
+                Column(c.name, c.kind, required=False, nullable=True) if c.name in deferred else c for c in self.columns
+            ]
+            found = self._with_store[key] = InputSchema(columns, self.missing, self.use_case)
+        return found
+
+    def fill_store_values(
+        self, row: list[Any], values: dict[str, Any], loc: list[str | int], errors: list[dict[str, Any]]
+    ) -> None:
+        """Validate the feature store's `values` into their columns of a parsed `row` (`with_store_columns`),
+        as a client's would be: a null under `refuse`, or a value of the wrong type, is an entry in `errors`."""
+        for name, value in values.items():
+            j = self._index.get(name)
+            if j is None:
+                msg = "the feature store gives a feature this model does not take; make feature_store.features match"
+                errors.append(_error([*loc, name], msg, "extra_forbidden"))
+                continue
+            _, check, _, nullable = self._checks[j]
+            if value is None:
+                if not nullable:
+                    errors.append(_error([*loc, name], self._null_message, "null"))
+                row[j] = None
+                continue
+            checked, problem = check(value)
+            if problem is not None:
+                errors.append(_error([*loc, name], f"the feature store's value {problem}", "type_error"))
+            row[j] = checked
 
     @property
     def all_double(self) -> bool:

@@ -31,6 +31,7 @@ from mlops.naming import ROLE_CANARY, ROLE_CHAMPION
 from mlops.serving.canary import goes_to_canary
 from mlops.serving.logentry import LogEntry
 from mlops.serving.microbatch import VersionChanged
+from mlops.serving.online_features import StoreLookup, StoreRequestError
 from mlops.serving.openapi import PREDICT_ERRORS, error_responses
 from mlops.serving.routes import json_body, json_response
 from mlops.serving.schema import RequestError, parse_json
@@ -190,15 +191,19 @@ async def score(
     /invocations (routes/invocations.py) scores through here too, so its rows are validated
     and logged like every other prediction.
     """
-    entity_keys = None
+    lookup = None
     try:
         online = state.online.get(use_case)
-        if online is not None:
-            # A store-backed use case: the entity keys in, the store's features filled in, before validation.
-            payload, entity_keys = await online.complete(payload)
-        parsed = model.schema.parse(payload, state.config.max_records)
+        if online is None:
+            parsed = model.schema.parse(payload, state.config.max_records)
+        else:
+            # A store-backed use case: the entity keys checked and taken out here, the store's features
+            # filled in by the micro-batch (one read for all its requests) and validated there.
+            payload, lookup = online.prepare(payload)
+            parsed = model.schema.with_store_columns(online.names).parse(payload, state.config.max_records)
     except RequestError as exc:
         return json_response(exc.status, exc.body())
+    entity_keys = lookup.entity_rows if lookup is not None else None
     # Ids and event times before predicting: the shadow logs its rows under the same ones.
     ids = parsed.ids or new_ids(len(parsed.rows))
     times = parsed.event_times
@@ -208,16 +213,21 @@ async def score(
     context = RequestContext(ids, times, parsed.source)
     rows, role = parsed.rows, ROLE_CHAMPION
     canary = _canary_for(state, use_case, routing_key or ids[0])
-    answered = await _predict_canary(state, use_case, canary, payload, context) if canary else None
+    try:
+        answered = await _predict_canary(state, use_case, canary, payload, context, lookup) if canary else None
+    except StoreRequestError as exc:
+        return json_response(exc.status, exc.body())
     if answered is not None:
         used, predictions, probabilities, rows = answered
         role = ROLE_CANARY
         _log(state.writer, used, rows, context, predictions, probabilities, role, entity_keys)
         return _body(use_case, used, role, ids, predictions, probabilities)
     try:
-        used, predictions, probabilities = await state.batchers[use_case].predict(model, rows, context)
+        used, predictions, probabilities = await state.batchers[use_case].predict(model, rows, context, lookup)
     except VersionChanged:
         return json_response(503, {"detail": "the model changed its input columns during this request; retry"})
+    except RequestError as exc:  # the store could not complete this request (serving/online_features.py)
+        return json_response(exc.status, exc.body())
     except (ValueError, TypeError, KeyError) as exc:
         # The pipeline refused values the signature allowed (e.g. an unknown category).
         return json_response(
@@ -271,20 +281,24 @@ async def _predict_canary(
     canary: LoadedModel,
     payload: Any,
     context: RequestContext,
+    lookup: StoreLookup | None = None,
 ) -> tuple[LoadedModel, list[Any], list[list[float]] | None, list[list[Any]]] | None:
     """The canary's answer, or None (counted against its guard) when it fails: the champion answers then."""
     started = time.perf_counter()
     try:
         # Usually the same columns as the champion's; a canary that reads others validates the request itself.
-        parsed = canary.schema.parse(payload, state.config.max_records)
+        schema = canary.schema if lookup is None else canary.schema.with_store_columns(lookup.online.names)
+        parsed = schema.parse(payload, state.config.max_records)
         timeout = state.guards[use_case].rules.canary_timeout_ms / 1000
         batcher = state.canary_batchers[use_case]
         # asyncio.timeout, not wait_for: wait_for wraps the call in a Task, which starts a loop turn later, so
         # every canary request missed the batch it arrived with (py-spy and the bench: a 3x p99 under load).
         async with asyncio.timeout(timeout):
-            used, predictions, probabilities = await batcher.predict(canary, parsed.rows, context)
+            used, predictions, probabilities = await batcher.predict(canary, parsed.rows, context, lookup)
         if _non_finite(predictions, probabilities) is not None:
             raise ValueError("no finite prediction (NaN or infinity)")
+    except StoreRequestError:
+        raise  # the store's answer, not the canary's failure
     except Exception as exc:
         state.metrics.canary_fallbacks.labels(use_case, canary.version).inc()
         state.guards[use_case].observe_canary(canary.version, time.perf_counter() - started, failed=True)
