@@ -520,6 +520,7 @@ class _DirectRead:
         from feast.protos.feast.types.Value_pb2 import Value
 
         self._serialize, self._entity_key, self._value_proto = serialize_entity_key, EntityKey, Value
+        self._keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     @classmethod
     def plan(cls, store: Any, repo: FeatureRepo, refs: list[str]) -> _DirectRead | Literal[False]:
@@ -555,9 +556,18 @@ class _DirectRead:
         return cls(repo, views, config.entity_key_serialization_version)
 
     def _key(self, view: _ViewRead, row: dict[str, Any]) -> bytes:
-        values = [self._value_proto(string_val=row[k]) for k in view.join_keys]
-        key: bytes = self._serialize(self._entity_key(join_keys=view.join_keys, entity_values=values), self.key_version)
-        return key + self.repo.project.encode() if self.repo.redis_url else key
+        """An entity's key as Feast stores it: its serialization (plus the project, on Redis). The encodings
+        are kept (at most _KEYS_KEPT), never a value: each read still asks the store."""
+        values = tuple(row[k] for k in view.join_keys)
+        key = self._keys.get((view.table, values))
+        if key is None:
+            protos = [self._value_proto(string_val=v) for v in values]
+            key = self._serialize(self._entity_key(join_keys=view.join_keys, entity_values=protos), self.key_version)
+            key = key + self.repo.project.encode() if self.repo.redis_url else key
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            self._keys[(view.table, values)] = key
+        return key
 
     def _value(self, raw: bytes | None) -> Any:
         """A stored Value proto as Python, as Feast's `to_dict` gives it (scalars directly; the rest through Feast)."""
@@ -628,6 +638,10 @@ class _DirectRead:
         if self._sqlite is not None:
             self._sqlite.close()
         self._sqlite, self._redis = None, None
+
+
+_KEYS_KEPT = 100_000
+"""Entity key encodings a reader keeps (a few MB); past that it starts over."""
 
 
 def _open_sqlite(path: Path, wait: float) -> Any:

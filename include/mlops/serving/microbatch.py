@@ -92,14 +92,17 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((model, rows, future, context, lookup))
-        if not self._scheduled:
-            self._scheduled = True
-            if self.window_seconds > 0:
-                loop.call_later(self.window_seconds, self._flush)
-            else:
-                # call_soon runs after every request already runnable in this turn has joined.
-                loop.call_soon(self._flush)
+        if not self._scheduled and not self._filling:
+            self._schedule(loop)
         return await future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = True
+        if self.window_seconds > 0:
+            loop.call_later(self.window_seconds, self._flush)
+        else:
+            # call_soon runs after every request already runnable in this turn has joined.
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -125,9 +128,13 @@ class MicroBatcher:
             if lookup is not None:
                 lookups.append((rows, future, lookup))
         if lookups:
+            # While this batch reads the store, the next one gathers without a window of its own: it starts
+            # when this one is answered, as a batch of the inline path gathers while its predict runs. (With
+            # the window running during the read, the next batch flushed right after the predict, smaller:
+            # more predict calls for the same requests; the bench's first run, docs/features.md.)
             task = asyncio.get_running_loop().create_task(self._fill_then_predict(model, usable, lookups))
             self._filling.add(task)  # the loop keeps only a weak reference to a task
-            task.add_done_callback(self._filling.discard)
+            task.add_done_callback(self._filled)
         elif usable:
             self._predict_batch(model, usable)
 
@@ -149,6 +156,11 @@ class MicroBatcher:
                 _settle(future, failure)
         # Settled ones (a failure here, a client gone during the read) are not predicted.
         self._predict_batch(model, [entry for entry in usable if not entry[1].done()])
+
+    def _filled(self, task: asyncio.Task[None]) -> None:
+        self._filling.discard(task)
+        if self._pending and not self._scheduled and not self._filling:
+            self._schedule(asyncio.get_running_loop())
 
     def _predict_batch(self, model: LoadedModel, usable: list[_Usable]) -> None:
         if not usable:
