@@ -156,3 +156,37 @@ def test_the_store_down_during_a_batch_is_a_503_for_its_requests_until_it_is_bac
     copy.online_path.write_bytes(original)
     assert _batch(online, model, payloads) == [[20.0], [-10.0]]
     assert not online.degraded()
+
+
+def test_requests_arriving_during_a_batchs_read_wait_for_it_and_then_share_one_batch(
+    repo: store.FeatureRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch opens no window while one reads the store (else it would flush, small, right after)."""
+    use_case = _use_case("impute")
+    online, model = OnlineFeatures(use_case, repo), _model(use_case)
+    batcher = MicroBatcher(_Cache(model), model.use_case, window_seconds=0.0)  # type: ignore[arg-type]
+    real_read, reads_started = online.reader.read_async, []
+
+    async def scenario() -> list[Any]:
+        release = asyncio.Event()
+
+        async def held_read(entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            reads_started.append(len(entity_rows))
+            await release.wait()  # the store answers only once the later requests have arrived
+            return await real_read(entity_rows)
+
+        monkeypatch.setattr(online.reader, "read_async", held_read)
+
+        def ask(hour: str) -> asyncio.Task[Any]:
+            return asyncio.create_task(_request(online, batcher, model, {"record": _record(hour)}))
+
+        first = [ask("2011-01-01T01") for _ in range(2)]
+        await asyncio.sleep(0.02)
+        later = [ask("2011-01-01T02") for _ in range(3)]
+        await asyncio.sleep(0.02)
+        assert reads_started == [2]  # the later three wait for the batch in flight, without a read of their own
+        release.set()
+        return list(await asyncio.gather(*first, *later))
+
+    assert asyncio.run(scenario()) == [[20.0]] * 2 + [[30.0]] * 3
+    assert reads_started == [2, 3] and model.model.calls == [2, 3]
