@@ -4,7 +4,8 @@ Polars because it was measured fastest at this scan, against pyarrow's dataset s
 here before) and DuckDB, doing the same work on the same files (`./run bench
 monitoring_readers`, docs/benchmarks.md "Monitoring at volume: the reading engine"): the
 labels of 200,000 sampled ids among 80M label rows took 3.9 s with Polars, 6.0 s with DuckDB
-and 8.1 s with pyarrow; this scan is most of `collect_window` at a billion rows. The sample's
+and 8.1 s with pyarrow; among 800M, 45 s, 105 s and 121 s. This scan is most of
+`collect_window` at a billion rows. The sample's
 row groups and the exact recompute of a column stay with pyarrow (`volume`, `summaries`):
 there neither engine was clearly faster, and Polars' sample took more memory.
 """
