@@ -22,6 +22,7 @@ import yaml
 from polling import wait_until
 from test_serving import PROJECT_ROOT, Service, bike_frame, register, start_service
 
+from mlops.features.keys import hour_of_day
 from mlops.predictionlog.predictions import read_predictions
 
 pytestmark = pytest.mark.integration
@@ -222,3 +223,23 @@ def test_concurrent_requests_mixing_known_unknown_and_malformed_keys_each_get_th
             assert response.status_code == 200, response.text
             expected = known if kind == "known" else imputed  # the observed weather, or nulls the pipeline imputes
             assert response.json()["predictions"] == pytest.approx([expected], rel=1e-9)
+
+
+def test_the_openapi_example_is_answered_with_the_stores_weather_for_its_hour(setup: Setup) -> None:
+    """The documented example sends the entity key and the calendar only, for an hour the store holds: answered
+    with that hour's observed weather, not as an unknown entity's imputed nulls."""
+    url = setup.service.url
+    document = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    body = document["paths"]["/predict/bike_sharing"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    record = body["records"][0]
+    assert not set(WEATHER) & set(record) and set(record) == {"hour", *CALENDAR}
+    unknown = httpx.get(f"{url}/health").json()["feature_store"]["bike_sharing"]["unknown_entities"]
+    response = _post(setup, {**body, "ids": [f"example-{uuid.uuid4().hex[:8]}"]})
+    assert response.status_code == 200, response.text
+    assert httpx.get(f"{url}/health").json()["feature_store"]["bike_sharing"]["unknown_entities"] == unknown
+    day, clock = record["hour"].split("T")
+    observed = setup.raw[setup.raw["dteday"] == day]
+    observed = observed[observed["hr"].map(hour_of_day) == int(clock)].iloc[0]
+    full = pd.DataFrame([{**{c: record[c] for c in CALENDAR}, **{w: observed[w] for w in WEATHER}}])
+    expected = setup.pipeline.predict(full[list(setup.pipeline.feature_names_in_)])
+    assert response.json()["predictions"] == pytest.approx(list(expected), rel=1e-9)

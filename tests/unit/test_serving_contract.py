@@ -131,7 +131,8 @@ def test_an_integral_float_id_is_the_integer_id() -> None:
 
 def test_a_store_backed_record_asks_for_the_entity_keys_not_the_stores_features() -> None:
     from mlops.config import FeatureStoreSource, find_use_case
-    from mlops.serving.openapi import example_record, record_schema
+    from mlops.features.keys import hour_of_day
+    from mlops.serving.openapi import example_body, example_record, record_schema
 
     base = find_use_case("bike_sharing")
     weather = ["temp", "atemp", "hum", "windspeed", "weathersit"]
@@ -144,3 +145,8 @@ def test_a_store_backed_record_asks_for_the_entity_keys_not_the_stores_features(
     example = example_record(use_case, None)
     assert "hour" in example and not set(weather) & set(example)
     assert "come from the feature store" in schema["description"]
+    # A key the store holds (the training window's last day), at the example's own `hr`; sent at that hour.
+    assert example["hour"] == f"2011-02-28T{hour_of_day(example['hr']):02d}"
+    body = example_body(use_case, None)
+    assert body["records"] == [example] and body["event_times"] == [f"{example['hour']}:00:00"]
+    assert "event_times" not in example_body(base, None)

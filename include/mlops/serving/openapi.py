@@ -247,7 +247,7 @@ def predict_operation(use_case: UseCase, model: LoadedModel | None) -> dict[str,
             "content": {
                 "application/json": {
                     "schema": {"$ref": f"{REF}{_schema_name(name, 'Request')}"},
-                    "example": {"records": [example_record(use_case, model)], "ids": ["r-1"]},
+                    "example": example_body(use_case, model),
                 }
             },
         },
@@ -441,8 +441,43 @@ def example_record(use_case: UseCase, model: LoadedModel | None) -> dict[str, An
         else:
             out[column.name] = None if column.nullable else 0
     if use_case.feature_store is not None:
-        out |= dict.fromkeys(use_case.feature_store.entity_keys, "key")
+        out |= example_entity_keys(use_case, out)[0]
     return out
+
+
+def example_body(use_case: UseCase, model: LoadedModel | None) -> dict[str, Any]:
+    """The operation's example request: one record, its id, and for a store-backed use case its event time, the
+    hour its keys name (the skew check looks the keys up in the offline store as of the event time)."""
+    record = example_record(use_case, model)
+    body: dict[str, Any] = {"records": [record], "ids": ["r-1"]}
+    if use_case.feature_store is not None:
+        body["event_times"] = [example_entity_keys(use_case, record)[1]]
+    return body
+
+
+def example_entity_keys(use_case: UseCase, record: dict[str, Any]) -> tuple[dict[str, str], str]:
+    """Entity keys the store holds once `materialize_features` has run, and their event time (ISO).
+
+    `hour` is the last day of the training window at the record's `feature_store.hour_column` hour, so the
+    example's calendar and key agree and the key is one training joined; without a training window end, today.
+    A key nothing here can derive is a placeholder, which the service answers as an unknown entity (imputed
+    under `serving.missing: impute`).
+    """
+    import contextlib
+    from datetime import UTC, datetime, timedelta
+
+    from mlops.features.keys import hour_of_day
+
+    section = use_case.feature_store
+    assert section is not None
+    day = (use_case.training.window.end or datetime.now(UTC).date()) - timedelta(days=1)
+    hour = 12
+    if section.hour_column and record.get(section.hour_column) is not None:
+        with contextlib.suppress(ValueError):  # a label that is no hour: noon
+            hour = hour_of_day(record[section.hour_column])
+    at = f"{day:%Y-%m-%d}T{hour:02d}"
+    keys = {key: at if key == "hour" else f"<{key}>" for key in section.entity_keys}
+    return keys, f"{at}:00:00"
 
 
 def _suite_expectations(use_case: UseCase) -> list[dict[str, Any]]:
