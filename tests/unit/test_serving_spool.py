@@ -1,5 +1,6 @@
-"""The prediction log's spool (serving/spool.py): its framing, a torn tail, the replay of a dead writer's
-spool, and exactly once when a writer died between the store's write and its bookkeeping."""
+"""The prediction log's spool (serving/spool.py) and its drain process (serving/drain.py): the framing, a torn
+tail, the replay of a dead writer's spool, exactly once when a drain died between the store's write and its
+bookkeeping, and a drain process killed by PID and started again."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 from polling import wait_until
 
 from mlops.predictionlog.predictions import read_predictions
+from mlops.serving.drain import SpoolDrain
 from mlops.serving.logentry import LogEntry, decode_entry, encode_entry
-from mlops.serving.logwriter import PredictionLogWriter
-from mlops.serving.spool import HEADER, data_end, frame_record, read_records
+from mlops.serving.spool import HEADER, Spool, data_end, frame_record, read_records
+from mlops.serving.spoolwriter import SpooledLogWriter
 
 
 def _entry(request_id: str, event_time: datetime = datetime(2011, 5, 1, 8), use_case: str = "bike") -> LogEntry:
@@ -39,7 +41,7 @@ def _entry(request_id: str, event_time: datetime = datetime(2011, 5, 1, 8), use_
     )
 
 
-def _stop(writer: PredictionLogWriter) -> None:
+def _stop(writer: SpooledLogWriter) -> None:
     writer.stop(timeout=10)
 
 
@@ -68,8 +70,8 @@ def test_a_torn_tail_is_told_from_the_whole_records_before_it() -> None:
 
 def test_the_writer_drains_its_spool_into_the_log_and_leaves_nothing_behind(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, spool_dir=spool)
-    writer.spool.segment_bytes = 600  # type: ignore[union-attr]  # a few records per segment: rotation too
+    writer = SpooledLogWriter(str(tmp_path / "log"), spool, flush_seconds=0.05)
+    writer.spool.segment_bytes = 600  # a few records per segment: rotation too
     writer.start()
     try:
         for i in range(20):
@@ -87,22 +89,32 @@ def test_the_writer_drains_its_spool_into_the_log_and_leaves_nothing_behind(tmp_
     assert len(read_predictions("other", None, None, uri=writer.uri)) == 10
 
 
-def test_entries_that_found_the_queue_full_are_read_back_from_the_spool_in_order(tmp_path: Path) -> None:
-    """The writer takes entries from memory; those the bounded queue could not take come from the file."""
-    writer = PredictionLogWriter(str(tmp_path / "log"), queue_size=3, flush_seconds=0.05, spool_dir=tmp_path / "s")
-    ids = [f"r-{i}" for i in range(10)]
-    for request_id in ids[:8]:  # before the thread runs: 3 queued, 5 in the spool only
-        assert writer.submit(_entry(request_id))
-    assert writer.spilled_rows == 5 and writer.dropped_rows == 0
+def test_a_drain_process_killed_by_pid_is_started_again_and_every_row_is_logged_once(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    writer = SpooledLogWriter(str(tmp_path / "log"), spool, flush_seconds=0.05, restart_seconds=0.1)
     writer.start()
+    ids = [f"r-{i}" for i in range(60)]
     try:
-        for request_id in ids[8:]:
+        for request_id in ids[:30]:
             assert writer.submit(_entry(request_id))
-        wait_until(lambda: writer.written_rows == 10, 10, "every row, from memory and from the file")
+        wait_until(lambda: writer.written_rows == 30, 20, "the first rows in the log")
+        first = writer.stats()["drain"]
+        assert first["alive"] and first["restarts"] == 0
+        os.kill(first["pid"], signal.SIGKILL)
+        wait_until(lambda: not writer.drain_alive(), 10, "the drain process gone")
+        assert writer.degraded()  # /health says so until it is back
+        for request_id in ids[30:]:  # answered while no drain runs: they wait in the spool
+            assert writer.submit(_entry(request_id))
+        wait_until(lambda: writer.stats()["drain"]["restarts"] == 1 and writer.drain_alive(), 20, "a new drain")
+        wait_until(lambda: writer.written_rows == 60 and writer.pending_rows() == 0, 20, "every row after it")
+        stats = writer.stats()
+        assert stats["drain"]["pid"] != first["pid"] and "exit code -9" in stats["drain"]["last_exit"]
+        assert not writer.degraded() and stats["spool"]["recovered_rows"] == 0
     finally:
         _stop(writer)
-    logged = read_predictions("bike", None, None, uri=writer.uri)
-    assert sorted(logged["request_id"]) == sorted(ids) and writer.recovered_rows == 0
+    assert list(spool.iterdir()) == []
+    logged = list(read_predictions("bike", None, None, uri=writer.uri)["request_id"])
+    assert sorted(logged) == sorted(ids)
 
 
 def _killed_writer(uri: str, spool: Path, ids: list[str], torn: bool) -> None:
@@ -114,8 +126,8 @@ def _killed_writer(uri: str, spool: Path, ids: list[str], torn: bool) -> None:
         from pathlib import Path
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_serving_spool import _entry
-        from mlops.serving.logwriter import PredictionLogWriter
-        writer = PredictionLogWriter({uri!r}, flush_seconds=3600, spool_dir=Path({str(spool)!r}))
+        from mlops.serving.spoolwriter import SpooledLogWriter
+        writer = SpooledLogWriter({uri!r}, Path({str(spool)!r}), flush_seconds=3600)
         writer.start()
         for request_id in {ids!r}:
             assert writer.submit(_entry(request_id))
@@ -140,14 +152,15 @@ def test_a_restart_replays_what_a_killed_writer_spooled_and_drops_its_torn_tail(
     _killed_writer(uri, spool, ids, torn=True)
     assert len(list(spool.glob("*.seg"))) == 1 and len(list(spool.glob("*.lock"))) == 1
 
-    writer = PredictionLogWriter(uri, flush_seconds=0.05, spool_dir=spool)
+    writer = SpooledLogWriter(uri, spool, flush_seconds=0.05)
     writer.start()
     try:
         writer.submit(_entry("after-restart"))
         wait_until(lambda: writer.written_rows == 26, 20, "the dead writer's rows and the new one")
         stats = writer.stats()
         assert stats["spool"]["recovered_rows"] == 25 and stats["spool"]["torn_bytes"] == 72
-        assert stats["pending_rows"] == 0 and not writer.degraded()
+        wait_until(lambda: writer.stats()["pending_rows"] == 0, 10, "nothing pending")
+        assert not writer.degraded()
     finally:
         _stop(writer)
     assert list(spool.iterdir()) == []  # the dead writer's segment, journal and lock are gone too
@@ -156,7 +169,7 @@ def test_a_restart_replays_what_a_killed_writer_spooled_and_drops_its_torn_tail(
 
 
 class _Killed(BaseException):
-    """Stands for a SIGKILL between the store's write and the journal's commit."""
+    """Stands for a SIGKILL of the drain between the store's write and the journal's commit."""
 
 
 @pytest.mark.parametrize("store", ["parquet", "sqlite"])
@@ -165,30 +178,33 @@ def test_a_chunk_written_but_not_committed_is_in_the_log_once_after_the_replay(
 ) -> None:
     uri = str(tmp_path / "log") if store == "parquet" else f"sqlite:///{tmp_path / 'log.db'}"
     spool = tmp_path / "spool"
-    first = PredictionLogWriter(uri, spool_dir=spool)
-    assert first.spool is not None
-    first._open_spool()
+    first = SpooledLogWriter(uri, spool)
+    first._open()
     # Two event dates: the Parquet store writes one file per date, and a replay must not double either.
     for i in range(10):
         first.submit(_entry(f"once-{i}", datetime(2011, 5, 1 + i % 2, 8)))
+    # The drain, in this process: what `python -m mlops.serving.drain` runs.
+    attached = Spool(spool)
+    attached.attach(first.spool.owner)
+    drain = SpoolDrain(attached, uri)
 
     def killed(chunk: object) -> None:
         raise _Killed
 
-    monkeypatch.setattr(first.spool, "commit", killed)
+    monkeypatch.setattr(attached, "commit", killed)
     with pytest.raises(_Killed):
-        first._drain_spool()
-    assert first.written_rows == 10  # in the store; the journal says begun, not committed
-    # The process dies: its descriptors close, and the kernel drops its lock.
-    assert first.spool._fd is not None and first.spool._lock_fd is not None
-    os.close(first.spool._fd)
-    os.close(first.spool._lock_fd)
+        drain.drain_pass()
+    assert drain.written_rows == 10  # in the store; the journal says begun, not committed
+    # Both processes die: their descriptors close, and the kernel drops their locks.
+    assert first.spool._fd is not None and first.spool._lock_fd is not None and attached._lock_fd is not None
+    for fd in (first.spool._fd, first.spool._lock_fd, attached._lock_fd):
+        os.close(fd)
 
-    second = PredictionLogWriter(uri, flush_seconds=0.05, spool_dir=spool)
+    second = SpooledLogWriter(uri, spool, flush_seconds=0.05)
     second.start()
     try:
         second.submit(_entry("later"))
-        wait_until(lambda: second.stats()["pending_rows"] == 0 and second.written_rows >= 1, 20, "the replay")
+        wait_until(lambda: second.pending_rows() == 0 and second.written_rows >= 11, 20, "the replay")
     finally:
         _stop(second)
     assert second.recovered_rows == 10
@@ -202,7 +218,7 @@ def test_a_failing_store_keeps_the_rows_in_the_spool_and_writes_them_once_it_rec
     root.mkdir()
     blocker = root / "bike"
     blocker.write_text("a file where the use case's folder belongs: every write fails")
-    writer = PredictionLogWriter(str(root), flush_seconds=0.05, retry_seconds=0.05, spool_dir=tmp_path / "spool")
+    writer = SpooledLogWriter(str(root), tmp_path / "spool", flush_seconds=0.05, retry_seconds=0.05)
     writer.start()
     try:
         for i in range(30):
@@ -221,8 +237,7 @@ def test_a_failing_store_keeps_the_rows_in_the_spool_and_writes_them_once_it_rec
 def test_a_spool_that_cannot_be_written_drops_counts_and_degrades(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writer = PredictionLogWriter(str(tmp_path / "log"), flush_seconds=0.05, spool_dir=tmp_path / "spool")
-    assert writer.spool is not None
+    writer = SpooledLogWriter(str(tmp_path / "log"), tmp_path / "spool", flush_seconds=0.05)
     writer.spool.segment_bytes = 50  # every record needs a new segment: each append reserves disk space
     writer.start()
     real = os.posix_fallocate

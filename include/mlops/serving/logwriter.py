@@ -11,38 +11,30 @@ failure) is rejected on its own, counted and logged, so it never holds back the
 rest. `/health` reports all of it. `stop()` drains the queue, so a clean shutdown
 (SIGTERM) loses nothing that fits.
 
-With a spool (`spool_dir`; the service's default, serving/spool.py), `submit` instead appends
-the entry to a local file before the response goes out, and the thread drains that file
-into the store: a SIGKILL or OOM kill loses nothing answered, a store outage grows the file
-rather than memory (nothing is shed), and the next writer to start drains what a dead one
-left. Each drained chunk is journalled and written under batch ids the store writes
-idempotently, so every row lands exactly once.
+With the spool (the service's default), the service uses `SpooledLogWriter` (serving/spoolwriter.py)
+instead: the request path appends to a local file and a drain process (serving/drain.py) builds
+the frames and writes them, with `build_log_frame` below.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.predictionlog.frames import PredictionBatch, build_frame
 from mlops.predictionlog.predictions import append_frame
 from mlops.predictionlog.stores import LogSchemaError
-from mlops.serving.logentry import LogEntry, encode_entry
+from mlops.serving.logentry import LogEntry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
-
-    from mlops.serving.spool import Chunk, Segment, Spool
-
-    Spooled = tuple[Segment, int, int, LogEntry]
-    """An entry in the queue with where its record is in the spool: segment, start, end."""
 
 log = logging.getLogger("mlops.serving")
 
@@ -88,6 +80,51 @@ def merge_entries(entries: list[LogEntry]) -> list[PredictionBatch]:
     return batches
 
 
+def build_log_frame(
+    entries: list[LogEntry], reject: Callable[[LogEntry, Exception], None]
+) -> tuple[pd.DataFrame | None, list[LogEntry]]:
+    """Log rows for one use case's entries, and the entries they hold.
+
+    A batch that cannot become rows (say an event time pandas cannot hold) fails the
+    same way on every retry; treated as a store failure it would hold back every later
+    entry of its use case for good. So it is a data error: each entry is built on its
+    own, the ones that fail are handed to `reject` (counted, logged, shown in /health) and the
+    rest are written.
+    """
+    import pandas as pd
+
+    logged_at = datetime.now(UTC).replace(tzinfo=None)
+    try:
+        return build_frame(merge_entries(entries), logged_at), entries
+    except Exception:
+        pass
+    frames, kept = [], []
+    for entry in entries:
+        try:
+            frames.append(build_frame(merge_entries([entry]), logged_at))
+        except Exception as exc:
+            reject(entry, exc)
+        else:
+            kept.append(entry)
+    if not frames:
+        return None, []
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], kept
+
+
+def rejection(entry: LogEntry, exc: Exception) -> str:
+    """What /health says of an entry that cannot become log rows (logged too): never retried."""
+    reason = f"{type(exc).__name__}: {exc}"[:300]
+    log.error(
+        "prediction log: rejected %d rows of %s (ids %s): they cannot become log rows, so they are not "
+        "retried: %s",
+        len(entry.ids), entry.use_case, entry.ids[:5], reason,
+    )  # fmt: skip
+    return (
+        f"{datetime.now(UTC).isoformat()} {entry.use_case} model version {entry.model_version}, "
+        f"{len(entry.ids)} rows (first id {entry.ids[0] if entry.ids else None!r}): {reason}"
+    )
+
+
 class PredictionLogWriter:
     """The bounded queue requests submit to, and the thread that appends it to the prediction log."""
 
@@ -98,16 +135,12 @@ class PredictionLogWriter:
         flush_seconds: float = 1.0,
         max_pending_rows: int = 200_000,
         retry_seconds: float = 1.0,
-        spool_dir: Path | None = None,
-        spool_name: str = "serving",
-        spool_chunk_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.uri = uri
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
         self.retry_seconds = retry_seconds
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        """LogEntry items; with a spool, (segment, start, end, entry) items."""
         self._capacity = queue_size
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,41 +155,9 @@ class PredictionLogWriter:
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self.last_write_at: datetime | None = None
-        self.spool: Spool | None = None
-        """The local file answered entries are appended to before the response goes out; None: memory only."""
-        if spool_dir is not None:
-            from mlops.serving.spool import Spool
-
-            self.spool = Spool(Path(spool_dir), spool_name)
-        self.spool_chunk_bytes = spool_chunk_bytes
-        self._spool_open = False
-        self._spool_lock = threading.Lock()
-        self._chunk: Chunk | None = None
-        self.spooled_rows = 0
-        """Rows this writer appended to its spool."""
-        self.spilled_rows = 0
-        """Spooled rows that found the queue full: the writer reads them back from the spool file."""
-        self._held: collections.deque[Spooled] = collections.deque()
-        """Spooled entries taken off the queue, in spool order, waiting to become a chunk."""
-        self.recovered_rows = 0
-        """Rows read back from the spool of a writer that did not stop cleanly (SIGKILL, crash)."""
-        self.torn_bytes = 0
-        """Bytes at the end of a dead writer's spool that were no whole record: a write the kill cut short,
-        whose response never went out."""
-        self._settled_rows = 0
-        self.spool_errors = 0
-        self.last_spool_error: str | None = None
-        self.spool_failing = False
-        """The last append to the spool failed: what is answered now is not durable."""
 
     def submit(self, entry: LogEntry) -> bool:
-        """Queue an entry without blocking; False (and counted as dropped) when the queue is full.
-
-        With a spool: append it to the spool file (returns once the bytes are in the page cache);
-        False (counted as dropped, and /health degraded) when the file cannot be written.
-        """
-        if self.spool is not None:
-            return self._spool_entry(self.spool, entry)
+        """Queue an entry without blocking; False (and counted as dropped) when the queue is full."""
         try:
             self._queue.put_nowait(entry)
             return True
@@ -165,49 +166,8 @@ class PredictionLogWriter:
                 self.dropped_rows += len(entry.ids)
             return False
 
-    def _spool_entry(self, spool: Spool, entry: LogEntry) -> bool:
-        if not self._spool_open:
-            self._open_spool()
-        try:
-            payload = encode_entry(entry)
-        except TypeError as exc:  # a value JSON cannot hold: a data error, as in `_build`
-            self._reject(entry, exc)
-            return False
-        try:
-            segment, start, end = spool.append(payload)
-        except OSError as exc:
-            # Answer anyway (the prediction is right), but count it and degrade /health: the disk is full
-            # or the folder went away, and what is answered now is not durable.
-            with self._lock:
-                self.dropped_rows += len(entry.ids)
-                self.spool_errors += 1
-            self.spool_failing = True
-            self.last_spool_error = f"{datetime.now(UTC).isoformat()} {exc}"[:300]
-            log.error("prediction log spool: cannot append to %s, %d rows dropped: %s", spool.folder,
-                      len(entry.ids), exc)  # fmt: skip
-            return False
-        self.spooled_rows += len(entry.ids)
-        self.spool_failing = False
-        # The writer takes the entry from memory, as without a spool; the file is read back only for what
-        # memory does not hold: a dead writer's records, and those that found the queue full (spilled).
-        try:
-            self._queue.put_nowait((segment, start, end, entry))
-        except queue.Full:
-            self.spilled_rows += len(entry.ids)
-        return True
-
-    def _open_spool(self) -> None:
-        with self._spool_lock:
-            if not self._spool_open and self.spool is not None:
-                self.spool.open()
-                self._spool_open = True
-
     def start(self) -> None:
-        if self.spool is not None:
-            # Before the first request: the lock is taken and a dead writer's segments adopted.
-            self._open_spool()
-        target = self._run_spooled if self.spool is not None else self._run
-        self._thread = threading.Thread(target=target, name="prediction-log-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -217,15 +177,10 @@ class PredictionLogWriter:
             self._thread.join(timeout=timeout)
 
     def degraded(self) -> bool:
-        if self.spool is not None:
-            return self.failing or self.spool_failing
         return self.failing or self._queue.qsize() >= 0.9 * self._capacity
 
     def stats(self) -> dict[str, Any]:
-        if self.spool is not None:
-            # Rows appended (or recovered) and not yet in the store, whether read back yet or not.
-            self.pending_rows = max(0, self.spooled_rows + self.recovered_rows - self._settled_rows)
-        stats: dict[str, Any] = {
+        return {
             "store": self.uri,
             "queue_depth": self._queue.qsize(),
             "queue_capacity": self._capacity,
@@ -239,19 +194,6 @@ class PredictionLogWriter:
             "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
         }
-        if self.spool is not None:
-            stats["spool"] = {
-                "dir": str(self.spool.folder),
-                "backlog_bytes": self.spool.backlog_bytes() if self._spool_open else 0,
-                "spooled_rows": self.spooled_rows,
-                "spilled_rows": self.spilled_rows,
-                "recovered_rows": self.recovered_rows,
-                "torn_bytes": self.torn_bytes,
-                "errors": self.spool_errors,
-                "failing": self.spool_failing,
-                "last_error": self.last_spool_error,
-            }
-        return stats
 
     def _drain(self, pending: list[LogEntry], deadline: float) -> None:
         # Short waits so that stop() is noticed quickly even with a long flush interval.
@@ -303,45 +245,11 @@ class PredictionLogWriter:
         return True
 
     def _build(self, entries: list[LogEntry]) -> tuple[pd.DataFrame | None, list[LogEntry]]:
-        """Log rows for one use case's entries, and the entries they hold.
-
-        A batch that cannot become rows (say an event time pandas cannot hold) fails the
-        same way on every retry; treated as a store failure it would hold back every later
-        entry of its use case for good. So it is a data error: each entry is built on its
-        own, the ones that fail are rejected (counted, logged, shown in /health) and the
-        rest are written.
-        """
-        import pandas as pd
-
-        logged_at = datetime.now(UTC).replace(tzinfo=None)
-        try:
-            return build_frame(merge_entries(entries), logged_at), entries
-        except Exception:
-            pass
-        frames, kept = [], []
-        for entry in entries:
-            try:
-                frames.append(build_frame(merge_entries([entry]), logged_at))
-            except Exception as exc:
-                self._reject(entry, exc)
-            else:
-                kept.append(entry)
-        if not frames:
-            return None, []
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], kept
+        return build_log_frame(entries, self._reject)
 
     def _reject(self, entry: LogEntry, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"[:300]
         self.rejected_rows += len(entry.ids)
-        self.last_rejection = (
-            f"{datetime.now(UTC).isoformat()} {entry.use_case} model version {entry.model_version}, "
-            f"{len(entry.ids)} rows (first id {entry.ids[0] if entry.ids else None!r}): {reason}"
-        )
-        log.error(
-            "prediction log: rejected %d rows of %s (ids %s): they cannot become log rows, so they are not "
-            "retried: %s",
-            len(entry.ids), entry.use_case, entry.ids[:5], reason,
-        )  # fmt: skip
+        self.last_rejection = rejection(entry, exc)
 
     def _shed(self, pending: list[LogEntry]) -> None:
         # Memory stays bounded while the store is down: the oldest rows go first.
@@ -367,117 +275,3 @@ class PredictionLogWriter:
             log.error(
                 "prediction log: %d rows could not be written at shutdown: %s", self.pending_rows, self.last_error
             )
-
-    # ------------------------------------------------------------------ the spool's drain
-
-    def _run_spooled(self) -> None:
-        while not self._stop.is_set():
-            drained = self._drain_spool()
-            self._stop.wait(self.flush_seconds if drained else self.retry_seconds)
-        # Shutdown: what is spooled goes out, with a few retries for a flaky store. What cannot is left in
-        # the spool, and the next writer to start drains it (nothing is lost, unlike the memory buffer).
-        for _ in range(3):
-            if self._drain_spool():
-                break
-            time.sleep(self.retry_seconds)
-        assert self.spool is not None
-        if not self.spool.close():
-            log.error(
-                "prediction log: %d rows are not in the store yet (%s); they stay in the spool %s and the next "
-                "start of the service writes them", self.stats()["pending_rows"], self.last_error, self.spool.folder,
-            )  # fmt: skip
-
-    def _drain_spool(self) -> bool:
-        """Write what was spooled when the pass began, chunk by chunk; False when the store failed (retry later).
-
-        Only up to where each segment ended at the start: records keep arriving while a chunk is
-        written, and chasing them wrote a chunk of a few rows every 30 ms, a core's worth of
-        Parquet files, instead of one per flush interval.
-        """
-        spool = self.spool
-        assert spool is not None
-        limits = {segment.path: spool.readable_end(segment) for segment in list(spool.segments)}
-        while True:
-            if self._chunk is None:
-                segment = spool.next_segment(limits)
-                if segment is None:
-                    return True
-                chunk = self._next_chunk(spool, segment, limits[segment.path])
-                if chunk is None:
-                    return True
-                if segment.adopted:
-                    self.recovered_rows += sum(len(e.ids) for e in chunk.entries)
-                if chunk.torn_bytes:
-                    self.torn_bytes += chunk.torn_bytes
-                    log.warning("prediction log spool: dropped a torn record (%d bytes) at the end of %s: a write "
-                                "the kill cut short, never answered", chunk.torn_bytes, segment.path.name)  # fmt: skip
-                spool.begin(chunk)
-                self._chunk = chunk
-            if not self._write_chunk(self._chunk):
-                return False
-            spool.commit(self._chunk)
-            self._chunk = None
-
-    def _next_chunk(self, spool: Spool, segment: Segment, limit: int) -> Chunk | None:
-        """The next records of `segment` before `limit`: from memory when the queue holds them in order, else
-        from the file.
-
-        Why memory first: decoding a record back costs 8 µs on its own and up to 36 µs among
-        thousands (their objects' allocation and garbage collection), on the writer thread
-        under the GIL; the file is the durable copy, read only for what memory lacks.
-        """
-        from mlops.serving.spool import Chunk
-
-        while len(self._held) < self._capacity:
-            try:
-                self._held.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        # Entries a read of the file already covered (they came after a gap), or of a segment drained.
-        while self._held and (self._held[0][0] not in spool.segments or self._held[0][1] < self._held[0][0].committed):
-            self._held.popleft()
-        head = self._held[0] if self._held else None
-        if head is not None and head[0] is segment and head[1] == segment.committed and segment.begun is None:
-            entries, end = [], segment.committed
-            while (self._held and self._held[0][0] is segment and self._held[0][1] == end and end < limit
-                   and end - segment.committed < self.spool_chunk_bytes):  # fmt: skip
-                _, _, end, entry = self._held.popleft()
-                entries.append(entry)
-            return Chunk(segment, segment.committed, end, entries)
-        stop_at = min(head[1], limit) if head is not None and head[0] is segment else limit
-        return spool.read_chunk(segment, self.spool_chunk_bytes, stop_at)
-
-    def _write_chunk(self, chunk: Chunk) -> bool:
-        """Each use case's rows of the chunk under its batch id; the ones written are not written again."""
-        by_use_case: dict[str, list[LogEntry]] = defaultdict(list)
-        for entry in chunk.entries:
-            by_use_case[entry.use_case].append(entry)
-        failed = False
-        for use_case, entries in by_use_case.items():
-            if use_case in chunk.done:
-                continue
-            built = chunk.frames.get(use_case)
-            if built is None:
-                built = chunk.frames[use_case] = self._build(entries)  # rejections counted once
-                self._settled_rows += sum(len(e.ids) for e in entries) - sum(len(e.ids) for e in built[1])
-            frame, kept = built
-            if frame is None:
-                chunk.done.add(use_case)
-                continue
-            try:
-                self.written_rows += append_frame(use_case, frame, uri=self.uri, batch_id=chunk.batch_id(use_case))
-            except LogSchemaError as exc:
-                for entry in kept:
-                    self._reject(entry, exc)
-            except Exception as exc:
-                failed = True
-                self.last_error = str(exc)[:500]
-                self.last_error_at = datetime.now(UTC)
-                log.warning("prediction log write failed (the rows stay in the spool, will retry): %s", exc)
-                continue
-            self._settled_rows += sum(len(e.ids) for e in kept)
-            chunk.done.add(use_case)
-        self.failing = failed
-        if not failed:
-            self.last_write_at = datetime.now(UTC)
-        return not failed

@@ -43,7 +43,6 @@ import os
 import pickle
 import signal
 import struct
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,13 +50,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_SHADOW, SHADOW
+from mlops.serving.children import die_with_parent
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from mlops.config import UseCase
-    from mlops.serving.logwriter import PredictionLogWriter
     from mlops.serving.models import LoadedModel
+    from mlops.serving.spoolwriter import LogWriter
 
 log = logging.getLogger("mlops.serving")
 
@@ -125,7 +125,7 @@ class ShadowWorker:
 
     def __init__(
         self,
-        writer: PredictionLogWriter,
+        writer: LogWriter,
         state: Any,
         report: Callable[[dict[str, Any]], None],
         niceness: int = 0,
@@ -309,16 +309,6 @@ def reordered(rows: list[list[Any]], have: list[str], want: list[str]) -> list[l
     return [[row[i] for i in index] for row in rows]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the service process that started it dies, however it dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _read_messages(jobs: Connection, timeout: float) -> list[tuple[Any, ...]]:
     """What the service sent: waits up to `timeout` for the first frame, then gathers for GATHER_SECONDS."""
     if not jobs.poll(timeout):
@@ -342,7 +332,7 @@ def _read_messages(jobs: Connection, timeout: float) -> list[tuple[Any, ...]]:
 def main(argv: Sequence[str] | None = None) -> int:
     from multiprocessing.connection import Connection
 
-    from mlops.serving.logwriter import PredictionLogWriter
+    from mlops.serving.spoolwriter import log_writer
 
     parser = argparse.ArgumentParser(prog="python -m mlops.serving.shadow_worker")
     parser.add_argument("--use-case", required=True)
@@ -354,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spool-dir", default=None, help="spool the log there (serving/spool.py); default: memory")
     args = parser.parse_args(argv)
     parent = os.getppid()
-    _die_with_parent()
+    die_with_parent()
     # A stop of the process group (Ctrl-C, SIGTERM) reaches the worker too: the service stops it itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -363,8 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = memoryview(block).cast("d")
     jobs = Connection(args.jobs_fd, writable=False)
     reports = Connection(args.reports_fd, readable=False)
-    writer = PredictionLogWriter(args.log_uri, flush_seconds=args.log_flush_seconds, spool_dir=args.spool_dir,
-                                 spool_name=f"shadow-{args.use_case}")  # fmt: skip
+    writer = log_writer(args.log_uri, args.spool_dir, flush_seconds=args.log_flush_seconds,
+                        spool_name=f"shadow-{args.use_case}")  # fmt: skip
     writer.start()
     worker = ShadowWorker(writer, state, lambda body: reports.send_bytes(pickle.dumps(body)), NICENESS)
     try:

@@ -1,10 +1,11 @@
 """An append-only local spool for the prediction log: an answered prediction survives a SIGKILL of the service.
 
-Why: the log writer (serving/logwriter.py) appends to the store once a second. Without the
+Why: the log is appended to the store once a second. Without the
 spool, the rows of that second live only in the process's memory, and a SIGKILL, an OOM kill
 or a crash loses predictions whose answers already went out. With it, the request path appends
 each answered request's rows to a local file (`Spool.append`: a copy into the file's shared
-memory map, before the response is released) and the writer drains the file into the store.
+memory map, before the response is released) and a drain process (serving/drain.py, started by
+serving/spoolwriter.py) drains the file into the store.
 
 Durability, and what it costs: a record copied into the shared map is in the kernel's page
 cache at once, and the page cache belongs to the kernel, not to the process: a killed process's
@@ -18,7 +19,9 @@ The files, in one folder per prediction log (`spool_dir_for`):
 
 * `<owner>.lock`: held with `flock` for the life of the writer that owns the spool. The kernel
   drops the lock when the process dies, however it dies: a lock that can be taken is a dead
-  owner's (an orphan), and the next writer to start drains its segments.
+  owner's (an orphan), and another writer's drain process adopts and drains its segments.
+* `<owner>.drain`: held with `flock` by the drain process of that writer while it runs (one at a
+  time; an adopter waits until it is free). `<owner>.drain.json`: what it reports (/health).
 * `<owner>-<n>.seg`: records, each `length (u32) | crc32 (u32) | payload` (payload: one
   request's log entry as JSON), then zeros to the segment's reserved size. A record cut short
   by the kill (a torn tail) fails its length or CRC check; it was never acknowledged (its copy
@@ -88,6 +91,8 @@ def read_records(data: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], 
         if end - offset < HEADER.size:
             return records, offset, True
         length, crc = HEADER.unpack_from(data, offset)
+        if length == 0 and crc == 0:
+            return records, offset, False  # a segment's reserved zeros: no record is empty
         body_start = offset + HEADER.size
         if length > MAX_RECORD_BYTES or body_start + length > end:
             return records, offset, True
@@ -119,6 +124,20 @@ def data_end(path: Path) -> int:
     return min(offset, size)
 
 
+def _lock_if_free(path: Path) -> int | bool | None:
+    """`flock` a lock file: its descriptor, None if there is no such file, False if another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    return fd
+
+
 # --------------------------------------------------------------------------- segments
 
 
@@ -135,6 +154,10 @@ class Segment:
     """A chunk begun (journalled) and not yet committed: written again under the same batch ids."""
     adopted: bool = False
     """Left by a writer that died: its rows count as recovered."""
+    committed_rows: int = 0
+    """Rows of the records before `committed` (from the journal): what the service counts as no longer pending."""
+    scanned: int = 0
+    """A live segment's whole records end at least here (the drain process's scan, `Spool.live_end`)."""
 
     @property
     def journal(self) -> Path:
@@ -155,6 +178,7 @@ class Segment:
                 self.begun = (values[0], values[1])
             elif kind == "commit":
                 self.committed = values[0]
+                self.committed_rows += values[1] if len(values) > 1 else 0
                 if self.begun is not None and self.begun[1] <= self.committed:
                     self.begun = None
 
@@ -208,10 +232,16 @@ class Spool:
         self.segments: list[Segment] = []
         """Orphans first (oldest first), then this writer's own, sealed then current."""
         self.current: Segment | None = None
+        self.attached = False
+        """Opened by the drain process of the writer `owner` (`attach`): segments are files, none mapped here."""
+        self.final = False
+        """Attached, and the owner stopped appending: its last segment is sealed too."""
 
     # ---- the request side
 
-    def open(self) -> None:
+    def open(self, adopt: bool = True) -> None:
+        """Take this writer's lock and map its first segment; `adopt`: also take dead writers' segments to
+        drain (False when a drain process does that: `attach`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         # Locked under a temporary name, then renamed: another writer scanning for orphans must never
         # find this lock file before it is held.
@@ -220,7 +250,8 @@ class Spool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.replace(tmp, self.folder / f"{self.owner}.lock")
         self._lock_fd = fd
-        self._adopt_orphans()
+        if adopt:
+            self._adopt_orphans()
         self._start_segment()
 
     def append(self, payload: bytes) -> tuple[Segment, int, int]:
@@ -280,8 +311,94 @@ class Spool:
         """How far the drain may read: a segment still written is read up to its last whole append only."""
         if segment.sealed_size is not None:
             return segment.sealed_size
+        if self.attached:
+            return self.live_end(segment)
         with self._lock:
             return segment.sealed_size if segment.sealed_size is not None else self._size
+
+    def seal(self) -> None:
+        """Stop appending (the writer's stop): the current segment is final; the lock stays held."""
+        with self._lock:
+            self._unmap()
+            if self.current is not None:
+                self.current.sealed_size = self._size
+
+    def release(self, drained: bool) -> None:
+        """After `seal` and the drain process's exit: the lock goes with this writer; its files too if `drained`
+        (else the next writer to start adopts what is left)."""
+        if drained:
+            for suffix in (".lock", ".drain", ".drain.json"):
+                (self.folder / f"{self.owner}{suffix}").unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- the drain process's side (serving/drain.py)
+
+    def attach(self, owner: str) -> None:
+        """Drain the spool of the live writer `owner` (the service that started this process), and the orphans.
+
+        Takes `<owner>.drain` with `flock`, waiting while an earlier drain process of the same
+        writer exits: one drain per writer at a time, and an adopter skips a writer whose
+        drain still runs, so no record is written by two processes at once.
+        """
+        self.owner, self.attached = owner, True
+        fd = os.open(self.folder / f"{owner}.drain", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+        self.refresh()
+
+    def refresh(self) -> None:
+        """The owner's segments, new ones added and all but the last sealed (all once `final`); new orphans."""
+        known = {segment.path for segment in self.segments}
+        own = sorted(self.folder.glob(f"{self.owner}-{'[0-9]' * 6}.seg"))
+        for path in own:
+            if path not in known:
+                segment = Segment(path)
+                segment.load_journal()
+                segment.scanned = segment.committed
+                self.segments.append(segment)
+        last = own[-1] if own else None
+        for segment in self.segments:
+            if segment.sealed_size is None and (self.final or segment.path != last):
+                # The writer starts a segment only after its last append to the one before finished.
+                segment.sealed_size = data_end(segment.path)
+        self._adopt_orphans()
+
+    def live_end(self, segment: Segment) -> int:
+        """Where the whole records of a segment its writer still appends to end: a record being copied in
+        (its length or CRC not yet right) ends them, and is read on a later pass."""
+        offset = max(segment.scanned, segment.committed)
+        with open(segment.path, "rb") as handle:
+            while True:
+                handle.seek(offset)
+                header = handle.read(HEADER.size)
+                if len(header) < HEADER.size:
+                    break
+                length, crc = HEADER.unpack(header)
+                if length == 0 or length > MAX_RECORD_BYTES:
+                    break
+                payload = handle.read(length)
+                if len(payload) < length or zlib.crc32(payload) != crc:
+                    break
+                offset += HEADER.size + length
+        segment.scanned = offset
+        return offset
+
+    def detach(self) -> bool:
+        """The drain process's end: True when every segment it knew is drained (and removed)."""
+        drained = all(s.sealed_size is not None and s.committed >= s.sealed_size for s in self.segments)
+        if drained:
+            for segment in list(self.segments):
+                segment.remove()
+            self.segments = []
+            self._release_orphans()
+        for fd in self._adopted_locks:  # undrained orphans: the next drain adopts them
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._adopted_locks = []
+        return drained
 
     # ---- the writer side
 
@@ -300,7 +417,13 @@ class Spool:
             except BlockingIOError:
                 os.close(fd)  # alive, or adopted by another writer now
                 continue
+            drain_fd = _lock_if_free(self.folder / f"{owner}.drain")
+            if drain_fd is False:
+                os.close(fd)  # its drain process still runs (it ends with its writer): a later pass adopts
+                continue
             self._adopted_locks.append(fd)
+            if drain_fd is not None:
+                self._adopted_locks.append(drain_fd)
             for path in sorted(self.folder.glob(f"{owner}-{'[0-9]' * 6}.seg")):
                 segment = Segment(path, sealed_size=data_end(path), adopted=True)
                 segment.load_journal()
@@ -370,8 +493,10 @@ class Spool:
 
     def commit(self, chunk: Chunk) -> None:
         segment = chunk.segment
-        segment.note("commit", chunk.end)
+        rows = sum(len(entry.ids) for entry in chunk.entries)
+        segment.note("commit", chunk.end, rows)
         segment.committed, segment.begun = chunk.end, None
+        segment.committed_rows += rows
 
     def backlog_bytes(self) -> int:
         return sum(max(0, self.readable_end(s) - s.committed) for s in list(self.segments))
@@ -382,30 +507,8 @@ class Spool:
             return
         for lock_file in self._orphan_lock_files:
             lock_file.unlink(missing_ok=True)
+            for suffix in (".drain", ".drain.json"):
+                (self.folder / f"{lock_file.name.removesuffix('.lock')}{suffix}").unlink(missing_ok=True)
         for fd in self._adopted_locks:
             os.close(fd)
         self._orphans, self._orphan_lock_files, self._adopted_locks = [], [], []
-
-    def close(self) -> bool:
-        """Stop appending; remove this writer's files when everything was drained (True), else leave them
-        for the next writer to adopt (the lock goes with the process)."""
-        with self._lock:
-            self._unmap()
-            if self.current is not None:
-                self.current.sealed_size = self._size
-        drained = all(s.committed >= (s.sealed_size or 0) for s in self.segments)
-        if drained:
-            for segment in list(self.segments):
-                segment.remove()
-            self.segments = []
-            self._release_orphans()
-            (self.folder / f"{self.owner}.lock").unlink(missing_ok=True)
-        for fd in self._adopted_locks:  # undrained orphans: the next writer adopts them
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._adopted_locks = []
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_fd)
-            self._lock_fd = None
-        return drained

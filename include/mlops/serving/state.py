@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.naming import ROLE_CANARY, ROLE_CHAMPION, ROLE_SHADOW
 from mlops.serving.canary import CanaryGuard
-from mlops.serving.logwriter import PredictionLogWriter
 from mlops.serving.metrics import ServiceMetrics, log_writer_metrics
 from mlops.serving.microbatch import MicroBatcher
 from mlops.serving.models import ModelCache
 from mlops.serving.online_features import OnlineFeatures
 from mlops.serving.shadow import ShadowScorer
 from mlops.serving.shadow_worker import RegistryLoader
+from mlops.serving.spoolwriter import LogWriter, log_writer
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -41,8 +41,9 @@ class ServiceState:
     config: ServingConfig
     cache: ModelCache
     """Follows the alias of every served use case (a poller thread)."""
-    writer: PredictionLogWriter
-    """Appends every prediction to the log, off the request path (a writer thread)."""
+    writer: LogWriter
+    """Appends every prediction to the log, off the request path (the spool and its drain process, or a writer
+    thread)."""
     batchers: dict[str, MicroBatcher]
     """One per served use case, in configuration order."""
     served: list[str]
@@ -93,9 +94,7 @@ def build_state(config: ServingConfig) -> ServiceState:
         metrics=metrics,
     )
     spool = config.spool_folder()
-    writer = PredictionLogWriter(
-        config.log_uri, queue_size=config.log_queue_size, flush_seconds=config.log_flush_seconds, spool_dir=spool
-    )
+    writer = log_writer(config.log_uri, spool, flush_seconds=config.log_flush_seconds, queue_size=config.log_queue_size)
     shadows = {
         u.name: ShadowScorer(
             u.name,

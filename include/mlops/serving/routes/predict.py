@@ -39,8 +39,8 @@ from mlops.serving.shadow import RequestContext
 from mlops.serving.state import service_state
 
 if TYPE_CHECKING:
-    from mlops.serving.logwriter import PredictionLogWriter
     from mlops.serving.models import LoadedModel
+    from mlops.serving.spoolwriter import LogWriter
     from mlops.serving.state import ServiceState
 
 router = APIRouter()
@@ -475,7 +475,7 @@ def _drop_use_case_matching(payload: Any, use_case: str) -> None:
 
 
 def _log(
-    writer: PredictionLogWriter,
+    writer: LogWriter,
     model: LoadedModel,
     rows: list[list[Any]],
     context: RequestContext,
