@@ -202,8 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flush-seconds", type=float, default=1.0)
     parser.add_argument("--retry-seconds", type=float, default=1.0)
     parser.add_argument("--chunk-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--parent-pid", type=int, default=None, help="the service's pid: exit if it is gone")
     args = parser.parse_args(argv)
     die_with_parent()
+    if args.parent_pid is not None and os.getppid() != args.parent_pid:
+        # The service died before PR_SET_PDEATHSIG was set: its spool is an orphan now, for another
+        # writer's drain to adopt (as recovered rows); draining it here as a live writer's would race that.
+        return EXIT_PARENT_GONE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s log drain {args.owner} %(message)s")

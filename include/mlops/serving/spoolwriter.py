@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -125,6 +126,7 @@ class SpooledLogWriter:
         command = [sys.executable, "-m", "mlops.serving.drain", "--spool-dir", str(self.spool.folder),
                    "--owner", self.spool.owner, "--flush-seconds", str(self.flush_seconds),
                    "--retry-seconds", str(self.retry_seconds), "--chunk-bytes", str(self.spool_chunk_bytes),
+                   "--parent-pid", str(os.getpid()),
                    *(["--log-uri", self.uri] if self.uri else [])]  # fmt: skip
         return subprocess.Popen(command, stdin=subprocess.PIPE)
 
