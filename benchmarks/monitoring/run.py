@@ -17,8 +17,16 @@ Engines:
 - `summaries-cold`: the volume path with no summary cached: every file summarised in the run.
 - `summaries-warm`: the steady state of a daily schedule: summaries of all days but the last
   cached, the last day's files summarised in the run.
+- `summaries-landed`: the summaries computed as each day's partition lands
+  (`mlops.monitoring.landing.summarize_landed`, what `score_<use case>` and
+  `summarize_log_<use case>` run), each day timed on its own in a process of its own kind
+  (`landing`); then the monitoring step, which finds every day summarised. At 1B only the last
+  day's landing is timed (71M rows); the days before hold the 10M days' landed summaries
+  counted 100 times, as for `summaries-warm`.
 - `exact-columns`: the exact drift scores read column by column from every row (the check the
   summaries must agree with; not what the DAG runs).
+
+    ./run bench monitoring --sizes 100M 1B --engines summaries-landed summaries-cold
 
 Data: bike-sharing rows (data/raw) drawn with replacement, 14 day partitions of 1M-row files
 (row groups of 128k rows), a prediction (label + N(0, 40)) and labels for 80 % of rows in the
@@ -200,7 +208,8 @@ def copy_summaries(source: Path, home: Path, copies: int) -> int:
         names = sorted(f"{Path(n).stem}__copy{c}.parquet" for n in record["files"] for c in range(copies))
         (folder / "_summaries").mkdir(parents=True, exist_ok=True)
         summary = merge([record["summary"]] * copies)
-        (folder / "_summaries" / path.name).write_text(json.dumps({"files": names, "summary": summary}))
+        copied = {**record, "files": names, "summary": summary}
+        (folder / "_summaries" / path.name).write_text(json.dumps(copied))
         written += 1
     return written
 
@@ -252,7 +261,10 @@ def child(engine: str, home: Path, reference_path: Path) -> dict[str, Any]:
             "prediction_score": prediction.score,
             "prediction_drifted": prediction.drifted,
         }
+    if engine == "landing":
+        return land(use_case, home, reference_path, baseline)
     stages: dict[str, float] = {}
+    started_ns = time.time_ns()
     clock = time.perf_counter()
     window = collect_window(use_case, START, end, f"bench-{engine}")
     stages["collect_window"] = time.perf_counter() - clock
@@ -293,11 +305,49 @@ def child(engine: str, home: Path, reference_path: Path) -> dict[str, Any]:
         "action": decision.action,
         "reasons": decision.reasons,
         "notes": summary.notes,
+        "day_summaries_written": _written_since(home, started_ns),
     }
 
 
-def run_child(engine: str, home: Path, reference: Path) -> dict[str, Any]:
-    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_PREDICTION_LOG_URI": str(home / "predictions")}
+def _written_since(home: Path, since_ns: int) -> int:
+    """Day summaries the step wrote (0: every day was read as it had been summarised before)."""
+    found = (home / "predictions" / USE_CASE).glob("date=*/_summaries/day.*.json")
+    return sum(1 for p in found if p.stat().st_mtime_ns >= since_ns)
+
+
+def land(use_case: Any, home: Path, reference_path: Path, baseline: float) -> dict[str, Any]:
+    """Each day partition summarised as it lands (BENCH_LAND_DAYS: `all`, or `last` alone), timed per day."""
+    from mlops.monitoring import landing
+    from mlops.monitoring.reference import read_reference
+    from mlops.monitoring.volume import count_rows, day_folders
+
+    folders = day_folders(home / "predictions" / USE_CASE, START, START + timedelta(days=DAYS))
+    if os.environ.get("BENCH_LAND_DAYS", "all") == "last":
+        folders = folders[-1:]
+    reference = read_reference(reference_path)  # what the landing step reads once per run
+    days = []
+    for folder in folders:
+        clock = time.perf_counter()
+        result = landing.summarize_landed(use_case, [folder], reference, {"model_version": "bench"})
+        seconds = time.perf_counter() - clock
+        if result.skipped:
+            raise RuntimeError(f"landing {folder.name} skipped: {result.skipped}")
+        rows = count_rows(sorted(folder.glob("*.parquet")))
+        days.append({"day": folder.name[5:], "rows": rows, "files": result.files_summarised,
+                     "seconds": round(seconds, 2), "bins_key": result.bins_key})  # fmt: skip
+    return {
+        "engine": "landing",
+        "days": days,
+        "seconds": round(sum(d["seconds"] for d in days), 1),
+        "max_day_seconds": max(d["seconds"] for d in days),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "baseline_rss_mb": round(baseline),
+    }
+
+
+def run_child(engine: str, home: Path, reference: Path, land_days: str = "all") -> dict[str, Any]:
+    env = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_PREDICTION_LOG_URI": str(home / "predictions"),
+           "BENCH_LAND_DAYS": land_days}  # fmt: skip
     cmd = [sys.executable, __file__, "--child", engine, str(home), str(reference)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
@@ -324,9 +374,23 @@ def compare(result: dict[str, Any], exact: dict[str, Any], metrics: dict[str, An
     }
 
 
+def land_before(size: str, home: Path, source: Path, copies: int, reference: Path) -> dict[str, Any]:
+    """The `summaries-landed` cell's landing: every day summarised as it lands, each day timed (at 1B the last
+    day; the days before get the 10M days' landed summaries counted 100 times, as `summaries-warm` does)."""
+    drop_summaries(home, last_day_only=False)
+    if size != "1B":
+        return run_child("landing", home, reference)
+    drop_summaries(source, last_day_only=False)
+    run_child("landing", source, reference)
+    copy_summaries(source, home, copies)
+    drop_summaries(home, last_day_only=True)
+    return run_child("landing", home, reference, land_days="last")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--engines", nargs="+", help="run only these engines of the sizes' cells (default: all)")
     parser.add_argument("--data", type=Path, default=Path("/tmp/mlops-bench-monitoring"))
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument("--generate-only", action="store_true", help="write the synthetic logs and stop")
@@ -341,13 +405,17 @@ def main() -> None:
     if not reference.exists():
         make_reference(reference)
     plan: list[tuple[str, str, list[str]]] = [
-        ("10M", "drifted", ["exact-columns", "today", "summaries-cold", "summaries-warm"]),
+        ("10M", "drifted", ["exact-columns", "today", "summaries-cold", "summaries-warm", "summaries-landed"]),
         ("10M", "stable", ["exact-columns", "today", "summaries-cold"]),
     ]
     if "100M" in args.sizes:
-        plan += [("100M", "drifted", ["summaries-cold", "summaries-warm"])]
+        plan += [("100M", "drifted", ["summaries-cold", "summaries-warm", "summaries-landed"])]
     if "1B" in args.sizes:
-        plan += [("1B", "drifted", ["summaries-warm"])]
+        plan += [("1B", "drifted", ["summaries-warm", "summaries-landed"])]
+    plan = [(size, scenario, engines) for size, scenario, engines in plan if size in args.sizes]
+    if args.engines:
+        plan = [(z, s, [e for e in engines if e in args.engines]) for z, s, engines in plan]
+        plan = [cell for cell in plan if cell[2]]
     results: list[dict[str, Any]] = json.loads(args.out.read_text()) if args.out.exists() else []
     source = data / "10M-drifted"
     for size, scenario, engines in plan:
@@ -358,6 +426,8 @@ def main() -> None:
             if size == "10M":
                 generate(home, SIZES[size], scenario)
             else:
+                if not (source / "exact-metrics.json").exists():
+                    generate(source, SIZES["10M"], "drifted")
                 link_copies(source, home, copies)
             print(f"{size} {scenario}: data ready in {time.perf_counter() - started:.0f} s", flush=True)
         if args.generate_only:
@@ -373,9 +443,16 @@ def main() -> None:
                 if size != "10M":
                     copy_summaries(source, home, copies)  # the days before, summarised as they landed
                 drop_summaries(home, last_day_only=True)
+            landed = None
+            if engine == "summaries-landed":
+                landed = land_before(size, home, source, copies, reference)
             if engine == "exact-columns" and exact_file.exists():
                 continue
+            if engine != "exact-columns" and not exact_file.exists():
+                exact_file.write_text(json.dumps(run_child("exact-columns", exact_file.parent, reference)))
             r = run_child(engine, home, reference)
+            if landed is not None:
+                r["landing"] = landed
             shutil.rmtree(home / "reports", ignore_errors=True)
             shutil.rmtree(home / "monitoring", ignore_errors=True)
             if engine == "exact-columns":
@@ -387,6 +464,12 @@ def main() -> None:
             results.append(r)
             args.out.write_text(json.dumps(results, indent=1))
             agree = r.get("vs_exact", {})
+            if landed is not None:
+                print(
+                    f"{size:>5} {scenario:<8} landing per day: {[d['seconds'] for d in landed['days']]} s "
+                    f"(total {landed['seconds']} s, {landed['peak_rss_mb']} MB peak)",
+                    flush=True,
+                )
             print(
                 f"{size:>5} {scenario:<8} {engine:<15} {r['seconds']:>7.1f} s {r['peak_rss_mb']:>6} MB "
                 f"{r.get('stages', '')} action={r.get('action')} drifted={r['drifted']} "

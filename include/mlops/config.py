@@ -158,6 +158,11 @@ class Schedules(_Strict):
     training: str | None = None
     scoring: str | None = "@daily"
     monitoring: str | None = "@daily"
+    log_summaries: str | None = Field(
+        default="@hourly",
+        description="When summarize_log_<use case> extends the day summaries of the log's new files "
+        "(docs/monitoring.md, At volume); None turns it off (the monitoring run then summarises them).",
+    )
 
 
 class Monitoring(_Strict):

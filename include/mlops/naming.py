@@ -16,7 +16,15 @@ MONITORING_DAG_PREFIX = "monitor_"
 SCORING_DAG_PREFIX = "score_"
 LABELS_DAG_PREFIX = "ingest_labels_"
 ROLLOUT_DAG_PREFIX = "rollout_"
-DAG_PREFIXES = (TRAINING_DAG_PREFIX, MONITORING_DAG_PREFIX, SCORING_DAG_PREFIX, LABELS_DAG_PREFIX, ROLLOUT_DAG_PREFIX)
+LOG_SUMMARY_DAG_PREFIX = "summarize_log_"
+DAG_PREFIXES = (
+    TRAINING_DAG_PREFIX,
+    MONITORING_DAG_PREFIX,
+    SCORING_DAG_PREFIX,
+    LABELS_DAG_PREFIX,
+    ROLLOUT_DAG_PREFIX,
+    LOG_SUMMARY_DAG_PREFIX,
+)
 CARD_DAG_PREFIX = "model_card_"
 ROLLBACK_DAG_ID = "rollback_model"
 SELF_CHECK_DAG_ID = "platform_self_check"
@@ -33,6 +41,11 @@ def monitoring_dag_id(use_case: str) -> str:
 
 def scoring_dag_id(use_case: str) -> str:
     return f"{SCORING_DAG_PREFIX}{use_case}"
+
+
+def log_summary_dag_id(use_case: str) -> str:
+    """The DAG that summarises the prediction log's newly landed files for monitoring at volume."""
+    return f"{LOG_SUMMARY_DAG_PREFIX}{use_case}"
 
 
 def labels_dag_id(use_case: str) -> str:

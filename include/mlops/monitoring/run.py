@@ -48,6 +48,8 @@ from mlops.monitoring.volume import WindowFiles
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlops.monitoring.summaries import Bins
+
 # Above this many window rows the decision uses mlops.monitoring.drift; Evidently's own
 # run grows to ~56 s and 1 GB RSS at 1M rows (benchmarks/drift/README.md).
 FAST_PATH_ROWS = 100_000
@@ -227,7 +229,7 @@ def run_monitoring(
         frames = _ReportFrames(_sample(scored, report_sample_rows, seed), _sample(reference, report_sample_rows, seed),
                                sampled=True)  # fmt: skip
         summary.report_sample_rows = len(frames.current)
-        _measure_at_volume(summary, use_case, reference, scored, columns, prediction_kind, at_volume)
+        _measure_at_volume(summary, use_case, reference, scored, columns, prediction_kind, at_volume, champion_version)
         _report_drift_sample(summary, use_case, frames, columns, prediction_kind, directory)
     else:
         frames = _report_frames(scored, reference, fast_path_rows, report_sample_rows, seed)
@@ -440,6 +442,7 @@ def _measure_at_volume(
     columns: _DriftColumns,
     prediction_kind: ColumnKind | None,
     at_volume: WindowFiles,
+    champion_version: str | None = None,
 ) -> None:
     """Drift, null shares and row counts of the whole window from its files' merged summaries.
 
@@ -454,14 +457,10 @@ def _measure_at_volume(
     threshold = use_case.monitoring.drift_share_threshold
     source = summary.prediction_drift_on if prediction_kind is not None else None
     in_log = source is not None and source in sample.columns and source != "max_proba"
-    numeric, categorical = list(columns.numeric), list(columns.categorical)
-    view = reference.copy(deep=False)
-    if in_log and source is not None:
-        view[source] = reference[PREDICTION]
-        (numeric if prediction_kind == "numeric" else categorical).append(source)
+    view, numeric, categorical = _summarised_columns(reference, columns, prediction_kind, source if in_log else None)
     window = at_volume.log_window(use_case.name)
     bins = summaries.reference_bins(view, numeric, categorical)
-    merged = window.summary(bins)
+    merged = window.summary(bins, {"by": "monitoring", "model_version": champion_version})
     bounds: dict[str, float] = {}
     if any(len(drift.usable_values(view[c])) <= drift.SMALL_REFERENCE_ROWS for c in [*numeric, *categorical]):
         outcome = drift.check_drift(view, window, numeric, categorical, threshold)
@@ -489,6 +488,40 @@ def _measure_at_volume(
     if summary.label_lag is not None and summary.rows:
         summary.label_lag = replace(summary.label_lag, labelled_share=min(1.0, at_volume.labelled_rows / summary.rows))
     _null_shares_from_summary(summary, use_case, merged)
+
+
+def _summarised_columns(
+    reference: pd.DataFrame, columns: _DriftColumns, prediction_kind: ColumnKind | None, source: str | None
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The reference view and columns a window's summaries are built for: the features, and the prediction
+    under its log column `source` (None when it is not a log column)."""
+    numeric, categorical = list(columns.numeric), list(columns.categorical)
+    view = reference.copy(deep=False)
+    if source is not None:
+        view[source] = reference[PREDICTION]
+        (numeric if prediction_kind == "numeric" else categorical).append(source)
+    return view, numeric, categorical
+
+
+def summary_bins(use_case: UseCase, reference: pd.DataFrame, rows: pd.DataFrame) -> Bins:
+    """The bins a window at volume is summarised with, given the reference (the champion's training data, scored
+    by it) and some rows of the window (a landed partition: only its columns and whether they hold values count).
+
+    The same steps as `run_monitoring` takes, so a partition summarised as it lands
+    (mlops.monitoring.landing) carries the bins the monitoring run will ask for, and is reused.
+    Where they differ (a column with no value in the partition but some in the window) the
+    keys differ, and the monitoring run summarises that day again: never a wrong reuse.
+    """
+    from mlops.monitoring import summaries
+
+    scratch = MonitoringSummary(use_case.name, "", 0, 0, DriftResult([]), "none")
+    current = served_rows(rows)
+    columns = _drift_columns(use_case, reference, current)
+    reference, scored, kind = _prediction_reference(use_case, reference, current, scratch)
+    source = scratch.prediction_drift_on if kind is not None else None
+    in_log = source is not None and source in scored.columns and source != "max_proba"
+    view, numeric, categorical = _summarised_columns(reference, columns, kind, source if in_log else None)
+    return summaries.reference_bins(view, numeric, categorical)
 
 
 def _null_shares_from_summary(summary: MonitoringSummary, use_case: UseCase, merged: dict[str, Any]) -> None:

@@ -316,14 +316,31 @@ def _chunks(files: Sequence[Path]) -> list[list[Path]]:
     return [c for c in chunks if c]
 
 
-def window_summary(files: Sequence[Path], bins: Bins) -> dict[str, Any]:
-    """The merged summary of a window's log files, cached per day folder and extended as files land.
+@dataclass(frozen=True)
+class DayUpdate:
+    """What bringing one day folder's summary up to date did."""
 
-    A day folder's summary records the files it covers. A later run summarises only the files
+    folder: Path
+    files: int
+    """Log files the summary covers now."""
+    summarised: int
+    """Files read this time: 0 when the summary already covered every file (nothing written)."""
+    afresh: bool
+    """True when the folder was summarised from scratch (no summary for these bins, or a file gone)."""
+
+
+def update_day_summaries(
+    files: Sequence[Path], bins: Bins, origin: dict[str, Any] | None = None
+) -> tuple[dict[Path, dict[str, Any]], list[DayUpdate]]:
+    """Each day folder's summary of `files` for `bins`, cached beside them and extended as files land.
+
+    A day folder's summary records the files it covers. A later call summarises only the files
     added since and merges them in (the service adds a file a second to today's folder); a file
-    gone (a batch partition replaced) makes the folder summarised afresh. The jobs run on a
-    thread per core: the Parquet decoding and the counting run in Arrow and NumPy, which
-    release the GIL.
+    gone (a batch partition replaced) makes the folder summarised afresh; a folder already
+    covered is read, not written. `origin` says who built a new summary and against which
+    reference (`{"by": "landing", "model_version": "3", ...}`), recorded as `built_against` so
+    a reader can tell; an extended summary keeps its first origin. The jobs run on a thread per
+    core: the Parquet decoding and the counting run in Arrow and NumPy, which release the GIL.
     """
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -333,7 +350,9 @@ def window_summary(files: Sequence[Path], bins: Bins) -> dict[str, Any]:
         folders.setdefault(path.parent, []).append(path)
     done: dict[Path, dict[str, Any]] = {}
     todo: dict[Path, list[dict[str, Any]]] = {}
+    origins: dict[Path, Any] = {}
     jobs: list[tuple[Path, list[Path]]] = []
+    updates: list[DayUpdate] = []
     for folder, held in folders.items():
         path = summary_path(folder, bins)
         cached = json.loads(path.read_text()) if path.exists() else None
@@ -341,21 +360,42 @@ def window_summary(files: Sequence[Path], bins: Bins) -> dict[str, Any]:
         covered = set(cached["files"]) if cached else set()
         if cached and covered == names:
             done[folder] = cached["summary"]
+            updates.append(DayUpdate(folder, len(names), 0, False))
             continue
-        todo[folder] = [cached["summary"]] if cached and covered <= names else []
-        jobs += [(folder, chunk) for chunk in _chunks([f for f in held if f.name not in covered or not todo[folder]])]
+        extend = bool(cached) and covered <= names
+        todo[folder] = [cached["summary"]] if cached and extend else []
+        origins[folder] = cached.get("built_against") if cached and extend else origin
+        new = [f for f in held if f.name not in covered or not extend]
+        updates.append(DayUpdate(folder, len(names), len(new), not extend))
+        jobs += [(folder, chunk) for chunk in _chunks(new)]
     if jobs:
         with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
             for (folder, _), part in zip(jobs, pool.map(lambda job: summarize_files(job[1], bins), jobs), strict=True):
                 todo[folder].append(part)
     for folder, parts in todo.items():
         done[folder] = merge(parts)
-        record = {"files": sorted(f.name for f in folders[folder]), "summary": done[folder]}
+        record = {
+            "files": sorted(f.name for f in folders[folder]),
+            "built_against": origins[folder],
+            "bins": {"numeric": bins.numeric, "few_valued": bins.few_valued, "categorical": bins.categorical},
+            "summary": done[folder],
+        }
         target = summary_path(folder, bins)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             tmp.write_text(json.dumps(record))
-    return merge(done[folder] for folder in folders)
+    return done, updates
+
+
+def window_summary(files: Sequence[Path], bins: Bins, origin: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The merged summary of a window's log files: each day folder's (`update_day_summaries`), added up.
+
+    A day summarised as its files landed (`mlops.monitoring.landing`) for the same bins is
+    read, and extended with the files that landed since; for other bins (a new champion's
+    reference) the day is summarised afresh.
+    """
+    done, _ = update_day_summaries(files, bins, origin)
+    return merge(done.values())
 
 
 def window_drift(
@@ -437,8 +477,8 @@ class ServedColumns:
     def __getitem__(self, name: str) -> pd.Series:
         return self.column(name)
 
-    def summary(self, bins: Bins) -> dict[str, Any]:
-        return window_summary(self._files, bins)
+    def summary(self, bins: Bins, origin: dict[str, Any] | None = None) -> dict[str, Any]:
+        return window_summary(self._files, bins, origin)
 
 
 # --------------------------------------------------------------------------- an SQL log: the database aggregates
@@ -498,8 +538,9 @@ class SqlWindow:
     def __getitem__(self, name: str) -> pd.Series:
         return self.column(name)
 
-    def summary(self, bins: Bins) -> dict[str, Any]:
-        """The window's summary for `bins`, each count and sum computed by the database."""
+    def summary(self, bins: Bins, origin: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The window's summary for `bins`, each count and sum computed by the database (`origin` unused: nothing is
+        cached)."""
         import sqlalchemy as sa
 
         with self.engine.connect() as conn:

@@ -16,11 +16,11 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mlops.config import UseCase
 from mlops.naming import scoring_dag_id
 from mlops.orchestration.assets import predictions_asset
-from mlops.orchestration.defaults import COMPUTE_BOUND, dag_kwargs
+from mlops.orchestration.defaults import COMPUTE_BOUND, NETWORK_BOUND, dag_kwargs
 
 
 def build_scoring_dag(use_case: UseCase) -> DAG:
-    """`score_<use case>`: one task, scoring the partition of the run's date into the prediction log."""
+    """`score_<use case>`: score the partition of the run's date into the prediction log, then summarise it."""
 
     @dag(
         schedule=use_case.schedule.scoring,
@@ -45,7 +45,15 @@ def build_scoring_dag(use_case: UseCase) -> DAG:
                 raise AirflowSkipException(f"nothing landed for {use_case.name} partition {partition}")
             return serving_batch.score_partition(use_case, partition, frame).to_dict()
 
-        score_landed_partition()
+        # Its own task, after the rows are in the log: a failure here leaves the scored partition
+        # logged (the monitoring run then summarises it itself), and a retry does not score again.
+        @task(**NETWORK_BOUND)
+        def summarize_scored_partition(scored: dict[str, Any]) -> dict[str, Any]:
+            from mlops.monitoring import landing
+
+            return landing.summarize_partition(use_case, scored["partition"]).to_dict()
+
+        summarize_scored_partition(score_landed_partition())
 
     return scoring()
 
@@ -67,6 +75,9 @@ Scores the partition `date=<partition>` landed in `$MLOPS_HOME/landing/{use_case
 with `models:/{use_case.model_name}@champion` and writes predictions (with model version,
 row id, timestamps and input features) to the prediction log, which monitoring reads.
 A re-run replaces the partition. Skips when nothing has landed for the partition.
+Then `summarize_scored_partition` computes the monitoring summaries of the partition's day
+folders against the champion's reference (`mlops.monitoring.landing`), so the monitoring run
+merges them instead of reading the rows; a use case whose windows monitoring reads whole skips it.
 
 **Params**: `partition` (`YYYY-MM-DD`; default: the run's logical date, or for a run
 triggered without one, the date it ran after).

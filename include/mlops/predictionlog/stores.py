@@ -180,6 +180,11 @@ class ParquetStore:
                 os.replace(tmp, final)
         return replaced
 
+    def partition_folders(self, use_case: str, partition: str) -> list[Path]:
+        """The day folders holding a batch partition's files (its rows are foldered by event date)."""
+        found = (self.root / use_case).glob(f"date=*/batch__{_partition_tag(partition)}__*.parquet")
+        return sorted({path.parent for path in finished_files(found)})
+
     def _files(self, use_case: str, start: datetime | None, end: datetime | None) -> list[Path]:
         files: list[Path] = []
         base = self.root / use_case
