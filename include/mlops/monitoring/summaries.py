@@ -5,8 +5,10 @@ summary is computed once for a given reference (the *bins* come from the referen
 cached beside its files as `<date folder>/_summaries/day.<bins key>.json`, with the names of
 the files it covers; a later run adds only the files that landed since. So a window of 1.2
 billion rows costs a merge of 14 day summaries, not a read of its rows, and the service's
-file a second costs one summary per day, not one per file. A folder without a summary (an
-old log, or a new champion's reference) is summarised the first time a window includes it.
+file a second costs one summary per day, not one per file. Days are summarised as their rows
+land (`mlops.monitoring.landing`, from the scoring and log-summary DAGs); a folder without a
+summary for the run's bins (an old log, or a new champion's reference) is summarised the first
+time a window includes it.
 An SQL log's summary is computed by the database (`SqlWindow`).
 
 A summary holds, for the rows answered to clients (a shadow's rows left out):
