@@ -24,6 +24,9 @@ DEFAULT_SCHEDULER_PRELOAD = ",".join(
         "sklearn.pipeline", "sklearn.compose", "sklearn.inspection", "matplotlib.pyplot",
         "mlflow", "mlflow.sklearn", "mlflow.models", "mlflow.pyfunc", "great_expectations", "evidently",
         "dvc.repo",
+        # Feast: 5-9 s afresh, in each store-backed task (materialize_features, a training run's store
+        # check and snapshot join, the monitoring skew check); no threads or handlers at import.
+        "feast",
         # skops (MLflow's safe sklearn format) scans every loaded module for scipy's ufuncs when
         # imported; under Airflow each scan hits deprecated-module shims, 1 100 warnings, 11 s
         # per task process. Imported once here, it is already done when a task starts.

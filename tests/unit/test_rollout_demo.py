@@ -61,3 +61,12 @@ def test_the_demo_waits_for_the_shadow_worker_and_its_log_before_judging() -> No
     shadow["log"] = idle
     assert log_flushed(health)
     assert rollout_version({"canaries": {USE_CASE: {"version": "3"}}}, "canaries") == "3"
+
+
+def test_the_rollout_demo_runs_bike_sharing_and_the_main_demo_its_store_backed_twin() -> None:
+    """The main demo's clients send no weather (the store's); the rollouts stay on bike_sharing (no store needed)."""
+    from mlops.platform import demo
+
+    assert rollout_demo.USE_CASE == "bike_sharing" and find_use_case(rollout_demo.USE_CASE).feature_store is None
+    main = find_use_case(demo.USE_CASE)
+    assert main.feature_store is not None and not set(main.feature_store.feature_names) & set(main.client_fields)

@@ -1,11 +1,17 @@
 """The end-to-end demo: the whole loop on the bundled bike data, with no manual step.
 
+The use case is `bike_sharing_store`: the bike data with its weather from the feature store
+(docs/features.md), so the demo shows the store too, at the cost of one materialization.
+
 1. start the local stack (Airflow, MLflow, prediction service);
-2. train on early 2011 through the real scheduler;
-3. replay the later months as production traffic through the prediction service;
-4. after each month, run the monitoring DAG: drift is found as the seasons change;
-5. monitoring triggers retraining by itself; the new model is promoted or rejected;
-6. print a timeline of which versions became champion, when and why.
+2. load the feature store (`materialize_features`: the hourly weather into the offline and online stores);
+3. train on early 2011 through the real scheduler, the weather joined point-in-time from the store;
+4. replay the later months as production traffic through the prediction service: the clients
+   send the hour and the calendar, the service reads the weather from the online store;
+5. after each month, run the monitoring DAG: drift is found as the seasons change, and the
+   training/serving skew check compares every served weather value with the offline store's;
+6. monitoring triggers retraining by itself; the new model is promoted or rejected;
+7. print a timeline of which versions became champion, when and why.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from mlops.config import UseCase, find_use_case
 from mlops.mlflow.client import client as mlflow_client
 from mlops.naming import (
+    MATERIALIZE_FEATURES_DAG_ID,
     ROLLOUT_ALIASES,
     TAG_CANARY_AT,
     TAG_GATE_CHAMPION_VERSION,
@@ -48,7 +55,8 @@ from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.settings import Settings, get_settings
 
-USE_CASE = "bike_sharing"
+# bike_sharing with its weather from the feature store: the demo's clients send the hour and the calendar only.
+USE_CASE = "bike_sharing_store"
 INITIAL_AS_OF = "2011-03-01"
 # Month ends at which monitoring looks back; spring and summer bring the drift.
 FULL_MONTHS = ["2011-04-01", "2011-05-01", "2011-06-01", "2011-07-01", "2011-08-01"]
@@ -106,6 +114,56 @@ def report_training(api: AirflowAPI, dag_id: str, run_id: str) -> dict[str, Any]
         reasons = "; ".join(promotion.get("reasons") or [])
         announce(f"  v{promotion['version']} {promotion['action']}: {reasons}")
     return promotion
+
+
+def load_feature_store(api: AirflowAPI) -> bool:
+    """One `materialize_features` run, waited for; True when it succeeded.
+
+    Once unpaused, the scheduler starts the latest hourly run at once (no catch-up) and keeps the
+    online store loaded every hour after: on a fresh stack that run is the one waited for (triggering
+    one besides would load the store twice, the second time beside the first training). A DAG already
+    unpaused (a second demo on the same MLOPS_HOME) gets a triggered run.
+    """
+    dag_id = MATERIALIZE_FEATURES_DAG_ID
+    api.wait_for_dag(dag_id)
+    known = {r["dag_run_id"] for r in api.dag_runs(dag_id)}
+    run_id = None
+    if api.request("GET", f"/dags/{dag_id}").get("is_paused", True):
+        api.unpause(dag_id)
+        run_id = wait_for_new_run(api, dag_id, known)
+    if run_id is None:
+        run_id, state = run_dag(api, dag_id, {})
+    else:
+        state = str(api.dag_run(dag_id, run_id)["state"])
+        if state != "success":
+            announce(f"  {dag_id} ended {state} (see the Airflow UI)")
+    if state != "success":
+        return False
+    report_materialization(api, run_id)
+    return True
+
+
+def report_materialization(api: AirflowAPI, run_id: str) -> None:
+    """Say what `materialize_features` loaded: the offline rows per view and how far the online store reaches."""
+    loaded = task_result(api, MATERIALIZE_FEATURES_DAG_ID, run_id, "materialize_online") or {}
+    rows = ", ".join(f"{view} {n} rows" for view, n in sorted((loaded.get("offline_rows") or {}).items()))
+    announce(f"  offline store: {rows or '?'}; online store loaded up to {str(loaded.get('end', '?'))[:19]}")
+
+
+def report_skew(assessment: dict[str, Any]) -> None:
+    """The monitoring run's training/serving skew check, in the words the MLOps page uses (from its summary.json)."""
+    from pathlib import Path
+
+    from mlops.ui.files import skew_line
+
+    directory = assessment.get("report_dir")
+    try:
+        summary = json.loads((Path(directory) / "summary.json").read_text()) if directory else None
+    except (OSError, ValueError):
+        summary = None
+    line = skew_line(summary)
+    if line is not None:
+        announce(f"  {line[0]}")
 
 
 def print_timeline(use_case: UseCase, settings: Settings, say: Callable[[str], None] = announce) -> None:
@@ -231,6 +289,11 @@ def run(keep_running: bool = True, fast: bool = False) -> int:
         api.wait_for_dag(dag_id)
         api.unpause(dag_id)
 
+    if use_case.feature_store is not None:
+        announce("loading the feature store (materialize_features: the hourly weather, offline and online) ...")
+        if not load_feature_store(api):
+            return 1
+
     announce(f"training on {use_case.training.window.days} days before {INITIAL_AS_OF} (early 2011) ...")
     run_id, state = run_dag(api, train_id, {"as_of": INITIAL_AS_OF, "reason": "initial training on early 2011"})
     if state != "success":
@@ -241,11 +304,16 @@ def run(keep_running: bool = True, fast: bool = False) -> int:
     for month_end in FAST_MONTHS if fast else FULL_MONTHS:
         end = date.fromisoformat(month_end)
         label = previous_end.strftime("%Y-%m")
-        announce(f"replaying {label} … through {urls['prediction_service'].removesuffix('/docs')}")
-        replay.replay(
+        target = urls["prediction_service"].removesuffix("/docs")
+        sent = ", ".join(use_case.client_fields)
+        announce(f"replaying {label} … through {target} (each record: {sent})")
+        replayed = replay.replay(
             use_case, previous_end, end, speed=60.0, label_delay=1.0, via="http",
             deliver_remaining_labels=True, progress=lambda m: None,
         )  # fmt: skip
+        if replayed.failed_rows:
+            refused = ", ".join(f"{reason}: {n}" for reason, n in sorted(replayed.failures.items()))
+            announce(f"  {replayed.failed_rows} of {replayed.rows} rows got no prediction ({refused})")
         known = {r["dag_run_id"] for r in api.dag_runs(train_id)}
         monitor_run, _ = run_dag(api, monitor_id, {"as_of": month_end})
         assessment = task_result(api, monitor_id, monitor_run, "assess_window") or {}
@@ -257,6 +325,7 @@ def run(keep_running: bool = True, fast: bool = False) -> int:
         announce(f"replaying {label} … {share_text} → {arrow}")
         for reason in decision.get("reasons", [])[:3]:
             announce(f"  {reason}")
+        report_skew(assessment)
         if action == "retrain":
             training_run = wait_for_new_run(api, train_id, known)
             if training_run:

@@ -34,7 +34,6 @@ from mlops.platform import stack
 from mlops.platform.airflow_api import AirflowAPI
 from mlops.platform.demo import (
     INITIAL_AS_OF,
-    USE_CASE,
     announce,
     print_timeline,
     report_training,
@@ -44,6 +43,9 @@ from mlops.platform.demo import (
 )
 from mlops.settings import Settings, get_settings
 
+# bike_sharing, its weather sent by the clients: the rollouts need no feature store (the main demo runs
+# bike_sharing_store).
+USE_CASE = "bike_sharing"
 DEMO_FOLDER = "demo-rollout"
 # The two strategies, one after the other. Only the prediction service reads `strategy` once
 # (at start): the training and rollout tasks read the config file at every run. So between the
