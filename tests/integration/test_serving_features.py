@@ -243,3 +243,22 @@ def test_the_openapi_example_is_answered_with_the_stores_weather_for_its_hour(se
     full = pd.DataFrame([{**{c: record[c] for c in CALENDAR}, **{w: observed[w] for w in WEATHER}}])
     expected = setup.pipeline.predict(full[list(setup.pipeline.feature_names_in_)])
     assert response.json()["predictions"] == pytest.approx(list(expected), rel=1e-9)
+
+
+def test_mlflows_scoring_protocol_takes_the_hour_and_the_calendar_named_or_in_order(setup: Setup) -> None:
+    """`POST /invocations/<use case>` of a store-backed use case: rows with column names, and rows without them in
+    the order entity keys then request features (the store's features are not the client's), answered alike."""
+    row = _row(setup, "2011-07-15", "2pm")
+    values = ["2011-07-15T14", *(_calendar(row)[c] for c in CALENDAR)]
+    full = pd.DataFrame([{**_calendar(row), **{w: row[w] for w in WEATHER}}])
+    expected = list(setup.pipeline.predict(full[list(setup.pipeline.feature_names_in_)]))
+    url = f"{setup.service.url}/invocations/bike_sharing"
+    for body in (
+        {"dataframe_split": {"columns": ["hour", *CALENDAR], "data": [values]}},
+        {"instances": [values]},
+    ):
+        response = httpx.post(url, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == pytest.approx(expected, rel=1e-9)
+    short = httpx.post(url, json={"instances": [values[:-1]]}, timeout=30)
+    assert short.status_code == 400 and "['hour', 'season', 'hr', 'holiday', 'weekday', 'workingday']" in short.text

@@ -107,7 +107,7 @@ async def _invoke(state: ServiceState, use_case: str, request: Request) -> Respo
         return _error(503, f"no @{state.config.alias} model loaded for {use_case}: {reason}")
     try:
         payload = await read_json_body(request, state)
-        key, records = to_records(payload, model.schema.names)
+        key, records = to_records(payload, client_columns(state, use_case, model.schema.names))
     except RequestError as exc:
         return _refusal(exc.status, exc.detail)
     started = time.perf_counter()
@@ -128,6 +128,15 @@ async def _invoke(state: ServiceState, use_case: str, request: Request) -> Respo
     # MLflow's body has no room for it: which version answered (a canary or the champion) goes in headers.
     response.headers[VERSION_HEADER], response.headers[ROLE_HEADER] = str(answer["model_version"]), answer["role"]
     return response
+
+
+def client_columns(state: ServiceState, use_case: str, names: list[str]) -> list[str]:
+    """The columns of a row sent without names: the signature's, or for a store-backed use case its entity keys
+    and the signature's columns the store does not give (the client never sends those; a 422 if it does)."""
+    online = state.online.get(use_case)
+    if online is None:
+        return names
+    return [*online.entity_keys, *(n for n in names if n not in online.names)]
 
 
 def to_records(payload: Any, names: list[str]) -> tuple[str, list[Any]]:
