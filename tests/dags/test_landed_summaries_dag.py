@@ -14,6 +14,7 @@ partitions is a window "at volume". Then:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def _train(use_case: UseCase, as_of: str, run: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
+def bike(mlflow_server: str, airflow_home: Path) -> Iterator[UseCase]:
     use_case = find_use_case("bike_sharing")
     use_case = use_case.model_copy(
         update={
@@ -68,7 +69,11 @@ def bike(mlflow_server: str, airflow_home: Path) -> UseCase:
         }
     )
     _train(use_case, "2011-03-01", "landing_v1")
-    return use_case
+    yield use_case
+    # This module's monitoring runs trigger training runs of bike_sharing that dag.test() never
+    # ends; left queued, the next module's monitoring run would see "a training run is already
+    # queued or running" and decide cooldown instead of retrain.
+    _clear_training_triggers(use_case)
 
 
 def _exact(use_case: UseCase) -> UseCase:
@@ -87,20 +92,26 @@ def _records(use_case: UseCase) -> dict[Path, tuple[int, dict[str, Any]]]:
     }
 
 
-def _monitor(use_case: UseCase) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One monitoring DAG run at AS_OF with no training run or trigger in the way: its decision and summary.json."""
+def _clear_training_triggers(use_case: UseCase) -> None:
+    """Fail the use case's training runs and forget its last trigger (under dag.test() a triggered run never ends)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
 
     from mlops.naming import last_trigger_variable, training_dag_id
-    from mlops.orchestration.monitoring import build_monitoring_dag
 
-    with create_session() as session:  # under dag.test() a triggered training run never ends by itself
+    with create_session() as session:
         for run in session.query(DagRun).filter(DagRun.dag_id == training_dag_id(use_case.name)):
             run.state = DagRunState.FAILED
     Variable.delete(last_trigger_variable(use_case.name))
+
+
+def _monitor(use_case: UseCase) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One monitoring DAG run at AS_OF with no training run or trigger in the way: its decision and summary.json."""
+    from mlops.orchestration.monitoring import build_monitoring_dag
+
+    _clear_training_triggers(use_case)
     dag = build_monitoring_dag(use_case)
     dag_run = dag.test(run_conf={"as_of": AS_OF})
     assert str(dag_run.state) == "success"
